@@ -1,0 +1,192 @@
+"""The study a run analyses: its clinical and scans tables, checked before any job runs.
+
+A real study names `study.clinical` and `study.scans` in the config; otherwise the
+synthetic trial of `synthetic:` is the study, and its tables are designed (not rendered)
+here so that Snakemake knows every scan when it builds the DAG.
+
+Every problem is reported as one line that names the file, the line and what is wrong:
+`clinical.tsv line 4 (patient_id=P03): pfs_event must be 0 or 1, got 2`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pandas as pd
+import yaml
+
+ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+
+
+class StudyError(ValueError):
+    """A bad study table: the message is one line naming file, line and problem."""
+
+
+@dataclass
+class Study:
+    name: str
+    clinical: pd.DataFrame  # one row per patient
+    scans: pd.DataFrame  # one row per scan; `image`/`mask` are absolute paths (or None)
+    clinical_path: Path
+    scans_path: Path
+    synthetic: bool
+    cohorts: list[str] = field(default_factory=list)
+
+    def scan(self, scan_id: str) -> pd.Series:
+        return self.scans.loc[scan_id]
+
+
+def results_dir(config: dict) -> Path:
+    return Path("results") / config["study"]["name"]
+
+
+def load_study(config: dict, schemas_dir: Path) -> Study:
+    """Load and check the study named by `config` (the whole config dict)."""
+    study_cfg = config.get("study") or {}
+    name = study_cfg.get("name", "study")
+    if study_cfg.get("clinical") or study_cfg.get("scans"):
+        clinical_path = Path(study_cfg["clinical"])
+        scans_path = Path(study_cfg["scans"])
+        clinical = read_table(clinical_path)
+        scans = read_table(scans_path)
+        check_clinical(clinical, clinical_path, schemas_dir)
+        check_scans(scans, scans_path, clinical, schemas_dir)
+        scans = _resolve_paths(scans, scans_path)
+        synthetic = False
+    else:
+        from tumorburden.synth.trial import design_trial
+
+        trial = design_trial(config.get("synthetic") or {})
+        out = results_dir({"study": {"name": name}}) / "synthetic"
+        clinical_path, scans_path = out / "clinical.tsv", out / "scans.tsv"
+        clinical = trial.clinical.copy()
+        scans = trial.scans.copy()
+        scans["image"] = [str(out / p) for p in scans["image"]]
+        if "mask" not in scans:
+            scans["mask"] = None
+        synthetic = True
+    clinical = clinical.set_index("patient_id", drop=False)
+    scans = scans.set_index("scan_id", drop=False)
+    cohorts = sorted(clinical["cohort"].astype(str).unique())
+    return Study(name, clinical, scans, clinical_path, scans_path, synthetic, cohorts)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a TSV (or CSV by extension) with every value as text; types are checked later."""
+    if not path.exists():
+        raise StudyError(f"{path}: file not found (check study.clinical / study.scans in the config)")
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise StudyError(f"{path}: cannot be read as a {'CSV' if sep == ',' else 'tab-separated'} table ({' '.join(str(exc).split())})") from None
+    df.columns = [c.strip() for c in df.columns]
+    if df.empty:
+        raise StudyError(f"{path}: the table has no rows")
+    return df
+
+
+def _schema(schemas_dir: Path, name: str) -> dict:
+    return yaml.safe_load((Path(schemas_dir) / f"{name}.schema.yaml").read_text())
+
+
+def _typed_record(row: pd.Series, schema: dict) -> dict:
+    """Convert the text of a row to what the schema expects, leaving bad values as text."""
+    record = {}
+    for key, value in row.items():
+        if value is None or (isinstance(value, float) and np.isnan(value)):
+            continue  # an empty cell is a missing value: `required` reports it
+        prop = schema.get("properties", {}).get(key, {})
+        kind = prop.get("type")
+        if kind == "number" or "enum" in prop and all(isinstance(v, int) for v in prop["enum"]):
+            try:
+                number = float(value)
+                value = int(number) if number.is_integer() and "enum" in prop else number
+            except ValueError:
+                pass
+        record[key] = value
+    return record
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    column = error.path[0] if error.path else None
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        return f"{missing} is missing"
+    if error.validator == "pattern":
+        return f"{column} {error.instance!r} has characters outside [A-Za-z0-9._-]"
+    if error.validator == "enum":
+        allowed = " or ".join(str(v) for v in error.validator_value)
+        return f"{column} must be {allowed}, got {error.instance!r}"
+    if error.validator == "type":
+        return f"{column} must be a {error.validator_value}, got {error.instance!r}"
+    if error.validator == "minimum":
+        return f"{column} must be >= {error.validator_value}, got {error.instance!r}"
+    return f"{column}: {error.message}" if column else error.message
+
+
+def _check_rows(df: pd.DataFrame, path: Path, schema: dict, key: str) -> None:
+    missing = [c for c in schema.get("required", []) if c not in df.columns]
+    if missing:
+        raise StudyError(f"{path}: missing column(s) {', '.join(missing)} (columns found: {', '.join(df.columns)})")
+    validator = jsonschema.Draft7Validator(schema)
+    for i, (_, row) in enumerate(df.iterrows()):
+        errors = sorted(validator.iter_errors(_typed_record(row, schema)), key=lambda e: list(e.path))
+        if errors:
+            ident = row.get(key)
+            where = f"line {i + 2}" + (f" ({key}={ident})" if isinstance(ident, str) else "")
+            raise StudyError(f"{path} {where}: {_describe(errors[0])}")
+
+
+def _check_unique(df: pd.DataFrame, path: Path, column: str) -> None:
+    dup = df[column].duplicated(keep="first")
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        first = int(np.flatnonzero((df[column] == df[column].iloc[i]).to_numpy())[0])
+        raise StudyError(
+            f"{path} line {i + 2}: duplicate {column} {df[column].iloc[i]!r} (first on line {first + 2}); {column} must be unique"
+        )
+
+
+def check_clinical(clinical: pd.DataFrame, path: Path, schemas_dir: Path) -> None:
+    _check_rows(clinical, path, _schema(schemas_dir, "clinical"), "patient_id")
+    _check_unique(clinical, path, "patient_id")
+    for what in ("pfs", "os"):
+        bad = pd.to_numeric(clinical[f"{what}_days"]) < 0
+        if bad.any():  # also caught by the schema; kept for tables read without it
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise StudyError(f"{path} line {i + 2}: {what}_days is negative")
+
+
+def check_scans(scans: pd.DataFrame, path: Path, clinical: pd.DataFrame, schemas_dir: Path) -> None:
+    _check_rows(scans, path, _schema(schemas_dir, "scans"), "scan_id")
+    _check_unique(scans, path, "scan_id")
+    known = set(clinical["patient_id"])
+    base = path.parent
+    for i, (_, row) in enumerate(scans.iterrows()):
+        where = f"{path} line {i + 2} (scan_id={row['scan_id']})"
+        if row["patient_id"] not in known:
+            raise StudyError(f"{where}: patient_id {row['patient_id']!r} is not in the clinical table; add the patient or remove the scan")
+        for column in ("image", "mask"):
+            value = row.get(column)
+            if isinstance(value, str) and value:
+                target = Path(value) if Path(value).is_absolute() else base / value
+                if not target.exists():
+                    raise StudyError(f"{where}: {column} {value!r} does not exist (relative paths resolve against {base})")
+
+
+def _resolve_paths(scans: pd.DataFrame, scans_path: Path) -> pd.DataFrame:
+    base = scans_path.parent.resolve()
+    out = scans.copy()
+    out["days"] = pd.to_numeric(out["days"])
+    if "mask" not in out:
+        out["mask"] = None
+    for column in ("image", "mask"):
+        out[column] = [
+            None if not isinstance(v, str) or not v else str(Path(v) if Path(v).is_absolute() else base / v)
+            for v in out[column]
+        ]
+    return out

@@ -1,0 +1,230 @@
+"""Output table schemas, declared once and checked where a table is written and read.
+
+Each schema lists required columns and their kinds. A table may carry extra columns
+(e.g. reason columns, covariates); required ones must be present with the right kind.
+Kinds: "str", "float", "int", "bool". Integer columns may be nullable (pandas Int64).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SCHEMAS: dict[str, dict[str, str]] = {
+    # scans/<scan_id>/lesions.parquet: one row per lesion of one scan
+    "scan_lesions": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "lesion": "int",
+        "volume_ml": "float",
+        "longest_diameter_mm": "float",
+        "short_axis_mm": "float",
+        "centroid_x_mm": "float",
+        "centroid_y_mm": "float",
+        "centroid_z_mm": "float",
+        "mean_hu": "float",
+        "organ": "str",
+    },
+    # scans/<scan_id>/tissue.parquet: one row per scan, body composition volumes
+    "scan_tissue": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "muscle_ml": "float",
+        "sat_ml": "float",
+        "vat_ml": "float",
+    },
+    # tables/lesions.parquet: lesion x scan, with tracks
+    "lesions": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "days": "float",
+        "lesion": "int",
+        "track_id": "int",
+        "status": "str",
+        "volume_ml": "float",
+        "longest_diameter_mm": "float",
+        "short_axis_mm": "float",
+        "centroid_x_mm": "float",
+        "centroid_y_mm": "float",
+        "centroid_z_mm": "float",
+        "mean_hu": "float",
+        "organ": "str",
+    },
+    # tables/burden.parquet: one row per scan
+    "burden": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "days": "float",
+        "total_volume_ml": "float",
+        "n_lesions": "int",
+        "n_new_lesions": "int",
+        "sld_mm": "float",
+        "muscle_ml": "float",
+        "sat_ml": "float",
+        "vat_ml": "float",
+    },
+    # tables/features.parquet: one row per patient
+    "features": {
+        "patient_id": "str",
+        "cohort": "str",
+        "n_scans": "int",
+        "baseline_scan_id": "str",
+        "baseline_volume_ml": "float",
+        "baseline_n_lesions": "int",
+        "nadir_volume_ml": "float",
+        "time_to_nadir_days": "float",
+        "pct_change_first_fu": "float",
+        "best_pct_change": "float",
+        "tgr_pre": "float",
+        "tgr_post": "float",
+        "tgr_ratio": "float",
+        "growth_g": "float",
+        "decay_d": "float",
+        "new_lesions_any": "bool",
+        "recist_bor": "str",
+        "volumetric_response": "str",
+    },
+    # qc/exclusions.tsv
+    "exclusions": {
+        "stage": "str",
+        "patient_id": "str",
+        "scan_id": "str",
+        "reason": "str",
+    },
+    # survival/km.csv: the Kaplan-Meier step function per group
+    "km": {
+        "cohort": "str",
+        "endpoint": "str",
+        "stratifier": "str",
+        "group": "str",
+        "time_days": "float",
+        "survival": "float",
+        "ci_lower": "float",
+        "ci_upper": "float",
+        "at_risk": "int",
+        "events": "int",
+        "censored": "int",
+    },
+    "logrank": {
+        "cohort": "str",
+        "endpoint": "str",
+        "stratifier": "str",
+        "groups": "str",
+        "n": "int",
+        "events": "int",
+        "chisq": "float",
+        "df": "int",
+        "p": "float",
+        "status": "str",
+    },
+    "cox": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model": "str",
+        "term": "str",
+        "hr": "float",
+        "hr_lower": "float",
+        "hr_upper": "float",
+        "p": "float",
+        "n": "int",
+        "events": "int",
+        "status": "str",
+    },
+    "performance": {
+        "cohort": "str",
+        "endpoint": "str",
+        "feature": "str",
+        "n": "int",
+        "events": "int",
+        "c_index": "float",
+        "c_index_lower": "float",
+        "c_index_upper": "float",
+        "c_index_uno": "float",
+        "c_index_uno_lower": "float",
+        "c_index_uno_upper": "float",
+        "status": "str",
+    },
+}
+
+_KIND_CHECK = {
+    "str": lambda s: pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s),
+    "float": lambda s: pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s),
+    "int": lambda s: pd.api.types.is_integer_dtype(s),
+    "bool": lambda s: pd.api.types.is_bool_dtype(s),
+}
+
+
+class TableSchemaError(ValueError):
+    pass
+
+
+def check(df: pd.DataFrame, name: str, where: str = "") -> pd.DataFrame:
+    """Raise TableSchemaError naming the table, column and problem; return df unchanged."""
+    schema = SCHEMAS[name]
+    label = f"{name} table" + (f" {where}" if where else "")
+    missing = [c for c in schema if c not in df.columns]
+    if missing:
+        raise TableSchemaError(f"{label}: missing column(s) {', '.join(missing)}")
+    for col, kind in schema.items():
+        if len(df) and not _KIND_CHECK[kind](df[col]):
+            raise TableSchemaError(f"{label}: column {col!r} should be {kind}, got {df[col].dtype}")
+    return df
+
+
+def conform(df: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Cast the schema's columns to canonical dtypes and put them first (stable layout)."""
+    schema = SCHEMAS[name]
+    out = df.copy()
+    for col, kind in schema.items():
+        if col not in out.columns:
+            continue
+        if kind == "str":
+            out[col] = out[col].astype(object).where(out[col].notna(), None)
+        elif kind == "float":
+            out[col] = pd.to_numeric(out[col], errors="raise").astype("float64")
+        elif kind == "int":
+            out[col] = out[col].astype("Int64")
+        elif kind == "bool":
+            out[col] = out[col].astype("boolean")
+    cols = [c for c in schema if c in out.columns] + [c for c in out.columns if c not in schema]
+    return out[cols]
+
+
+def write(df: pd.DataFrame, path: str | Path, name: str, csv: bool = False) -> None:
+    """Write a Parquet table (and a CSV twin if `csv`), checked against its schema."""
+    path = Path(path)
+    df = check(conform(df, name), name, str(path)).reset_index(drop=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        df.to_parquet(path, index=False, engine="pyarrow")
+        if csv:
+            df.to_csv(path.with_suffix(".csv"), index=False, float_format="%.6g")
+    elif path.suffix == ".csv":
+        df.to_csv(path, index=False, float_format="%.6g")
+        if csv:
+            df.to_parquet(path.with_suffix(".parquet"), index=False, engine="pyarrow")
+    elif path.suffix == ".tsv":
+        df.to_csv(path, index=False, sep="\t", float_format="%.6g")
+    else:
+        raise ValueError(f"unknown table format: {path}")
+
+
+def read(path: str | Path, name: str) -> pd.DataFrame:
+    path = Path(path)
+    if path.suffix == ".parquet":
+        df = pd.read_parquet(path, engine="pyarrow")
+    elif path.suffix == ".csv":
+        df = pd.read_csv(path)
+    elif path.suffix == ".tsv":
+        df = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "scan_id": str})
+    else:
+        raise ValueError(f"unknown table format: {path}")
+    return check(conform(df, name), name, str(path))
+
+
+def empty(name: str) -> pd.DataFrame:
+    """An empty frame with the schema's columns and dtypes (for scans with no lesion)."""
+    dtypes = {"str": object, "float": "float64", "int": "Int64", "bool": "boolean"}
+    return pd.DataFrame({c: pd.Series(dtype=dtypes[k]) for c, k in SCHEMAS[name].items()})
