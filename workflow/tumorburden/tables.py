@@ -132,6 +132,14 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "events": "int",
         "status": "str",
     },
+    # truth/scores.csv: a synthetic run scored against its truth
+    "scores": {
+        "stage": "str",
+        "metric": "str",
+        "value": "float",
+        "n": "int",
+        "detail": "str",
+    },
     "performance": {
         "cohort": "str",
         "endpoint": "str",

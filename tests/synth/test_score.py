@@ -1,0 +1,124 @@
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorburden import tables
+from tumorburden.synth.score import write_scores
+
+
+def _perfect_results(out, trial, results):
+    """A run that got everything right: the truth copied into the results layout."""
+    truth = out / "truth"
+    for scan_id in trial.scans["scan_id"]:
+        (results / "scans" / scan_id).mkdir(parents=True)
+        shutil.copy(truth / "scans" / scan_id / "labels.nii.gz", results / "scans" / scan_id / "segmentation.nii.gz")
+    les = pd.read_parquet(truth / "lesions.parquet")
+    measured = les.assign(lesion=les["track_id"], status="persisting", mean_hu=40.0, organ=les["site"])
+    tables.write(measured, results / "tables" / "lesions.parquet", "lesions")
+    ts = pd.read_parquet(truth / "scans.parquet")
+    burden = ts.assign(sld_mm=0.0, muscle_ml=0.0, sat_ml=0.0, vat_ml=0.0)
+    tables.write(burden, results / "tables" / "burden.parquet", "burden")
+    p = pd.read_parquet(truth / "patients.parquet")
+    feats = pd.DataFrame({c: np.nan for c in tables.SCHEMAS["features"]}, index=p.index)
+    feats = feats.assign(patient_id=p["patient_id"], cohort=p["cohort"], n_scans=2, baseline_scan_id="x",
+                         baseline_volume_ml=p["baseline_volume_ml"], baseline_n_lesions=1, new_lesions_any=False,
+                         recist_bor="PR", volumetric_response="PR")
+    tables.write(feats, results / "tables" / "features.parquet", "features")
+    cox = pd.DataFrame([
+        {"cohort": "all", "endpoint": "os", "model": "univariate", "term": "log_baseline_volume_ml", "hr": 1.6,
+         "hr_lower": 1.2, "hr_upper": 2.1, "p": 0.01, "n": 3, "events": 2, "status": "ok"},
+        {"cohort": "all", "endpoint": "pfs", "model": "univariate", "term": "log2_baseline_volume_ml", "hr": 1.1,
+         "hr_lower": 1.0, "hr_upper": 1.2, "p": 0.01, "n": 3, "events": 2, "status": "ok"},
+    ])
+    tables.write(cox, results / "survival" / "cox.csv", "cox")
+
+
+def _value(scores, metric):
+    row = scores[scores["metric"] == metric]
+    assert len(row) >= 1, metric
+    return row["value"].iloc[0]
+
+
+def test_perfect_run_scores_perfectly(tiny_run, tmp_path):
+    out, trial = tiny_run
+    results = tmp_path / "results"
+    _perfect_results(out, trial, results)
+    scores = write_scores(out / "truth", results, tmp_path / "scores.csv")
+    assert list(scores.columns) == ["stage", "metric", "value", "n", "detail"]
+    assert _value(scores, "lesion_dice_pooled") == 1.0
+    assert _value(scores, "lesion_dice_median_per_scan") == 1.0
+    for tissue in ("muscle", "sat", "vat", "lung", "liver"):
+        assert _value(scores, f"{tissue}_dice") == 1.0
+    assert _value(scores, "sensitivity_ge10mm") == 1.0
+    assert _value(scores, "false_positives_per_scan") == 0.0
+    assert _value(scores, "tracking_accuracy") == 1.0
+    assert _value(scores, "total_volume_median_abs_rel_error") == 0.0
+    assert _value(scores, "total_volume_p90_abs_rel_error") == 0.0
+    assert _value(scores, "baseline_volume_median_abs_rel_error") == 0.0
+    hr = scores[scores["metric"] == "hr_log_volume_ci_covers"]
+    # ln-scale term: 1.5 lies in 1.2-2.1; log2 term: true HR 1.5**ln2 = 1.32 lies outside 1.0-1.2
+    assert list(hr["value"]) == [1.0, 0.0]
+    assert pd.read_csv(tmp_path / "scores.csv").shape == scores.shape
+
+
+def test_errors_are_measured_and_missing_inputs_are_reported(tiny_run, tmp_path):
+    out, trial = tiny_run
+    results = tmp_path / "results"
+    _perfect_results(out, trial, results)
+    burden = tables.read(results / "tables" / "burden.parquet", "burden")
+    burden["total_volume_ml"] *= 1.2
+    tables.write(burden, results / "tables" / "burden.parquet", "burden")
+    gone = trial.scans["scan_id"].iloc[0]
+    (results / "scans" / gone / "segmentation.nii.gz").unlink()
+    (results / "tables" / "features.parquet").unlink()
+    (results / "survival" / "cox.csv").unlink()
+
+    scores = write_scores(out / "truth", results, tmp_path / "scores.csv")
+    assert _value(scores, "total_volume_median_abs_rel_error") == pytest.approx(0.2)
+    assert _value(scores, "lesion_dice_pooled") == 1.0
+    dice = scores[scores["metric"] == "lesion_dice_pooled"].iloc[0]
+    assert dice["n"] == len(trial.scans) - 1 and gone in dice["detail"]
+    feat = scores[scores["metric"] == "baseline_volume_median_abs_rel_error"].iloc[0]
+    assert np.isnan(feat["value"]) and "not found" in feat["detail"]
+    assert np.isnan(_value(scores, "hr_log_volume"))
+
+
+def test_segmentation_errors_lower_dice_and_add_false_positives(tiny_run, tmp_path):
+    import nibabel as nib
+
+    out, trial = tiny_run
+    results = tmp_path / "results"
+    _perfect_results(out, trial, results)
+    for scan_id in trial.scans["scan_id"]:
+        path = results / "scans" / scan_id / "segmentation.nii.gz"
+        img = nib.load(path)
+        seg = np.asarray(img.dataobj).copy()
+        seg[np.isin(seg, (1, 5))] = 4  # every lesion missed
+        seg[2:4, 2:4, 2:4] = 1  # one false positive in the corner
+        nib.save(nib.Nifti1Image(seg, img.affine), path)
+    scores = write_scores(out / "truth", results, tmp_path / "scores.csv")
+    assert _value(scores, "lesion_dice_pooled") == 0.0
+    assert _value(scores, "sensitivity_ge10mm") == 0.0
+    assert _value(scores, "false_positives_per_scan") == 1.0
+
+
+def test_missing_truth_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="synth-trial"):
+        write_scores(tmp_path / "truth", tmp_path, tmp_path / "s.csv")
+
+
+def test_segmentation_in_another_orientation_is_brought_onto_the_truth_grid(tiny_run, tmp_path):
+    import nibabel as nib
+
+    out, trial = tiny_run
+    results = tmp_path / "results"
+    _perfect_results(out, trial, results)
+    for scan_id in trial.scans["scan_id"]:
+        path = results / "scans" / scan_id / "segmentation.nii.gz"
+        img = nib.as_closest_canonical(nib.load(path))  # RAS+ voxel order: i and j flipped
+        assert not np.allclose(img.affine, nib.load(out / "truth" / "scans" / scan_id / "labels.nii.gz").affine)
+        nib.save(img, path)
+    scores = write_scores(out / "truth", results, tmp_path / "scores.csv")
+    assert _value(scores, "lesion_dice_pooled") == 1.0 and _value(scores, "vat_dice") == 1.0

@@ -1,0 +1,328 @@
+"""Score a finished run of the synthetic trial against its truth, stage by stage.
+
+Writes one tidy CSV: stage, metric, value, n, detail. A metric whose inputs are missing is
+still written, with value NaN and the reason in `detail`, so a scores file always has the
+same rows and a broken stage shows up as a visible gap rather than a silent omission.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import cc3d
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+
+from tumorburden import labels, tables
+from tumorburden.imaging.volume import Volume, load_nifti
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["stage", "metric", "value", "n", "detail"]
+TRACK_SPHERE_MM = 5.0  # a measured lesion takes the true label most frequent within this radius
+TRACK_NEAREST_MM = 15.0  # else the nearest true centroid, if this close
+TISSUES = {"muscle": labels.MUSCLE, "sat": labels.SAT, "vat": labels.VAT, "lung": labels.LUNG, "liver": labels.LIVER}
+
+
+class _Scores:
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def add(self, stage, metric, value, n, detail=""):
+        value = float(value) if value is not None and not (isinstance(value, float) and math.isnan(value)) else math.nan
+        self.rows.append({"stage": stage, "metric": metric, "value": value, "n": int(n), "detail": detail})
+
+    def skip(self, stage, metric, reason):
+        self.add(stage, metric, math.nan, 0, f"skipped: {reason}")
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=COLUMNS)
+
+
+def _dice(inter: float, total: float) -> float:
+    return 2.0 * inter / total if total > 0 else math.nan
+
+
+def _on_grid(pred: Volume, truth: Volume) -> np.ndarray | None:
+    """The prediction's array on the truth grid: as is, or re-oriented (flips/permutations only)."""
+    if pred.same_grid(truth):
+        return pred.array
+    tr = nib.orientations.ornt_transform(nib.orientations.io_orientation(pred.affine),
+                                         nib.orientations.io_orientation(truth.affine))
+    arr = nib.orientations.apply_orientation(pred.array, tr)
+    affine = pred.affine @ nib.orientations.inv_ornt_aff(tr, pred.shape)
+    if arr.shape == truth.shape and np.allclose(affine, truth.affine, atol=1e-2):
+        return arr
+    return None
+
+
+def _read_table(path: Path, schema: str | None):
+    """(frame, None) or (None, reason)."""
+    if not path.exists():
+        return None, f"{path} not found"
+    try:
+        if schema is None:
+            return pd.read_parquet(path), None
+        return tables.read(path, schema), None
+    except (ValueError, OSError) as exc:
+        return None, f"{path} unreadable ({' '.join(str(exc).split())})"
+
+
+def _sphere_offsets(spacing) -> np.ndarray:
+    reach = [max(1, int(math.ceil(TRACK_SPHERE_MM / s))) for s in spacing]
+    grid = np.stack(np.meshgrid(*[np.arange(-r, r + 1) for r in reach], indexing="ij"), axis=-1).reshape(-1, 3)
+    dist = np.linalg.norm(grid * np.asarray(spacing), axis=1)
+    return grid[dist <= max(TRACK_SPHERE_MM, max(spacing))]
+
+
+def _map_to_truth(measured: pd.DataFrame, inst: Volume, true_scan: pd.DataFrame) -> list:
+    """True track_id for each measured lesion of one scan (None where nothing true is near)."""
+    if measured.empty:
+        return []
+    offsets = _sphere_offsets(inst.spacing)
+    inv = np.linalg.inv(inst.affine)
+    ras = measured[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float)
+    ijk = np.rint(ras @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+    true_xyz = true_scan[["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]].to_numpy(float)
+    out = []
+    for centre, point in zip(ijk, ras):
+        idx = centre[None, :] + offsets
+        ok = np.all((idx >= 0) & (idx < np.array(inst.shape)), axis=1)
+        vals = inst.array[tuple(idx[ok].T)]
+        vals = vals[vals > 0]
+        if vals.size:
+            ids, counts = np.unique(vals, return_counts=True)
+            out.append(int(ids[np.argmax(counts)]))
+            continue
+        if len(true_xyz):
+            dist = np.linalg.norm(true_xyz - point[None], axis=1)
+            j = int(np.argmin(dist))
+            if dist[j] <= TRACK_NEAREST_MM:
+                out.append(int(true_scan["track_id"].iloc[j]))
+                continue
+        out.append(None)
+    return out
+
+
+def _score_images(truth_dir: Path, results_dir: Path, true_scans: pd.DataFrame, true_lesions: pd.DataFrame,
+                  measured: pd.DataFrame | None, sc: _Scores) -> pd.DataFrame | None:
+    """Segmentation, detection, false positives; returns measured lesions with their true track."""
+    inter = {k: 0.0 for k in ("lesion", *TISSUES)}
+    total = {k: 0.0 for k in inter}
+    pred_has = {k: False for k in TISSUES}
+    per_scan_dice, fp_counts = [], []
+    detected = {"ge10": [0, 0], "5to10": [0, 0]}  # [detected, total]
+    unrendered = 0
+    missing, off_grid = [], []
+    mapped_parts = []
+    for scan_id in true_scans["scan_id"]:
+        seg_path = results_dir / "scans" / scan_id / "segmentation.nii.gz"
+        lab_path = truth_dir / "scans" / scan_id / "labels.nii.gz"
+        inst_path = truth_dir / "scans" / scan_id / "lesions.nii.gz"
+        if not (seg_path.exists() and lab_path.exists() and inst_path.exists()):
+            missing.append(scan_id)
+            continue
+        truth = load_nifti(lab_path, dtype=np.uint8)
+        pred_arr = _on_grid(load_nifti(seg_path), truth)
+        if pred_arr is None:
+            off_grid.append(scan_id)
+            continue
+        inst = load_nifti(inst_path, dtype=np.uint16)
+        pred_lesion = np.isin(pred_arr, labels.LESION_LABELS)
+        true_lesion = inst.array > 0
+        i = float(np.count_nonzero(pred_lesion & true_lesion))
+        t = float(np.count_nonzero(pred_lesion) + np.count_nonzero(true_lesion))
+        inter["lesion"] += i
+        total["lesion"] += t
+        if t > 0:
+            per_scan_dice.append(_dice(i, t))
+        for name, lab in TISSUES.items():
+            p, tr = pred_arr == lab, truth.array == lab
+            pred_has[name] |= bool(p.any())
+            inter[name] += float(np.count_nonzero(p & tr))
+            total[name] += float(np.count_nonzero(p) + np.count_nonzero(tr))
+
+        # detection: a true lesion is found if any predicted lesion voxel overlaps it
+        hit_ids = set(np.unique(inst.array[pred_lesion]).tolist()) - {0}
+        present = set(np.unique(inst.array).tolist()) - {0}
+        for les in true_lesions[true_lesions["scan_id"] == scan_id].itertuples(index=False):
+            if les.track_id not in present:
+                unrendered += 1
+                continue
+            bucket = "ge10" if les.longest_diameter_mm >= 10 else "5to10" if les.longest_diameter_mm >= 5 else None
+            if bucket:
+                detected[bucket][1] += 1
+                detected[bucket][0] += les.track_id in hit_ids
+        components, n_comp = cc3d.connected_components(pred_lesion.astype(np.uint8), connectivity=26, return_N=True)
+        touching = np.unique(components[true_lesion])
+        fp_counts.append(n_comp - int(np.count_nonzero(touching)))
+
+        if measured is not None:
+            m = measured[measured["scan_id"] == scan_id].copy()
+            m["true_track"] = _map_to_truth(m, inst, true_lesions[true_lesions["scan_id"] == scan_id])
+            mapped_parts.append(m)
+
+    n_scored = len(true_scans) - len(missing) - len(off_grid)
+    note = f"{n_scored} of {len(true_scans)} scans scored"
+    if missing:
+        note += f"; {len(missing)} without segmentation or truth (e.g. {missing[0]})"
+    if off_grid:
+        note += f"; {len(off_grid)} on a different grid than the truth (e.g. {off_grid[0]})"
+    if n_scored == 0:
+        for metric in ("lesion_dice_pooled", "lesion_dice_median_per_scan", *(f"{k}_dice" for k in TISSUES),
+                       "sensitivity_ge10mm", "sensitivity_5to10mm", "false_positives_per_scan"):
+            sc.skip("lesions" if metric.startswith(("sens", "false")) else "segment", metric, note)
+        return None
+    sc.add("segment", "lesion_dice_pooled", _dice(inter["lesion"], total["lesion"]), n_scored, note)
+    if per_scan_dice:
+        sc.add("segment", "lesion_dice_median_per_scan", float(np.median(per_scan_dice)), len(per_scan_dice),
+               "scans with a true or predicted lesion")
+    else:
+        sc.skip("segment", "lesion_dice_median_per_scan", "no scan has a true or predicted lesion")
+    for name in TISSUES:
+        if name in ("lung", "liver") and not pred_has[name]:
+            sc.skip("segment", f"{name}_dice", f"the segmentation has no {name} label (optional)")
+        else:
+            sc.add("segment", f"{name}_dice", _dice(inter[name], total[name]), n_scored, f"pooled over scans; {note}")
+    extra = f"; {unrendered} true lesion-timepoints smaller than a voxel excluded" if unrendered else ""
+    for bucket, metric, text in (("ge10", "sensitivity_ge10mm", "longest diameter >= 10 mm"),
+                                 ("5to10", "sensitivity_5to10mm", "longest diameter 5-10 mm")):
+        hit, n = detected[bucket]
+        if n:
+            sc.add("lesions", metric, hit / n, n, f"true lesion-timepoints, {text}{extra}")
+        else:
+            sc.skip("lesions", metric, f"no true lesion with {text}")
+    sc.add("lesions", "false_positives_per_scan", float(np.mean(fp_counts)), len(fp_counts),
+           "mean predicted components (26-connected) touching no true lesion; "
+           f"max {int(np.max(fp_counts))}")
+    return pd.concat(mapped_parts, ignore_index=True) if mapped_parts else None
+
+
+def _score_tracking(mapped: pd.DataFrame | None, reason: str | None, sc: _Scores) -> None:
+    if mapped is None or mapped.empty:
+        sc.skip("lesions", "tracking_accuracy", reason or "no measured lesion on a scored scan")
+        return
+    ok = mapped[mapped["true_track"].notna()].copy()
+    unmapped = len(mapped) - len(ok)
+    if ok.empty:
+        sc.skip("lesions", "tracking_accuracy", "no measured lesion lies on a true lesion")
+        return
+    ok["true_track"] = ok["true_track"].astype(int)
+    majority = (ok.groupby(["patient_id", "track_id", "true_track"]).size().rename("k").reset_index()
+                .sort_values(["patient_id", "track_id", "k", "true_track"], ascending=[True, True, False, True])
+                .drop_duplicates(["patient_id", "track_id"])
+                .rename(columns={"true_track": "majority"})[["patient_id", "track_id", "majority"]])
+    ok = ok.merge(majority, on=["patient_id", "track_id"])
+    acc = float((ok["true_track"] == ok["majority"]).mean())
+    sc.add("lesions", "tracking_accuracy", acc, len(ok),
+           "measured lesion-timepoints whose track maps to its majority true track"
+           + (f"; {unmapped} measured lesion-timepoints on no true lesion excluded" if unmapped else ""))
+
+
+def _abs_rel_error(measured: pd.Series, truth: pd.Series) -> pd.Series:
+    return (measured - truth).abs() / truth
+
+
+def _score_burden(truth_scans: pd.DataFrame, results_dir: Path, sc: _Scores) -> None:
+    burden, reason = _read_table(results_dir / "tables" / "burden.parquet", "burden")
+    names = ["total_volume_median_abs_rel_error", "total_volume_p90_abs_rel_error",
+             "total_volume_median_abs_rel_error_ge5ml", "total_volume_p90_abs_rel_error_ge5ml"]
+    if burden is None:
+        for m in names:
+            sc.skip("burden", m, reason)
+        return
+    both = truth_scans.merge(burden[["scan_id", "total_volume_ml"]], on="scan_id", suffixes=("_true", ""))
+    both = both[both["total_volume_ml"].notna() & (both["total_volume_ml_true"] > 0)]
+    note = f"{len(both)} of {len(truth_scans)} true scans in burden table"
+    for suffix, subset in (("", both), ("_ge5ml", both[both["total_volume_ml_true"] >= 5.0])):
+        if subset.empty:
+            sc.skip("burden", f"total_volume_median_abs_rel_error{suffix}", f"no scan to compare ({note})")
+            sc.skip("burden", f"total_volume_p90_abs_rel_error{suffix}", f"no scan to compare ({note})")
+            continue
+        err = _abs_rel_error(subset["total_volume_ml"], subset["total_volume_ml_true"])
+        label = "true burden >= 5 mL; " if suffix else ""
+        sc.add("burden", f"total_volume_median_abs_rel_error{suffix}", float(err.median()), len(err), label + note)
+        sc.add("burden", f"total_volume_p90_abs_rel_error{suffix}", float(np.quantile(err, 0.9)), len(err),
+               label + note)
+
+
+def _score_features(truth_patients: pd.DataFrame, results_dir: Path, sc: _Scores) -> None:
+    metric = "baseline_volume_median_abs_rel_error"
+    feats, reason = _read_table(results_dir / "tables" / "features.parquet", "features")
+    if feats is None:
+        sc.skip("features", metric, reason)
+        return
+    both = truth_patients[["patient_id", "baseline_volume_ml"]].merge(
+        feats[["patient_id", "baseline_volume_ml"]], on="patient_id", suffixes=("_true", ""))
+    both = both[both["baseline_volume_ml"].notna() & (both["baseline_volume_ml_true"] > 0)]
+    if both.empty:
+        sc.skip("features", metric, "no patient with a measured baseline volume")
+        return
+    err = _abs_rel_error(both["baseline_volume_ml"], both["baseline_volume_ml_true"])
+    sc.add("features", metric, float(err.median()), len(err),
+           f"{len(both)} of {len(truth_patients)} patients; truth = total volume at the baseline scan")
+
+
+def _score_survival(model: dict | None, results_dir: Path, sc: _Scores) -> None:
+    if model is None:
+        sc.skip("survival", "hr_log_volume", "truth model.json not found")
+        return
+    cox, reason = _read_table(results_dir / "survival" / "cox.csv", "cox")
+    if cox is None:
+        sc.skip("survival", "hr_log_volume", reason)
+        return
+    term = cox["term"].astype(str).str.lower()
+    rows = cox[term.str.contains("log") & term.str.contains("volume")]
+    if rows.empty:
+        sc.skip("survival", "hr_log_volume", "cox.csv has no term with 'log' and 'volume'")
+        return
+    hr_ln = float(model["hazard_ratios"]["per_log_volume"])
+    for r in rows.itertuples(index=False):
+        t = str(r.term).lower()
+        # the truth is per unit of ln(volume); a log2 / log10 term is per ln(2) / ln(10) of that
+        unit = math.log(10.0) if "log10" in t else math.log(2.0) if "log2" in t else 1.0
+        true_hr = hr_ln**unit
+        where = f"cohort={r.cohort}; endpoint={r.endpoint}; model={r.model}; term={r.term}; true HR {true_hr:.4g}"
+        if r.status not in (None, "ok") and not pd.notna(r.hr):
+            sc.skip("survival", "hr_log_volume", f"{where}; status {r.status}")
+            continue
+        n = int(r.n) if pd.notna(r.n) else 0
+        sc.add("survival", "hr_log_volume", r.hr, n, f"{where}; estimate")
+        if pd.notna(r.hr_lower) and pd.notna(r.hr_upper):
+            sc.add("survival", "hr_log_volume_ci_covers", float(r.hr_lower <= true_hr <= r.hr_upper), n,
+                   f"{where}; 95% CI {r.hr_lower:.4g}-{r.hr_upper:.4g}")
+        else:
+            sc.skip("survival", "hr_log_volume_ci_covers", f"{where}; no confidence interval")
+
+
+def write_scores(truth_dir: Path, results_dir: Path, out: Path) -> pd.DataFrame:
+    """Score results/<name>/ against results/<name>/truth/ and write `out` (CSV)."""
+    truth_dir, results_dir, out = Path(truth_dir), Path(results_dir), Path(out)
+    for name in ("scans.parquet", "lesions.parquet", "patients.parquet"):
+        if not (truth_dir / name).exists():
+            raise FileNotFoundError(
+                f"{truth_dir / name} not found (score needs the truth of a synthetic trial: run synth-trial first)"
+            )
+    true_scans = pd.read_parquet(truth_dir / "scans.parquet")
+    true_lesions = pd.read_parquet(truth_dir / "lesions.parquet")
+    true_patients = pd.read_parquet(truth_dir / "patients.parquet")
+    model_path = truth_dir / "model.json"
+    model = json.loads(model_path.read_text()) if model_path.exists() else None
+
+    sc = _Scores()
+    measured, reason = _read_table(results_dir / "tables" / "lesions.parquet", "lesions")
+    mapped = _score_images(truth_dir, results_dir, true_scans, true_lesions, measured, sc)
+    _score_tracking(mapped, reason, sc)
+    _score_burden(true_scans, results_dir, sc)
+    _score_features(true_patients, results_dir, sc)
+    _score_survival(model, results_dir, sc)
+
+    scores = sc.frame()
+    tables.write(scores, out, "scores")
+    log.info("scores: %d metrics -> %s", len(scores), out)
+    return scores
