@@ -1,0 +1,111 @@
+"""Per-lesion measurements on label maps built in the test."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorburden import labels as L
+from tumorburden import tables
+from tumorburden.imaging.volume import Volume, save_nifti
+from tumorburden.lesions.measure import axial_diameters, measure_scan
+
+SPACING = (0.8, 0.8, 2.0)
+SHAPE = (120, 110, 40)
+
+
+def grid():
+    affine = np.diag([*SPACING, 1.0])
+    affine[:3, 3] = [-40.0, -30.0, 100.0]
+    idx = np.indices(SHAPE).reshape(3, -1).T
+    mm = (idx @ affine[:3, :3].T + affine[:3, 3]).reshape(*SHAPE, 3)
+    return affine, mm
+
+
+def ellipsoid(mm, centre, radii):
+    return (((mm - np.array(centre)) / np.array(radii)) ** 2).sum(-1) <= 1
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("scan")
+    affine, mm = grid()
+    labels = np.full(SHAPE, L.SAT, np.uint8)
+    labels[:, :, :] = L.SAT
+    lung = ellipsoid(mm, (-20, 0, 130), (18, 25, 25))
+    liver = ellipsoid(mm, (25, 0, 130), (18, 25, 25))
+    labels[lung] = L.LUNG
+    labels[liver] = L.LIVER
+    big = ellipsoid(mm, (25, 0, 130), (12, 8, 6))  # in the liver, long axis along x
+    small = ellipsoid(mm, (-20, 0, 130), (5, 5, 5))  # in the lung
+    node = ellipsoid(mm, (0, 30, 160), (6, 4, 4))
+    speck = ellipsoid(mm, (-30, -25, 110), (0.5, 0.5, 0.5))  # one voxel: below min_volume_ml
+    labels[big | small | speck] = L.LESION
+    labels[node] = L.NODE_LESION
+    hu = np.where(np.isin(labels, L.LESION_LABELS), 40.0, -100.0).astype(np.float32)
+    save_nifti(Volume(hu, affine), tmp / "image.nii.gz")
+    save_nifti(Volume(labels, affine), tmp / "seg.nii.gz", dtype=np.uint8)
+    les, tis = tmp / "lesions.parquet", tmp / "tissue.parquet"
+    measure_scan(tmp / "image.nii.gz", tmp / "seg.nii.gz", "P1", "S1", les, tis, settings={"min_volume_ml": 0.05})
+    return tables.read(les, "scan_lesions"), tables.read(tis, "scan_tissue"), labels, (big, small, node)
+
+
+def test_lesions_numbered_by_volume_with_organs(scan):
+    lesions, _, _, (big, small, node) = scan
+    assert list(lesions["lesion"]) == [1, 2, 3]
+    assert list(lesions["organ"]) == ["liver", "lung", "node"]
+    assert lesions["volume_ml"].is_monotonic_decreasing
+    voxel_ml = np.prod(SPACING) / 1000
+    np.testing.assert_allclose(lesions["volume_ml"], [m.sum() * voxel_ml for m in (big, small, node)])
+    assert lesions["volume_ml"].iloc[0] == pytest.approx(4 / 3 * np.pi * 12 * 8 * 6 / 1000, rel=0.05)
+    assert (lesions["patient_id"] == "P1").all() and (lesions["scan_id"] == "S1").all()
+    assert lesions["mean_hu"].tolist() == pytest.approx([40.0] * 3)
+
+
+def test_ellipsoid_diameters_and_centroid(scan):
+    lesions, *_ = scan
+    first = lesions.iloc[0]
+    assert first["longest_diameter_mm"] == pytest.approx(24.0, abs=SPACING[0])
+    assert first["short_axis_mm"] == pytest.approx(16.0, abs=SPACING[0])
+    assert [first["centroid_x_mm"], first["centroid_y_mm"], first["centroid_z_mm"]] == pytest.approx(
+        [25, 0, 130], abs=0.05)
+
+
+def test_tissue_volumes(scan):
+    _, tissue, labels, _ = scan
+    voxel_ml = np.prod(SPACING) / 1000
+    assert tissue["sat_ml"].iloc[0] == pytest.approx((labels == L.SAT).sum() * voxel_ml)
+    assert tissue["muscle_ml"].iloc[0] == 0 and tissue["vat_ml"].iloc[0] == 0
+
+
+def test_rotated_ellipse_diameter():
+    y, x = np.mgrid[-40:41, -40:41] * 0.5
+    u, v = (x + y) / np.sqrt(2), (x - y) / np.sqrt(2)  # 45 degrees in plane
+    plane = (u / 15) ** 2 + (v / 6) ** 2 <= 1
+    longest, short = axial_diameters(plane[:, :, None], 2, (0.5, 0.5))
+    assert longest == pytest.approx(30.0, abs=1.0)
+    assert short == pytest.approx(12.0, abs=1.0)
+
+
+def test_scan_without_lesions_writes_typed_empty_table(tmp_path):
+    affine, _ = grid()
+    labels = np.full(SHAPE, L.MUSCLE, np.uint8)
+    save_nifti(Volume(np.zeros(SHAPE, np.float32), affine), tmp_path / "image.nii.gz")
+    save_nifti(Volume(labels, affine), tmp_path / "seg.nii.gz", dtype=np.uint8)
+    measure_scan(tmp_path / "image.nii.gz", tmp_path / "seg.nii.gz", "P1", "S2",
+                 tmp_path / "l.parquet", tmp_path / "t.parquet", settings={})
+    empty = pd.read_parquet(tmp_path / "l.parquet")
+    assert len(empty) == 0 and list(empty.columns) == list(tables.SCHEMAS["scan_lesions"])
+    assert str(empty["volume_ml"].dtype) == "float64" and str(empty["lesion"].dtype) == "Int64"
+    tissue = tables.read(tmp_path / "t.parquet", "scan_tissue")
+    assert tissue["muscle_ml"].iloc[0] == pytest.approx(np.prod(SHAPE) * np.prod(SPACING) / 1000)
+
+
+def test_grid_mismatch_is_an_error(tmp_path):
+    affine, _ = grid()
+    save_nifti(Volume(np.zeros(SHAPE, np.float32), affine), tmp_path / "image.nii.gz")
+    save_nifti(Volume(np.zeros((4, 4, 4), np.uint8), affine), tmp_path / "seg.nii.gz")
+    with pytest.raises(ValueError, match="does not match"):
+        measure_scan(tmp_path / "image.nii.gz", tmp_path / "seg.nii.gz", "P1", "S2",
+                     tmp_path / "l.parquet", tmp_path / "t.parquet")
