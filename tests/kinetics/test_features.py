@@ -1,0 +1,137 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorburden import tables
+from tumorburden.kinetics import features as kf
+from tumorburden.kinetics import recist, stein
+
+from kinetics_rows import lesion, make_lesions
+
+
+def burden_rows(pid, days, volumes, sld=None, new=None, n_targets=1, gone=None):
+    n = len(days)
+    sld = sld if sld is not None else [10.0] * n
+    return pd.DataFrame({
+        "patient_id": pid, "scan_id": [f"{pid}_{i}" for i in range(n)], "days": np.asarray(days, float),
+        "total_volume_ml": np.asarray(volumes, float), "n_lesions": [1 if v > 0 else 0 for v in volumes],
+        "n_new_lesions": new if new is not None else [0] * n, "sld_mm": np.asarray(sld, float),
+        "muscle_ml": 1.0, "sat_ml": 1.0, "vat_ml": 1.0, "n_target_lesions": n_targets,
+        "targets_gone": gone if gone is not None else [s == 0 for s in sld],
+    })
+
+
+def clinical(*pids):
+    return pd.DataFrame({"patient_id": list(pids), "cohort": "lung"})
+
+
+def run(burden, pids=None):
+    pids = pids or list(dict.fromkeys(burden["patient_id"]))
+    f, ex = kf.compute_features(burden, make_lesions([lesion("zz", "zz", 0, 1, "lung", 10)]), clinical(*pids))
+    return f.set_index("patient_id"), ex
+
+
+def test_single_scan_gives_nan_with_reasons():
+    f, _ = run(burden_rows("a", [0], [5.0]))
+    r = f.loc["a"]
+    assert r["n_scans"] == 1 and r["nadir_volume_ml"] == 5.0 and r["time_to_nadir_days"] == 0
+    for k in ("pct_change_first_fu", "best_pct_change", "tgr_post", "growth_g", "decay_d"):
+        assert math.isnan(r[k]) and r[f"{k}_reason"] == "single scan"
+    assert r["tgr_pre_reason"] == "no pre-baseline scan"
+    assert r["recist_bor"] == "NE" and r["volumetric_response"] == "NE"
+
+
+def test_no_baseline_lesion():
+    f, _ = run(burden_rows("a", [0, 50, 100], [0.0, 2.0, 3.0], sld=[np.nan] * 3, n_targets=0))
+    r = f.loc["a"]
+    assert math.isnan(r["pct_change_first_fu"]) and r["pct_change_first_fu_reason"] == "no baseline lesion"
+    assert r["growth_g_reason"] == "no baseline lesion"
+    assert r["recist_bor"] == "NE" and r["recist_bor_reason"] == "no target lesion at baseline"
+
+
+def test_changes_nadir_and_growth_rates():
+    # pre-baseline 30.4375 days before baseline: volume doubles -> tgr_pre = 100 %/month
+    f, _ = run(burden_rows("a", [-30.4375, 0, 60.875, 121.75], [5.0, 10.0, 2.5, 4.0]))
+    r = f.loc["a"]
+    assert r["tgr_pre"] == pytest.approx(100.0)
+    assert r["tgr_post"] == pytest.approx(-50.0)  # quartered over 2 months
+    assert r["tgr_ratio"] == pytest.approx(-0.5)
+    assert r["pct_change_first_fu"] == pytest.approx(-75.0) and r["best_pct_change"] == pytest.approx(-75.0)
+    assert r["nadir_volume_ml"] == 2.5 and r["time_to_nadir_days"] == pytest.approx(60.875)
+    assert r["volumetric_response"] == "PR"  # best change -75 <= -65
+    assert r["n_scans"] == 4 and r["baseline_scan_id"] == "a_1"
+
+
+def test_stein_fit_recovers_g_and_d():
+    g, d = 0.004, 0.015
+    t = np.array([0, 42, 84, 126, 168, 250, 330.0])
+    v = 20.0 * stein.stein_relative(t, g, d)
+    fg, fd, rmse = stein.fit_stein(t, v)
+    assert fg == pytest.approx(g, rel=0.05) and fd == pytest.approx(d, rel=0.05)
+    f, _ = run(burden_rows("a", t, v))
+    assert f.loc["a", "growth_g"] == pytest.approx(g, rel=0.05)
+    assert f.loc["a", "decay_d"] == pytest.approx(d, rel=0.05)
+
+
+def test_stein_needs_three_scans():
+    f, _ = run(burden_rows("a", [0, 40], [5.0, 6.0]))
+    assert math.isnan(f.loc["a", "growth_g"])
+    assert f.loc["a", "growth_g_reason"].startswith("fewer than 3 scans")
+
+
+@pytest.mark.parametrize("sld, new, expected", [
+    ([100, 69, 75], [0, 0, 0], "PR"),     # -31 %
+    ([100, 75, 85], [0, 0, 0], "SD"),     # -25 %
+    ([20, 24, 25], [0, 0, 0], "SD"),      # +20 % but only 4 mm / +25 % but 5 mm: PD at scan 2
+    ([100, 50, 61], [0, 0, 0], "PR"),     # PR then +22 % over the nadir 50 = PD after PR: BOR PR
+    ([100, 90, 70], [0, 1, 0], "PD"),     # new lesion at the first follow-up ends the assessment
+    ([100, 130, 60], [0, 0, 0], "PD"),    # PD first; later shrinkage does not count
+])
+def test_recist_bor(sld, new, expected):
+    responses = recist.timepoint_responses(sld, np.array(new) > 0, [False] * len(sld))
+    assert recist.best_overall_response(responses)[0] == expected
+
+
+def test_recist_pd_needs_5mm_absolute():
+    assert recist.timepoint_responses([20, 24], [0, 0], [0, 0]) == ["SD"]  # +20 %, +4 mm
+    assert recist.timepoint_responses([25, 30], [0, 0], [0, 0]) == ["PD"]  # +20 %, +5 mm
+
+
+def test_recist_pd_is_judged_against_the_nadir_not_baseline():
+    # 100 -> 40 (PR) -> 49: +22.5 % and +9 mm over the nadir 40, although -51 % vs baseline
+    assert recist.timepoint_responses([100, 40, 49], [0, 0, 0], [0, 0, 0]) == ["PR", "PD"]
+
+
+def test_recist_bor_through_features_with_first_pd_day():
+    f, _ = run(burden_rows("a", [0, 50, 100], [5.0, 3.0, 9.0], sld=[40, 26, 40], new=[0, 0, 0]))
+    assert f.loc["a", "recist_bor"] == "PR" and f.loc["a", "recist_first_pd_days"] == 100
+    f, _ = run(burden_rows("b", [0, 50], [5.0, 0.0], sld=[40, 0]))
+    assert f.loc["b", "recist_bor"] == "CR" and f.loc["b", "volumetric_response"] == "CR"
+
+
+def test_exclusions_and_written_tables(tmp_path):
+    b = pd.concat([burden_rows("a", [0, 60], [5.0, 6.0]), burden_rows("late", [10, 60], [5.0, 6.0])])
+    tables.write(b, tmp_path / "burden.parquet", "burden")
+    tables.write(make_lesions([lesion("a", "a_0", 0, 1, "lung", 12), lesion("a", "a_0", 0, 2, "liver", 12)]),
+                 tmp_path / "lesions.parquet", "lesions")
+    (tmp_path / "clinical.tsv").write_text("patient_id\tcohort\tage\na\tlung\t60\nlate\tlung\t61\nnoscan\tmelanoma\t50\n")
+    kf.write_features(tmp_path / "burden.parquet", tmp_path / "lesions.parquet", tmp_path / "clinical.tsv",
+                      tmp_path / "features.parquet", tmp_path / "qc" / "exclusions.tsv", {})
+    f = tables.read(tmp_path / "features.parquet", "features")
+    assert f["patient_id"].tolist() == ["a"] and f["baseline_n_organs"].tolist() == [2]
+    assert (tmp_path / "features.csv").exists()
+    ex = tables.read(tmp_path / "qc" / "exclusions.tsv", "exclusions").set_index("patient_id")
+    assert ex.loc["noscan", "reason"] == "no scan"
+    assert ex.loc["late", "reason"].startswith("no baseline scan")
+
+
+def test_exclusions_written_when_empty(tmp_path):
+    b = burden_rows("a", [0], [5.0])
+    tables.write(b, tmp_path / "burden.parquet", "burden")
+    tables.write(make_lesions([lesion("a", "a_0", 0, 1, "lung", 12)]), tmp_path / "lesions.parquet", "lesions")
+    (tmp_path / "clinical.tsv").write_text("patient_id\tcohort\na\tlung\n")
+    kf.write_features(tmp_path / "burden.parquet", tmp_path / "lesions.parquet", tmp_path / "clinical.tsv",
+                      tmp_path / "features.parquet", tmp_path / "exclusions.tsv")
+    assert (tmp_path / "exclusions.tsv").read_text().strip() == "stage\tpatient_id\tscan_id\treason"

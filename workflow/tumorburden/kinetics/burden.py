@@ -1,0 +1,145 @@
+"""Tumour burden per scan: tables/burden.parquet (+ burden.csv).
+
+One row per scan of scans.tsv, scans without any lesion included (burden 0):
+
+- total_volume_ml: sum of volume_ml of the lesions present at the scan;
+- n_lesions: lesions present (status baseline / persisting / new, volume > 0);
+- n_new_lesions: lesions with status ``new``;
+- sld_mm: RECIST 1.1 sum of diameters of the target lesions chosen at the patient's baseline
+  scan (the last scan with days <= 0, else the patient's first scan), see ``recist``;
+  NaN when the patient has no measurable lesion at baseline;
+- muscle_ml, sat_ml, vat_ml: body composition from the scan's tissue.parquet (NaN, with a
+  warning, for a scan without one).
+
+Extra columns: is_baseline (the scan used for target selection), n_target_lesions (the
+patient's number of targets) and targets_gone (the RECIST CR condition at this scan).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from tumorburden import tables
+from tumorburden.kinetics import recist
+
+log = logging.getLogger(__name__)
+
+DEFAULTS = {
+    "recist_max_targets": 5,             # target lesions in all
+    "recist_max_per_organ": 2,           # target lesions per organ (all nodes = one organ)
+    "recist_min_diameter_mm": 10.0,      # measurable non-nodal lesion: longest diameter
+    "recist_min_node_short_axis_mm": 15.0,  # measurable lymph node: short axis
+}
+
+
+def read_scans_table(path: Path) -> pd.DataFrame:
+    """scans.tsv: patient_id, scan_id (str), days (float); one row per scan_id."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: scans table not found (give the study's scans.tsv)")
+    scans = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "scan_id": str})
+    missing = [c for c in ("patient_id", "scan_id", "days") if c not in scans.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (scans.tsv needs patient_id, scan_id, days)")
+    days = pd.to_numeric(scans["days"], errors="coerce")
+    bad = scans.loc[days.isna(), "scan_id"].tolist()
+    if bad:
+        raise ValueError(f"{path}: scan {bad[0]} has no numeric days (give days from baseline, e.g. -7 or 42)")
+    dup = scans.loc[scans["scan_id"].duplicated(), "scan_id"].tolist()
+    if dup:
+        raise ValueError(f"{path}: scan_id {dup[0]} appears more than once (scan IDs must be unique)")
+    return scans.assign(days=days.astype(float))[["patient_id", "scan_id", "days"]]
+
+
+def baseline_scans(scans: pd.DataFrame, fallback_first: bool = True) -> pd.Series:
+    """patient_id -> baseline scan_id: the last scan with days <= 0 (else the first scan)."""
+    ordered = scans.sort_values(["patient_id", "days", "scan_id"], kind="mergesort")
+    pre = ordered[ordered["days"] <= 0].groupby("patient_id", sort=True)["scan_id"].last()
+    if fallback_first:
+        first = ordered.groupby("patient_id", sort=True)["scan_id"].first()
+        pre = pre.reindex(first.index).fillna(first)
+    return pre
+
+
+def _read_tissue(paths) -> pd.DataFrame:
+    frames = [tables.read(p, "scan_tissue") for p in paths]
+    cols = ["patient_id", "scan_id", "muscle_ml", "sat_ml", "vat_ml"]
+    tissue = pd.concat(frames, ignore_index=True)[cols] if frames else tables.empty("scan_tissue")[cols]
+    dup = tissue.loc[tissue["scan_id"].duplicated(), "scan_id"].tolist()
+    if dup:
+        raise ValueError(f"tissue tables: scan {dup[0]} has more than one tissue row (pass one tissue.parquet per scan)")
+    return tissue
+
+
+def compute_burden(lesions: pd.DataFrame, tissue: pd.DataFrame, scans: pd.DataFrame,
+                   settings: dict | None = None) -> pd.DataFrame:
+    """The burden table (schema ``burden`` + extras) from frames; pure, no I/O."""
+    s = {**DEFAULTS, **(settings or {})}
+    known = set(scans["scan_id"])
+    stray = sorted(set(lesions["scan_id"]) - known)
+    if stray:
+        raise ValueError(f"lesions table: scan {stray[0]} is not in scans.tsv (re-run tracking on this study's scans)")
+    owner = scans.set_index("scan_id")["patient_id"]
+    wrong = lesions[lesions["patient_id"].to_numpy() != owner.reindex(lesions["scan_id"]).to_numpy()]
+    if len(wrong):
+        r = wrong.iloc[0]
+        raise ValueError(f"lesions table: scan {r.scan_id} is listed for patient {r.patient_id} but scans.tsv "
+                         f"gives patient {owner[r.scan_id]} (re-run tracking on this study's scans)")
+
+    live = recist.present(lesions)
+    volume = live.groupby("scan_id")["volume_ml"].sum()
+    count = live.groupby("scan_id").size()
+    new = live[live["status"] == "new"].groupby("scan_id").size()
+
+    out = scans.sort_values(["patient_id", "days", "scan_id"], kind="mergesort").reset_index(drop=True)
+    out["total_volume_ml"] = out["scan_id"].map(volume).fillna(0.0).astype(float)
+    out["n_lesions"] = out["scan_id"].map(count).fillna(0).astype("int64")
+    out["n_new_lesions"] = out["scan_id"].map(new).fillna(0).astype("int64")
+
+    base = baseline_scans(out)
+    out["is_baseline"] = out["scan_id"].isin(set(base))
+    by_patient = dict(tuple(lesions.groupby("patient_id", sort=False)))
+    parts = []
+    for pid, pscans in out.groupby("patient_id", sort=False):
+        plesions = by_patient.get(pid, lesions.iloc[0:0])
+        targets = recist.select_targets(
+            plesions[plesions["scan_id"] == base[pid]],
+            max_targets=int(s["recist_max_targets"]),
+            max_per_organ=int(s["recist_max_per_organ"]),
+            min_diameter_mm=float(s["recist_min_diameter_mm"]),
+            min_node_short_axis_mm=float(s["recist_min_node_short_axis_mm"]),
+        )
+        sums = recist.target_sums(plesions, targets, pscans["scan_id"])
+        sums["n_target_lesions"] = len(targets)
+        parts.append(sums)
+    sums = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["scan_id", "sld_mm", "targets_gone", "n_target_lesions"])
+    out = out.merge(sums, on="scan_id", how="left", validate="one_to_one")
+
+    t = tissue.drop(columns="patient_id").set_index("scan_id")
+    for col in ("muscle_ml", "sat_ml", "vat_ml"):
+        out[col] = out["scan_id"].map(t[col]).astype(float)
+    no_tissue = out.loc[out["muscle_ml"].isna(), "scan_id"].tolist()
+    if no_tissue:
+        log.warning("%d scan(s) without a tissue table, body composition left empty: %s",
+                    len(no_tissue), ", ".join(no_tissue[:5]))
+    out["n_target_lesions"] = out["n_target_lesions"].astype("int64")
+    cols = list(tables.SCHEMAS["burden"]) + ["is_baseline", "n_target_lesions", "targets_gone"]
+    return out[cols]
+
+
+def write_burden(lesions: Path, tissue_paths: list[Path], scans_table: Path, out: Path,
+                 settings: dict | None = None) -> pd.DataFrame:
+    """Write tables/burden.parquet and its CSV twin; return the table."""
+    scans = read_scans_table(scans_table)
+    lesion_table = tables.read(lesions, "lesions")
+    tissue = _read_tissue(tissue_paths)
+    log.info("burden of %d scans (%d patients) from %d lesion rows",
+             len(scans), scans["patient_id"].nunique(), len(lesion_table))
+    burden = compute_burden(lesion_table, tissue, scans, settings)
+    tables.write(burden, out, "burden", csv=True)
+    log.info("wrote %s", out)
+    return burden
