@@ -9,11 +9,11 @@ sys.path.insert(0, str(ROOT / "workflow"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def schemas_dir() -> Path:
     return ROOT / "workflow" / "schemas"

@@ -132,7 +132,7 @@ def _check_rows(df: pd.DataFrame, path: Path, schema: dict, key: str) -> None:
     missing = [c for c in schema.get("required", []) if c not in df.columns]
     if missing:
         raise StudyError(f"{path}: missing column(s) {', '.join(missing)} (columns found: {', '.join(df.columns)})")
-    validator = jsonschema.Draft7Validator(schema)
+    validator = jsonschema.validators.validator_for(schema)(schema)
     for i, (_, row) in enumerate(df.iterrows()):
         errors = sorted(validator.iter_errors(_typed_record(row, schema)), key=lambda e: list(e.path))
         if errors:

@@ -1,0 +1,30 @@
+import subprocess
+import sys
+
+import pytest
+
+from tumorburden.cli import build_parser, main
+
+STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "track", "burden",
+          "features", "survival", "figures", "score", "check-study"]
+
+
+def test_every_stage_has_a_subcommand():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(sub.choices) == sorted(STAGES)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help(stage):
+    proc = subprocess.run([sys.executable, "-m", "tumorburden.cli", stage, "--help"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "usage: tumorburden" in proc.stdout
+
+
+def test_user_error_is_one_line(tmp_path, capsys):
+    code = main(["ingest", str(tmp_path / "missing"), "--out", str(tmp_path / "x.nii.gz")])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tumorburden ingest: error:")
+    assert "\n" not in err and "missing" in err

@@ -1,0 +1,120 @@
+"""End to end: the Snakemake workflow on a tiny synthetic trial, scored against its truth,
+then the same scans as a *real* study (tables + DICOM folders + external masks)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "study": {"name": "tiny"},
+    "synthetic": {"n_patients": 6, "matrix": 96, "pixel_mm": 4.0, "slice_mm": 4.0, "seed": 11},
+    "survival": {"bootstrap": 20},
+}
+
+
+def snakemake(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *extra]
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    proc = snakemake(workdir, TINY)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir / "results" / "tiny"
+
+
+@pytest.mark.e2e
+def test_pipeline_outputs_follow_the_contract(synthetic_run):
+    r = synthetic_run
+    burden = pd.read_parquet(r / "tables/burden.parquet")
+    scans = pd.read_csv(r / "synthetic/scans.tsv", sep="\t")
+    assert sorted(burden["scan_id"]) == sorted(scans["scan_id"])
+    for col in ["patient_id", "scan_id", "days", "total_volume_ml", "n_lesions", "n_new_lesions",
+                "sld_mm", "muscle_ml", "sat_ml", "vat_ml"]:
+        assert col in burden.columns
+    features = pd.read_parquet(r / "tables/features.parquet")
+    for col in ["patient_id", "cohort", "baseline_volume_ml", "nadir_volume_ml", "pct_change_first_fu"]:
+        assert col in features.columns
+    cox = pd.read_csv(r / "survival/cox.csv")
+    assert {"cohort", "endpoint", "model", "term", "hr", "hr_lower", "hr_upper", "p", "n", "events"} <= set(cox.columns)
+    assert set(cox["endpoint"]) == {"pfs", "os"}
+    for cohort in ["lung", "melanoma", "all"]:
+        for endpoint in ["pfs", "os"]:
+            for ext in ["pdf", "png"]:
+                assert (r / f"figures/km_{cohort}_{endpoint}.{ext}").stat().st_size > 1000
+    assert (r / "qc/exclusions.tsv").exists()
+    image = nib.load(r / f"scans/{scans.scan_id[0]}/image.nii.gz")
+    truth = nib.load(r / f"truth/scans/{scans.scan_id[0]}/labels.nii.gz")
+    np.testing.assert_allclose(image.affine, truth.affine, atol=1e-4)
+
+
+@pytest.mark.e2e
+def test_scores_against_truth(synthetic_run):
+    scores = pd.read_csv(synthetic_run / "truth/scores.csv")
+    value = scores.set_index(["stage", "metric"])["value"]
+    print(scores.to_string())
+    # The stand-in classical segmentation at 4 mm voxels: tolerances stated in README.
+    assert value[("burden", "median_abs_rel_error_total_volume_ge5ml")] <= 0.25
+    assert value[("segment", "lesion_dice_pooled")] >= 0.6
+    assert value[("segment", "muscle_dice")] >= 0.8
+
+
+@pytest.mark.e2e
+def test_no_identifying_dicom_fields_in_results(synthetic_run):
+    for path in (synthetic_run / "qc").rglob("*.json"):
+        text = path.read_text()
+        assert "PatientName" not in text and "PatientBirthDate" not in text
+
+
+@pytest.mark.e2e
+def test_real_study_with_external_masks(synthetic_run, tmp_path):
+    """The synthetic DICOM folders and truth lesion masks given as a real study's tables:
+    with exact masks, the burden must equal the masks' volumes."""
+    r = synthetic_run
+    scans = pd.read_csv(r / "synthetic/scans.tsv", sep="\t", dtype={"scan_id": str})
+    scans["image"] = [str(r / "synthetic" / p) for p in scans["image"]]
+    scans["mask"] = [str(r / f"truth/scans/{s}/lesions.nii.gz") for s in scans["scan_id"]]
+    scans.to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
+    (tmp_path / "clinical.tsv").write_text((r / "synthetic/clinical.tsv").read_text())
+    config = {"study": {"name": "real", "clinical": str(tmp_path / "clinical.tsv"), "scans": str(tmp_path / "scans.tsv")},
+              "lesions": {"min_volume_ml": 0.0}, "survival": {"bootstrap": 20}}
+    proc = snakemake(tmp_path, config, f"{'results/real/tables/burden.parquet'}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    burden = pd.read_parquet(tmp_path / "results/real/tables/burden.parquet").set_index("scan_id")
+    for scan_id in scans["scan_id"]:
+        mask = nib.load(r / f"truth/scans/{scan_id}/lesions.nii.gz")
+        expected = np.count_nonzero(np.asanyarray(mask.dataobj)) * abs(np.linalg.det(mask.affine[:3, :3])) / 1000
+        assert burden.loc[scan_id, "total_volume_ml"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
+def test_bad_study_stops_before_any_job(tmp_path):
+    clinical = "patient_id\tcohort\tpfs_days\tpfs_event\tos_days\tos_event\nP1\tlung\t10\t1\t20\tyes\n"
+    (tmp_path / "clinical.tsv").write_text(clinical)
+    (tmp_path / "scans.tsv").write_text("patient_id\tscan_id\tdays\timage\nP1\tS1\t0\tx\n")
+    config = {"study": {"name": "bad", "clinical": str(tmp_path / "clinical.tsv"), "scans": str(tmp_path / "scans.tsv")}}
+    proc = snakemake(tmp_path, config, "-n")
+    assert proc.returncode != 0
+    assert "clinical.tsv line 2 (patient_id=P1): os_event must be 0 or 1, got 'yes'" in proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_config_stops_with_schema_error(tmp_path):
+    proc = snakemake(tmp_path, {"study": {"name": "x"}, "lesions": {"connectivity": 5}}, "-n")
+    assert proc.returncode != 0
+    assert "config does not match" in proc.stderr

@@ -1,0 +1,41 @@
+# Burden per scan and kinetics features per patient.
+
+
+rule burden:
+    input:
+        lesions=f"{R}/tables/lesions.parquet",
+        tissue=scan_files(f"{R}/scans/{{scan_id}}/tissue.parquet"),
+        scans=SCANS_TSV,
+    output:
+        table=f"{R}/tables/burden.parquet",
+        csv=f"{R}/tables/burden.csv",
+    log:
+        f"{R}/logs/burden.log",
+    params:
+        settings=settings("kinetics"),
+    conda:
+        ENV
+    shell:
+        "tumorburden burden --lesions {input.lesions} --tissue {input.tissue}"
+        " --scans-table {input.scans:q} --out {output.table} --settings {params.settings} > {log} 2>&1"
+
+
+rule features:
+    input:
+        burden=f"{R}/tables/burden.parquet",
+        lesions=f"{R}/tables/lesions.parquet",
+        clinical=CLINICAL_TSV,
+    output:
+        table=f"{R}/tables/features.parquet",
+        csv=f"{R}/tables/features.csv",
+        exclusions=f"{R}/qc/exclusions.tsv",
+    log:
+        f"{R}/logs/features.log",
+    params:
+        settings=settings("kinetics"),
+    conda:
+        ENV
+    shell:
+        "tumorburden features --burden {input.burden} --lesions {input.lesions}"
+        " --clinical {input.clinical:q} --out {output.table} --exclusions {output.exclusions}"
+        " --settings {params.settings} > {log} 2>&1"

@@ -1,0 +1,64 @@
+# The synthetic trial: tables and truth, then every scan as a DICOM CT series.
+# Only used when the config names no study tables.
+
+
+rule synth_trial:
+    output:
+        clinical=f"{R}/synthetic/clinical.tsv",
+        scans=f"{R}/synthetic/scans.tsv",
+        patients=f"{R}/truth/patients.parquet",
+        lesions=f"{R}/truth/lesions.parquet",
+        scans_truth=f"{R}/truth/scans.parquet",
+        model=f"{R}/truth/model.json",
+    log:
+        f"{R}/logs/synth_trial.log",
+    params:
+        settings=settings("synthetic"),
+        out=lambda wc, output: str(Path(output.model).parents[1]),
+    conda:
+        ENV
+    shell:
+        "tumorburden synth-trial --settings {params.settings} --out-dir {params.out} > {log} 2>&1"
+
+
+rule synth_render:
+    input:
+        scans=f"{R}/synthetic/scans.tsv",
+    output:
+        dicom=directory(f"{R}/synthetic/dicom/{{scan_id}}"),
+        labels=f"{R}/truth/scans/{{scan_id}}/labels.nii.gz",
+        lesions=f"{R}/truth/scans/{{scan_id}}/lesions.nii.gz",
+    log:
+        f"{R}/logs/synth_render/{{scan_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/synth_render/{{scan_id}}.tsv",
+    params:
+        settings=settings("synthetic"),
+        truth=lambda wc, output: str(Path(output.labels).parent),
+    conda:
+        ENV
+    shell:
+        "tumorburden synth-render --settings {params.settings} --scan-id {wildcards.scan_id}"
+        " --dicom-dir {output.dicom} --truth-dir {params.truth} > {log} 2>&1"
+
+
+rule score_against_truth:
+    input:
+        truth=rules.synth_trial.output.model,
+        labels=scan_files(f"{R}/truth/scans/{{scan_id}}/labels.nii.gz"),
+        segmentations=scan_files(f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
+        lesions=f"{R}/tables/lesions.parquet",
+        burden=f"{R}/tables/burden.parquet",
+        features=f"{R}/tables/features.parquet",
+        cox=f"{R}/survival/cox.csv",
+    output:
+        f"{R}/truth/scores.csv",
+    log:
+        f"{R}/logs/score_against_truth.log",
+    params:
+        truth=lambda wc, input: str(Path(input.truth).parent),
+        results=lambda wc, input: str(Path(input.burden).parents[1]),
+    conda:
+        ENV
+    shell:
+        "tumorburden score --truth-dir {params.truth} --results-dir {params.results} --out {output} > {log} 2>&1"
