@@ -116,7 +116,9 @@ def test_exclusions_and_written_tables(tmp_path):
     tables.write(b, tmp_path / "burden.parquet", "burden")
     tables.write(make_lesions([lesion("a", "a_0", 0, 1, "lung", 12), lesion("a", "a_0", 0, 2, "liver", 12)]),
                  tmp_path / "lesions.parquet", "lesions")
-    (tmp_path / "clinical.tsv").write_text("patient_id\tcohort\tage\na\tlung\t60\nlate\tlung\t61\nnoscan\tmelanoma\t50\n")
+    (tmp_path / "clinical.tsv").write_text(
+        "patient_id\tcohort\tpfs_days\tpfs_event\tos_days\tos_event\tage\n"
+        "a\tlung\t100\t1\t200\t0\t60\nlate\tlung\t100\t1\t200\t0\t61\nnoscan\tmelanoma\t100\t1\t200\t0\t50\n")
     kf.write_features(tmp_path / "burden.parquet", tmp_path / "lesions.parquet", tmp_path / "clinical.tsv",
                       tmp_path / "features.parquet", tmp_path / "qc" / "exclusions.tsv", {})
     f = tables.read(tmp_path / "features.parquet", "features")
@@ -131,7 +133,7 @@ def test_exclusions_written_when_empty(tmp_path):
     b = burden_rows("a", [0], [5.0])
     tables.write(b, tmp_path / "burden.parquet", "burden")
     tables.write(make_lesions([lesion("a", "a_0", 0, 1, "lung", 12)]), tmp_path / "lesions.parquet", "lesions")
-    (tmp_path / "clinical.tsv").write_text("patient_id\tcohort\na\tlung\n")
+    (tmp_path / "clinical.tsv").write_text("patient_id\tcohort\tpfs_days\tpfs_event\tos_days\tos_event\na\tlung\t10\t1\t20\t1\n")
     kf.write_features(tmp_path / "burden.parquet", tmp_path / "lesions.parquet", tmp_path / "clinical.tsv",
                       tmp_path / "features.parquet", tmp_path / "exclusions.tsv")
     assert (tmp_path / "exclusions.tsv").read_text().strip() == "stage\tpatient_id\tscan_id\treason"

@@ -97,5 +97,5 @@ def test_write_survival_is_deterministic_and_checks_input(tmp_path):
         assert (tmp_path / "a" / f"{name}.parquet").exists()
     c.loc[3, "os_days"] = -1
     c.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
-    with pytest.raises(ValueError, match="p003 has negative os_days"):
+    with pytest.raises(ValueError, match=r"clinical.tsv line 5 \(patient_id=p003\): os_days must be >= 0"):
         analysis.write_survival(tmp_path / "features.parquet", tmp_path / "clinical.tsv", tmp_path / "c", FAST)

@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 ID_PATTERN = r"^[A-Za-z0-9._-]+$"
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
 class StudyError(ValueError):
@@ -72,6 +73,31 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
     scans = scans.set_index("scan_id", drop=False)
     cohorts = sorted(clinical["cohort"].astype(str).unique())
     return Study(name, clinical, scans, clinical_path, scans_path, synthetic, cohorts)
+
+
+def read_clinical_table(path: Path, schemas_dir: Path = SCHEMAS_DIR) -> pd.DataFrame:
+    """clinical.tsv, checked as at workflow start, with IDs and cohort as text and
+    covariates typed by pandas; for stages run on their own."""
+    path = Path(path)
+    check_clinical(read_table(path), path, schemas_dir)
+    return _typed(path, {"patient_id": str, "cohort": str})
+
+
+def read_scans_table(path: Path, schemas_dir: Path = SCHEMAS_DIR) -> pd.DataFrame:
+    """scans.tsv, checked for columns, types and unique scan IDs (image paths are not
+    needed by the stages that read it), with `days` as float."""
+    path = Path(path)
+    scans = read_table(path)
+    schema = _schema(schemas_dir, "scans")
+    schema["required"] = [c for c in schema["required"] if c != "image"]
+    _check_rows(scans, path, schema, "scan_id")
+    _check_unique(scans, path, "scan_id")
+    scans = _typed(path, {"patient_id": str, "scan_id": str, "image": str, "mask": str})
+    return scans.assign(days=scans["days"].astype(float))
+
+
+def _typed(path: Path, text_columns: dict) -> pd.DataFrame:
+    return pd.read_csv(path, sep="," if path.suffix.lower() == ".csv" else "\t", dtype=text_columns)
 
 
 def read_table(path: Path) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tumorburden.study import read_scans_table
 from tumorburden import tables
 from tumorburden.kinetics import recist
 
@@ -33,25 +34,6 @@ DEFAULTS = {
     "recist_min_diameter_mm": 10.0,      # measurable non-nodal lesion: longest diameter
     "recist_min_node_short_axis_mm": 15.0,  # measurable lymph node: short axis
 }
-
-
-def read_scans_table(path: Path) -> pd.DataFrame:
-    """scans.tsv: patient_id, scan_id (str), days (float); one row per scan_id."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: scans table not found (give the study's scans.tsv)")
-    scans = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "scan_id": str})
-    missing = [c for c in ("patient_id", "scan_id", "days") if c not in scans.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (scans.tsv needs patient_id, scan_id, days)")
-    days = pd.to_numeric(scans["days"], errors="coerce")
-    bad = scans.loc[days.isna(), "scan_id"].tolist()
-    if bad:
-        raise ValueError(f"{path}: scan {bad[0]} has no numeric days (give days from baseline, e.g. -7 or 42)")
-    dup = scans.loc[scans["scan_id"].duplicated(), "scan_id"].tolist()
-    if dup:
-        raise ValueError(f"{path}: scan_id {dup[0]} appears more than once (scan IDs must be unique)")
-    return scans.assign(days=days.astype(float))[["patient_id", "scan_id", "days"]]
 
 
 def baseline_scans(scans: pd.DataFrame, fallback_first: bool = True) -> pd.Series:
@@ -134,7 +116,7 @@ def compute_burden(lesions: pd.DataFrame, tissue: pd.DataFrame, scans: pd.DataFr
 def write_burden(lesions: Path, tissue_paths: list[Path], scans_table: Path, out: Path,
                  settings: dict | None = None) -> pd.DataFrame:
     """Write tables/burden.parquet and its CSV twin; return the table."""
-    scans = read_scans_table(scans_table)
+    scans = read_scans_table(scans_table)[["patient_id", "scan_id", "days"]]
     lesion_table = tables.read(lesions, "lesions")
     tissue = _read_tissue(tissue_paths)
     log.info("burden of %d scans (%d patients) from %d lesion rows",

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorburden.study import read_clinical_table
 from tumorburden import tables
 from tumorburden.kinetics import recist, stein
 
@@ -60,21 +61,6 @@ DEFAULTS = {
 
 REASON_FEATURES = ("pct_change_first_fu", "best_pct_change", "tgr_pre", "tgr_post", "tgr_ratio",
                    "growth_g", "decay_d", "stein_rmse", "recist_bor", "volumetric_response")
-
-
-def read_clinical(path: Path, required=("patient_id", "cohort")) -> pd.DataFrame:
-    """clinical.tsv with IDs and cohort as strings; one row per patient."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: clinical table not found (give the study's clinical.tsv)")
-    clinical = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "cohort": str})
-    missing = [c for c in required if c not in clinical.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (see config/README.md for clinical.tsv)")
-    dup = clinical.loc[clinical["patient_id"].duplicated(), "patient_id"].tolist()
-    if dup:
-        raise ValueError(f"{path}: patient {dup[0]} appears more than once (one row per patient)")
-    return clinical
 
 
 def growth_rate_pct_per_month(v1: float, v2: float, dt_days: float, days_per_month: float):
@@ -235,7 +221,7 @@ def write_features(burden: Path, lesions: Path, clinical: Path, out: Path, exclu
     """Write tables/features.parquet + CSV twin and the exclusions TSV (always, maybe header only)."""
     burden_table = tables.read(burden, "burden")
     lesion_table = tables.read(lesions, "lesions")
-    clinical_table = read_clinical(clinical)
+    clinical_table = read_clinical_table(clinical)
     features, exclusions = compute_features(burden_table, lesion_table, clinical_table, settings)
     log.info("features of %d patients, %d excluded", len(features), len(exclusions))
     tables.write(features, out, "features", csv=True)

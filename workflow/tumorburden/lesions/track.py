@@ -31,6 +31,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from tumorburden import tables
+from tumorburden.study import read_scans_table
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +41,6 @@ DEFAULTS = {
 }
 
 CENTROID = ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm"]
-
-
-def read_scans(path: Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: scans table not found")
-    scans = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "scan_id": str})
-    missing = [c for c in ("patient_id", "scan_id", "days") if c not in scans.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (need patient_id, scan_id, days; tab separated)")
-    days = pd.to_numeric(scans["days"], errors="coerce")
-    bad = scans.index[days.isna()]
-    if len(bad):
-        raise ValueError(f"{path}: row {bad[0] + 2}: days {scans.loc[bad[0], 'days']!r} is not a number")
-    dup = scans["scan_id"][scans["scan_id"].duplicated()]
-    if len(dup):
-        raise ValueError(f"{path}: scan_id {dup.iloc[0]!r} appears more than once")
-    scans = scans.assign(days=days.astype(float))
-    return scans[["patient_id", "scan_id", "days"]]
 
 
 def _scan_of(path: Path, table: pd.DataFrame, known: set[str]) -> str:
@@ -75,7 +57,7 @@ def _scan_of(path: Path, table: pd.DataFrame, known: set[str]) -> str:
 
 def track_study(scans_table: Path, lesion_paths: list[Path], out: Path, settings: dict | None = None) -> pd.DataFrame:
     s = {**DEFAULTS, **(settings or {})}
-    scans = read_scans(scans_table)
+    scans = read_scans_table(scans_table)[["patient_id", "scan_id", "days"]]
     known = set(scans["scan_id"])
     per_scan = {}
     for path in lesion_paths:

@@ -198,9 +198,12 @@ def _segment(hu: np.ndarray, spacing: np.ndarray, voxel_ml: float, affine: np.nd
     soft = dense & (sm < s["enhancing_hu"])
     inside, wall = _wall(dense, soft, spacing, s)
     seg = np.zeros(sm.shape, np.uint8)
+    organs = opening(body & (sm >= s["enhancing_hu"]) & (sm < s["bone_hu"]), rim_ball)
+    # A hypodense lesion enclosed by an enhancing organ (a liver metastasis) can join the
+    # wall through the organ's partial-volume rim; what the organ encloses is not wall.
+    wall &= ~fill_slices(organs)
     # Enhancing organs (not bone) that touch the wall bring a rim of muscle-range partial
     # volume with them; drop the wall within interface_mm of them.
-    organs = opening(body & (sm >= s["enhancing_hu"]) & (sm < s["bone_hu"]), rim_ball)
     muscle = wall & (sm <= mus_hi) & ~dilate(organs, _radius(s["interface_mm"], spacing))
     seg[muscle] = L.MUSCLE
 

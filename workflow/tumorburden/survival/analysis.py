@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from tumorburden import tables
-from tumorburden.kinetics.features import read_clinical
+from tumorburden.study import read_clinical_table
 from tumorburden.survival import concordance, cox, km
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def survival_tables(features: pd.DataFrame, clinical: pd.DataFrame, settings: di
 def write_survival(features: Path, clinical: Path, out_dir: Path, settings: dict | None = None) -> dict:
     """Write km, logrank, cox and performance (.csv + .parquet) under out_dir."""
     feature_table = tables.read(features, "features")
-    clinical_table = read_clinical(clinical, required=("patient_id", "cohort"))
+    clinical_table = read_clinical_table(clinical)
     result = survival_tables(feature_table, clinical_table, settings, path=clinical)
     out_dir = Path(out_dir)
     for name, frame in result.items():
