@@ -112,7 +112,7 @@ def read_nifti(path: Path) -> tuple[Volume, dict]:
     data = volume.array
     integral = np.issubdtype(data.dtype, np.integer) or bool(np.all(np.mod(data, 1) == 0))
     volume = Volume(data.astype(np.float32) if not integral else data, volume.affine)
-    qc = {"source": str(path), "format": "nifti", "warnings": [], "_integral": integral}
+    qc = {"format": "nifti", "warnings": [], "_integral": integral}
     return volume, qc
 
 
@@ -255,7 +255,6 @@ def read_dicom_series(folder: Path, s: dict) -> tuple[Volume, dict]:
         array[:, :, k] = (pixels.astype(np.float32) * np.float32(slope[k]) + np.float32(intercept[k])).T
     log.info("%s: %d slices of series %s", folder, len(slices), _describe(first))
     qc = {
-        "source": str(folder),
         "format": "dicom",
         "n_files": len(files),
         "n_not_dicom": n_not_dicom,
