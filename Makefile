@@ -20,6 +20,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
+	@echo "Results in results/synthetic-demo/: tables/, survival/, figures/; every stage scored against the synthetic truth in results/synthetic-demo/truth/scores.csv"
 
 test: setup
 	$(BIN)/python -m pytest
