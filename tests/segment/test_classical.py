@@ -121,3 +121,46 @@ def test_unknown_method_is_an_error(tmp_path, phantom):
     with pytest.raises(ValueError, match="method 'unet' is unknown"):
         segment(image_path, tmp_path / "seg.nii.gz", settings={"method": "unet"})
     assert load_nifti(image_path).shape == (64, 64, 48)
+
+
+# --- lesions the rim opening or the wall used to swallow ------------------------------
+# Phantom scale 0.75: body semi-axes 120 x 86.25 mm, fat 22.5 mm, muscle ring 9 mm,
+# so the ring's outer surface is at 63.75 mm (A-P) and the cavity's at 54.75 mm.
+HARD = {
+    # a 10 mm nodule in the right lung: 2-3 voxels across at 4 mm, erased by the rim opening
+    "small_lung": ((55 * 0.75 + 8, 10 * 0.75, 0.55 * 192 + 0.3 * 192), (5, 5, 5), 35, L.LESION),
+    # a 10 mm hypodense metastasis deep in the liver, below the standard one
+    "small_liver": ((55 * 0.75, 5, 0.55 * 192 - 45), (5, 5, 5), 55, L.LESION),
+    # a subcutaneous lesion pressed 4 mm into the muscle wall (anterior, patient left)
+    "sat_on_wall": ((-45, 63.75 + 4, 0.2 * 192), (12, 8, 10), 45, L.LESION),
+    # a node in the visceral fat lying on the inner side of the wall (patient left flank)
+    "node_on_wall": ((-(120 - 31.5) + 7, 0, 0.45 * 192), (8, 8, 9), 45, L.NODE_LESION),
+}
+
+
+@pytest.fixture(scope="module")
+def hard():
+    image, truth, affine, spheres = make_phantom(extra_lesions=HARD, seed=2)
+    return segment_volume(Volume(image, affine)), truth, spheres
+
+
+@pytest.mark.parametrize("name", list(HARD))
+def test_small_or_wall_attached_lesion_is_found(hard, name):
+    seg, truth, spheres = hard
+    inside = spheres[name][2]
+    expected = HARD[name][3]
+    share = np.mean(seg[inside] == expected)
+    # most of it is lesion: not lung, liver or muscle
+    assert share > 0.5, (name, np.bincount(seg[inside], minlength=8))
+
+
+def test_hard_lesions_cost_no_false_lesion_or_muscle(hard):
+    seg, truth, spheres = hard
+    import cc3d
+
+    cc = cc3d.connected_components(np.isin(seg, L.LESION_LABELS), connectivity=26)
+    truth_lesion = np.isin(truth, L.LESION_LABELS)
+    false = [i for i in range(1, int(cc.max()) + 1) if not truth_lesion[cc == i].any()]
+    assert not false
+    n_seg, n_true = (seg == L.MUSCLE).sum(), (truth == L.MUSCLE).sum()
+    assert 2 * ((seg == L.MUSCLE) & (truth == L.MUSCLE)).sum() / (n_seg + n_true) > 0.9

@@ -9,10 +9,12 @@ from tumorburden import labels as L
 
 
 def make_phantom(shape=(64, 64, 48), spacing=(4.0, 4.0, 4.0), scale=0.75, seed=0,
-                 blur_mm=1.2, noise_hu=12.0, lesions=True):
+                 blur_mm=1.2, noise_hu=12.0, lesions=True, extra_lesions=None):
     """Returns (hu, truth labels, RAS affine, lesion spheres {name: (centre_mm, radii_mm)}).
 
     Array axes: i = RAS x (patient right +), j = RAS y (anterior +), k = z (superior +).
+    `extra_lesions`: {name: (centre_mm, radii_mm, hu, label)}, the centre's x and y in units of
+    the scale-free layout below (`put` takes mm), drawn after the standard lesions.
     """
     nx, ny, nz = shape
     dx, dy, dz = spacing
@@ -65,6 +67,8 @@ def make_phantom(shape=(64, 64, 48), spacing=(4.0, 4.0, 4.0), scale=0.75, seed=0
         put("liver", (55 * scale + 5, 5, z_dia - 20), (11, 11, 11), 55, L.LESION)
         put("node", (-50 * scale, -5, 0.3 * length), (9, 7, 8), 45, L.NODE_LESION)
         put("sat", (0, b - fat / 2, 0.3 * length), (12, 7, 9), 45, L.LESION)
+        for name, (centre, radii, value, label) in (extra_lesions or {}).items():
+            put(name, centre, radii, value, label)
     rng = np.random.default_rng(seed)
     image = ndimage.gaussian_filter(hu, [blur_mm / d for d in spacing], mode="nearest")
     image = image + rng.normal(0, noise_hu, shape)

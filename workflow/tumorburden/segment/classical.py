@@ -19,6 +19,12 @@ Steps (axial slices = the array axis closest to the patient's S-I axis):
    non-enhancing soft tissue (-29 HU .. `enhancing_hu`) in big 3-D components that reach
    the rim of that region (the muscle range's effective top is therefore `enhancing_hu`,
    below Alberta's 150, so that an enhancing organ touching the wall is not muscle).
+   Lesions touching the wall are split off by shape: the wall's outlines are smooth at the
+   scale of a few cm, so, per slice, what an opening with a disc of `wall_bulge_mm` removes
+   from the filled wall (outward, into the subcutaneous fat) or from the non-cavity (inward,
+   into the visceral fat) by at least `bulge_depth_mm` is not wall; inward candidates must
+   also be no longer cranio-caudally than across (paraspinal corners run along the trunk).
+   What an enhancing organ encloses (a hypodense metastasis) is not wall either.
    Muscle = the wall minus `interface_mm` around enhancing organs (their partial-volume
    rim falls into the muscle range).
 4. Fat (-190..-30 HU): SAT = fat in the body outside the filled wall; VAT = fat inside it.
@@ -31,7 +37,11 @@ Steps (axial slices = the array axis closest to the patient's S-I axis):
    cavity, the first of at least `min_liver_ml` on the patient's right; grown to the
    half-maximum between its median HU and the fat median within `interface_mm`.
 7. Lesions: `lesion_hu` voxels outside the wall, opened with a ball of interface_mm / 2
-   (removes the partial-volume shells around enhancing organs, vessels and bone); each
+   (removes the partial-volume shells around enhancing organs, vessels and bone), plus
+   seeds too small for that opening (a 10 mm lesion is ~3 voxels at 3 mm) that are
+   enclosed by tissue they contrast with: non-air structures inside the filled lung, and
+   3-D holes of enhancing organs that stay `lesion_contrast_hu` / 2 below `enhancing_hu`
+   after averaging within the organ at the `interface_mm` scale (noise does not); each
    candidate is then refined by a local half-maximum threshold (midpoint between its
    core HU, from its deepest voxels, and the median HU of its surroundings on each side
    that differs by `lesion_contrast_hu`), grown from the core within `interface_mm` + 1
@@ -39,9 +49,12 @@ Steps (axial slices = the array axis closest to the patient's S-I axis):
    [`min_lesion_ml`, `max_lesion_ml`]. A lesion whose surroundings are mostly visceral fat
    is a lymph-node lesion (label 5); any other lesion is label 1.
 
-Known limits (why a trained network replaces this): a lesion touching muscle merges into
-the muscle; enhancing lesions (>= 100 HU) are missed; on real CT bowel, bladder, kidneys,
-pancreas and lung vessels produce lesion false positives; psoas inside the cavity is not
+Known limits (why a trained network replaces this): a lesion embedded in muscle, or
+bulging from it by less than `bulge_depth_mm`, stays muscle, and the part of a
+wall-attached lesion inside the wall's smooth outline is counted as muscle; enhancing
+lesions (>= 100 HU) are missed; on real CT bowel, bladder, kidneys, pancreas, gallbladder,
+lung vessels (every non-air hole in the lung is a seed) and lobulated muscle outlines
+(buttocks, psoas) produce lesion false positives; psoas inside the cavity is not
 muscle unless it touches the wall; the CT table must not touch the patient.
 """
 
@@ -71,6 +84,8 @@ DEFAULTS = {
     "lesion_hu": [-20.0, 100.0],
     "interface_mm": 3.0,  # partial-volume rim at organ interfaces (~2x the scanner PSF sd)
     "wall_closing_mm": 6.0,  # bridges small gaps in the muscle wall
+    "wall_bulge_mm": 25.0,  # the wall's outline is smooth at this radius; what sticks out is lesion
+    "bulge_depth_mm": 6.0,  # least protrusion beyond that outline to count (> outline roughness)
     "min_lung_ml": 50.0,
     "min_liver_ml": 200.0,
     "min_lesion_ml": 0.05,
@@ -201,7 +216,8 @@ def _segment(hu: np.ndarray, spacing: np.ndarray, voxel_ml: float, affine: np.nd
     organs = opening(body & (sm >= s["enhancing_hu"]) & (sm < s["bone_hu"]), rim_ball)
     # A hypodense lesion enclosed by an enhancing organ (a liver metastasis) can join the
     # wall through the organ's partial-volume rim; what the organ encloses is not wall.
-    wall &= ~fill_slices(organs)
+    organ_holes = fill_slices(organs) & ~organs
+    wall &= ~organ_holes
     # Enhancing organs (not bone) that touch the wall bring a rim of muscle-range partial
     # volume with them; drop the wall within interface_mm of them.
     muscle = wall & (sm <= mus_hi) & ~dilate(organs, _radius(s["interface_mm"], spacing))
@@ -222,7 +238,8 @@ def _segment(hu: np.ndarray, spacing: np.ndarray, voxel_ml: float, affine: np.nd
     seg[liver] = L.LIVER
 
     if s["lesions"]:
-        lesions, nodes = _lesions(sm, body, wall, rim_ball, seg, spacing, voxel_ml, s)
+        seeds = _embedded_seeds(sm, organs, organ_holes, lung, spacing, s)
+        lesions, nodes = _lesions(sm, body, wall, rim_ball, seg, spacing, voxel_ml, s, seeds)
         seg[lesions] = L.LESION
         seg[nodes] = L.NODE_LESION
     return seg
@@ -256,6 +273,7 @@ def _wall(dense: np.ndarray, soft: np.ndarray, spacing: np.ndarray, s: dict) -> 
         sizes = np.bincount(lab.ravel())
         sizes[0] = 0
         inside[k] = lab == int(np.argmax(sizes))
+    inside &= ~_bulges(inside, spacing, s)
     rim = inside & ~_shift_reduce(inside, PLANE4, True)
     wl, sizes = _components(soft & inside, 26)
     on_rim = np.zeros(len(sizes), bool)
@@ -264,7 +282,77 @@ def _wall(dense: np.ndarray, soft: np.ndarray, spacing: np.ndarray, s: dict) -> 
     if not on_rim.any():
         return inside, np.zeros_like(dense)
     on_rim &= sizes >= 0.1 * sizes[on_rim].max()
-    return inside, on_rim[wl]
+    wall = on_rim[wl]
+    return inside, wall & ~_dents(inside & ~wall, wall, spacing, s)
+
+
+def _plane_box(mask: np.ndarray, radius: float, spacing: np.ndarray) -> tuple[slice, slice]:
+    """In-plane bounding box of `mask` over all slices, padded by `radius` (+1 voxel)."""
+    out = []
+    for axis, other in ((1, (0, 2)), (2, (0, 1))):
+        idx = np.flatnonzero(mask.any(axis=other))
+        pad = int(math.ceil(radius / float(spacing[axis]))) + 1
+        out.append(slice(max(0, int(idx.min()) - pad), min(mask.shape[axis], int(idx.max()) + 1 + pad)))
+    return tuple(out)
+
+
+def _dents(cavity: np.ndarray, wall: np.ndarray, spacing: np.ndarray, s: dict) -> np.ndarray:
+    """Inward protrusions of the wall into the cavity that are lesions (a node on the wall).
+
+    Per slice, the complement of the cavity opened with a disc of `wall_bulge_mm` loses
+    what protrudes into the cavity; what protrudes by at least `bulge_depth_mm` is a dent
+    candidate. Anatomy that protrudes (paraspinal muscles, the corners where they meet
+    the wall) runs along the trunk, a lesion does not: a candidate is kept when its
+    cranio-caudal extent is at most its in-plane extent.
+    """
+    if s["wall_bulge_mm"] <= 0:
+        return np.zeros_like(wall)
+    radius = float(s["wall_bulge_mm"])
+    beyond = np.zeros(wall.shape, np.float32)
+    box = _plane_box(wall | cavity, radius, spacing)
+    for k in np.flatnonzero(cavity.any(axis=(1, 2))):
+        core = ndimage.distance_transform_edt(~cavity[k][box], sampling=spacing[1:]) > radius
+        if core.any():
+            beyond[k][box] = ndimage.distance_transform_edt(~core, sampling=spacing[1:]) - radius
+    dent = wall & (beyond > 0)
+    lab, sizes = _components(dent, 26)
+    keep = np.zeros(len(sizes), bool)
+    keep[np.unique(lab[dent & (beyond >= s["bulge_depth_mm"])])] = True
+    keep[0] = False
+    if not keep.any():
+        return np.zeros_like(wall)
+    boxes = cc3d.statistics(lab, no_slice_conversion=True)["bounding_boxes"]
+    for label in np.flatnonzero(keep):
+        b = boxes[label]
+        ext = [(int(b[2 * i + 1]) - int(b[2 * i]) + 1) * float(spacing[i]) for i in range(3)]
+        keep[label] = ext[0] <= max(ext[1], ext[2])
+    return keep[lab]
+
+
+def _bulges(inside: np.ndarray, spacing: np.ndarray, s: dict) -> np.ndarray:
+    """Outward protrusions of the filled wall: lesions in the subcutaneous fat that touch the wall.
+
+    The wall's outer outline is smooth on the scale of a few cm (its radius of curvature is
+    that of the trunk), so an in-plane opening with a disc of radius `wall_bulge_mm` only
+    takes off what sticks out of it; what sticks out by at least `bulge_depth_mm` is a
+    lesion (or a lesion plus the fat the wall closing pulled in with it), not wall.
+    """
+    if s["wall_bulge_mm"] <= 0:
+        return np.zeros_like(inside)
+    radius = float(s["wall_bulge_mm"])
+    beyond = np.zeros(inside.shape, np.float32)  # in-plane distance outside the opening
+    box = _plane_box(inside, radius, spacing)
+    for k in np.flatnonzero(inside.any(axis=(1, 2))):
+        core = ndimage.distance_transform_edt(inside[k][box], sampling=spacing[1:]) > radius
+        # (a section narrower than the disc has no core: nothing to compare with)
+        if core.any():
+            beyond[k][box] = ndimage.distance_transform_edt(~core, sampling=spacing[1:]) - radius
+    bulge = inside & (beyond > 0)
+    lab, sizes = _components(bulge, 26)
+    keep = np.zeros(len(sizes), bool)
+    keep[np.unique(lab[bulge & (beyond >= s["bulge_depth_mm"])])] = True
+    keep[0] = False
+    return keep[lab]
 
 
 def _lungs(sm, body, inside, voxel_ml, s) -> np.ndarray:
@@ -320,10 +408,45 @@ def _centre(mask: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def _lesions(sm, body, wall, rim_ball, seg, spacing, voxel_ml, s):
+def _embedded_seeds(sm, organs, organ_holes, lung, spacing, s) -> np.ndarray:
+    """Lesion seeds too small for the rim opening (a 10 mm lesion is ~3 voxels at 3 mm):
+    structures enclosed by lung or by an enhancing organ that contrast with it.
+
+    In the lung, whatever is not air-density inside the (hole-filled) lung is a structure.
+    In an enhancing organ the holes also hold noise below `enhancing_hu`; a lesion stays
+    darker than the threshold by half of `lesion_contrast_hu` after smoothing at the
+    partial-volume scale (`interface_mm`), noise does not.
+    """
+    in_lung = lung & (sm >= s["lung_hu"])
+    if not organ_holes.any():
+        return in_lung
+    # Enclosed in 3-D too: near an organ's top or bottom the slice-wise holes are partial volume.
+    box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(organ_holes))
+    enclosed = np.zeros_like(organ_holes)
+    enclosed[box] = ndimage.binary_fill_holes(organ_holes[box] | organs[box]) & ~organs[box]
+    organ_holes = enclosed
+    if not organ_holes.any():
+        return in_lung
+    sigma = [s["interface_mm"] / d for d in spacing]
+    pad = tuple(slice(max(0, b.start - 3 * math.ceil(g)), min(n, b.stop + 3 * math.ceil(g)))
+                for b, g, n in zip(box, sigma, sm.shape))
+    # Averaged within the organ only (normalised convolution): tissue outside it (lung above
+    # the liver dome) must not darken the organ's edge.
+    organ = (organs[pad] | organ_holes[pad]).astype(np.float32)
+    num = ndimage.gaussian_filter(sm[pad] * organ, sigma=sigma, mode="constant")
+    den = ndimage.gaussian_filter(organ, sigma=sigma, mode="constant")
+    smooth = num / np.maximum(den, 1e-3)
+    dark = np.zeros_like(organ_holes)
+    dark[pad] = organ_holes[pad] & (smooth <= s["enhancing_hu"] - s["lesion_contrast_hu"] / 2)
+    return in_lung | dark
+
+
+def _lesions(sm, body, wall, rim_ball, seg, spacing, voxel_ml, s, seeds=None):
     lo, hi = s["lesion_hu"]
     cand = body & (sm >= lo) & (sm < hi) & ~wall
     cand = opening(cand, rim_ball)
+    if seeds is not None:
+        cand |= seeds & ~wall
     lab, sizes = _components(cand, 26)
     lesions = np.zeros(sm.shape, bool)
     nodes = np.zeros(sm.shape, bool)
