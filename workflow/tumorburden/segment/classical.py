@@ -307,18 +307,8 @@ def _dents(cavity: np.ndarray, wall: np.ndarray, spacing: np.ndarray, s: dict) -
     """
     if s["wall_bulge_mm"] <= 0:
         return np.zeros_like(wall)
-    radius = float(s["wall_bulge_mm"])
-    beyond = np.zeros(wall.shape, np.float32)
-    box = _plane_box(wall | cavity, radius, spacing)
-    for k in np.flatnonzero(cavity.any(axis=(1, 2))):
-        core = ndimage.distance_transform_edt(~cavity[k][box], sampling=spacing[1:]) > radius
-        if core.any():
-            beyond[k][box] = ndimage.distance_transform_edt(~core, sampling=spacing[1:]) - radius
-    dent = wall & (beyond > 0)
-    lab, sizes = _components(dent, 26)
-    keep = np.zeros(len(sizes), bool)
-    keep[np.unique(lab[dent & (beyond >= s["bulge_depth_mm"])])] = True
-    keep[0] = False
+    beyond = _beyond_opening(~cavity, wall | cavity, cavity.any(axis=(1, 2)), float(s["wall_bulge_mm"]), spacing)
+    lab, keep = _protrusions(wall, beyond, s["bulge_depth_mm"])
     if not keep.any():
         return np.zeros_like(wall)
     boxes = cc3d.statistics(lab, no_slice_conversion=True)["bounding_boxes"]
@@ -339,20 +329,33 @@ def _bulges(inside: np.ndarray, spacing: np.ndarray, s: dict) -> np.ndarray:
     """
     if s["wall_bulge_mm"] <= 0:
         return np.zeros_like(inside)
-    radius = float(s["wall_bulge_mm"])
-    beyond = np.zeros(inside.shape, np.float32)  # in-plane distance outside the opening
-    box = _plane_box(inside, radius, spacing)
-    for k in np.flatnonzero(inside.any(axis=(1, 2))):
-        core = ndimage.distance_transform_edt(inside[k][box], sampling=spacing[1:]) > radius
+    beyond = _beyond_opening(inside, inside, inside.any(axis=(1, 2)), float(s["wall_bulge_mm"]), spacing)
+    lab, keep = _protrusions(inside, beyond, s["bulge_depth_mm"])
+    return keep[lab]
+
+
+def _beyond_opening(region, extent, slices, radius, spacing) -> np.ndarray:
+    """Per axial slice in `slices`, how far (mm, in-plane) each voxel lies outside `region`
+    opened with a disc of `radius`; computed within the in-plane box of `extent`."""
+    beyond = np.zeros(region.shape, np.float32)
+    box = _plane_box(extent, radius, spacing)
+    for k in np.flatnonzero(slices):
+        core = ndimage.distance_transform_edt(region[k][box], sampling=spacing[1:]) > radius
         # (a section narrower than the disc has no core: nothing to compare with)
         if core.any():
             beyond[k][box] = ndimage.distance_transform_edt(~core, sampling=spacing[1:]) - radius
-    bulge = inside & (beyond > 0)
-    lab, sizes = _components(bulge, 26)
+    return beyond
+
+
+def _protrusions(mask, beyond, depth_mm):
+    """Components of `mask` beyond the opening, kept (`keep[label]`) when one of their voxels
+    protrudes at least `depth_mm`."""
+    part = mask & (beyond > 0)
+    lab, sizes = _components(part, 26)
     keep = np.zeros(len(sizes), bool)
-    keep[np.unique(lab[bulge & (beyond >= s["bulge_depth_mm"])])] = True
+    keep[np.unique(lab[part & (beyond >= depth_mm)])] = True
     keep[0] = False
-    return keep[lab]
+    return lab, keep
 
 
 def _lungs(sm, body, inside, voxel_ml, s) -> np.ndarray:
