@@ -105,3 +105,13 @@ def test_missing_table_file(tmp_path, schemas_dir):
     cfg = {"study": {"name": "t", "clinical": str(tmp_path / "nope.tsv"), "scans": str(tmp_path / "nope2.tsv")}}
     with pytest.raises(StudyError, match=r"nope.tsv: file not found"):
         load_study(cfg, schemas_dir)
+
+
+def test_config_problem_names_the_key(schemas_dir):
+    from tumorburden.study import config_problem
+
+    assert config_problem({"study": {"name": "ok"}}, schemas_dir) is None
+    typo = config_problem({"study": {"name": "ok"}, "lesions": {"min_volume": 1}}, schemas_dir)
+    assert typo.startswith("config key lesions: Additional properties are not allowed ('min_volume'")
+    bad = config_problem({"study": {"name": "ok", "clinical": "c.tsv"}}, schemas_dir)
+    assert bad.startswith("config key study:") and "scans" in bad

@@ -7,16 +7,15 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-from tumorburden.study import StudyError, load_study, results_dir  # noqa: E402
+from tumorburden.study import StudyError, config_problem, load_study, results_dir  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 ENV = "../../envs/tumorburden.yaml"
 
 try:
     validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
-except Exception as exc:  # snakemake's message spans many lines; keep the first useful one
-    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
-    sys.exit(f"tumorburden: config does not match workflow/schemas/config.schema.yaml: " + " | ".join(lines[:2]))
+except Exception as exc:  # snakemake's message spans many lines: say it in one
+    sys.exit(f"tumorburden: {config_problem(config, SCHEMAS) or ' '.join(str(exc).split())}")
 
 try:
     STUDY = load_study(config, SCHEMAS)

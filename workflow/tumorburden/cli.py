@@ -110,9 +110,13 @@ def cmd_score(a):
 
 
 def cmd_check_study(a):
-    from tumorburden.study import load_study
+    from tumorburden.study import config_problem, load_study
 
-    study = load_study(_settings(a.settings), Path(a.schemas))
+    config = _settings(a.settings)
+    problem = config_problem(config, Path(a.schemas))
+    if problem:
+        raise ValueError(problem)
+    study = load_study(config, Path(a.schemas))
     print(f"ok: {len(study.clinical)} patients, {len(study.scans)} scans")
 
 
@@ -220,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s tumorburden {args.command}: %(message)s",
         datefmt="%H:%M:%S",
     )
+    logging.getLogger("numexpr").setLevel(logging.WARNING)  # its thread-count notice is noise in every log
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:  # user-facing failures

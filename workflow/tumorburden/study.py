@@ -40,6 +40,17 @@ class Study:
         return self.scans.loc[scan_id]
 
 
+def config_problem(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> str | None:
+    """The first way `config` breaks config.schema.yaml, as one line naming the key; None if it
+    conforms. (The workflow validates with snakemake.utils.validate; this words its failure.)"""
+    schema = _schema(schemas_dir, "config")
+    error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(config))
+    if error is None:
+        return None
+    key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"config key {key}: {' '.join(error.message.split())} (see config/README.md)"
+
+
 def results_dir(config: dict) -> Path:
     return Path("results") / config["study"]["name"]
 
