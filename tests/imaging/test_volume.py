@@ -1,0 +1,29 @@
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
+
+
+def test_geometry_from_affine():
+    affine = np.diag([-0.8, -0.8, 2.5, 1.0])
+    vol = Volume(np.zeros((4, 5, 6), np.int16), affine)
+    assert vol.spacing == pytest.approx((0.8, 0.8, 2.5))
+    assert vol.voxel_ml == pytest.approx(0.8 * 0.8 * 2.5 / 1000)
+    np.testing.assert_allclose(vol.index_to_mm([[1, 2, 3]]), [[-0.8, -1.6, 7.5]])
+
+
+def test_round_trip_keeps_affine_and_sets_both_forms(tmp_path):
+    affine = np.array([[-1.5, 0, 0, 10], [0, -1.5, 0, 20], [0, 0, 3, -30], [0, 0, 0, 1.0]])
+    vol = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), affine)
+    save_nifti(vol, tmp_path / "v.nii.gz")
+    img = nib.load(tmp_path / "v.nii.gz")
+    np.testing.assert_allclose(img.get_qform(), affine)
+    np.testing.assert_allclose(img.get_sform(), affine)
+    back = load_nifti(tmp_path / "v.nii.gz")
+    assert back.same_grid(vol) and np.array_equal(back.array, vol.array)
+
+
+def test_rejects_non_3d():
+    with pytest.raises(ValueError, match="3-D"):
+        Volume(np.zeros((2, 2)), np.eye(4))
