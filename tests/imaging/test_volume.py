@@ -27,3 +27,14 @@ def test_round_trip_keeps_affine_and_sets_both_forms(tmp_path):
 def test_rejects_non_3d():
     with pytest.raises(ValueError, match="3-D"):
         Volume(np.zeros((2, 2)), np.eye(4))
+
+
+def test_array_on_grid_of_reorders_axes_or_gives_none():
+    lps = Volume(np.arange(24, dtype=np.int16).reshape(2, 3, 4), np.diag([-2.0, -3.0, 4.0, 1.0]))
+    ras = Volume(lps.array[::-1, ::-1, :].copy(), lps.affine @ np.array(
+        [[-1, 0, 0, 1], [0, -1, 0, 2], [0, 0, 1, 0], [0, 0, 0, 1.0]]))
+    assert ras.affine[0, 0] == 2.0 and not ras.same_grid(lps)
+    np.testing.assert_array_equal(ras.array_on_grid_of(lps), lps.array)
+    shifted_affine = lps.affine.copy()
+    shifted_affine[0, 3] = 5.0  # half a voxel would need resampling, not reordering
+    assert Volume(lps.array, shifted_affine).array_on_grid_of(lps) is None

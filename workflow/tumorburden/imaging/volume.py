@@ -44,6 +44,18 @@ class Volume:
     def same_grid(self, other: "Volume", atol: float = 1e-3) -> bool:
         return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol)
 
+    def array_on_grid_of(self, other: "Volume", atol: float = 1e-3) -> np.ndarray | None:
+        """This array on `other`'s grid when the two differ only in axis order or direction
+        (e.g. LPS- vs RAS-ordered voxels); None when resampling would be needed."""
+        if self.same_grid(other, atol):
+            return self.array
+        ornt = nib.orientations.ornt_transform(nib.io_orientation(self.affine), nib.io_orientation(other.affine))
+        array = nib.orientations.apply_orientation(self.array, ornt)
+        affine = self.affine @ nib.orientations.inv_ornt_aff(ornt, self.shape)
+        if Volume(array, affine).same_grid(other, atol):
+            return np.ascontiguousarray(array)
+        return None
+
 
 def load_nifti(path: str | Path, dtype=None) -> Volume:
     img = nib.load(str(path))

@@ -63,16 +63,11 @@ def read_mask(path: Path, image: Volume) -> np.ndarray:
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     mask = Volume(np.asarray(data) != 0, img.affine)
-    if mask.same_grid(image, atol=GRID_ATOL_MM):
-        return mask.array
-    if data.ndim == 3 and sorted(mask.shape) == sorted(image.shape):
-        # Same voxels stored in another axis order/direction: map the mask onto the image grid.
-        ornt = nib.orientations.ornt_transform(nib.io_orientation(mask.affine), nib.io_orientation(image.affine))
-        arr = nib.orientations.apply_orientation(mask.array, ornt)
-        aff = mask.affine @ nib.orientations.inv_ornt_aff(ornt, mask.shape)
-        if Volume(arr, aff).same_grid(image, atol=GRID_ATOL_MM):
+    on_image = mask.array_on_grid_of(image, atol=GRID_ATOL_MM)
+    if on_image is not None:
+        if on_image is not mask.array:
             log.info("%s: mask reoriented onto the image grid", path)
-            return np.ascontiguousarray(arr)
+        return on_image
     raise ValueError(
         f"{path}: lesion mask grid {mask.shape} {_axes(mask.affine)} does not match the image grid "
         f"{image.shape} {_axes(image.affine)}; resample the mask onto the image first"

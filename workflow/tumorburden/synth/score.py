@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 
 import cc3d
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -46,19 +45,6 @@ class _Scores:
 
 def _dice(inter: float, total: float) -> float:
     return 2.0 * inter / total if total > 0 else math.nan
-
-
-def _on_grid(pred: Volume, truth: Volume) -> np.ndarray | None:
-    """The prediction's array on the truth grid: as is, or re-oriented (flips/permutations only)."""
-    if pred.same_grid(truth):
-        return pred.array
-    tr = nib.orientations.ornt_transform(nib.orientations.io_orientation(pred.affine),
-                                         nib.orientations.io_orientation(truth.affine))
-    arr = nib.orientations.apply_orientation(pred.array, tr)
-    affine = pred.affine @ nib.orientations.inv_ornt_aff(tr, pred.shape)
-    if arr.shape == truth.shape and np.allclose(affine, truth.affine, atol=1e-2):
-        return arr
-    return None
 
 
 def _read_table(path: Path, schema: str | None):
@@ -128,7 +114,7 @@ def _score_images(truth_dir: Path, results_dir: Path, true_scans: pd.DataFrame, 
             missing.append(scan_id)
             continue
         truth = load_nifti(lab_path, dtype=np.uint8)
-        pred_arr = _on_grid(load_nifti(seg_path), truth)
+        pred_arr = load_nifti(seg_path).array_on_grid_of(truth, atol=1e-2)
         if pred_arr is None:
             off_grid.append(scan_id)
             continue
