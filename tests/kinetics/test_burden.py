@@ -56,10 +56,14 @@ def test_burden_table():
     assert np.isnan(b.loc["x0", "sld_mm"]) and b.loc["x0", "muscle_ml"] == 4
 
 
-def test_baseline_falls_back_to_first_scan():
+def test_baseline_is_the_last_scan_on_or_before_day_0():
     scans = scans_frame([("p", "a", 10), ("p", "b", 40), ("q", "c", -5), ("q", "d", 0), ("q", "e", 30)])
     base = kb.baseline_scans(scans)
-    assert base["p"] == "a" and base["q"] == "d"
+    assert base.to_dict() == {"q": "d"}  # p has no baseline: no targets, excluded from features
+    lesions = make_lesions([lesion("p", "a", 0, 1, "lung", 15), lesion("q", "d", 0, 1, "lung", 15)])
+    burden = kb.compute_burden(lesions, tables.empty("scan_tissue"), scans).set_index("scan_id")
+    assert burden.loc[["a", "b"], "sld_mm"].isna().all() and not burden.loc[["a", "b"], "is_baseline"].any()
+    assert burden.loc["d", "sld_mm"] == 15 and burden.loc["d", "is_baseline"]
 
 
 def test_lesion_scan_missing_from_scans_table_is_an_error():

@@ -6,7 +6,7 @@ One row per scan of scans.tsv, scans without any lesion included (burden 0):
 - n_lesions: lesions present (status baseline / persisting / new, volume > 0);
 - n_new_lesions: lesions with status ``new``;
 - sld_mm: RECIST 1.1 sum of diameters of the target lesions chosen at the patient's baseline
-  scan (the last scan with days <= 0, else the patient's first scan), see ``recist``;
+  scan (the last scan with days <= 0; none without one), see ``recist``;
   NaN when the patient has no measurable lesion at baseline;
 - muscle_ml, sat_ml, vat_ml: body composition from the scan's tissue.parquet (NaN, with a
   warning, for a scan without one).
@@ -36,14 +36,11 @@ DEFAULTS = {
 }
 
 
-def baseline_scans(scans: pd.DataFrame, fallback_first: bool = True) -> pd.Series:
-    """patient_id -> baseline scan_id: the last scan with days <= 0 (else the first scan)."""
+def baseline_scans(scans: pd.DataFrame) -> pd.Series:
+    """patient_id -> baseline scan_id: the last scan with days <= 0. A patient without one has
+    no baseline (absent from the result): no RECIST targets, and no kinetics features."""
     ordered = scans.sort_values(["patient_id", "days", "scan_id"], kind="mergesort")
-    pre = ordered[ordered["days"] <= 0].groupby("patient_id", sort=True)["scan_id"].last()
-    if fallback_first:
-        first = ordered.groupby("patient_id", sort=True)["scan_id"].first()
-        pre = pre.reindex(first.index).fillna(first)
-    return pre
+    return ordered[ordered["days"] <= 0].groupby("patient_id", sort=True)["scan_id"].last()
 
 
 def _read_tissue(paths) -> pd.DataFrame:
@@ -88,7 +85,7 @@ def compute_burden(lesions: pd.DataFrame, tissue: pd.DataFrame, scans: pd.DataFr
     for pid, pscans in out.groupby("patient_id", sort=False):
         plesions = by_patient.get(pid, lesions.iloc[0:0])
         targets = recist.select_targets(
-            plesions[plesions["scan_id"] == base[pid]],
+            plesions[plesions["scan_id"] == base.get(pid)],
             max_targets=int(s["recist_max_targets"]),
             max_per_organ=int(s["recist_max_per_organ"]),
             min_diameter_mm=float(s["recist_min_diameter_mm"]),

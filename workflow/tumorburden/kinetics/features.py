@@ -46,6 +46,7 @@ import pandas as pd
 from tumorburden.study import read_clinical_table
 from tumorburden import tables
 from tumorburden.kinetics import recist, stein
+from tumorburden.kinetics.burden import baseline_scans
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def patient_features(pscans: pd.DataFrame, n_organs: int, s: dict) -> dict:
     """Features of one patient from its burden rows (sorted by days); baseline must exist."""
     f: dict = {}
     why: dict = {}
-    base_pos = int(np.flatnonzero(pscans["days"].to_numpy() <= 0)[-1])
+    base_pos = int(np.flatnonzero(pscans["scan_id"].to_numpy() == baseline_scans(pscans).iloc[0])[0])
     b = pscans.iloc[base_pos]
     pre = pscans.iloc[:base_pos]
     fu = pscans.iloc[base_pos + 1:]
@@ -192,18 +193,19 @@ def compute_features(burden: pd.DataFrame, lesions: pd.DataFrame, clinical: pd.D
     if strays:
         log.warning("%d patient(s) in the burden table but not in clinical.tsv, ignored: %s",
                     len(strays), ", ".join(strays[:5]))
+    base = baseline_scans(burden)
     rows, excluded = [], []
     for pid, cohort in zip(clinical["patient_id"], clinical["cohort"]):
         pscans = by_patient.get(pid)
         if pscans is None or pscans.empty:
             excluded.append(("features", pid, "", "no scan"))
             continue
-        if not (pscans["days"] <= 0).any():
+        if pid not in base:
             first = pscans.iloc[0]
             excluded.append(("features", pid, first["scan_id"],
                              f"no baseline scan (no scan with days <= 0; first scan at day {first['days']:g})"))
             continue
-        base_id = pscans.loc[pscans["days"] <= 0, "scan_id"].iloc[-1]
+        base_id = base[pid]
         n_organs = int(organs.get((pid, base_id), 0))
         rows.append({"patient_id": pid, "cohort": cohort, **patient_features(pscans, n_organs, s)})
     features = pd.DataFrame(rows) if rows else tables.empty("features")
