@@ -21,6 +21,3 @@ NAMES = {
 }
 
 LESION_LABELS = (LESION, NODE_LESION)
-
-# Lesion sites, as written in lesions tables (`organ` column, truth `site` column).
-SITES = ("lung", "liver", "node", "soft_tissue", "other")

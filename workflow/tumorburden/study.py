@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import yaml
 
-ID_PATTERN = r"^[A-Za-z0-9._-]+$"
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 
@@ -35,9 +34,6 @@ class Study:
     scans_path: Path
     synthetic: bool
     cohorts: list[str] = field(default_factory=list)
-
-    def scan(self, scan_id: str) -> pd.Series:
-        return self.scans.loc[scan_id]
 
 
 def config_problem(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> str | None:
@@ -191,11 +187,6 @@ def _check_unique(df: pd.DataFrame, path: Path, column: str) -> None:
 def check_clinical(clinical: pd.DataFrame, path: Path, schemas_dir: Path) -> None:
     _check_rows(clinical, path, _schema(schemas_dir, "clinical"), "patient_id")
     _check_unique(clinical, path, "patient_id")
-    for what in ("pfs", "os"):
-        bad = pd.to_numeric(clinical[f"{what}_days"]) < 0
-        if bad.any():  # also caught by the schema; kept for tables read without it
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise StudyError(f"{path} line {i + 2}: {what}_days is negative")
 
 
 def check_scans(scans: pd.DataFrame, path: Path, clinical: pd.DataFrame, schemas_dir: Path) -> None:
