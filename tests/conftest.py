@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from workflow_run import TINY, snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
@@ -17,3 +18,14 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def schemas_dir() -> Path:
     return ROOT / "workflow" / "schemas"
+
+
+@pytest.fixture(scope="session")
+def synthetic_run(tmp_path_factory):
+    """One Snakemake run of the tiny synthetic trial, shared by every end-to-end test."""
+    workdir = tmp_path_factory.mktemp("e2e")
+    proc = snakemake(workdir, TINY)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir / "results" / "tiny"
+
+

@@ -1,42 +1,12 @@
 """End to end: the Snakemake workflow on a tiny synthetic trial, scored against its truth,
 then the same scans as a *real* study (tables + DICOM folders + external masks)."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-TINY = {
-    "study": {"name": "tiny"},
-    "synthetic": {"n_patients": 10, "matrix": 96, "pixel_mm": 4.0, "slice_mm": 4.0, "seed": 11},
-    "survival": {"bootstrap": 20, "min_patients": 4},
-}
-
-
-def snakemake(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *extra]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
-
-
-@pytest.fixture(scope="module")
-def synthetic_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("e2e")
-    proc = snakemake(workdir, TINY)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return workdir / "results" / "tiny"
+from workflow_run import snakemake
 
 
 @pytest.mark.e2e
