@@ -91,10 +91,18 @@ def cmd_features(a):
 
 
 def cmd_survival(a):
+    if a.action:
+        from tumorburden.survival.standalone import run
+
+        run(a)
+        return
     from tumorburden.survival.analysis import write_survival
 
+    missing = [f"--{k.replace('_', '-')}" for k in ("features", "clinical", "out_dir") if not getattr(a, k)]
+    if missing:
+        raise ValueError(f"survival needs {', '.join(missing)} (or a standalone action: survival km|logrank|cox|zph --table T)")
     write_survival(Path(a.features), Path(a.clinical), Path(a.out_dir),
-                   settings=_settings(a.settings))
+                   settings=_settings(a.settings), burden=Path(a.burden) if a.burden else None)
 
 
 def cmd_figures(a):
@@ -191,12 +199,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("survival", help="Kaplan-Meier, log-rank, Cox and C-index per cohort and endpoint")
-    p.add_argument("--features", required=True)
-    p.add_argument("--clinical", required=True)
-    p.add_argument("--out-dir", required=True, help="results/<name>/survival")
+    p = sub.add_parser("survival", help="Kaplan-Meier, log-rank, Cox and C-index per cohort and endpoint; "
+                       "or one analysis on any table: survival km|logrank|cox|zph --table T ...")
+    p.add_argument("--features")
+    p.add_argument("--clinical")
+    p.add_argument("--burden", help="tables/burden.parquet (time-varying Cox, landmark, RECIST SLD)")
+    p.add_argument("--out-dir", help="results/<name>/survival")
     _add_settings(p)
-    p.set_defaults(func=cmd_survival)
+    p.set_defaults(func=cmd_survival, action=None)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    for name, text in (("km", "Kaplan-Meier curves, medians with CI (OUT) and curves (OUT_curve.csv)"),
+                       ("logrank", "log-rank test (stratified with --strata, trend with --trend)"),
+                       ("cox", "Cox model: HR, CI, Wald/LR/score tests"), ("zph", "cox.zph proportional-hazards tests")):
+        q = actions.add_parser(name, help=text)
+        q.add_argument("--table", required=True, help="TSV (or .csv) with one row per patient")
+        q.add_argument("--duration", required=True, help="time column")
+        q.add_argument("--event", required=True, help="event column, 1 = event, 0 = censored")
+        q.add_argument("--group", help="group column (km, logrank)")
+        q.add_argument("--covariates", help="comma-separated model terms (cox, zph); text columns become indicators")
+        q.add_argument("--strata", help="stratum column (logrank, cox, zph)")
+        q.add_argument("--ci", choices=["log", "log-log"], default="log", help="KM band type (R's default: log)")
+        q.add_argument("--ties", choices=["efron", "breslow"], default="efron")
+        q.add_argument("--trend", action="store_true", help="logrank: test for trend over the sorted groups")
+        q.add_argument("--times", help="km: survival at these comma-separated times")
+        q.add_argument("--alpha", type=float, default=0.05)
+        q.add_argument("--out", required=True, help="output CSV")
 
     p = sub.add_parser("figures", help="Kaplan-Meier figures with number at risk, from the survival tables")
     p.add_argument("--survival-dir", required=True)

@@ -118,6 +118,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "df": "int",
         "p": "float",
         "status": "str",
+        "test": "str",  # logrank | stratified | trend | maxstat
     },
     "cox": {
         "cohort": "str",
@@ -131,6 +132,72 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "n": "int",
         "events": "int",
         "status": "str",
+        "coef": "float",
+        "se": "float",
+        "wald_p": "float",  # global tests of the model, as R's summary(coxph)
+        "lr_p": "float",
+        "score_p": "float",
+    },
+    # survival/km_summary.csv: one row per curve
+    "km_summary": {
+        "cohort": "str",
+        "endpoint": "str",
+        "stratifier": "str",
+        "group": "str",
+        "n": "int",
+        "events": "int",
+        "median_days": "float",
+        "median_lower": "float",
+        "median_upper": "float",
+        "conf_type": "str",
+    },
+    # survival/survival_at.csv: S(t) at set times per curve
+    "survival_at": {
+        "cohort": "str",
+        "endpoint": "str",
+        "stratifier": "str",
+        "group": "str",
+        "time_days": "float",
+        "survival": "float",
+        "ci_lower": "float",
+        "ci_upper": "float",
+        "at_risk": "int",
+    },
+    # survival/zph.csv: proportional-hazards tests (R cox.zph) per Cox model term and GLOBAL
+    "zph": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model": "str",
+        "model_terms": "str",
+        "term": "str",
+        "chisq": "float",
+        "df": "int",
+        "p": "float",
+        "status": "str",
+    },
+    "td_auc": {
+        "cohort": "str",
+        "endpoint": "str",
+        "feature": "str",
+        "time_days": "float",
+        "auc": "float",
+    },
+    "c_index_difference": {
+        "cohort": "str",
+        "endpoint": "str",
+        "feature_a": "str",
+        "feature_b": "str",
+        "difference": "float",
+        "lower": "float",
+        "upper": "float",
+    },
+    # survival/table1.csv: baseline characteristics, long format
+    "table1": {
+        "cohort": "str",
+        "variable": "str",
+        "level": "str",
+        "n": "int",
+        "summary": "str",
     },
     # truth/scores.csv: a synthetic run scored against its truth
     "scores": {

@@ -94,7 +94,7 @@ def fit_cox(df: pd.DataFrame, duration_col: str, event_col: str, covariates: lis
     def failed(reason: str):
         return ([{"term": t, "hr": math.nan, "hr_lower": math.nan, "hr_upper": math.nan, "p": math.nan,
                   **_NAN_TESTS, "df": len(X.columns), **base, "status": f"not fitted: {reason}"}
-                 for t in X.columns or covariates],
+                 for t in (list(X.columns) or covariates)],
                 [{"term": t, "chisq": math.nan, "df": len(c), "p": math.nan, **base,
                   "status": f"not tested: {reason}"} for t, c in [*term_cols.items(), ("GLOBAL", [])]])
 
