@@ -10,7 +10,7 @@ from tumorburden.survival import analysis, concordance, cox, km
 
 from survival_data import simulate
 
-FAST = {"bootstrap": 10}
+FAST = {"bootstrap": 10, "covariates": [], "groupings": ["median"], "time_varying": False}
 
 
 def test_km_table_and_median_equal_lifelines_on_lung():
@@ -35,8 +35,9 @@ def test_at_risk_read_off_the_table_counts_patients_still_followed():
 def test_cox_recovers_a_simulated_hazard_ratio():
     f, c = simulate(n=600, hr_per_log_volume=2.0, seed=3)
     res = analysis.survival_tables(f, c, {**FAST, "endpoints": ["pfs"]})
-    row = res["cox"].set_index("cohort").loc["all"]
-    assert row["status"] == "ok" and row["model"] == "univariable_strata_cohort"
+    cx = res["cox"]
+    row = cx[(cx["model"] == "univariable") & (cx["term"] == "log_baseline_volume_ml")].set_index("cohort").loc["all"]
+    assert row["status"] == "ok" and row["strata"] == "cohort"
     assert row["hr"] == pytest.approx(2.0, rel=0.15)
     assert row["hr_lower"] < 2.0 < row["hr_upper"]
 
@@ -45,11 +46,12 @@ def test_a_cohort_without_events_gives_not_fitted_rows_and_others_go_on():
     f, c = simulate(n=120, seed=4)
     c.loc[c["cohort"] == "melanoma", "pfs_event"] = 0
     res = analysis.survival_tables(f, c, FAST)
-    cx = res["cox"].set_index(["cohort", "endpoint"])
-    assert cx.loc[("melanoma", "pfs"), "status"] == "not fitted: no events"
-    assert cx.loc[("lung", "pfs"), "status"] == "ok" and cx.loc[("melanoma", "os"), "status"] == "ok"
-    lr = res["logrank"].set_index(["cohort", "endpoint"])
-    assert lr.loc[("melanoma", "pfs"), "status"] == "not tested: no events"
+    cx = res["cox"]
+    cx = cx[cx["model"] == "univariable"].groupby(["cohort", "endpoint"])["status"].first()
+    assert cx.loc[("melanoma", "pfs")] == "not fitted: no events"
+    assert cx.loc[("lung", "pfs")] == "ok" and cx.loc[("melanoma", "os")] == "ok"
+    lr = res["logrank"][res["logrank"]["test"] == "logrank"].groupby(["cohort", "endpoint"])["status"].first()
+    assert lr.loc[("melanoma", "pfs")] == "not tested: no events"
     perf = res["performance"].set_index(["cohort", "endpoint", "feature"])
     assert perf.loc[("melanoma", "pfs", "baseline_volume_ml"), "status"].startswith("not computed: too few events")
     for name, frame in res.items():
@@ -58,7 +60,7 @@ def test_a_cohort_without_events_gives_not_fitted_rows_and_others_go_on():
 
 def test_constant_covariate_is_not_fitted():
     df = pd.DataFrame({"time": np.arange(1.0, 21), "event": [1, 0] * 10, "x": 1.0})
-    rows = cox.fit_cox(df, "time", "event", ["x"])
+    rows, _ = cox.fit_cox(df, "time", "event", ["x"])
     assert rows[0]["status"] == "not fitted: constant covariate x"
 
 
@@ -78,9 +80,9 @@ def test_km_groups_split_at_the_median():
     f, c = simulate(n=41, seed=6)
     res = analysis.survival_tables(f, c, {**FAST, "pooled": False, "endpoints": ["os"]})
     first = res["km"][res["km"]["time_days"] == 0].set_index(["cohort", "stratifier", "group"])["at_risk"]
-    assert first[("lung", "none", "all")] == 21
-    assert first[("lung", "baseline_volume_median", "low")] == 11  # median patient goes to 'low'
-    assert first[("lung", "baseline_volume_median", "high")] == 10
+    assert first[("lung", "all", "all")] == 21
+    assert first[("lung", "baseline_volume_ml:median", "low")] == 11  # median patient goes to 'low'
+    assert first[("lung", "baseline_volume_ml:median", "high")] == 10
 
 
 def test_write_survival_is_deterministic_and_checks_input(tmp_path):
@@ -92,7 +94,8 @@ def test_write_survival_is_deterministic_and_checks_input(tmp_path):
     c.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
     for out in ("a", "b"):
         analysis.write_survival(tmp_path / "features.parquet", tmp_path / "clinical.tsv", tmp_path / out, FAST)
-    for name in ("km", "logrank", "cox", "performance"):
+    for name in ("km", "km_summary", "survival_at", "logrank", "cox", "zph", "performance", "td_auc",
+                 "c_index_difference", "table1"):
         assert (tmp_path / "a" / f"{name}.csv").read_bytes() == (tmp_path / "b" / f"{name}.csv").read_bytes()
         assert (tmp_path / "a" / f"{name}.parquet").exists()
     c.loc[3, "os_days"] = -1

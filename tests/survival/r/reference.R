@@ -5,6 +5,7 @@
 # writes <dir>/lung.csv, <dir>/melanoma.csv (the data, so Python reads exactly what R used)
 # and <dir>/reference.csv: dataset, analysis, key, statistic, value (long, one number a row),
 # with R and package versions in the rows of analysis "version".
+# heart.csv: survival::heart (Stanford heart transplant; time-varying transplant, (start, stop] rows).
 # lung: NCCTG lung cancer data (survival::lung; status 1 = censored, 2 = dead).
 # melanoma: MASS::Melanoma (status 1 = died of melanoma = event; 2 alive, 3 other death = censored).
 suppressPackageStartupMessages({library(survival); library(MASS)})
@@ -29,7 +30,10 @@ write.csv(lung[, c("inst", "time", "status", "event", "age", "sex", "ph.ecog", "
           file.path(out, "lung.csv"), row.names = FALSE, na = "")
 write.csv(mel[, c("time", "status", "event", "sex", "age", "year", "thickness", "ulcer")],
           file.path(out, "melanoma.csv"), row.names = FALSE, na = "")
-data <- list(lung = lung, melanoma = mel)
+heart <- survival::heart  # Stanford heart transplant, counting-process (start, stop] rows
+write.csv(heart[, c("id", "start", "stop", "event", "age", "year", "surgery", "transplant")],
+          file.path(out, "heart.csv"), row.names = FALSE, na = "")
+data <- list(lung = lung, melanoma = mel, heart = heart)
 
 # Kaplan-Meier: curve, median with CI, survival at set times; both CI types
 km <- function(name, formula, times) {
@@ -124,6 +128,8 @@ for (ties in c("efron", "breslow")) {
   cox("lung", "age+ph.ecog+strata(sex)", Surv(time, event) ~ age + ph.ecog + strata(sex), ties)
   cox("lung", "wt.loss", Surv(time, event) ~ wt.loss, ties)
   cox("melanoma", "log(thickness)+ulcer+age+sex", Surv(time, event) ~ log(thickness) + ulcer + age + sex, ties)
+  cox("heart", "age+surgery+transplant", Surv(start, stop, event) ~ age + surgery + as.numeric(transplant), ties)
+  cox("heart", "age+transplant+strata(surgery)", Surv(start, stop, event) ~ age + as.numeric(transplant) + strata(surgery), ties)
 }
 
 # Concordance of a single risk score (higher = higher risk): Harrell's and Uno's weighting

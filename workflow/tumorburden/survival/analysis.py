@@ -98,12 +98,21 @@ def _endpoint_frame(clinical: pd.DataFrame, endpoint: str, path, exclusions: lis
     return out.dropna(subset=["time", "event"])
 
 
+def baseline_scan_ids(features: pd.DataFrame, burden: pd.DataFrame) -> pd.Series:
+    """features' baseline_scan_id, or (a table without it) the last scan on or before day 0."""
+    if "baseline_scan_id" in features:
+        return features["baseline_scan_id"]
+    pre = burden[burden["days"] <= 0].sort_values(["patient_id", "days"], kind="mergesort")
+    last = pre.groupby("patient_id")["scan_id"].last()
+    return features["patient_id"].map(last)
+
+
 def baseline_sld(features: pd.DataFrame, burden: pd.DataFrame | None) -> pd.Series:
     """RECIST sum of diameters at each patient's baseline scan (NaN without burden)."""
-    if burden is None or "baseline_scan_id" not in features:
+    if burden is None:
         return pd.Series(np.nan, index=features.index)
     sld = burden.set_index("scan_id")["sld_mm"]
-    return features["baseline_scan_id"].map(sld).astype(float)
+    return baseline_scan_ids(features, burden).map(sld).astype(float)
 
 
 def analysis_sets(features, clinical, s, path, exclusions, burden=None):
@@ -113,6 +122,8 @@ def analysis_sets(features, clinical, s, path, exclusions, burden=None):
         raise ValueError(f"{path}: a cohort is named {POOLED!r}, which names the pooled analysis "
                          f"(rename the cohort or set survival pooled: false)")
     feats = features.drop(columns=["cohort"]).assign(baseline_sld_mm=baseline_sld(features, burden))
+    if burden is not None:
+        feats["baseline_scan_id"] = baseline_scan_ids(features, burden)
     extra = [c for c in clinical.columns if c not in feats.columns and c != "patient_id"]
     feats = feats.merge(clinical[["patient_id", *extra]], on="patient_id")
     for endpoint in s["endpoints"]:

@@ -187,6 +187,8 @@ def _fit(data, X, time, event, start, strat, strata, ties, id_col, duration_col,
     if bad:
         raise NotFitted("perfect separation or no convergence "
                         f"({str(bad[0].message).splitlines()[0][:100]})")
-    beta = cph.params_[X.columns].to_numpy(dtype=float)
-    cov = cph.variance_matrix_.loc[X.columns, X.columns].to_numpy(dtype=float)
+    names = list(cph.params_.index)
+    order = [names.index(c) for c in X.columns]
+    beta = cph.params_.to_numpy(dtype=float)[order]
+    cov = np.asarray(cph.variance_matrix_, dtype=float)[np.ix_(order, order)]  # unlabelled in CoxTimeVaryingFitter
     return beta, cov, float(cph.log_likelihood_), ll0
