@@ -145,7 +145,14 @@ def test_maxstat_cutpoint_and_corrected_p_equal_r(name, var, pmethod):
     assert m["p"] == pytest.approx(ref(name, "maxstat", f"{var}|{pmethod}", "p"), rel=1e-8)
 
 
-@pytest.mark.skipif(shutil.which("Rscript") is None, reason="Rscript not installed (apt: r-base-core r-cran-survival)")
+def _r_with_survival() -> bool:
+    if shutil.which("Rscript") is None:
+        return False
+    probe = subprocess.run(["Rscript", "-e", "library(survival); library(MASS)"], capture_output=True, timeout=60)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _r_with_survival(), reason="R with survival and MASS not installed (apt: r-base-core r-cran-survival)")
 def test_reference_is_reproduced_by_live_r(tmp_path):
     subprocess.run(["Rscript", str(R_DIR / "reference.R"), str(tmp_path)], check=True, capture_output=True, timeout=120)
     live = pd.read_csv(tmp_path / "reference.csv", keep_default_na=False, na_values=["NA"])

@@ -50,7 +50,7 @@ DEFAULTS = {
     "maxstat_minprop": 0.1,
     "maxstat_maxprop": 0.9,
     "maxstat_pmethod": "Lau94",
-    "covariates": ["age", "sex", "ecog"],
+    "covariates": ["age", "sex", "ecog", "line_of_therapy"],
     "landmark_days": 70,
     "landmark_features": ["pct_change_first_fu"],
     "time_varying": True,

@@ -357,6 +357,13 @@ def _design_patient(i: int, cohort: str, s: dict) -> dict:
     }
 
 
+def _line_of_therapy(i: int, s: dict) -> int:
+    """Line of therapy (1, 2, 3 = third or later), independent of survival. Its own stream
+    (spawn_key (i, 1)) so that adding it changed none of the patient's other draws."""
+    rng = np.random.default_rng(np.random.SeedSequence(int(s["seed"]), spawn_key=(i, 1)))
+    return int(rng.choice(3, p=[0.6, 0.3, 0.1])) + 1
+
+
 def _weibull_scale(median: float, shape: float) -> float:
     """Scale so that the median is `median` at lp = 0: S(t) = exp(-(t/scale)^shape)."""
     return median / math.log(2.0) ** (1.0 / shape)
@@ -375,7 +382,7 @@ def design_trial(settings: dict | None) -> Trial:
     pats = [_design_patient(i, c, s) for i, c in enumerate(cohorts)]
 
     clinical_rows, scan_rows, patient_rows, lesion_parts = [], [], [], []
-    for p in pats:
+    for i, p in enumerate(pats):
         pid = p["pid"]
         stop = min(p["t_death"], p["censor"])
         pfs_event = min(p["t_prog"], p["t_death"]) <= p["censor"]
@@ -384,6 +391,7 @@ def design_trial(settings: dict | None) -> Trial:
             "pfs_days": round(min(p["t_prog"], stop), 2), "pfs_event": int(pfs_event),
             "os_days": round(stop, 2), "os_event": int(p["t_death"] <= p["censor"]),
             "age": p["age"], "sex": p["sex"], "ecog": p["ecog"],
+            "line_of_therapy": _line_of_therapy(i, s),
         })
         scan_ids = [f"{pid}-S{k}" for k in range(len(p["days"]))]
         for sid, day in zip(scan_ids, p["days"]):
