@@ -13,7 +13,7 @@ FAST = {"bootstrap": 10}
 def _clinical(c, seed=0):
     rng = np.random.default_rng(seed)
     return c.assign(age=rng.integers(40, 80, len(c)), sex=rng.choice(["F", "M"], len(c)),
-                    ecog=rng.integers(0, 3, len(c)))
+                    ecog=rng.integers(0, 3, len(c)), line_of_therapy=rng.integers(1, 4, len(c)))
 
 
 def _burden(f, c):
@@ -59,6 +59,7 @@ def test_full_analysis_writes_every_table_with_landmark_and_time_varying_models(
         tables.check(tables.conform(frame, name), name)
     cx = res["cox"]
     assert {"univariable", "multivariable", "landmark", "time_varying"} <= set(cx["model"])
+    assert (cx.loc[cx["cohort"] == "all", "status"] == "ok").all()
     lm = cx[(cx["model"] == "landmark") & (cx["cohort"] == "lung") & (cx["endpoint"] == "pfs")].iloc[0]
     d = f.merge(c)
     d = d[d["cohort"] == "lung"]

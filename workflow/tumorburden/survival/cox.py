@@ -131,12 +131,15 @@ def fit_cox(df: pd.DataFrame, duration_col: str, event_col: str, covariates: lis
     q = float(norm.ppf(1 - alpha / 2))
     tests = {"wald_chisq": wald, "wald_p": float(chi2.sf(wald, p)), "lr_chisq": lr, "lr_p": float(chi2.sf(lr, p)),
              "score_chisq": sc, "score_p": float(chi2.sf(sc, p)) if np.isfinite(sc) else math.nan, "df": p}
+    # Peduzzi et al. 1995: fewer than ~10 events per coefficient gives biased, unstable estimates
+    note = (f"{events} events for {p} coefficient(s): fewer than 10 per coefficient, estimates unstable"
+            if events < 10 * p else "")
     rows = []
     for j, t in enumerate(X.columns):
         z = beta[j] / se[j]
         rows.append({"term": t, "hr": math.exp(beta[j]), "hr_lower": math.exp(beta[j] - q * se[j]),
                      "hr_upper": math.exp(beta[j] + q * se[j]), "p": float(2 * norm.sf(abs(z))),
-                     "coef": float(beta[j]), "se": float(se[j]), **tests, **base, "status": "ok"})
+                     "coef": float(beta[j]), "se": float(se[j]), **tests, **base, "status": "ok", "note": note})
     col_index = {c: i for i, c in enumerate(X.columns)}
     zph = pl.zph_test(time, event.astype(bool), Xv, beta,
                       {t: [col_index[c] for c in cs] for t, cs in term_cols.items()}, strat, start, ties)
