@@ -61,8 +61,12 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     t0 = time.perf_counter()
     jobs = [(a.first_seed + i, a.patients) for i in range(a.trials)]
+    rows = []
     with ProcessPoolExecutor(a.workers) as pool:
-        rows = [r for part in pool.map(one_trial, jobs) for r in part]
+        for k, part in enumerate(pool.map(one_trial, jobs), 1):
+            rows += part
+            if k % 10 == 0:
+                print(f"{k}/{a.trials} trials, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     df = pd.DataFrame(rows)
     if a.out:
         df.to_csv(a.out, index=False)
