@@ -61,7 +61,7 @@ def test_figures_are_byte_identical_across_runs(survival_dir, figures, tmp_path)
 def test_numbers_at_risk_drawn_equal_the_km_table_and_the_data(survival_dir):
     d, clinical = survival_dir
     km = kmfig.read_survival_table(d / "km.csv", "km")
-    sel = km[(km["cohort"] == "lung") & (km["endpoint"] == "pfs") & (km["stratifier"] == "baseline_volume_median")]
+    sel = km[(km["cohort"] == "lung") & (km["endpoint"] == "pfs") & (km["stratifier"] == "baseline_volume_ml:median")]
     fig, at_risk, ticks = kmfig.km_figure(sel, None, None, "Lung", "pfs")
     drawn = {}
     for ax in fig.axes:

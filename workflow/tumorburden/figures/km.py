@@ -1,7 +1,7 @@
 """Kaplan-Meier figures with number at risk: figures/km_<cohort>_<endpoint>.pdf + .png.
 
 Drawn only from the survival tables (km.csv, logrank.csv, cox.csv), so a figure always shows
-what the tables say: step curves of the burden groups (stratifier baseline_volume_median)
+what the tables say: step curves of the burden groups (stratifier baseline_volume_ml:median)
 with their 95 % bands, censoring ticks, the number at risk at each x tick (read off km.csv),
 the log-rank p and the Cox hazard ratio per unit of ln baseline volume. Time in months
 (days / 30.4375). One figure per cohort x endpoint found in the tables.
@@ -23,7 +23,7 @@ from tumorburden.survival import km as km_stats
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
-    "stratifier": "baseline_volume_median",
+    "stratifier": "baseline_volume_ml:median",
     "width_mm": style.SINGLE_COLUMN_MM,
     "height_mm": 78.0,
     "dpi": 300,
