@@ -48,7 +48,7 @@ def test_ids_cohorts_and_columns():
     assert list(trial.clinical["patient_id"][:2]) == ["SYN-001", "SYN-002"]
     assert trial.clinical["cohort"].value_counts().to_dict() == {"lung": 5, "melanoma": 5}
     assert list(trial.clinical.columns) == ["patient_id", "cohort", "pfs_days", "pfs_event", "os_days",
-                                            "os_event", "age", "sex", "ecog"]
+                                            "os_event", "age", "sex", "ecog", "line_of_therapy"]
     assert list(trial.scans.columns) == ["patient_id", "scan_id", "days", "image"]
     first = trial.scans.iloc[0]
     assert first["scan_id"] == "SYN-001-S0" and first["image"] == "dicom/SYN-001-S0"
