@@ -164,3 +164,12 @@ def test_reference_is_reproduced_by_live_r(tmp_path):
     m = rec.merge(live, on=key, suffixes=("_rec", "_live"), how="outer", indicator=True)
     assert (m["_merge"] == "both").all(), m[m["_merge"] != "both"].head()
     np.testing.assert_allclose(m["value_live"], m["value_rec"], rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("time,event,want", [
+    # R 4.2.2 / survival 3.5-3: quantile(survfit(Surv(time, event) ~ 1), 0.5) -> quantile, lower, upper
+    ([0, 0, 1, 2, 3, 4, 5, 6], [1, 1, 1, 1, 0, 1, 1, 0], (3.0, 1.0, np.nan)),  # deaths at time 0
+    ([1, 2, 3, 4, 5, 6], [1, 1, 1, 1, 0, 1], (3.5, 2.0, np.nan)),  # S = 0.5 exactly on [3, 4): midpoint
+])
+def test_median_edge_cases_follow_r(time, event, want):
+    np.testing.assert_allclose(km.km_quantile(km.km_table(time, event)), want, equal_nan=True)

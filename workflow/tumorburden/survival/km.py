@@ -114,9 +114,10 @@ def km_quantile(table: pd.DataFrame, p: float = 0.5) -> tuple[float, float, floa
     does (Brookmeyer-Crowley by inversion of the band); NaN where a curve never gets there.
     """
     t = table["time_days"].to_numpy(dtype=float)
-    # R's survfit curve starts at the first time; the 0 row (S = 1) is its firstx
-    x = np.concatenate([[0.0], t[t > 0]]) if t[0] == 0 else np.concatenate([[0.0], t])
-    sel = t > 0 if t[0] == 0 else np.ones(len(t), bool)
+    # R's curve starts at firstx = 0 with S = 1; lifelines' row at time 0 is that start unless
+    # patients had their event at time 0, when it is also a step of the curve
+    sel = (t > 0) | ((t == 0) & (table["events"].to_numpy() > 0))
+    x = np.concatenate([[0.0], t[sel]])
 
     def one(col):
         y = np.concatenate([[0.0], 1 - table[col].to_numpy(dtype=float)[sel]])
