@@ -6,10 +6,17 @@ rule survival:
         features=f"{R}/tables/features.parquet",
         clinical=CLINICAL_TSV,
     output:
-        km=f"{R}/survival/km.csv",
-        logrank=f"{R}/survival/logrank.csv",
-        cox=f"{R}/survival/cox.csv",
-        performance=f"{R}/survival/performance.csv",
+        km=report(f"{R}/survival/km.csv", caption="../report/table_km.rst", category="Tables", subcategory="Survival"),
+        logrank=report(
+            f"{R}/survival/logrank.csv", caption="../report/table_logrank.rst", category="Tables", subcategory="Survival"
+        ),
+        cox=report(f"{R}/survival/cox.csv", caption="../report/table_cox.rst", category="Tables", subcategory="Survival"),
+        performance=report(
+            f"{R}/survival/performance.csv",
+            caption="../report/table_performance.rst",
+            category="Tables",
+            subcategory="Survival",
+        ),
     log:
         f"{R}/logs/survival.log",
     params:
