@@ -166,3 +166,38 @@ def test_later_table_names_all_and_response_groups_are_drawn_in_response_colours
     assert colours == [style.RESPONSE_COLOURS[g] for g in ("CR", "SD", "PD")]
     assert any("log-rank p < 0.001" in t.get_text() for t in fig.texts)
     assert fig.axes[0].get_legend().get_title().get_text() == "RECIST best overall response"
+
+
+def test_renamed_survival_tables_still_draw_and_their_km_summary_medians_are_used(survival_dir, tmp_path):
+    """km.csv as the survival stage will write it: 'all' / 'baseline_volume_ml:median', a km_summary."""
+    import shutil
+
+    d = tmp_path / "survival"
+    shutil.copytree(survival_dir[0], d)
+    renames = {"none": "all", "baseline_volume_median": "baseline_volume_ml:median"}
+    for name in ("km", "logrank", "cox"):  # the lung cohort only: four figures are enough here
+        t = kmfig.read_survival_table(d / f"{name}.csv", name)
+        t = t[t["cohort"] == "lung"]
+        if name == "cox":
+            tables.write(t, d / f"{name}.csv", name)
+            continue
+        t["stratifier"] = t["stratifier"].replace(renames)
+        if name == "logrank":
+            t = pd.concat([t.assign(test="logrank"), t.assign(test="trend", p=0.5)], ignore_index=True)
+        tables.write(t, d / f"{name}.csv", name)
+    pd.DataFrame({"cohort": "lung", "endpoint": "pfs", "stratifier": "baseline_volume_ml:median",
+                  "group": ["low", "high"], "n": 15, "events": 9, "median_days": [304.375, np.nan],
+                  "median_lower": np.nan, "median_upper": np.nan, "conf_type": "log-log"}).to_csv(
+        d / "km_summary.csv", index=False)
+    written = kmfig.write_km_figures(d, tmp_path / "fig", {"formats": ["png"]})
+    assert sorted(p.name for p in written) == [
+        "km_lung_os_baseline_volume_median.png", "km_lung_os_none.png",
+        "km_lung_pfs_baseline_volume_median.png", "km_lung_pfs_none.png"]
+    km = kmfig.read_survival_table(d / "km.csv", "km")
+    summary = kmfig.read_survival_table(d / "km_summary.csv", None)
+    medians = kmfig.medians_of(summary, "lung", "pfs", "baseline_volume_median")
+    assert medians == {"low": 304.375, "high": np.inf}
+    sel = km[(km["cohort"] == "lung") & (km["endpoint"] == "pfs") & (km["stratifier"] == "baseline_volume_ml:median")]
+    fig, _, _ = kmfig.km_figure(sel, None, None, "Lung", "pfs", medians=medians, stratifier="baseline_volume_ml:median")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels[0].endswith("median 10.0 mo") and labels[1].endswith("median not reached")

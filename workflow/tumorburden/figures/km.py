@@ -209,8 +209,7 @@ def figure_keys(km: pd.DataFrame, logrank: pd.DataFrame, cox: pd.DataFrame) -> l
 
 
 def _stratifier_rows(df: pd.DataFrame, grouping: str) -> pd.Series:
-    names = set(OVERALL) if grouping in OVERALL else {grouping}
-    return df["stratifier"].isin(names)
+    return df["stratifier"].isin(fsettings.km_stratifier_names(grouping))
 
 
 def cox_row(cox: pd.DataFrame, cohort: str, endpoint: str, term: str) -> dict | None:
@@ -244,8 +243,7 @@ def write_km_figures(survival_dir: Path, out_dir: Path, settings: dict | None = 
     summary = read_survival_table(summary_path, None) if summary_path.exists() else None
     present = set(km["stratifier"])
     for grouping in s["km_groupings"]:
-        names = set(OVERALL) if grouping in OVERALL else {grouping}
-        if len(km) and not names & present:
+        if len(km) and not fsettings.km_stratifier_names(grouping) & present:
             raise ValueError(f"{survival_dir / 'km.csv'}: no stratifier {grouping!r} (it has "
                              f"{', '.join(sorted(present))}; set figures.km_groupings to those)")
     colours = style.cohort_colours(cohorts or km["cohort"].unique(), s["cohort_colours"])

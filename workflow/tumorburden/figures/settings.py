@@ -78,6 +78,18 @@ def term_label(term: str) -> str:
 
 # The ungrouped Kaplan-Meier curve's stratifier: 'none' in today's km.csv, 'all' in later tables.
 KM_OVERALL = ("none", "all")
+# Stratifier names that mean the same grouping in km.csv as written before and after the survival
+# tables' renaming ("baseline_volume_ml:median" is the <column>:<cut> form); a configured grouping
+# matches any of its names, and keeps its own name in the figure's file name.
+KM_ALIASES = {
+    "none": KM_OVERALL, "all": KM_OVERALL,
+    "baseline_volume_median": ("baseline_volume_median", "baseline_volume_ml:median"),
+    "baseline_volume_ml:median": ("baseline_volume_median", "baseline_volume_ml:median"),
+}
+
+
+def km_stratifier_names(grouping: str) -> set[str]:
+    return set(KM_ALIASES.get(grouping, (grouping,)))
 
 
 def slug(name: str) -> str:
