@@ -237,11 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--features", required=True, help="tables/features.parquet")
     f = figs.add_parser("contact-sheet", help="pages of per-scan QC overlays")
     f.add_argument("--overlays", nargs="+", required=True, help="qc/overlays/<scan_id>.png files, in order")
-    for f in figs.choices.values():
+    for kind, f in figs.choices.items():
         f.add_argument("--out-dir", required=True, help="folder for the .pdf and .png files")
-        if "--burden" in f._option_string_actions:
+        if kind == "burden":
             f.add_argument("--clinical", required=True, help="clinical.tsv (cohorts, PFS, OS)")
-        elif f.prog.split()[-1] != "contact-sheet":
+        elif kind != "contact-sheet":
             f.add_argument("--clinical", default=None, help="clinical.tsv: the study's cohorts, for their colours")
         _add_settings(f)
     p.set_defaults(func=cmd_figures)
