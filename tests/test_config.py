@@ -4,6 +4,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from tumorburden.figures import settings as figure_settings
 from tumorburden.imaging import ingest
 from tumorburden.kinetics import burden, features
 from tumorburden.lesions import measure, track
@@ -30,6 +31,7 @@ def test_default_config_matches_schema(config, repo_root):
         ("kinetics", {**burden.DEFAULTS, **features.DEFAULTS}, set()),
         ("survival", analysis.DEFAULTS, set()),
         ("synthetic", trial.DEFAULTS, set()),
+        ("figures", figure_settings.DEFAULTS, set()),
     ],
 )
 def test_code_defaults_equal_config(config, section, defaults, internal):

@@ -27,7 +27,7 @@ def test_pipeline_outputs_follow_the_contract(synthetic_run):
     for cohort in ["lung", "melanoma", "all"]:
         for endpoint in ["pfs", "os"]:
             for ext in ["pdf", "png"]:
-                assert (r / f"figures/km_{cohort}_{endpoint}.{ext}").stat().st_size > 1000
+                assert (r / f"figures/km_{cohort}_{endpoint}_baseline_volume_median.{ext}").stat().st_size > 1000
     assert (r / "qc/exclusions.tsv").exists()
     image = nib.load(r / f"scans/{scans.scan_id[0]}/image.nii.gz")
     truth = nib.load(r / f"truth/scans/{scans.scan_id[0]}/labels.nii.gz")

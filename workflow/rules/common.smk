@@ -59,12 +59,7 @@ def final_targets():
         f"{R}/survival/cox.csv",
         f"{R}/survival/performance.csv",
     ]
-    targets += expand(
-        f"{R}/figures/km_{{cohort}}_{{endpoint}}.{{ext}}",
-        cohort=ANALYSED_COHORTS,
-        endpoint=ENDPOINTS,
-        ext=["pdf", "png"],
-    )
+    targets += figure_targets()  # workflow/rules/figures.smk
     if STUDY.synthetic:
         targets.append(f"{R}/truth/scores.csv")
     return targets

@@ -1,24 +1,121 @@
-# Publication figures from the survival tables.
+# Publication figures from the tables, in one style (workflow/tumorburden/figures/), each as
+# vector PDF + 300 dpi PNG; the PNGs go into `snakemake --report` with a caption each.
+
+
+include: "figures_common.smk"
 
 
 rule km_figures:
     input:
         km=f"{R}/survival/km.csv",
+        summary=f"{R}/survival/km_summary.csv",
         logrank=f"{R}/survival/logrank.csv",
         cox=f"{R}/survival/cox.csv",
+        clinical=CLINICAL_TSV,
     output:
-        expand(
-            f"{R}/figures/km_{{cohort}}_{{endpoint}}.{{ext}}",
-            cohort=ANALYSED_COHORTS,
-            endpoint=ENDPOINTS,
-            ext=["pdf", "png"],
-        ),
+        km_outputs(),
     log:
-        f"{R}/logs/km_figures.log",
+        f"{R}/logs/figures/km.log",
     params:
         survival=lambda wc, input: str(Path(input.km).parent),
         out=lambda wc, output: str(Path(output[0]).parent),
+        settings=figure_settings(),
     conda:
         ENV
     shell:
-        "tumorburden figures --survival-dir {params.survival} --out-dir {params.out} > {log} 2>&1"
+        "tumorburden figures km --survival-dir {params.survival} --clinical {input.clinical:q}"
+        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+
+
+rule forest_figures:
+    input:
+        cox=f"{R}/survival/cox.csv",
+        clinical=CLINICAL_TSV,
+    output:
+        forest_outputs(),
+    log:
+        f"{R}/logs/figures/forest.log",
+    params:
+        survival=lambda wc, input: str(Path(input.cox).parent),
+        out=lambda wc, output: str(Path(output[0]).parent),
+        settings=figure_settings(),
+    conda:
+        ENV
+    shell:
+        "tumorburden figures forest --survival-dir {params.survival} --clinical {input.clinical:q}"
+        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+
+
+rule c_index_figure:
+    input:
+        performance=f"{R}/survival/performance.csv",
+        difference=f"{R}/survival/c_index_difference.csv",
+        clinical=CLINICAL_TSV,
+    output:
+        c_index_outputs(),
+    log:
+        f"{R}/logs/figures/c_index.log",
+    params:
+        survival=lambda wc, input: str(Path(input.performance).parent),
+        out=lambda wc, output: str(Path(output[0]).parent),
+        settings=figure_settings(),
+    conda:
+        ENV
+    shell:
+        "tumorburden figures c-index --survival-dir {params.survival} --clinical {input.clinical:q}"
+        " --difference {input.difference}"
+        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+
+
+rule burden_figures:
+    input:
+        burden=f"{R}/tables/burden.parquet",
+        features=f"{R}/tables/features.parquet",
+        clinical=CLINICAL_TSV,
+    output:
+        burden_outputs(),
+    log:
+        f"{R}/logs/figures/burden.log",
+    params:
+        out=lambda wc, output: str(Path(output[0]).parent),
+        settings=figure_settings(),
+    conda:
+        ENV
+    shell:
+        "tumorburden figures burden --burden {input.burden} --features {input.features}"
+        " --clinical {input.clinical:q} --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+
+
+rule td_auc_figures:
+    input:
+        td_auc=f"{R}/survival/td_auc.csv",
+        clinical=CLINICAL_TSV,
+    output:
+        td_auc_outputs(),
+    log:
+        f"{R}/logs/figures/td_auc.log",
+    params:
+        out=lambda wc, output: str(Path(output[0]).parent),
+        settings=figure_settings(),
+    conda:
+        ENV
+    shell:
+        "tumorburden figures td-auc --td-auc {input.td_auc} --clinical {input.clinical:q}"
+        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+
+
+rule qc_contact_sheet:
+    input:
+        overlays=scan_files(f"{R}/qc/overlays/{{scan_id}}.png"),
+    output:
+        contact_sheet_outputs(),
+    log:
+        f"{R}/logs/figures/contact_sheet.log",
+    params:
+        out=lambda wc, output: str(Path(output[0]).parent),
+        settings=figure_settings(),
+    conda:
+        ENV
+    shell:
+        "tumorburden figures contact-sheet --overlays {input.overlays} --out-dir {params.out}"
+        " --settings {params.settings} > {log} 2>&1"

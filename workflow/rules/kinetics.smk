@@ -8,7 +8,7 @@ rule burden:
         scans=SCANS_TSV,
     output:
         table=f"{R}/tables/burden.parquet",
-        csv=f"{R}/tables/burden.csv",
+        csv=report(f"{R}/tables/burden.csv", caption="../report/table_burden.rst", category="Tables", subcategory="Burden"),
     log:
         f"{R}/logs/burden.log",
     params:
@@ -27,8 +27,12 @@ rule features:
         clinical=CLINICAL_TSV,
     output:
         table=f"{R}/tables/features.parquet",
-        csv=f"{R}/tables/features.csv",
-        exclusions=f"{R}/qc/exclusions.tsv",
+        csv=report(
+            f"{R}/tables/features.csv", caption="../report/table_features.rst", category="Tables", subcategory="Burden"
+        ),
+        exclusions=report(
+            f"{R}/qc/exclusions.tsv", caption="../report/table_exclusions.rst", category="Quality control"
+        ),
     log:
         f"{R}/logs/features.log",
     params:

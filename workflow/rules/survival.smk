@@ -9,13 +9,20 @@ rule survival:
         burden=f"{R}/tables/burden.parquet",
         clinical=CLINICAL_TSV,
     output:
-        km=f"{R}/survival/km.csv",
+        km=report(f"{R}/survival/km.csv", caption="../report/table_km.rst", category="Tables", subcategory="Survival"),
         km_summary=f"{R}/survival/km_summary.csv",
         survival_at=f"{R}/survival/survival_at.csv",
-        logrank=f"{R}/survival/logrank.csv",
-        cox=f"{R}/survival/cox.csv",
+        logrank=report(
+            f"{R}/survival/logrank.csv", caption="../report/table_logrank.rst", category="Tables", subcategory="Survival"
+        ),
+        cox=report(f"{R}/survival/cox.csv", caption="../report/table_cox.rst", category="Tables", subcategory="Survival"),
         zph=f"{R}/survival/zph.csv",
-        performance=f"{R}/survival/performance.csv",
+        performance=report(
+            f"{R}/survival/performance.csv",
+            caption="../report/table_performance.rst",
+            category="Tables",
+            subcategory="Survival",
+        ),
         td_auc=f"{R}/survival/td_auc.csv",
         c_index_difference=f"{R}/survival/c_index_difference.csv",
         table1=f"{R}/survival/table1.csv",

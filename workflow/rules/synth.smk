@@ -52,7 +52,7 @@ rule score_against_truth:
         features=f"{R}/tables/features.parquet",
         cox=f"{R}/survival/cox.csv",
     output:
-        f"{R}/truth/scores.csv",
+        report(f"{R}/truth/scores.csv", caption="../report/table_scores.rst", category="Quality control"),
     log:
         f"{R}/logs/score_against_truth.log",
     params:

@@ -105,10 +105,32 @@ def cmd_survival(a):
                    settings=_settings(a.settings), burden=Path(a.burden) if a.burden else None)
 
 
-def cmd_figures(a):
-    from tumorburden.figures.km import write_km_figures
+def _cohorts(a):
+    """The study's cohorts from clinical.tsv, so a cohort has one colour in every figure."""
+    if not getattr(a, "clinical", None):
+        return None
+    from tumorburden.study import read_clinical_table
 
-    write_km_figures(Path(a.survival_dir), Path(a.out_dir), settings=_settings(a.settings))
+    return sorted(read_clinical_table(Path(a.clinical))["cohort"].astype(str).unique())
+
+
+def cmd_figures(a):
+    from tumorburden.figures import burden, contact_sheet, discrimination, forest, km
+
+    s, out = _settings(a.settings), Path(a.out_dir)
+    if a.kind == "km":
+        km.write_km_figures(Path(a.survival_dir), out, settings=s, cohorts=_cohorts(a))
+    elif a.kind == "forest":
+        forest.write_forest_figures(Path(a.survival_dir), out, settings=s, cohorts=_cohorts(a))
+    elif a.kind == "c-index":
+        discrimination.write_c_index_figure(Path(a.survival_dir), out, settings=s, cohorts=_cohorts(a),
+                                            difference_path=Path(a.difference) if a.difference else None)
+    elif a.kind == "td-auc":
+        discrimination.write_td_auc_figures(Path(a.td_auc), out, settings=s, cohorts=_cohorts(a))
+    elif a.kind == "burden":
+        burden.write_burden_figures(Path(a.burden), Path(a.features), Path(a.clinical), out, settings=s)
+    elif a.kind == "contact-sheet":
+        contact_sheet.write_contact_sheets([Path(p) for p in a.overlays], out, settings=s)
 
 
 def cmd_score(a):
@@ -225,10 +247,30 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--alpha", type=float, default=0.05)
         q.add_argument("--out", required=True, help="output CSV")
 
-    p = sub.add_parser("figures", help="Kaplan-Meier figures with number at risk, from the survival tables")
-    p.add_argument("--survival-dir", required=True)
-    p.add_argument("--out-dir", required=True)
-    _add_settings(p)
+    p = sub.add_parser("figures", help="publication figures from the tables: km, forest, c-index, td-auc, burden, "
+                       "contact-sheet")
+    figs = p.add_subparsers(dest="kind", required=True, metavar="KIND")
+    for kind, text in (("km", "Kaplan-Meier curves with number at risk, per cohort x endpoint x grouping"),
+                       ("forest", "forest plots of the Cox models, per endpoint"),
+                       ("c-index", "C-index with CIs per feature (and differences, when given)")):
+        f = figs.add_parser(kind, help=text)
+        f.add_argument("--survival-dir", required=True, help="results/<name>/survival")
+        if kind == "c-index":
+            f.add_argument("--difference", default=None, help="c_index_difference.csv (optional)")
+    f = figs.add_parser("td-auc", help="time-dependent AUC curves, per endpoint")
+    f.add_argument("--td-auc", required=True, help="survival/td_auc.csv")
+    f = figs.add_parser("burden", help="spaghetti, waterfall and swimmer plots")
+    f.add_argument("--burden", required=True, help="tables/burden.parquet")
+    f.add_argument("--features", required=True, help="tables/features.parquet")
+    f = figs.add_parser("contact-sheet", help="pages of per-scan QC overlays")
+    f.add_argument("--overlays", nargs="+", required=True, help="qc/overlays/<scan_id>.png files, in order")
+    for kind, f in figs.choices.items():
+        f.add_argument("--out-dir", required=True, help="folder for the .pdf and .png files")
+        if kind == "burden":
+            f.add_argument("--clinical", required=True, help="clinical.tsv (cohorts, PFS, OS)")
+        elif kind != "contact-sheet":
+            f.add_argument("--clinical", default=None, help="clinical.tsv: the study's cohorts, for their colours")
+        _add_settings(f)
     p.set_defaults(func=cmd_figures)
 
     p = sub.add_parser("score", help="score every stage of a synthetic run against its truth")
