@@ -262,16 +262,18 @@ def _headers_chunk(paths: list[str]) -> list[dict]:
     return [read_header(p) for p in paths]
 
 
-def read_headers(paths: list[str], workers: int = 1, progress=None) -> list[dict]:
-    """Headers of every file, in the order of `paths`; `workers` processes when > 1."""
-    if workers <= 1 or len(paths) < 200:
+def read_headers(paths: list[str], workers: int = 1, progress=None, min_files_for_pool: int = 200,
+                 chunk: int = 500) -> list[dict]:
+    """Headers of every file, in the order of `paths`; `workers` processes when > 1 (and there
+    are enough files to pay for starting them)."""
+    if workers <= 1 or len(paths) < min_files_for_pool:
         out = []
         for i, p in enumerate(paths):
             out.append(read_header(p))
             if progress and (i + 1) % 5000 == 0:
                 progress(i + 1, len(paths))
         return out
-    size = 500
+    size = chunk
     chunks = [paths[i:i + size] for i in range(0, len(paths), size)]
     out = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
