@@ -17,7 +17,7 @@ SECRETS = ("HOSP-0", "HOSP-1", "HOSP-2", "Smith", "Johnny", "19491231")
 
 
 def _export_scan(src_dir, dst_dir, hospital_id, *, drop_middle=False, localizer=False):
-    files = sorted(src_dir.iterdir())
+    files = sorted(p for p in src_dir.iterdir() if not p.name.startswith("."))  # not .snakemake_timestamp
     dst_dir.mkdir(parents=True)
     if drop_middle:
         files.pop(len(files) // 2)
