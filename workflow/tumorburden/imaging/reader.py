@@ -54,6 +54,27 @@ def _stored_pixels(ds, path: str) -> np.ndarray:
     return ds.pixel_array
 
 
+PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _tail_pixels(path: str, rows: int, cols: int, dtype: str) -> np.ndarray | None:
+    """Uncompressed 16-bit pixels read straight from the end of the file, when the file ends with
+    the Pixel Data element of exactly rows x cols values (checked: tag, VR and length); None
+    otherwise, and the caller decodes with pydicom. Saves parsing every header a second time."""
+    size = rows * cols * 2
+    with open(path, "rb") as fh:
+        end = fh.seek(0, 2)
+        if end < size + 12:
+            return None
+        fh.seek(end - size - 12)
+        head = fh.read(12)
+        explicit = head[:4] == PIXEL_DATA_TAG and head[4:6] in (b"OW", b"OB") and head[6:8] == b"\0\0"
+        implicit = head[4:8] == PIXEL_DATA_TAG
+        if not ((explicit or implicit) and int.from_bytes(head[8:12], "little") == size):
+            return None
+        return np.frombuffer(fh.read(size), dtype=dtype).reshape(rows, cols)
+
+
 def _decode(path: str) -> np.ndarray:
     try:
         ds = pydicom.dcmread(path)
@@ -80,7 +101,9 @@ def read_volume(geometry: Geometry, dtype: str = "auto", progress_every: int = 1
     multiframe: dict[str, np.ndarray] = {}
     for k, sl in enumerate(slices):
         if sl.frame is None:
-            stored = _decode(sl.path)
+            stored = _tail_pixels(sl.path, rows, cols, sl.native16) if sl.native16 else None
+            if stored is None:
+                stored = _decode(sl.path)
         else:
             if sl.path not in multiframe:
                 multiframe.clear()  # one multi-frame file in memory at a time
@@ -91,19 +114,19 @@ def read_volume(geometry: Geometry, dtype: str = "auto", progress_every: int = 1
             raise SeriesError(f"{os.path.basename(sl.path)}: pixel array {stored.shape} does not match "
                               f"Rows x Columns {rows}x{cols}")
         if use_int:
-            hu = stored.astype(np.int32)
-            if slope[k] != 1:
-                hu *= int(slope[k])
-            hu += int(intercept[k])
-            lo, hi = int(hu.min()), int(hu.max())
-            if lo < INT16[0] or hi > INT16[1]:
-                if dtype == "int16":
-                    raise SeriesError(f"{os.path.basename(sl.path)}: HU {lo}..{hi} do not fit int16; use --dtype float32")
+            s_k, i_k = int(slope[k]), int(intercept[k])
+            lo, hi = sorted((int(stored.min()) * s_k + i_k, int(stored.max()) * s_k + i_k))
+            fits = INT16[0] <= lo and hi <= INT16[1]
+            if fits and s_k == 1 and stored.dtype == np.int16 and INT16[0] <= i_k <= INT16[1]:
+                np.add(stored, np.int16(i_k), out=array[k])  # exact: the range was checked
+            elif fits:
+                array[k] = stored.astype(np.int32) * s_k + i_k
+            elif dtype == "int16":
+                raise SeriesError(f"{os.path.basename(sl.path)}: HU {lo}..{hi} do not fit int16; use --dtype float32")
+            else:
                 array = array.astype(np.float32)  # rare: HU beyond int16; switch once
                 use_int = False
-                array[k] = hu
-            else:
-                array[k] = hu
+                array[k] = stored.astype(np.float64) * s_k + i_k
         else:
             array[k] = stored.astype(np.float64) * slope[k] + intercept[k]
         if progress_every and (k + 1) % progress_every == 0:

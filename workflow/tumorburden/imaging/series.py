@@ -78,6 +78,12 @@ class Slice:
     cols: int
     slope: float
     intercept: float
+    # uncompressed little-endian 16-bit single-frame pixels that need no sign fix-up: the reader
+    # may take them straight from the end of the file; None: unknown, decode with pydicom
+    native16: str | None = None  # "<i2" | "<u2" | None
+
+
+NATIVE_LE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1"}
 
 
 @dataclass
@@ -139,6 +145,17 @@ def _float(value, default=None):
 
 
 def read_header(path: str) -> dict:
+    """See _read_header; pydicom's value validation is off while indexing (it costs a fifth of
+    the time and a bad value still surfaces as a geometry finding)."""
+    mode = pydicom.config.settings.reading_validation_mode
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        return _read_header(path)
+    finally:
+        pydicom.config.settings.reading_validation_mode = mode
+
+
+def _read_header(path: str) -> dict:
     """A file's header as a plain dict: {"status": "image"|"not_dicom"|"unreadable"|"other", ...}.
 
     Files without the 128-byte preamble are still read (old exports); a file that starts as
@@ -147,14 +164,13 @@ def read_header(path: str) -> dict:
     name = os.path.basename(path)
     if name.upper() in NOT_IMAGES or name.startswith("."):
         return {"path": path, "status": "other", "why": "DICOMDIR or hidden file"}
+    has_magic = True
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError as exc:
-        return {"path": path, "status": "unreadable", "why": f"cannot open ({exc.strerror})"}
-    has_magic = head[128:132] == b"DICM"
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=TAGS, force=not has_magic)
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=TAGS)
+        except InvalidDicomError:  # no preamble/DICM: old exports write bare data sets
+            has_magic = False
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=TAGS, force=True)
         if "SOPClassUID" not in ds:
             meta_sop = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", ""))
             if meta_sop == MEDIA_STORAGE_DIRECTORY:
@@ -162,8 +178,8 @@ def read_header(path: str) -> dict:
             if has_magic:  # a DICOM file whose data set did not parse
                 return {"path": path, "status": "unreadable", "why": "damaged DICOM header (no SOPClassUID)"}
             return {"path": path, "status": "not_dicom"}
-    except InvalidDicomError:
-        return {"path": path, "status": "not_dicom"}
+    except OSError as exc:
+        return {"path": path, "status": "unreadable", "why": f"cannot open ({exc.strerror})"}
     except Exception as exc:  # pydicom raises many kinds on a damaged file
         if has_magic:
             return {"path": path, "status": "unreadable", "why": f"damaged DICOM header ({type(exc).__name__})"}
@@ -218,8 +234,14 @@ def _slices(ds, path: str, rec: dict) -> list[Slice]:
     ipp, iop, ps = _floats(ds.get("ImagePositionPatient")), _floats(ds.get("ImageOrientationPatient")), _floats(ds.get("PixelSpacing"))
     if ipp is None or iop is None or ps is None or len(ipp) != 3 or len(iop) != 6 or len(ps) != 2:
         return []
+    native16 = None
+    signed = ds.get("PixelRepresentation") == 1
+    if (rec["transfer_syntax"] in NATIVE_LE_SYNTAXES and ds.get("BitsAllocated") == 16
+            and ds.get("SamplesPerPixel", 1) == 1 and int(ds.get("NumberOfFrames", 1) or 1) == 1
+            and (ds.get("BitsStored") == 16 or not signed)):
+        native16 = "<i2" if signed else "<u2"
     return [Slice(path, None, ipp, iop, ps, rows, cols, _float(ds.get("RescaleSlope"), 1.0) or 1.0,
-                  _float(ds.get("RescaleIntercept"), 0.0))]
+                  _float(ds.get("RescaleIntercept"), 0.0), native16)]
 
 
 def _group(item, shared, name):
