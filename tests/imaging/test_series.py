@@ -76,3 +76,13 @@ def test_cli_ingest_success_and_one_line_failure(study, tmp_path, capsys):
     assert not (tmp_path / "bad.nii.gz").exists()
     assert main(["ingest", str(root / "9"), "--out", str(tmp_path / "mr.nii.gz")]) == 1
     assert "no CT series (modalities: MR)" in capsys.readouterr().err
+
+
+def test_source_files_are_the_chosen_series(study, tmp_path):
+    from tumorburden.imaging.ingest import source_files
+
+    root, _ = study
+    assert source_files(root) == sorted(str(p) for p in (root / "5").iterdir())
+    listing = tmp_path / "S1.json"
+    listing.write_text(json.dumps({"scan_id": "S1", "series_uid": "1.2.9.6", "files": ["a", "b"]}))
+    assert source_files(listing) == ["a", "b"]

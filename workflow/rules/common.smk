@@ -56,6 +56,9 @@ class DiscoveredScans:
     def index(self):
         return self.frame().index
 
+    def __getattr__(self, name):  # columns, iterrows, ...: as the DataFrame
+        return getattr(self.frame(), name)
+
 
 SCANS = DiscoveredScans() if DICOM_ROOT else STUDY.scans
 CLINICAL_TSV = str(STUDY.clinical_path)

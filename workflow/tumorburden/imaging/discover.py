@@ -38,7 +38,6 @@ from tumorburden.imaging.series import (
     SeriesError,
     check_geometry,
     choose,
-    describe,
     group_series,
     list_files,
     read_headers,

@@ -175,3 +175,18 @@ def read_dicom(files: list[str], s: dict, label: str, series_uid: str | None = N
         "resampled": info["resampled"],
     }
     return volume, qc
+
+
+def source_files(image: str | Path, settings: dict | None = None) -> list[str]:
+    """The DICOM files of the series that `ingest` reads for a scan's `image` (a series list
+    written by discovery, or a folder, where the series is chosen as ingest chooses it), e.g.
+    for a DICOM-SEG that must reference exactly the source images."""
+    image = Path(image)
+    if image.suffix == ".json":
+        return list(json.loads(image.read_text())["files"])
+    s = {**DEFAULTS, **(settings or {})}
+    candidates = [(se, check_geometry(se, s)) for se in group_series(read_headers(list_files(image)))]
+    chosen, verdicts = choose(candidates, s)
+    if chosen is None:
+        raise SeriesError(f"{image}: {unusable_reason(candidates, verdicts)}")
+    return sorted(chosen[0].files)
