@@ -12,6 +12,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
@@ -114,7 +115,19 @@ def write_series(folder: Path, *, n=7, rows=ROWS, cols=COLS, pixel=(0.7, 0.9), s
         ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
         for key, value in (overrides or {}).get(k, {}).items():
             setattr(ds, key, value)
-        if syntax == "jpeg_sv1":
+        if syntax == "implicit":
+            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        elif syntax == "no_preamble":  # ACR-NEMA-like: a bare implicit-VR data set, no preamble/meta
+            from pydicom.filebase import DicomFileLike
+
+            with open(folder / name, "wb") as fh:
+                fp = DicomFileLike(fh)
+                fp.is_little_endian, fp.is_implicit_VR = True, True
+                from pydicom.filewriter import write_dataset
+
+                write_dataset(fp, ds)
+            continue
+        elif syntax == "jpeg_sv1":
             ds.PixelData = encapsulate([_jpeg_sv1(stored.astype(np.int16 if signed else np.uint16))])
             ds["PixelData"].VR = "OB"
             ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1

@@ -77,7 +77,13 @@ def _tail_pixels(path: str, rows: int, cols: int, dtype: str) -> np.ndarray | No
 
 def _decode(path: str) -> np.ndarray:
     try:
-        ds = pydicom.dcmread(path)
+        try:
+            ds = pydicom.dcmread(path)
+        except pydicom.errors.InvalidDicomError:  # no preamble/meta (ACR-NEMA-like): uncompressed
+            ds = pydicom.dcmread(path, force=True)
+            implicit, little = getattr(ds, "original_encoding", (True, True))
+            if "TransferSyntaxUID" not in ds.file_meta:
+                ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
         return _stored_pixels(ds, path)
     except SeriesError:
         raise

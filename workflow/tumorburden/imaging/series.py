@@ -235,7 +235,8 @@ def _slices(ds, path: str, rec: dict) -> list[Slice]:
         return []
     native16 = None
     signed = ds.get("PixelRepresentation") == 1
-    if (rec["transfer_syntax"] in NATIVE_LE_SYNTAXES and ds.get("BitsAllocated") == 16
+    # no transfer syntax: a bare data set without file meta (old exports), always uncompressed
+    if ((rec["transfer_syntax"] in NATIVE_LE_SYNTAXES or not rec["transfer_syntax"]) and ds.get("BitsAllocated") == 16
             and ds.get("SamplesPerPixel", 1) == 1 and int(ds.get("NumberOfFrames", 1) or 1) == 1
             and (ds.get("BitsStored") == 16 or not signed)):
         native16 = "<i2" if signed else "<u2"
