@@ -57,6 +57,8 @@ class DiscoveredScans:
         return self.frame().index
 
     def __getattr__(self, name):  # columns, iterrows, ...: as the DataFrame
+        if name.startswith("_"):  # copy/pickle protocols must not trigger the checkpoint
+            raise AttributeError(name)
         return getattr(self.frame(), name)
 
 
