@@ -73,6 +73,8 @@ if what == "ours":
 elif what == "sitk":
     import SimpleITK as sitk
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+_o, _k = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu0 = _o.ru_utime + _o.ru_stime + _k.ru_utime + _k.ru_stime
 t0 = time.perf_counter()
 if what == "cat":
     os.system("cat " + " ".join(files) + " > /dev/null")
@@ -87,8 +89,9 @@ elif what == "sitk":
     image = reader.Execute()
     assert image.GetSize()[2] == len(files)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"seconds": seconds, "peak_kb": peak, "base_kb": base}}))
+own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime - cpu0
+print(json.dumps({{"seconds": seconds, "cpu": cpu, "peak_kb": own.ru_maxrss, "base_kb": base}}))
 """
 
 
@@ -131,14 +134,16 @@ def main() -> None:
                         run("cat", folder)  # make sure every file is cached
                     results[(cache, what)].append(run(what, folder))
             print(f"round {r + 1} done", file=sys.stderr)
-        print(f"| cache | raw read (`cat`) s | this reader s | SimpleITK s | reader / SimpleITK | reader / raw | peak memory above baseline, x volume (reader / SimpleITK) |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print(f"| cache | raw read (`cat`) s | this reader s | SimpleITK s | reader / SimpleITK | reader / raw | CPU s reader / SimpleITK / raw | peak memory above baseline, x volume (reader / SimpleITK) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for cache in ("warm", "cold"):
             med = {w: statistics.median(x["seconds"] for x in results[(cache, w)]) for w in ("cat", "ours", "sitk")}
             ratio_sitk = statistics.median(o["seconds"] / s["seconds"] for o, s in zip(results[(cache, "ours")], results[(cache, "sitk")]))
             ratio_raw = statistics.median(o["seconds"] / c["seconds"] for o, c in zip(results[(cache, "ours")], results[(cache, "cat")]))
             mem = {w: max(x["peak_kb"] - x["base_kb"] for x in results[(cache, w)]) / volume_kb for w in ("ours", "sitk")}
-            print(f"| {cache} | {med['cat']:.2f} | {med['ours']:.2f} | {med['sitk']:.2f} | {ratio_sitk:.2f} | {ratio_raw:.2f} | {mem['ours']:.2f} / {mem['sitk']:.2f} |")
+            cpu = {w: statistics.median(x["cpu"] for x in results[(cache, w)]) for w in ("cat", "ours", "sitk")}
+            print(f"| {cache} | {med['cat']:.2f} | {med['ours']:.2f} | {med['sitk']:.2f} | {ratio_sitk:.2f} | {ratio_raw:.2f} | "
+                  f"{cpu['ours']:.2f} / {cpu['sitk']:.2f} / {cpu['cat']:.2f} | {mem['ours']:.2f} / {mem['sitk']:.2f} |")
 
 
 if __name__ == "__main__":
