@@ -220,3 +220,16 @@ def test_nifti_input_is_copied_with_its_affine(tmp_path):
 def test_missing_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ingest(tmp_path / "nowhere", tmp_path / "image.nii.gz")
+
+
+@pytest.mark.parametrize("damage", ["header", "pixels"])
+def test_cli_damaged_file_is_one_line(tmp_path, capsys, damage):
+    from tumorburden.cli import main
+
+    write_series(tmp_path / "dcm")
+    path = tmp_path / "dcm" / "slice003.dcm"
+    data = path.read_bytes()
+    path.write_bytes(data[:140] + b"\xff" * 40 if damage == "header" else data[:-50])
+    assert main(["ingest", str(tmp_path / "dcm"), "--out", str(tmp_path / "x.nii.gz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tumorburden ingest: error: ") and "slice003.dcm" in err

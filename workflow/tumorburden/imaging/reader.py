@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 import numpy as np
 import pydicom
@@ -76,6 +77,12 @@ def _tail_pixels(path: str, rows: int, cols: int, dtype: str) -> np.ndarray | No
 
 
 def _decode(path: str) -> np.ndarray:
+    with warnings.catch_warnings():  # a damaged file is reported in one line below, not by pydicom
+        warnings.simplefilter("ignore")
+        return _decode_quiet(path)
+
+
+def _decode_quiet(path: str) -> np.ndarray:
     try:
         try:
             ds = pydicom.dcmread(path)

@@ -22,8 +22,10 @@ Series choice (`choose`), per study, in this order:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +60,9 @@ SELECTION_DEFAULTS = {
     "phase_keywords": ["portal", "venous", "pv"],
     "avoid_keywords": ["lung", "bone", "mip", "minip"],
 }
+
+
+logging.getLogger("pydicom").setLevel(logging.ERROR)  # see read_header
 
 
 class SeriesError(ValueError):
@@ -149,7 +154,11 @@ def read_header(path: str) -> dict:
     mode = pydicom.config.settings.reading_validation_mode
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     try:
-        return _read_header(path)
+        # a damaged file makes pydicom warn (log + warning) on its own lines; our record says
+        # what is wrong in one line instead
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _read_header(path)
     finally:
         pydicom.config.settings.reading_validation_mode = mode
 
