@@ -88,7 +88,14 @@ def test_manifest_scans_and_exclusions(tmp_path, tables):
 
 
 def test_no_identifier_reaches_results(tmp_path, tables):
+    from tumorburden.cli import main
+
     results, _ = run(tmp_path, tables)
+    for row in pd.read_csv(results / "manifest/scans.tsv", sep="\t").itertuples():  # as the ingest rule
+        assert main(["ingest", "--series-list", row.image, "--out", str(results / f"scans/{row.scan_id}/image.nii.gz"),
+                     "--qc", str(results / f"qc/ingest/{row.scan_id}.json")]) == 0
+    qc = json.loads((results / "qc/ingest/P01_d4.json").read_text())
+    assert qc["series"]["description"] == "Abdomen portal venous 3.0 [name]"
     for path in results.rglob("*"):
         if path.is_file():
             text = path.read_bytes().decode("latin-1")

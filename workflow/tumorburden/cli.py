@@ -51,14 +51,14 @@ def cmd_synth_render(a):
 def cmd_ingest(a):
     from tumorburden.imaging.ingest import ingest
 
-    files, uid, label = None, a.series_uid, None
+    files, uid, label, redact = None, a.series_uid, None, None
     if a.series_list:  # written by discovery: the files of the scan's chosen series
         listing = json.loads(Path(a.series_list).read_text())
-        files, uid, label = listing["files"], listing["series_uid"], listing["scan_id"]
+        files, uid, label, redact = listing["files"], listing["series_uid"], listing["scan_id"], listing.get("redact")
     elif not a.series:
         raise ValueError("give a SERIES_DIR (or NIfTI file), or --series-list")
     ingest(Path(a.series) if a.series else None, Path(a.out), qc_path=Path(a.qc) if a.qc else None,
-           settings=_settings(a.settings), files=files, series_uid=uid, dtype=a.dtype, label=label)
+           settings=_settings(a.settings), files=files, series_uid=uid, dtype=a.dtype, label=label, redact=redact)
 
 
 def cmd_discover(a):

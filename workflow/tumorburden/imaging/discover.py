@@ -55,6 +55,13 @@ class Redactor:
 
     def __init__(self):
         self.words: dict[str, str] = {}
+        self.by_label: dict[str, dict[str, str]] = {}  # the words of each patient
+
+    @classmethod
+    def from_dict(cls, words: dict | None) -> "Redactor":
+        r = cls()
+        r.words.update(words or {})
+        return r
 
     def add(self, text: str, replacement: str, min_len: int = 3) -> None:
         text = (text or "").strip()
@@ -62,10 +69,14 @@ class Redactor:
             self.words[text] = replacement
 
     def add_record(self, rec: dict, patient_label: str) -> None:
-        self.add(rec.get("patient", ""), patient_label, min_len=1)
-        for part in re.split(r"[\^ ,]+", rec.get("patient_name", "")):
-            self.add(part, "[name]")
-        self.add(rec.get("birth_date", ""), "[birth date]", min_len=6)
+        mine = self.by_label.setdefault(patient_label, {})
+        for text, replacement, min_len in [(rec.get("patient", ""), patient_label, 1),
+                                           (rec.get("birth_date", ""), "[birth date]", 6)] + [
+                (part, "[name]", 3) for part in re.split(r"[\^ ,]+", rec.get("patient_name", ""))]:
+            text = (text or "").strip()
+            if len(text) >= min_len:
+                self.add(text, replacement, min_len)
+                mine[text] = replacement
 
     def __call__(self, text):
         if not isinstance(text, str) or not self.words:
@@ -174,7 +185,9 @@ def discover(root: Path, patient_map: pd.DataFrame, baseline: dict[str, str], re
             continue
         se, _ = chosen
         listing = private / "series" / f"{scan_id}.json"
-        listing.write_text(json.dumps({"scan_id": scan_id, "series_uid": se.uid, "files": sorted(se.files)}, indent=1) + "\n")
+        # the patient's identifiers travel with the (private) list, so the ingest job redacts too
+        listing.write_text(json.dumps({"scan_id": scan_id, "series_uid": se.uid, "files": sorted(se.files),
+                                       "redact": redact.by_label.get(pid, {})}, indent=1) + "\n")
         scans.append({"patient_id": pid, "scan_id": scan_id, "days": float(days), "image": str(listing)})
 
     columns = ["patient_id", "scan_id", "study_date", "days", "status", "reason", "series_uid", "series_number",

@@ -62,10 +62,22 @@ def is_nifti(path: Path) -> bool:
 
 def ingest(series: Path | None, out: Path, qc_path: Path | None = None, settings: dict | None = None, *,
            files: list[str] | None = None, series_uid: str | None = None, dtype: str = "auto",
-           label: str | None = None) -> Volume:
+           label: str | None = None, redact: dict | None = None) -> Volume:
     """Read `series` (DICOM folder or NIfTI file) or the DICOM `files`, write `out` and the QC JSON.
 
-    `series_uid` forces that series; `label` names the scan in messages (default: the path)."""
+    `series_uid` forces that series; `label` names the scan in messages (default: the path);
+    `redact` ({identifying text: replacement}, from discovery's series list) is applied to every
+    message, log line and the QC report."""
+    from tumorburden.imaging.discover import Redactor
+
+    redactor = Redactor.from_dict(redact)
+    try:
+        return _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, redactor)
+    except SeriesError as exc:
+        raise SeriesError(redactor(str(exc))) from None
+
+
+def _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, redactor) -> Volume:
     s = {**DEFAULTS, **(settings or {})}
     out = Path(out)
     if files is None:
@@ -76,16 +88,26 @@ def ingest(series: Path | None, out: Path, qc_path: Path | None = None, settings
             volume, qc = read_nifti(series)
             integral = qc.pop("_integral")
             target = np.int16 if dtype == "int16" or (dtype == "auto" and _fits_int16(volume.array, integral)) else np.float32
-            return _finish(volume, qc, out, qc_path, target, str(series))
+            return _finish(volume, qc, out, qc_path, target, str(series), redactor)
         if not series.is_dir():
             raise ValueError(f"{series}: not a DICOM series folder nor a .nii/.nii.gz file")
         files = list_files(series)
     label = label or str(series)
-    volume, qc = read_dicom(files, s, label, series_uid=series_uid, dtype=dtype)
-    return _finish(volume, qc, out, qc_path, volume.array.dtype, label)
+    volume, qc = read_dicom(files, s, label, series_uid=series_uid, dtype=dtype, redactor=redactor)
+    return _finish(volume, qc, out, qc_path, volume.array.dtype, label, redactor)
 
 
-def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, label: str) -> Volume:
+def _redacted(obj, redactor):
+    if isinstance(obj, str):
+        return redactor(obj)
+    if isinstance(obj, dict):
+        return {k: _redacted(v, redactor) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redacted(v, redactor) for v in obj]
+    return obj
+
+
+def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, label: str, redactor) -> Volume:
     save_nifti(volume, out, dtype=dtype)
     qc.update(
         status="ok",
@@ -96,6 +118,7 @@ def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, la
         dtype=np.dtype(dtype).name,
         orientation="".join(_axcodes(volume.affine)),
     )
+    qc = _redacted(qc, redactor)
     if qc_path is not None:
         write_json(qc, Path(qc_path))
     for w in qc["warnings"]:
@@ -131,7 +154,7 @@ def read_nifti(path: Path) -> tuple[Volume, dict]:
 
 
 def read_dicom(files: list[str], s: dict, label: str, series_uid: str | None = None,
-               dtype: str = "auto") -> tuple[Volume, dict]:
+               dtype: str = "auto", redactor=str) -> tuple[Volume, dict]:
     """Choose, check and read the diagnostic CT series among `files`."""
     records = read_headers(files, workers=1)
     unreadable = [r for r in records if r["status"] == "unreadable"]
@@ -149,7 +172,7 @@ def read_dicom(files: list[str], s: dict, label: str, series_uid: str | None = N
         why = (verdicts[series_uid][1] if series_uid is not None else unusable_reason(candidates, verdicts))
         raise SeriesError(f"{label}: {why} ({len(records)} files, {n_not_dicom} not DICOM)")
     series, geometry = chosen
-    log.info("%s: reading %d slices of series %s", label, series.n_slices, describe(series))
+    log.info("%s: reading %d slices of series %s", label, series.n_slices, redactor(describe(series)))
     volume, info = read_volume(geometry, dtype=dtype)
     problem = hu_problem(volume, s)
     if problem:
