@@ -6,7 +6,7 @@ import pytest
 from tumorburden.cli import build_parser, main
 
 STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "track", "burden",
-          "features", "survival", "figures", "score", "check-study"]
+          "features", "survival", "figures", "score", "check-study", "discover", "merge-exclusions"]
 
 
 def test_every_stage_has_a_subcommand():

@@ -1,4 +1,4 @@
-"""ingest: DICOM series -> HU NIfTI, checked against SimpleITK's GDCM reader."""
+"""ingest: DICOM series -> HU NIfTI, checked voxel for voxel against SimpleITK's GDCM reader."""
 
 from __future__ import annotations
 
@@ -7,134 +7,201 @@ import random
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
-import SimpleITK as sitk
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from dicomgen import sitk_arrays, sitk_read, write_enhanced, write_series
 
-from tumorburden.imaging.ingest import CT_IMAGE_STORAGE, ingest
+from tumorburden.imaging.ingest import ingest
+from tumorburden.imaging.volume import Volume
 
-ROWS, COLS, N = 12, 10, 7
+N = 7
 
-
-def write_series(folder, *, pixel=(0.7, 0.9), step=2.5, n=N, names=None, signed=True,
-                 slope=1.0, intercept=-1024.0, skip=None, uid=None, localizer=False,
-                 description="abdomen", seed=0):
-    """A small axial CT series; returns the HU array as (column, row, slice) from feet to head."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    uid = uid or generate_uid()
-    hu = np.empty((COLS, ROWS, n), dtype=np.float64)
-    for k in range(n):
-        if skip is not None and k == skip:
-            continue
-        stored = rng.integers(0, 2000, size=(ROWS, COLS)) if not signed else rng.integers(-1000, 1500, size=(ROWS, COLS))
-        hu[:, :, k] = (stored * slope + intercept).T
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        name = names[k] if names else f"slice{k:03d}.dcm"
-        ds = FileDataset(str(folder / name), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = CT_IMAGE_STORAGE
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "CT"
-        ds.PatientName = "Doe^Jane"
-        ds.PatientID = "HOSP123"
-        ds.PatientBirthDate = "19500101"
-        ds.StudyInstanceUID = "1.2.3"
-        ds.SeriesInstanceUID = uid
-        ds.SeriesNumber = 2
-        ds.SeriesDescription = description
-        ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER" if localizer else "AXIAL"]
-        ds.InstanceNumber = n - k  # deliberately the reverse of the spatial order
-        ds.ImagePositionPatient = [-40.0, -30.0, 100.0 + k * step]
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.PixelSpacing = list(pixel)
-        ds.SliceThickness = step
-        ds.Rows, ds.Columns = ROWS, COLS
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1 if signed else 0
-        ds.RescaleSlope = slope
-        ds.RescaleIntercept = intercept
-        ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
-        ds.save_as(folder / name, enforce_file_format=True)
-    return hu
+def _oblique(about_z_deg=20.0, about_x_deg=15.0):
+    """Axial planes rotated about the body axis and then tilted about the left-right axis."""
+    a, b = np.radians(about_z_deg), np.radians(about_x_deg)
+    rz = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    rx = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    r = rx @ rz
+    return tuple(float(v) for v in np.round(np.concatenate([r[:, 0], r[:, 1]]), 7))
 
 
-def sitk_volume(folder):
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
-    img = reader.Execute()
-    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
-    direction = np.array(img.GetDirection()).reshape(3, 3)
-    lps = np.eye(4)
-    lps[:3, :3] = direction * np.array(img.GetSpacing())
-    lps[:3, 3] = img.GetOrigin()
-    return arr, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps
+OBLIQUE = _oblique()
+FEET_FIRST = (1.0, 0.0, 0.0, 0.0, -1.0, 0.0)  # normal points to the feet
 
 
-@pytest.mark.parametrize("shuffled", [False, True])
-def test_matches_simpleitk(tmp_path, shuffled):
-    names = [f"IM{i}" for i in random.Random(3).sample(range(100, 200), N)] if shuffled else None
-    hu = write_series(tmp_path / "dcm", names=names)
+def _read(out):
+    img = nib.load(out)
+    return np.asarray(img.dataobj), img.affine, img.get_data_dtype()
+
+
+CASES = {
+    "plain": {},
+    "unsigned": {"signed": False, "intercept": -1024.0},
+    "fractional_rescale": {"signed": False, "slope": 0.5, "intercept": -1000.5},
+    "signed_12_bits": {"bits_stored": 12, "intercept": 0.0},
+    "oblique": {"iop": OBLIQUE},
+    "feet_first": {"iop": FEET_FIRST},
+    "non_square_thick": {"pixel": (0.6, 1.1), "step": 1.25, "thickness": 2.5},
+    "implicit_vr": {"syntax": "implicit"},
+    "no_preamble_acr_nema_like": {"syntax": "no_preamble"},
+    "trailing_padding_after_pixels": {"overrides": {k: {"DataSetTrailingPadding": b"\0" * 8} for k in range(N)}},
+    "rle": {"syntax": "rle"},
+    "jpegls": {"syntax": "jpegls"},
+    "j2k": {"syntax": "j2k", "rows": 32, "cols": 32},
+    "jpeg_lossless_sv1": {"syntax": "jpeg_sv1"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_matches_simpleitk(tmp_path, case):
+    """Shuffled file names without extension, InstanceNumber reversed: order comes from positions."""
+    names = [f"IM{i}" for i in random.Random(3).sample(range(100, 200), N)]
+    hu = write_series(tmp_path / "dcm", names=names, **CASES[case])
     (tmp_path / "dcm" / "notes.txt").write_text("not dicom")
     out, qc = tmp_path / "image.nii.gz", tmp_path / "qc.json"
     ingest(tmp_path / "dcm", out, qc_path=qc)
-    img = nib.load(out)
-    ref, ref_affine = sitk_volume(tmp_path / "dcm")
-    np.testing.assert_array_equal(np.asarray(img.dataobj), ref)
-    np.testing.assert_array_equal(np.asarray(img.dataobj), hu)
-    np.testing.assert_allclose(img.affine, ref_affine, atol=1e-5)
-    assert img.get_data_dtype() == np.int16
-    # non-square pixels: column step 0.9 mm along i, row step 0.7 mm along j, slices 2.5 mm
-    np.testing.assert_allclose(nib.affines.voxel_sizes(img.affine), [0.9, 0.7, 2.5])
+    data, affine, dtype = _read(out)
+    ref, ref_affine = sitk_read(tmp_path / "dcm")
+    np.testing.assert_array_equal(data, ref)
+    np.testing.assert_allclose(affine, ref_affine, atol=1e-5)
+    np.testing.assert_allclose(data, hu, atol=1e-4)
+    assert dtype == (np.float32 if case == "fractional_rescale" else np.int16)
     report = json.loads(qc.read_text())
-    assert report["n_slices"] == N and report["n_not_dicom"] == 1
-    text = qc.read_text()
-    for secret in ("Doe", "HOSP123", "19500101"):
-        assert secret not in text
+    assert report["n_slices"] == N and report["n_not_dicom"] == 1 and report["status"] == "ok"
 
 
-def test_unsigned_fractional_rescale_is_float(tmp_path):
-    hu = write_series(tmp_path / "dcm", signed=False, slope=0.5, intercept=-1000.5)
-    out = tmp_path / "image.nii.gz"
-    ingest(tmp_path / "dcm", out)
-    img = nib.load(out)
-    assert img.get_data_dtype() == np.float32
-    np.testing.assert_allclose(img.get_fdata(), hu, atol=1e-3)
-
-
-def test_picks_largest_series_and_skips_localizer(tmp_path):
-    folder = tmp_path / "mixed"
-    hu = write_series(folder / "a", n=6, description="main", seed=1)
-    write_series(folder / "b", n=4, description="other", seed=2)
-    write_series(folder / "c", n=9, description="scout", localizer=True, seed=3)
+def test_non_square_pixels_and_thickness_in_affine(tmp_path):
+    write_series(tmp_path / "dcm", pixel=(0.7, 0.9), step=1.25, thickness=2.5)
     out, qc = tmp_path / "image.nii.gz", tmp_path / "qc.json"
-    ingest(folder, out, qc_path=qc)
-    np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), hu)
-    report = json.loads(qc.read_text())
-    assert report["series_description"] == "main" and report["n_skipped"] == 9
-    assert any("other" in w for w in report["warnings"])
+    ingest(tmp_path / "dcm", out, qc_path=qc)
+    # i = column (0.9 mm), j = row (0.7 mm), k = the position step (not SliceThickness)
+    np.testing.assert_allclose(nib.affines.voxel_sizes(nib.load(out).affine), [0.9, 0.7, 1.25], atol=1e-6)
+    assert any("thickness_vs_step" in w for w in json.loads(qc.read_text())["warnings"])
 
 
-def test_missing_slice_is_an_error(tmp_path):
-    write_series(tmp_path / "dcm", skip=3)
-    with pytest.raises(ValueError, match=r"missing slice.*105\.00->110\.00"):
+def test_two_series_in_one_folder_each_matches_simpleitk(tmp_path):
+    folder = tmp_path / "mixed"
+    hu_thin = write_series(folder, n=9, step=1.0, uid="1.2.3.4.1", names=[f"a{k}" for k in range(9)],
+                           series_number=3, seed=1)
+    write_series(folder, n=5, step=3.0, uid="1.2.3.4.2", names=[f"b{k}" for k in range(5)], series_number=2, seed=2)
+    out = tmp_path / "image.nii.gz"
+    ingest(folder, out)
+    data, affine, _ = _read(out)
+    ref, ref_affine = sitk_read(folder, "1.2.3.4.1")
+    np.testing.assert_array_equal(data, ref)
+    np.testing.assert_array_equal(data, hu_thin)
+    np.testing.assert_allclose(affine, ref_affine, atol=1e-5)
+    ingest(folder, out, series_uid="1.2.3.4.2")  # forced: the other one
+    np.testing.assert_array_equal(_read(out)[0], sitk_read(folder, "1.2.3.4.2")[0])
+
+
+def test_enhanced_multiframe_ct(tmp_path):
+    import SimpleITK as sitk
+
+    hu = write_enhanced(tmp_path / "mf", iop=OBLIQUE)
+    out = tmp_path / "image.nii.gz"
+    ingest(tmp_path / "mf", out)
+    data, affine, _ = _read(out)
+    np.testing.assert_array_equal(data, hu)
+    # GDCM keeps the file's frame order (here head to feet) and flips the direction instead:
+    # the same voxels in the same places, so compare on one grid.
+    ref, ref_affine = sitk_arrays(sitk.ReadImage(str(tmp_path / "mf" / "enhanced.dcm")))
+    ours = Volume(data, affine)
+    np.testing.assert_array_equal(Volume(ref, ref_affine).array_on_grid_of(ours, atol=1e-4), data)
+
+
+def test_gantry_tilt_keeps_the_shear(tmp_path):
+    write_series(tmp_path / "dcm", tilt_shift=(0.0, 0.5, 0.0), step=2.0)
+    out, qc = tmp_path / "image.nii.gz", tmp_path / "qc.json"
+    ingest(tmp_path / "dcm", out, qc_path=qc)
+    affine = nib.load(out).affine
+    # slice k starts at (x, y + 0.5 k, z + 2 k) in LPS: RAS y moves by -0.5 per slice
+    np.testing.assert_allclose(affine[:3, 2], [0.0, -0.5, 2.0], atol=1e-5)
+    warning = json.loads(qc.read_text())["warnings"]
+    assert any(w.startswith("gantry_tilt: slices are sheared by 14.0 degrees") for w in warning)
+
+
+def test_missing_slice_rejected_names_the_neighbours(tmp_path):
+    write_series(tmp_path / "dcm", skip=(3,))
+    with pytest.raises(ValueError, match=r"missing_slices: about 1 missing slice\(s\): gap\(s\) between "
+                                         r"slice002\.dcm and slice004\.dcm \(105\.00->110\.00 mm\)"):
         ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
 
 
-def test_no_ct_series_is_an_error(tmp_path):
-    folder = tmp_path / "empty"
-    folder.mkdir()
-    (folder / "a.txt").write_text("hello")
-    (folder / "b").write_bytes(b"\0" * 300)
-    with pytest.raises(ValueError, match=r"no CT image series found \(2 files read, 2 not DICOM"):
-        ingest(folder, tmp_path / "image.nii.gz")
+def test_missing_slice_resampled_under_resample_policy(tmp_path):
+    hu = write_series(tmp_path / "dcm", skip=(3,), slope=1.0, intercept=-1024.0)
+    out, qc = tmp_path / "image.nii.gz", tmp_path / "qc.json"
+    ingest(tmp_path / "dcm", out, qc_path=qc, settings={"irregular_slices": "resample"})
+    img = nib.load(out)
+    data = img.get_fdata()
+    assert data.shape == hu.shape and img.get_data_dtype() == np.float32
+    np.testing.assert_allclose(data[:, :, [0, 1, 2, 4, 5, 6]], hu[:, :, [0, 1, 2, 4, 5, 6]], atol=1e-3)
+    np.testing.assert_allclose(data[:, :, 3], (hu[:, :, 2] + hu[:, :, 4]) / 2, atol=1e-3)  # interpolated
+    np.testing.assert_allclose(img.affine[2, 2], 2.5, atol=1e-5)
+    report = json.loads(qc.read_text())
+    assert report["resampled"] and any(w.startswith("missing_slices") for w in report["warnings"])
+
+
+def test_uneven_spacing_rejected(tmp_path):
+    write_series(tmp_path / "dcm", positions=[0, 2.5, 5.0, 7.0, 9.5, 12.0, 14.5])
+    with pytest.raises(ValueError, match=r"uneven_spacing: slice steps vary 2\.\.2\.5 mm"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_inconsistent_orientation_names_the_file(tmp_path):
+    write_series(tmp_path / "dcm", overrides={4: {"ImageOrientationPatient": [1, 0, 0, 0, 0.98, 0.199]}})
+    with pytest.raises(ValueError, match=r"inconsistent_orientation: ImageOrientationPatient differs between slices \(slice004\.dcm"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_duplicate_positions_rejected(tmp_path):
+    write_series(tmp_path / "dcm", positions=[0, 2.5, 5.0, 5.0, 7.5])
+    with pytest.raises(ValueError, match=r"duplicate_positions: 1 pair\(s\) of slices at the same position \(slice002\.dcm, slice003\.dcm"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_truncated_pixel_data_names_the_file(tmp_path):
+    write_series(tmp_path / "dcm")
+    path = tmp_path / "dcm" / "slice004.dcm"
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises(ValueError, match=r"slice004\.dcm: (truncated pixel data|cannot decode pixel data)"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_damaged_header_is_unreadable(tmp_path):
+    write_series(tmp_path / "dcm")
+    path = tmp_path / "dcm" / "slice002.dcm"
+    data = path.read_bytes()
+    path.write_bytes(data[:140] + b"\xff" * 40)
+    with pytest.raises(ValueError, match=r"unreadable file slice002\.dcm: damaged DICOM header"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_implausible_hu_rejected(tmp_path):
+    write_series(tmp_path / "dcm", signed=False, intercept=0.0, air=False)  # rescale forgotten
+    with pytest.raises(ValueError, match=r"implausible HU: no air in the image"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_too_few_slices(tmp_path):
+    write_series(tmp_path / "dcm", n=1)
+    with pytest.raises(ValueError, match=r"no usable CT series: #2 'abdomen portal venous': 1 slice\(s\), need at least 2"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_no_ct_series(tmp_path):
+    write_series(tmp_path / "dcm", modality="MR")
+    (tmp_path / "dcm" / "b").write_bytes(b"\0" * 300)
+    with pytest.raises(ValueError, match=r"no CT series \(modalities: MR\) \(8 files, 1 not DICOM\)"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+
+
+def test_qc_report_has_no_identity(tmp_path):
+    write_series(tmp_path / "dcm", uid="1.2.826.0.1.3680043.8.498.77")
+    qc = tmp_path / "qc.json"
+    ingest(tmp_path / "dcm", tmp_path / "image.nii.gz", qc_path=qc)
+    text = qc.read_text()
+    for secret in ("Doe", "HOSP123", "19500101", "20240105", "1.2.826.0.1.3680043.8.498"):
+        assert secret not in text
 
 
 def test_nifti_input_is_copied_with_its_affine(tmp_path):
@@ -153,3 +220,16 @@ def test_nifti_input_is_copied_with_its_affine(tmp_path):
 def test_missing_path_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         ingest(tmp_path / "nowhere", tmp_path / "image.nii.gz")
+
+
+@pytest.mark.parametrize("damage", ["header", "pixels"])
+def test_cli_damaged_file_is_one_line(tmp_path, capsys, damage):
+    from tumorburden.cli import main
+
+    write_series(tmp_path / "dcm")
+    path = tmp_path / "dcm" / "slice003.dcm"
+    data = path.read_bytes()
+    path.write_bytes(data[:140] + b"\xff" * 40 if damage == "header" else data[:-50])
+    assert main(["ingest", str(tmp_path / "dcm"), "--out", str(tmp_path / "x.nii.gz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("tumorburden ingest: error: ") and "slice003.dcm" in err

@@ -23,7 +23,46 @@ except StudyError as exc:
     sys.exit(f"tumorburden: {exc}")
 
 R = str(results_dir(config))
-SCANS = STUDY.scans
+# A study given as study.dicom_root has its scans discovered by the `discover` checkpoint
+# (imaging.smk): SCANS is then read from its manifest once it has run.
+DICOM_ROOT = STUDY.dicom_root is not None
+PRIVATE = str(STUDY.private_dir) if DICOM_ROOT else None
+INGEST_EXCLUSIONS = [f"{R}/qc/ingest_exclusions.tsv"] if DICOM_ROOT else []
+
+
+class DiscoveredScans:
+    """scans.tsv of a dicom_root study, with the DataFrame's `loc` and `index`. Reading it inside
+    an input function before the checkpoint has run tells Snakemake to run the checkpoint first."""
+
+    def __init__(self):
+        self._frame, self._mtime = None, None
+
+    def frame(self):
+        path = Path(checkpoints.discover.get().output.scans)
+        mtime = path.stat().st_mtime
+        if self._frame is None or mtime != self._mtime:
+            import pandas as pd
+
+            frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "scan_id": str, "image": str})
+            frame["mask"] = None  # external masks are a scans.tsv feature
+            self._frame, self._mtime = frame.set_index("scan_id", drop=False), mtime
+        return self._frame
+
+    @property
+    def loc(self):
+        return self.frame().loc
+
+    @property
+    def index(self):
+        return self.frame().index
+
+    def __getattr__(self, name):  # columns, iterrows, ...: as the DataFrame
+        if name.startswith("_"):  # copy/pickle protocols must not trigger the checkpoint
+            raise AttributeError(name)
+        return getattr(self.frame(), name)
+
+
+SCANS = DiscoveredScans() if DICOM_ROOT else STUDY.scans
 CLINICAL_TSV = str(STUDY.clinical_path)
 SCANS_TSV = str(STUDY.scans_path)
 ANALYSED_COHORTS = STUDY.cohorts + (["all"] if config.get("survival", {}).get("pooled", True) else [])
@@ -48,6 +87,9 @@ def external_mask(wc):
 
 
 def scan_files(pattern):
+    """One path per scan; for a dicom_root study an input function (scans known after discovery)."""
+    if DICOM_ROOT:
+        return lambda wc: expand(pattern, scan_id=SCANS.index)
     return expand(pattern, scan_id=SCANS.index)
 
 
@@ -62,4 +104,6 @@ def final_targets():
     targets += figure_targets()  # workflow/rules/figures.smk
     if STUDY.synthetic:
         targets.append(f"{R}/truth/scores.csv")
+    if DICOM_ROOT:
+        targets.append(f"{R}/manifest/series.parquet")
     return targets

@@ -1,20 +1,72 @@
-# DICOM series (or NIfTI) -> HU NIfTI with its RAS affine, per scan.
+# DICOM -> HU NIfTI with its RAS affine, per scan. Two ways in:
+# - study.scans: scans.tsv names each scan's image (a DICOM folder or a NIfTI file);
+# - study.dicom_root: the `discover` checkpoint indexes the export (headers only), applies the
+#   header-level QC and the series choice, so rejected studies never enter the DAG; its manifest
+#   then names the scans, and each scan's ingest reads exactly the chosen series' files.
 
+if DICOM_ROOT:
 
-rule ingest:
-    input:
-        image=lambda wc: SCANS.loc[wc.scan_id, "image"],
-    output:
-        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
-        qc=f"{R}/qc/ingest/{{scan_id}}.json",
-    log:
-        f"{R}/logs/ingest/{{scan_id}}.log",
-    benchmark:
-        f"{R}/benchmarks/ingest/{{scan_id}}.tsv",
-    params:
-        settings=settings("imaging"),
-    conda:
-        ENV
-    shell:
-        "tumorburden ingest {input.image:q} --out {output.image} --qc {output.qc}"
-        " --settings {params.settings} > {log} 2>&1"
+    checkpoint discover:
+        input:
+            clinical=CLINICAL_TSV,
+            patient_map=str(STUDY.patient_map_path),
+            override=[str(STUDY.series_override_path)] if STUDY.series_override_path else [],
+        output:
+            series=f"{R}/manifest/series.parquet",
+            csv=f"{R}/manifest/series.csv",
+            scans=f"{R}/manifest/scans.tsv",
+            exclusions=f"{R}/qc/ingest_exclusions.tsv",
+            lists=directory(f"{PRIVATE}/series"),
+        log:
+            f"{R}/logs/discover.log",
+        params:
+            root=str(STUDY.dicom_root),
+            settings=settings("imaging"),
+            private=PRIVATE,
+            results=R,
+            override=lambda wc, input: f"--series-override {shlex.quote(input.override[0])}" if input.override else "",
+        threads: (config.get("imaging") or {}).get("workers", 2)
+        conda:
+            ENV
+        shell:
+            "tumorburden discover --dicom-root {params.root:q} --clinical {input.clinical:q}"
+            " --patient-map {input.patient_map:q} {params.override} --results-dir {params.results:q}"
+            " --private-dir {params.private:q} --settings {params.settings} > {log} 2>&1"
+
+    rule ingest:
+        input:
+            series=lambda wc: SCANS.loc[wc.scan_id, "image"],
+        output:
+            image=f"{R}/scans/{{scan_id}}/image.nii.gz",
+            qc=f"{R}/qc/ingest/{{scan_id}}.json",
+        log:
+            f"{R}/logs/ingest/{{scan_id}}.log",
+        benchmark:
+            f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
+        params:
+            settings=settings("imaging"),
+        conda:
+            ENV
+        shell:
+            "tumorburden ingest --series-list {input.series:q} --out {output.image} --qc {output.qc}"
+            " --settings {params.settings} > {log} 2>&1"
+
+else:
+
+    rule ingest:
+        input:
+            image=lambda wc: SCANS.loc[wc.scan_id, "image"],
+        output:
+            image=f"{R}/scans/{{scan_id}}/image.nii.gz",
+            qc=f"{R}/qc/ingest/{{scan_id}}.json",
+        log:
+            f"{R}/logs/ingest/{{scan_id}}.log",
+        benchmark:
+            f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
+        params:
+            settings=settings("imaging"),
+        conda:
+            ENV
+        shell:
+            "tumorburden ingest {input.image:q} --out {output.image} --qc {output.qc}"
+            " --settings {params.settings} > {log} 2>&1"

@@ -25,6 +25,7 @@ rule features:
         burden=f"{R}/tables/burden.parquet",
         lesions=f"{R}/tables/lesions.parquet",
         clinical=CLINICAL_TSV,
+        ingest_exclusions=INGEST_EXCLUSIONS,  # scans rejected by discovery (dicom_root studies)
     output:
         table=f"{R}/tables/features.parquet",
         csv=report(
@@ -43,3 +44,4 @@ rule features:
         "tumorburden features --burden {input.burden} --lesions {input.lesions}"
         " --clinical {input.clinical:q} --out {output.table} --exclusions {output.exclusions}"
         " --settings {params.settings} > {log} 2>&1"
+        " && tumorburden merge-exclusions --into {output.exclusions} {input.ingest_exclusions} >> {log} 2>&1"

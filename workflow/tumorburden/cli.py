@@ -51,8 +51,37 @@ def cmd_synth_render(a):
 def cmd_ingest(a):
     from tumorburden.imaging.ingest import ingest
 
-    ingest(Path(a.series), Path(a.out), qc_path=Path(a.qc) if a.qc else None,
-           settings=_settings(a.settings))
+    files, uid, label, redact = None, a.series_uid, None, None
+    if a.series_list:  # written by discovery: the files of the scan's chosen series
+        listing = json.loads(Path(a.series_list).read_text())
+        files, uid, label, redact = listing["files"], listing["series_uid"], listing["scan_id"], listing.get("redact")
+    elif not a.series:
+        raise ValueError("give a SERIES_DIR (or NIfTI file), or --series-list")
+    ingest(Path(a.series) if a.series else None, Path(a.out), qc_path=Path(a.qc) if a.qc else None,
+           settings=_settings(a.settings), files=files, series_uid=uid, dtype=a.dtype, label=label, redact=redact)
+
+
+def cmd_discover(a):
+    from tumorburden.imaging.discover import discover
+    from tumorburden.study import baseline_dates, read_patient_map, read_series_override, read_table
+
+    clinical = read_table(Path(a.clinical))
+    override = read_series_override(Path(a.series_override)) if a.series_override else None
+    discover(Path(a.dicom_root), read_patient_map(Path(a.patient_map), clinical),
+             baseline_dates(clinical, Path(a.clinical)), Path(a.results_dir), Path(a.private_dir),
+             {**_ingest_defaults(), **_settings(a.settings)}, override=override)
+
+
+def _ingest_defaults() -> dict:
+    from tumorburden.imaging.ingest import DEFAULTS
+
+    return DEFAULTS
+
+
+def cmd_merge_exclusions(a):
+    from tumorburden.imaging.discover import merge_exclusions
+
+    merge_exclusions(Path(a.into), [Path(p) for p in a.extra])
 
 
 def cmd_segment(a):
@@ -147,7 +176,8 @@ def cmd_check_study(a):
     if problem:
         raise ValueError(problem)
     study = load_study(config, Path(a.schemas))
-    print(f"ok: {len(study.clinical)} patients, {len(study.scans)} scans")
+    scans = f"{len(study.scans)} scans" if study.scans is not None else f"scans to be discovered under {study.dicom_root}"
+    print(f"ok: {len(study.clinical)} patients, {scans}")
 
 
 # --- parser ----------------------------------------------------------------------
@@ -173,12 +203,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-dir", required=True, help="folder for labels.nii.gz and lesions.nii.gz")
     p.set_defaults(func=cmd_synth_render)
 
-    p = sub.add_parser("ingest", help="read a DICOM CT series (or NIfTI) into an HU NIfTI with its RAS affine")
-    p.add_argument("series", help="a DICOM series folder, or a NIfTI file")
+    p = sub.add_parser("ingest", help="read the diagnostic CT series of a folder (or a NIfTI) into an HU NIfTI with its RAS affine")
+    p.add_argument("series", nargs="?", help="a folder holding DICOM files (any layout, several series allowed), or a NIfTI file")
     p.add_argument("--out", required=True, help="OUT.nii.gz")
     p.add_argument("--qc", default=None, help="write the ingest QC report here (JSON)")
+    p.add_argument("--series-uid", default=None, help="read this series instead of choosing one")
+    p.add_argument("--series-list", default=None, help="a series list written by `tumorburden discover` (pipeline use)")
+    p.add_argument("--dtype", choices=["auto", "int16", "float32"], default="auto",
+                   help="auto: int16 when the HU are exact integers, else float32")
     _add_settings(p)
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("discover", help="index a DICOM export (headers only), choose one series per study, write the manifest")
+    p.add_argument("--dicom-root", required=True)
+    p.add_argument("--clinical", required=True, help="clinical.tsv with a baseline_date column")
+    p.add_argument("--patient-map", required=True, help="table dicom_patient_id -> patient_id")
+    p.add_argument("--series-override", default=None, help="table scan_id -> series_uid (or exclude)")
+    p.add_argument("--results-dir", required=True, help="results/<name>: writes manifest/ and qc/ingest_exclusions.tsv")
+    p.add_argument("--private-dir", required=True, help="where the file lists of chosen series go (outside results/)")
+    _add_settings(p)
+    p.set_defaults(func=cmd_discover)
+
+    p = sub.add_parser("merge-exclusions", help="append exclusion tables (stage, patient_id, scan_id, reason) to another")
+    p.add_argument("--into", required=True)
+    p.add_argument("extra", nargs="*")
+    p.set_defaults(func=cmd_merge_exclusions)
 
     p = sub.add_parser("segment", help="segment lesions and body composition (or import an external mask)")
     p.add_argument("--image", required=True, help="image.nii.gz from ingest")

@@ -11,6 +11,7 @@ Every problem is reported as one line that names the file, the line and what is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import jsonschema
@@ -34,6 +35,11 @@ class Study:
     scans_path: Path
     synthetic: bool
     cohorts: list[str] = field(default_factory=list)
+    # dicom_root studies: scans are discovered by the `discover` checkpoint (scans is None here)
+    dicom_root: Path | None = None
+    patient_map_path: Path | None = None
+    series_override_path: Path | None = None
+    private_dir: Path | None = None
 
 
 def config_problem(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> str | None:
@@ -55,6 +61,8 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
     """Load and check the study named by `config` (the whole config dict)."""
     study_cfg = config.get("study") or {}
     name = study_cfg.get("name", "study")
+    if study_cfg.get("dicom_root"):
+        return _load_dicom_root_study(config, schemas_dir)
     if study_cfg.get("clinical") or study_cfg.get("scans"):
         clinical_path = Path(study_cfg["clinical"])
         scans_path = Path(study_cfg["scans"])
@@ -218,3 +226,93 @@ def _resolve_paths(scans: pd.DataFrame, scans_path: Path) -> pd.DataFrame:
             for v in out[column]
         ]
     return out
+
+
+# --- studies given as a PACS export (study.dicom_root) -------------------------------------
+
+PATIENT_MAP_COLUMNS = ("dicom_patient_id", "patient_id")
+OVERRIDE_COLUMNS = ("scan_id", "series_uid")
+
+
+def private_dir(config: dict) -> Path:
+    """Where paths under dicom_root are kept (they may carry hospital IDs): never under results/."""
+    study_cfg = config.get("study") or {}
+    return Path(study_cfg.get("private_dir") or Path("private") / study_cfg.get("name", "study"))
+
+
+def _load_dicom_root_study(config: dict, schemas_dir: Path) -> Study:
+    study_cfg = config["study"]
+    name = study_cfg["name"]
+    root = Path(study_cfg["dicom_root"])
+    if study_cfg.get("scans"):
+        raise StudyError("config: study.dicom_root and study.scans are both set; name one (a scans table or a DICOM root)")
+    for key in ("clinical", "patient_map"):
+        if not study_cfg.get(key):
+            raise StudyError(f"config: study.dicom_root needs study.{key} (see config/README.md)")
+    if not root.is_dir():
+        raise StudyError(f"{root}: study.dicom_root is not a folder")
+    clinical_path = Path(study_cfg["clinical"])
+    clinical = read_table(clinical_path)
+    check_clinical(clinical, clinical_path, schemas_dir)
+    baseline_dates(clinical, clinical_path)
+    map_path = Path(study_cfg["patient_map"])
+    read_patient_map(map_path, clinical)
+    override_path = Path(study_cfg["series_override"]) if study_cfg.get("series_override") else None
+    if override_path is not None:
+        read_series_override(override_path)
+    clinical = clinical.set_index("patient_id", drop=False)
+    cohorts = sorted(clinical["cohort"].astype(str).unique())
+    scans_path = results_dir(config) / "manifest" / "scans.tsv"
+    return Study(name, clinical, None, clinical_path, scans_path, False, cohorts, dicom_root=root,
+                 patient_map_path=map_path, series_override_path=override_path, private_dir=private_dir(config))
+
+
+def baseline_dates(clinical: pd.DataFrame, path: Path) -> dict[str, str]:
+    """patient_id -> baseline date (ISO), from the clinical table's `baseline_date` column."""
+    if "baseline_date" not in clinical.columns:
+        raise StudyError(f"{path}: a dicom_root study needs a baseline_date column (YYYY-MM-DD, treatment start) "
+                         "to turn study dates into scan days")
+    out = {}
+    for i, (pid, value) in enumerate(zip(clinical["patient_id"], clinical["baseline_date"])):
+        try:
+            out[str(pid)] = date.fromisoformat(value.strip()).isoformat()
+        except (ValueError, TypeError, AttributeError):
+            raise StudyError(f"{path} line {i + 2} (patient_id={pid}): baseline_date must be a date YYYY-MM-DD, got {value!r}") from None
+    return out
+
+
+def read_patient_map(path: Path, clinical: pd.DataFrame) -> pd.DataFrame:
+    """The user's table linking each DICOM PatientID to the study's pseudonymous patient_id.
+
+    Its hospital IDs are only ever read, never copied into results/."""
+    table = read_table(path)
+    missing = [c for c in PATIENT_MAP_COLUMNS if c not in table.columns]
+    if missing:
+        raise StudyError(f"{path}: missing column(s) {', '.join(missing)} (the patient map has dicom_patient_id and patient_id)")
+    known = set(clinical["patient_id"])
+    for i, pid in enumerate(table["patient_id"]):
+        if not isinstance(pid, str) or pid not in known:
+            raise StudyError(f"{path} line {i + 2}: patient_id {pid!r} is not in the clinical table; add the patient or remove the row")
+    for column in PATIENT_MAP_COLUMNS:
+        dup = table[column].duplicated()
+        if dup.any():
+            i = int(dup.to_numpy().nonzero()[0][0])
+            what = "a DICOM PatientID" if column == "dicom_patient_id" else f"patient_id {table[column].iloc[i]!r}"
+            raise StudyError(f"{path} line {i + 2}: {what} appears twice; each patient has one row")
+        if table[column].isna().any():
+            i = int(table[column].isna().to_numpy().nonzero()[0][0])
+            raise StudyError(f"{path} line {i + 2}: {column} is empty")
+    return table
+
+
+def read_series_override(path: Path) -> pd.DataFrame:
+    """Optional table forcing a series (or `exclude`) per scan_id, as named in manifest/series.parquet."""
+    table = read_table(path)
+    missing = [c for c in OVERRIDE_COLUMNS if c not in table.columns]
+    if missing:
+        raise StudyError(f"{path}: missing column(s) {', '.join(missing)} (scan_id and series_uid, or series_uid = exclude)")
+    _check_unique(table, path, "scan_id")
+    for i, uid in enumerate(table["series_uid"]):
+        if not isinstance(uid, str) or not (uid == "exclude" or all(p.isdigit() for p in uid.split("."))):
+            raise StudyError(f"{path} line {i + 2}: series_uid must be a DICOM UID (digits and dots) or 'exclude', got {uid!r}")
+    return table

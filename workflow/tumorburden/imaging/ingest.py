@@ -1,79 +1,116 @@
-"""Read a CT scan (a DICOM series folder or a NIfTI file) into an HU NIfTI with its RAS affine.
+"""Read a CT scan (a DICOM folder, a list of DICOM files, or a NIfTI file) into an HU NIfTI
+with its RAS affine, plus a QC report. `tumorburden ingest` and the pipeline's ingest rule
+both run `ingest()`.
 
-DICOM handling, in order:
+DICOM, in order (see series.py and reader.py for each step):
 
-1. Every file under the folder (any name, any extension, sub-folders included) is read
-   header-only. Files that are not DICOM, DICOMDIR files, non-CT objects and localizers
-   (ImageType containing LOCALIZER) are counted and skipped.
-2. The remaining CT image slices are grouped by SeriesInstanceUID. Series choice rule
-   (a stand-in until series selection by kernel/phase is configurable): the series with
-   the most slices; ties are broken by the lowest SeriesNumber, then by UID, so the
-   choice is deterministic. Every other series is listed in the QC report's warnings.
-3. Slices are ordered by their position along the slice normal (the cross product of
-   the ImageOrientationPatient row and column cosines), never by InstanceNumber or file name.
-4. Quality checks; each failure is one ValueError naming the folder and the problem:
-   the same orientation, pixel spacing and matrix on every slice, no two slices at one
-   position, at least `min_slices` slices, and no missing slice (a step bigger than
-   `max_gap_ratio` x the median step).
-5. HU = stored value x RescaleSlope + RescaleIntercept (per slice; pydicom already returns
-   signed or unsigned stored values as the file declares). The volume is written as int16
-   when every slope and intercept is integral and the HU fit, otherwise as float32.
-6. The affine maps (column, row, slice) indices to RAS mm: the DICOM (LPS) affine with its
-   x and y rows negated.
+1. Every file (any name, any extension, sub-folders included) is read header-only. Files that
+   are not DICOM are counted; a file that starts as DICOM but cannot be parsed is an error.
+2. Image files are grouped by SeriesInstanceUID; each series is ordered along its slice normal
+   and checked (orientation, pixel spacing, matrix, duplicate positions, missing slices, uneven
+   steps, gantry tilt, slice count).
+3. One diagnostic CT series is chosen by the rules of `series.choose` (or forced by UID).
+4. Its pixel data is read into HU (int16 when exact, else float32), checked for a plausible HU
+   range, and written as NIfTI with the RAS affine.
 
-The QC report (JSON) holds counts, geometry, HU range and warnings; never a patient's
-name, ID or birth date (nor any UID).
+The QC report (JSON) holds counts, geometry, findings and why other series were passed over;
+never a patient's name, ID, birth date or a UID.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
+from tumorburden.imaging.reader import hu_problem, read_volume
+from tumorburden.imaging.series import (
+    GEOMETRY_DEFAULTS,
+    SELECTION_DEFAULTS,
+    CT_IMAGE_STORAGE,  # noqa: F401  (re-exported for tests and callers)
+    SeriesError,
+    check_geometry,
+    choose,
+    describe,
+    group_series,
+    list_files,
+    read_headers,
+    series_summary,
+    unusable_reason,
+)
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
-    "min_slices": 2,  # fewer slices is not a volume
-    "max_gap_ratio": 1.5,  # a step above this x the median step = a missing slice
-    "uneven_step_warn": 0.05,  # relative spread of slice steps reported as a warning
-    "orientation_atol": 1e-4,  # direction cosines that differ by more are another orientation
-    "spacing_atol_mm": 1e-3,
+    **GEOMETRY_DEFAULTS,
+    **SELECTION_DEFAULTS,
+    "hu_bounds": [-3100.0, 32767.0],
+    "air_hu_max": -500.0,
+    "on_bad_scan": "skip",
+    "workers": 2,
 }
 
-CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def is_nifti(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
-def ingest(series: Path, out: Path, qc_path: Path | None = None, settings: dict | None = None) -> Volume:
-    """Read `series` (DICOM folder or NIfTI file), write `out` (HU NIfTI) and the QC JSON."""
-    s = {**DEFAULTS, **(settings or {})}
-    series, out = Path(series), Path(out)
-    if not series.exists():
-        raise FileNotFoundError(f"{series}: no such file or folder (check the scan's image path)")
-    if series.is_file() and is_nifti(series):
-        volume, qc = read_nifti(series)
-    elif series.is_dir():
-        volume, qc = read_dicom_series(series, s)
-    else:
-        raise ValueError(f"{series}: not a DICOM series folder nor a .nii/.nii.gz file")
+def ingest(series: Path | None, out: Path, qc_path: Path | None = None, settings: dict | None = None, *,
+           files: list[str] | None = None, series_uid: str | None = None, dtype: str = "auto",
+           label: str | None = None, redact: dict | None = None) -> Volume:
+    """Read `series` (DICOM folder or NIfTI file) or the DICOM `files`, write `out` and the QC JSON.
 
-    dtype = hu_dtype(volume.array, qc.pop("_integral", False))
+    `series_uid` forces that series; `label` names the scan in messages (default: the path);
+    `redact` ({identifying text: replacement}, from discovery's series list) is applied to every
+    message, log line and the QC report."""
+    from tumorburden.imaging.discover import Redactor
+
+    redactor = Redactor.from_dict(redact)
+    try:
+        return _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, redactor)
+    except SeriesError as exc:
+        raise SeriesError(redactor(str(exc))) from None
+
+
+def _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, redactor) -> Volume:
+    s = {**DEFAULTS, **(settings or {})}
+    out = Path(out)
+    if files is None:
+        series = Path(series)
+        if not series.exists():
+            raise FileNotFoundError(f"{series}: no such file or folder (check the scan's image path)")
+        if series.is_file() and is_nifti(series):
+            volume, qc = read_nifti(series)
+            integral = qc.pop("_integral")
+            target = np.int16 if dtype == "int16" or (dtype == "auto" and _fits_int16(volume.array, integral)) else np.float32
+            return _finish(volume, qc, out, qc_path, target, str(series), redactor)
+        if not series.is_dir():
+            raise ValueError(f"{series}: not a DICOM series folder nor a .nii/.nii.gz file")
+        files = list_files(series)
+    label = label or str(series)
+    volume, qc = read_dicom(files, s, label, series_uid=series_uid, dtype=dtype, redactor=redactor)
+    return _finish(volume, qc, out, qc_path, volume.array.dtype, label, redactor)
+
+
+def _redacted(obj, redactor):
+    if isinstance(obj, str):
+        return redactor(obj)
+    if isinstance(obj, dict):
+        return {k: _redacted(v, redactor) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redacted(v, redactor) for v in obj]
+    return obj
+
+
+def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, label: str, redactor) -> Volume:
     save_nifti(volume, out, dtype=dtype)
     qc.update(
+        status="ok",
         shape=list(volume.shape),
         spacing_mm=[round(v, 6) for v in volume.spacing],
         hu_min=float(np.min(volume.array)),
@@ -81,14 +118,18 @@ def ingest(series: Path, out: Path, qc_path: Path | None = None, settings: dict 
         dtype=np.dtype(dtype).name,
         orientation="".join(_axcodes(volume.affine)),
     )
+    qc = _redacted(qc, redactor)
     if qc_path is not None:
-        qc_path = Path(qc_path)
-        qc_path.parent.mkdir(parents=True, exist_ok=True)
-        qc_path.write_text(json.dumps(qc, indent=2, sort_keys=True) + "\n")
+        write_json(qc, Path(qc_path))
     for w in qc["warnings"]:
-        log.warning("%s: %s", series, w)
-    log.info("%s -> %s: %s voxels of %s mm", series, out, qc["shape"], qc["spacing_mm"])
+        log.warning("%s: %s", label, w)
+    log.info("%s -> %s: %s voxels of %s mm", label, out, qc["shape"], qc["spacing_mm"])
     return volume
+
+
+def write_json(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _axcodes(affine: np.ndarray) -> tuple[str, ...]:
@@ -97,11 +138,8 @@ def _axcodes(affine: np.ndarray) -> tuple[str, ...]:
     return nib.aff2axcodes(affine)
 
 
-def hu_dtype(array: np.ndarray, integral: bool) -> type:
-    """int16 when the HU are whole numbers within int16, else float32."""
-    if integral and array.size and array.min() >= -32768 and array.max() <= 32767:
-        return np.int16
-    return np.float32
+def _fits_int16(array: np.ndarray, integral: bool) -> bool:
+    return bool(integral and array.size and array.min() >= -32768 and array.max() <= 32767)
 
 
 def read_nifti(path: Path) -> tuple[Volume, dict]:
@@ -112,184 +150,66 @@ def read_nifti(path: Path) -> tuple[Volume, dict]:
     data = volume.array
     integral = np.issubdtype(data.dtype, np.integer) or bool(np.all(np.mod(data, 1) == 0))
     volume = Volume(data.astype(np.float32) if not integral else data, volume.affine)
-    qc = {"format": "nifti", "warnings": [], "_integral": integral}
+    return volume, {"format": "nifti", "warnings": [], "_integral": integral}
+
+
+def read_dicom(files: list[str], s: dict, label: str, series_uid: str | None = None,
+               dtype: str = "auto", redactor=str) -> tuple[Volume, dict]:
+    """Choose, check and read the diagnostic CT series among `files`."""
+    records = read_headers(files, workers=1)
+    unreadable = [r for r in records if r["status"] == "unreadable"]
+    if unreadable:
+        r = unreadable[0]
+        more = f" (and {len(unreadable) - 1} more)" if len(unreadable) > 1 else ""
+        raise SeriesError(f"{label}: unreadable file {Path(r['path']).name}: {r['why']}{more}; "
+                          "remove it or export the series again")
+    candidates = [(se, check_geometry(se, s)) for se in group_series(records)]
+    if series_uid is not None and not any(se.uid == series_uid for se, _ in candidates):
+        raise SeriesError(f"{label}: the forced series is not among the files; check the override table")
+    chosen, verdicts = choose(candidates, s, forced_uid=series_uid)
+    n_not_dicom = sum(r["status"] == "not_dicom" for r in records)
+    if chosen is None:
+        why = (verdicts[series_uid][1] if series_uid is not None else unusable_reason(candidates, verdicts))
+        raise SeriesError(f"{label}: {why} ({len(records)} files, {n_not_dicom} not DICOM)")
+    series, geometry = chosen
+    log.info("%s: reading %d slices of series %s", label, series.n_slices, redactor(describe(series)))
+    volume, info = read_volume(geometry, dtype=dtype)
+    problem = hu_problem(volume, s)
+    if problem:
+        raise SeriesError(f"{label}: series {describe(series)}: implausible HU: {problem}")
+    summary = series_summary(series, geometry, s)
+    for key in ("series_uid", "study_uid", "study_date"):
+        summary.pop(key)  # the QC report carries no identifiers
+    warnings = [f"{f['check']}: {f['message']}" for f in geometry.findings if f["severity"] == "warn"]
+    others = [{"series": describe(se), "status": verdicts[se.uid][0], "reason": verdicts[se.uid][1]}
+              for se, _ in candidates if se is not series]
+    qc = {
+        "format": "dicom",
+        "n_files": len(records),
+        "n_not_dicom": n_not_dicom,
+        "n_other": sum(r["status"] == "other" for r in records),
+        "n_series": len(candidates),
+        "series": summary,
+        "series_description": summary["description"],
+        "n_slices": series.n_slices,
+        "findings": geometry.findings,
+        "warnings": warnings,
+        "other_series": others,
+        "resampled": info["resampled"],
+    }
     return volume, qc
 
 
-# --- DICOM -------------------------------------------------------------------------
-
-
-def _read_header(path: Path):
-    """Header of a DICOM file, or None when the file is not DICOM."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except InvalidDicomError:
-        pass
-    except Exception:
-        return None
-    # Files written without the 128-byte preamble are still DICOM; accept them only when
-    # they parse into an image header.
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        return ds if "SOPClassUID" in ds and "ImagePositionPatient" in ds else None
-    except Exception:
-        return None
-
-
-def _is_ct_slice(ds) -> bool:
-    sop = str(ds.get("SOPClassUID", ""))
-    if sop == ENHANCED_CT_IMAGE_STORAGE:
-        return False  # multi-frame: not supported by this reader
-    if sop != CT_IMAGE_STORAGE and ds.get("Modality", "") != "CT":
-        return False
-    if "LOCALIZER" in [str(v).upper() for v in (ds.get("ImageType") or [])]:
-        return False
-    needed = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns")
-    return all(k in ds for k in needed)
-
-
-def read_dicom_series(folder: Path, s: dict) -> tuple[Volume, dict]:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    n_not_dicom = n_skipped = 0
-    by_series: dict[str, list] = defaultdict(list)
-    for path in files:
-        if path.name.upper() == "DICOMDIR":
-            n_skipped += 1
-            continue
-        ds = _read_header(path)
-        if ds is None:
-            n_not_dicom += 1
-        elif not _is_ct_slice(ds):
-            n_skipped += 1
-        else:
-            by_series[str(ds.get("SeriesInstanceUID", ""))].append((path, ds))
-    if not by_series:
-        raise ValueError(
-            f"{folder}: no CT image series found ({len(files)} files read, {n_not_dicom} not DICOM, "
-            f"{n_skipped} not CT images or localizers)"
-        )
-
-    def rank(item):
-        uid, slices = item
-        number = slices[0][1].get("SeriesNumber")
-        return (-len(slices), int(number) if number not in (None, "") else 1 << 31, uid)
-
-    ranked = sorted(by_series.items(), key=rank)
-    uid, slices = ranked[0]
-    first = slices[0][1]
-    label = _series_label(folder, first)
-    others = [f"{_describe(sl[0][1])} ({len(sl)} slices)" for _, sl in ranked[1:]]
-    warnings = []
-    if others:
-        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
-        warnings.append(f"ignored {len(others)} other series with fewer slices: {', '.join(others[:5])}{more}")
-    if len(slices) < s["min_slices"]:
-        raise ValueError(f"{label}: {len(slices)} slice(s), need at least {s['min_slices']}")
-
-    # Geometry must be one grid for the whole series.
-    iop = np.array([[float(v) for v in ds.ImageOrientationPatient] for _, ds in slices])
-    if np.abs(iop - iop[0]).max() > s["orientation_atol"]:
-        raise ValueError(f"{label}: slices have different orientations (ImageOrientationPatient); "
-                         "split the series or export it again")
-    ps = np.array([[float(v) for v in ds.PixelSpacing] for _, ds in slices])
-    if np.abs(ps - ps[0]).max() > s["spacing_atol_mm"]:
-        raise ValueError(f"{label}: slices have different pixel spacings {sorted(set(map(tuple, ps)))}")
-    matrix = {(int(ds.Rows), int(ds.Columns)) for _, ds in slices}
-    if len(matrix) > 1:
-        raise ValueError(f"{label}: slices have different matrix sizes {sorted(matrix)}")
-    row_cos, col_cos = iop[0, :3], iop[0, 3:]
-    normal = np.cross(row_cos, col_cos)
-    if not np.isclose(np.linalg.norm(normal), 1.0, atol=1e-3):
-        raise ValueError(f"{label}: ImageOrientationPatient is not two orthonormal directions")
-
-    ipp = np.array([[float(v) for v in ds.ImagePositionPatient] for _, ds in slices])
-    along = ipp @ normal
-    order = np.argsort(along, kind="stable")
-    slices = [slices[i] for i in order]
-    ipp, along = ipp[order], along[order]
-    steps = np.diff(along)
-    if np.any(steps < s["spacing_atol_mm"]):
-        dup = along[1:][steps < s["spacing_atol_mm"]]
-        raise ValueError(f"{label}: several slices at the same position ({_mm(dup)} mm along the normal); "
-                         "the folder mixes acquisitions of one series")
-    median = float(np.median(steps))
-    gaps = np.flatnonzero(steps > s["max_gap_ratio"] * median)
-    if gaps.size:
-        where = ", ".join(f"{along[i]:.2f}->{along[i + 1]:.2f}" for i in gaps[:5])
-        raise ValueError(f"{label}: missing slice(s): gap(s) at {where} mm along the normal "
-                         f"(median step {median:.3g} mm); re-export the full series")
-    spread = float((steps.max() - steps.min()) / median)
-    if spread > s["uneven_step_warn"]:
-        warnings.append(f"uneven slice steps {steps.min():.3g}..{steps.max():.3g} mm; "
-                        "the affine uses the mean step")
-    thickness = first.get("SliceThickness")
-    if thickness not in (None, "") and abs(float(thickness) - median) > 0.1 * median:
-        warnings.append(f"SliceThickness {float(thickness):.3g} mm differs from the slice step {median:.3g} mm")
-
-    # LPS affine of (column i, row j, slice k): PixelSpacing is (between rows, between columns).
-    step = (ipp[-1] - ipp[0]) / (len(slices) - 1)  # keeps gantry tilt as a shear
-    if np.linalg.norm(np.cross(step / np.linalg.norm(step), normal)) > 1e-3:
-        warnings.append("slices are sheared (gantry tilt); the affine keeps the shear")
-    lps = np.eye(4)
-    lps[:3, 0] = row_cos * ps[0, 1]
-    lps[:3, 1] = col_cos * ps[0, 0]
-    lps[:3, 2] = step
-    lps[:3, 3] = ipp[0]
-    affine = LPS_TO_RAS @ lps
-
-    slope = np.array([float(ds.get("RescaleSlope", 1) or 1) for _, ds in slices])
-    intercept = np.array([float(ds.get("RescaleIntercept", 0) or 0) for _, ds in slices])
-    integral = bool(np.all(np.mod(slope, 1) == 0) and np.all(np.mod(intercept, 1) == 0))
-    rows, cols = next(iter(matrix))
-    # Integral rescales are exact in float32 for CT ranges; fill one preallocated array so a
-    # 512x512x300 series never holds more than the output plus one slice.
-    array = np.empty((cols, rows, len(slices)), dtype=np.float32)
-    for k, (path, _) in enumerate(slices):
-        try:
-            pixels = pydicom.dcmread(path).pixel_array
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot decode pixel data ({exc}); install the codec "
-                             "(pylibjpeg / python-gdcm) or export uncompressed") from exc
-        if pixels.shape != (rows, cols):
-            raise ValueError(f"{path}: pixel array {pixels.shape} does not match Rows x Columns {rows}x{cols}")
-        array[:, :, k] = (pixels.astype(np.float32) * np.float32(slope[k]) + np.float32(intercept[k])).T
-    log.info("%s: %d slices of series %s", folder, len(slices), _describe(first))
-    qc = {
-        "format": "dicom",
-        "n_files": len(files),
-        "n_not_dicom": n_not_dicom,
-        "n_skipped": n_skipped,
-        "n_series": len(by_series),
-        "n_slices": len(slices),
-        "series_description": str(first.get("SeriesDescription", "")),
-        "series_number": _int_or_none(first.get("SeriesNumber")),
-        "slice_step_mm": round(median, 6),
-        "slice_thickness_mm": float(thickness) if thickness not in (None, "") else None,
-        "rescale_slope": sorted(set(slope.tolist())),
-        "rescale_intercept": sorted(set(intercept.tolist())),
-        "convolution_kernel": str(first.get("ConvolutionKernel", "")),
-        "warnings": warnings,
-        "_integral": integral,
-    }
-    return Volume(array, affine), qc
-
-
-def _int_or_none(v):
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _describe(ds) -> str:
-    number = ds.get("SeriesNumber", "?")
-    desc = str(ds.get("SeriesDescription", "")).strip()
-    return f"#{number}" + (f" '{desc}'" if desc else "")
-
-
-def _series_label(folder: Path, ds) -> str:
-    return f"{folder} (series {_describe(ds)})"
-
-
-def _mm(values) -> str:
-    return ", ".join(f"{v:.2f}" for v in list(values)[:5])
+def source_files(image: str | Path, settings: dict | None = None) -> list[str]:
+    """The DICOM files of the series that `ingest` reads for a scan's `image` (a series list
+    written by discovery, or a folder, where the series is chosen as ingest chooses it), e.g.
+    for a DICOM-SEG that must reference exactly the source images."""
+    image = Path(image)
+    if image.suffix == ".json":
+        return list(json.loads(image.read_text())["files"])
+    s = {**DEFAULTS, **(settings or {})}
+    candidates = [(se, check_geometry(se, s)) for se in group_series(read_headers(list_files(image)))]
+    chosen, verdicts = choose(candidates, s)
+    if chosen is None:
+        raise SeriesError(f"{image}: {unusable_reason(candidates, verdicts)}")
+    return sorted(chosen[0].files)
