@@ -15,10 +15,13 @@ def cox_rows():
         ("lung", "multivariable", "ecog", 0.8, 0.5, 1.3, 0.40, 38, 24, "ok"),
         ("melanoma", "univariable", "log_baseline_volume_ml", math.nan, math.nan, math.nan, math.nan, 6, 2,
          "not fitted: too few patients (6 < 10)"),
-        ("all", "univariable_strata_cohort", "log_baseline_volume_ml", 1.55, 1.2, 2.0, 0.0004, 46, 27, "ok"),
+        ("all", "univariable", "log_baseline_volume_ml", 1.55, 1.2, 2.0, 0.0004, 46, 27, "ok"),
     ]
     df = pd.DataFrame(rows, columns=["cohort", "model", "term", "hr", "hr_lower", "hr_upper", "p", "n", "events",
                                      "status"]).assign(endpoint="pfs")
+    df["coef"] = np.log(df["hr"])
+    df["strata"] = np.where(df["cohort"] == "all", "cohort", None)
+    df = df.assign(se=0.2, wald_p=df["p"], lr_p=df["p"], score_p=df["p"])
     return tables.conform(df, "cox")
 
 

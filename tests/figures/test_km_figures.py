@@ -106,7 +106,7 @@ def test_png_is_300_dpi_and_pdf_has_no_creation_date(figures):
 def test_legend_gives_n_and_median_read_off_the_curve(survival_dir):
     d, _ = survival_dir
     km = kmfig.read_survival_table(d / "km.csv", "km")
-    sel = km[(km["cohort"] == "melanoma") & (km["endpoint"] == "os") & (km["stratifier"] == "baseline_volume_median")]
+    sel = km[(km["cohort"] == "melanoma") & (km["endpoint"] == "os") & (km["stratifier"] == "baseline_volume_ml:median")]
     fig, _, _ = kmfig.km_figure(sel, None, None, "Melanoma", "os", stratifier="baseline_volume_median")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     low = sel[sel["group"] == "low"].sort_values("time_days")
@@ -123,7 +123,7 @@ def test_every_grouping_configured_gets_its_figures(survival_dir, tmp_path):
 def test_medians_from_km_summary_win_and_months_use_days_per_month(survival_dir):
     d, _ = survival_dir
     km = kmfig.read_survival_table(d / "km.csv", "km")
-    sel = km[(km["cohort"] == "lung") & (km["endpoint"] == "pfs") & (km["stratifier"] == "none")]
+    sel = km[(km["cohort"] == "lung") & (km["endpoint"] == "pfs") & (km["stratifier"] == "all")]
     fig, at_risk, ticks = kmfig.km_figure(sel, None, None, "Lung", "pfs", {"days_per_month": 7.0},
                                           medians={"all": 70.0}, stratifier="none")
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()][0].endswith("median 10.0 mo")
@@ -136,18 +136,20 @@ def test_log_rank_and_hazard_ratio_are_quoted_from_the_tables(survival_dir):
     km = kmfig.read_survival_table(d / "km.csv", "km")
     lr = kmfig.read_survival_table(d / "logrank.csv", "logrank")
     cox = kmfig.read_survival_table(d / "cox.csv", "cox")
-    sel = km[(km["cohort"] == "all") & (km["endpoint"] == "pfs") & (km["stratifier"] == "baseline_volume_median")]
-    lrow = lr[(lr["cohort"] == "all") & (lr["endpoint"] == "pfs")].iloc[0].to_dict()
+    median = "baseline_volume_ml:median"
+    sel = km[(km["cohort"] == "all") & (km["endpoint"] == "pfs") & (km["stratifier"] == median)]
+    lrow = lr[(lr["cohort"] == "all") & (lr["endpoint"] == "pfs") & (lr["stratifier"] == median)
+              & (lr["test"] == "stratified")].iloc[0].to_dict()
     crow = kmfig.cox_row(cox, "all", "pfs", "log_baseline_volume_ml")
-    assert crow["model"] == "univariable_strata_cohort"
+    assert crow["model"] == "univariable" and crow["strata"] == "cohort"
     fig, _, _ = kmfig.km_figure(sel, lrow, crow, "All", "pfs", stratifier="baseline_volume_median")
     text = " ".join(t.get_text() for t in fig.texts)
-    assert kmfig.format_p(lrow["p"]) in text
+    assert kmfig.format_p(lrow["p"], "log-rank p (stratified by cohort)") in text
     assert f"HR {crow['hr']:.2f} (95% CI {crow['hr_lower']:.2f}\u2013{crow['hr_upper']:.2f})" in text
 
 
 def test_a_grouping_the_table_lacks_is_a_one_line_error(survival_dir, tmp_path):
-    with pytest.raises(ValueError, match=r"no stratifier 'recist_bor' \(it has baseline_volume_median, none"):
+    with pytest.raises(ValueError, match=r"no stratifier 'recist_bor' \(it has all, baseline_volume_ml:maxstat, baseline_volume_ml:median"):
         kmfig.write_km_figures(survival_dir[0], tmp_path, {"km_groupings": ["recist_bor"]})
 
 

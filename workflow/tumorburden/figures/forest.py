@@ -46,7 +46,11 @@ def forest_rows(cox: pd.DataFrame, cohort_order: list[str] | None = None) -> lis
         models = list(dict.fromkeys(sub["model"]))
         models.sort(key=lambda m: MODEL_ORDER.index(m) if m in MODEL_ORDER else len(MODEL_ORDER))
         for model in models:
-            rows.append({"kind": "model", "cohort": cohort, "label": MODEL_LABELS.get(model, model)})
+            label = MODEL_LABELS.get(model, model)
+            strata = sub.loc[sub["model"] == model, "strata"] if "strata" in sub.columns else pd.Series([], dtype=object)
+            if strata.notna().any() and "stratified" not in label:  # the survival stage names its strata
+                label += f", stratified by {strata.dropna().iloc[0]}"
+            rows.append({"kind": "model", "cohort": cohort, "label": label})
             for _, r in sub[sub["model"] == model].iterrows():
                 rows.append({"kind": "term", "cohort": cohort, "model": model, "term": r["term"],
                              "label": fsettings.term_label(r["term"]), "hr": r["hr"], "lower": r["hr_lower"],

@@ -119,7 +119,9 @@ def km_figure(km: pd.DataFrame, logrank: dict | None, cox: dict | None, title: s
     median_group_names = set(groups) <= {"low", "high"}
     lines = []
     if len(groups) > 1:
-        lines.append(format_p(logrank.get("p") if logrank else None))
+        stratified = bool(logrank) and logrank.get("test") == "stratified"
+        lines.append(format_p(logrank.get("p") if logrank else None,
+                              "log-rank p (stratified by cohort)" if stratified else "log-rank p"))
     if cox and len(groups) > 1:
         term = fsettings.term_label(str(cox.get("term", "")))
         if cox.get("status") == "ok":
@@ -253,8 +255,9 @@ def write_km_figures(survival_dir: Path, out_dir: Path, settings: dict | None = 
             sel = km[(km["cohort"] == cohort) & (km["endpoint"] == endpoint) & _stratifier_rows(km, grouping)]
             lr = logrank[(logrank["cohort"] == cohort) & (logrank["endpoint"] == endpoint)
                          & _stratifier_rows(logrank, grouping)]
-            if "test" in lr.columns:  # later tables: the plain log-rank test of the grouping
-                lr = lr[lr["test"].isin(["logrank"])]
+            if "test" in lr.columns:  # the pooled set is stratified by cohort, as its Cox model is
+                pooled = (lr["test"] == "stratified").any() and cohort == "all"
+                lr = lr[lr["test"] == ("stratified" if pooled else "logrank")]
             fig, _, _ = km_figure(sel, lr.iloc[0].to_dict() if len(lr) else None,
                                   cox_row(cox, cohort, endpoint, s["km_hr_term"]), style.cohort_title(cohort),
                                   endpoint, s, medians_of(summary, cohort, endpoint, grouping), grouping, colours)
