@@ -102,6 +102,7 @@ def forest_figure(cox: pd.DataFrame, endpoint: str, cohort_colours: dict | None 
         fig.text(0.02, head_y, "Cohort / model / covariate", fontweight="bold", ha="left", **fig_text)
         for key, label in (("n", "n"), ("events", "Events"), ("hr", "HR (95% CI)"), ("p", "p")):
             fig.text(cols[key], head_y, label, fontweight="bold", ha="center", **fig_text)
+        reasons_shown = set()
         for i, r in enumerate(rows):
             y = y_of(i)
             colour = colours.get(r["cohort"], "black")
@@ -112,18 +113,20 @@ def forest_figure(cox: pd.DataFrame, endpoint: str, cohort_colours: dict | None 
                 fig.text(0.035, y, r["label"], fontstyle="italic", ha="left", **fig_text)
                 continue
             fig.text(0.05, y, r["label"], ha="left", **fig_text)
-            fig.text(cols["n"], y, f"{int(r['n'])}" if pd.notna(r["n"]) else "", ha="center", **fig_text)
-            fig.text(cols["events"], y, f"{int(r['events'])}" if pd.notna(r["events"]) else "", ha="center",
-                     **fig_text)
             if r["status"] == "ok" and np.isfinite(r["hr"]):
+                fig.text(cols["n"], y, f"{int(r['n'])}" if pd.notna(r["n"]) else "", ha="center", **fig_text)
+                fig.text(cols["events"], y, f"{int(r['events'])}" if pd.notna(r["events"]) else "", ha="center",
+                         **fig_text)
                 ax.plot([r["lower"], r["upper"]], [i, i], color=colour, lw=1.0, solid_capstyle="butt")
                 ax.plot([r["hr"]], [i], marker="s", color=colour, markersize=3.5, gid=f"hr:{r['cohort']}:{r['term']}")
                 fig.text(cols["hr"], y, f"{r['hr']:.2f} ({r['lower']:.2f}\u2013{r['upper']:.2f})", ha="center",
                          **fig_text)
                 fig.text(cols["p"], y, format_p(r["p"]), ha="center", **fig_text)
-            else:
-                fig.text(cols["hr"], y, str(r["status"]).replace("not fitted: ", "not fitted:\n"), ha="center",
-                         color="0.35", **{**fig_text, "fontsize": 5.5})
+            elif (r["cohort"], r["model"]) not in reasons_shown:
+                # one line per unfitted model, across the n .. p columns, so rows never overlap
+                reasons_shown.add((r["cohort"], r["model"]))
+                fig.text(cols["n"] - 0.03, y, str(r["status"]), ha="left", color="0.35",
+                         **{**fig_text, "fontsize": 5.5})
         if not rows:
             ax.text(0.5, 0.5, f"no Cox model for {endpoint}", ha="center", va="center", transform=ax.transAxes)
     return fig, rows

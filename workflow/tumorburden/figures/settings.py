@@ -52,6 +52,8 @@ TERM_LABELS = {
     "age": "Age (years)",
     "ecog": "ECOG performance status",
     "sex": "Sex",
+    "line_of_therapy": "Line of therapy",
+    "log_current_burden_ml": "ln current tumour volume (mL), time-varying",
 }
 GROUPING_LABELS = {"baseline_volume": "Baseline tumour volume", "baseline_volume_ml": "Baseline tumour volume",
                    "recist_bor": "RECIST best overall response",
@@ -72,8 +74,11 @@ def endpoint_label(endpoint: str) -> str:
 def term_label(term: str) -> str:
     if term in TERM_LABELS:
         return TERM_LABELS[term]
-    # a dummy-coded level, e.g. 'sex[T.M]' or 'ecog_2'
-    return str(term).replace("_", " ")
+    term = str(term)
+    if term.endswith("]") and "[" in term:  # an indicator of a text covariate's level, e.g. 'sex[M]'
+        base, level = term[:-1].split("[", 1)
+        return f"{term_label(base)}: {level.removeprefix('T.')}"
+    return term.replace("_", " ")
 
 
 # The ungrouped Kaplan-Meier curve's stratifier: 'none' in today's km.csv, 'all' in later tables.
