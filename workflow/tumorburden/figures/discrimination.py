@@ -63,11 +63,15 @@ def c_index_figure(perf: pd.DataFrame, difference: pd.DataFrame | None = None, c
     drawn = {}
     with style.style_context():
         fig = style.new_figure(style.DOUBLE_COLUMN_MM, height)
-        left, right, wspace = 0.34, 0.985, 0.03
+        left, right, wspace = 0.34, 0.985, 0.045
         width = (right - left - wspace * (len(endpoints) - 1)) / len(endpoints)
 
         def panel(j, bottom_mm, height_mm):
             return fig.add_axes([left + j * (width + wspace), bottom_mm / height, width, height_mm / height])
+        # every estimate and CI end in view: from 0.2, or lower when a small cohort needs it
+        ends = perf[["c_index", "c_index_lower", "c_index_uno", "c_index_uno_lower"]].to_numpy(dtype=float)
+        lowest = float(np.nanmin(ends)) if np.isfinite(ends).any() else 0.2
+        x_lo = max(0.0, min(0.2, np.floor((lowest - 0.02) * 10) / 10))
         for j, endpoint in enumerate(endpoints):
             ax = panel(j, height - top_mm - row_mm * n, row_mm * n)
             ax.set_ylim(n - 0.5, -0.5)
@@ -82,7 +86,8 @@ def c_index_figure(perf: pd.DataFrame, difference: pd.DataFrame | None = None, c
                 h = hit.iloc[0]
                 colour = colours.get(r["cohort"], "black")
                 if h["status"] != "ok" or not np.isfinite(h["c_index"]):
-                    ax.text(0.5, i, str(h["status"]), ha="center", va="center", fontsize=5.5, color="0.35")
+                    ax.text((x_lo + 1.02) / 2, i, str(h["status"]), ha="center", va="center", fontsize=5.5,
+                            color="0.35")
                     continue
                 ax.plot([h["c_index_lower"], h["c_index_upper"]], [i - 0.12] * 2, color=colour, lw=1.0)
                 ax.plot([h["c_index"]], [i - 0.12], marker="o", markersize=3.5, color=colour,
@@ -93,8 +98,8 @@ def c_index_figure(perf: pd.DataFrame, difference: pd.DataFrame | None = None, c
                             ls=(0, (2, 1)))
                     ax.plot([h["c_index_uno"]], [i + 0.22], marker="o", markersize=3.2, markerfacecolor="white",
                             markeredgecolor=colour, markeredgewidth=0.8)
-            ax.set_xlim(0.2, 1.0)
-            ax.set_xticks([0.3, 0.5, 0.7, 0.9])
+            ax.set_xlim(x_lo, 1.02)
+            ax.set_xticks([0.0, 0.25, 0.5, 0.75, 1.0] if x_lo < 0.2 else [0.3, 0.5, 0.7, 0.9])
             ax.set_yticks([])
             ax.spines["left"].set_visible(False)
             ax.set_title(fsettings.endpoint_label(endpoint), loc="left", fontweight="bold")
