@@ -23,4 +23,4 @@ def snakemake(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedP
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *extra]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=1200)
+    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=2700)
