@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "stein_min_scans": 3,         # scans from baseline on needed to fit g and d
     "stein_alpha": 0.05,          # a Stein model is usable when all its parameters have p below this
+    "stein_models": ["gd", "gx", "dx", "gdphi"],  # candidates (tumgr's four)
     "hyperprogression_tgr_ratio": 2.0,  # Champiat: TGR after / before treatment at or above
     "days_per_month": 30.4375,
 }
@@ -90,7 +91,8 @@ def _stein_features(f: dict, why: dict, on_study: pd.DataFrame, v0: float, no_fu
         reason = "no baseline lesion"
     else:
         choice = stein.choose_model(on_study["days"].to_numpy(float) - float(on_study["days"].iloc[0]),
-                                    on_study["total_volume_ml"].to_numpy(float), alpha=float(s["stein_alpha"]))
+                                    on_study["total_volume_ml"].to_numpy(float), alpha=float(s["stein_alpha"]),
+                                    models=s["stein_models"])
         if choice.model is None:
             reason = choice.g_reason
         else:

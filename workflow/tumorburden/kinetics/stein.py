@@ -32,6 +32,9 @@ from scipy.optimize import OptimizeWarning, curve_fit
 
 MAX_RATE_PER_DAY = 1.0  # beyond a doubling/halving every 0.7 days the data cannot tell
 SSE_FLOOR = 1e-12  # keeps AIC finite for an exact fit
+# Residual sd floor, in units of the baseline volume: 0.01 %, far below any measurement, so an
+# exact (noise-free) fit cannot make a parameter of 1e-8 per day look significant.
+SIGMA_FLOOR = 1e-4
 
 
 def gd(t, g, d):
@@ -53,10 +56,28 @@ def gdphi(t, g, d, phi):
 stein_relative = gd  # the model of the synthetic trial
 
 
+def _jac_gd(t, g, d):
+    return np.column_stack([t * np.exp(g * t), -t * np.exp(-d * t)])
+
+
+def _jac_gx(t, g):
+    return (t * np.exp(g * t))[:, None]
+
+
+def _jac_dx(t, d):
+    return (-t * np.exp(-d * t))[:, None]
+
+
+def _jac_gdphi(t, g, d, phi):
+    eg, ed = np.exp(g * t), np.exp(-d * t)
+    return np.column_stack([phi * t * eg, -(1.0 - phi) * t * ed, eg - ed])
+
+
 @dataclass(frozen=True)
 class Model:
     name: str
     func: object
+    jac: object
     params: tuple[str, ...]
     upper: tuple[float, ...]
     starts: tuple[tuple[float, ...], ...]
@@ -65,11 +86,11 @@ class Model:
 
 _RATES = (1e-4, 1e-3, 1e-2, 3e-2)
 MODELS = (
-    Model("gd", gd, ("g", "d"), (MAX_RATE_PER_DAY, MAX_RATE_PER_DAY),
+    Model("gd", gd, _jac_gd, ("g", "d"), (MAX_RATE_PER_DAY, MAX_RATE_PER_DAY),
           ((1e-3, 1e-3), (1e-2, 1e-4), (1e-4, 1e-2), (1e-3, 3e-2), (3e-2, 1e-3)), 3),
-    Model("gx", gx, ("g",), (MAX_RATE_PER_DAY,), tuple((r,) for r in _RATES), 2),
-    Model("dx", dx, ("d",), (MAX_RATE_PER_DAY,), tuple((r,) for r in _RATES), 2),
-    Model("gdphi", gdphi, ("g", "d", "phi"), (MAX_RATE_PER_DAY, MAX_RATE_PER_DAY, 1.0),
+    Model("gx", gx, _jac_gx, ("g",), (MAX_RATE_PER_DAY,), tuple((r,) for r in _RATES), 2),
+    Model("dx", dx, _jac_dx, ("d",), (MAX_RATE_PER_DAY,), tuple((r,) for r in _RATES), 2),
+    Model("gdphi", gdphi, _jac_gdphi, ("g", "d", "phi"), (MAX_RATE_PER_DAY, MAX_RATE_PER_DAY, 1.0),
           ((1e-3, 1e-2, 0.5), (1e-2, 1e-2, 0.2), (1e-3, 3e-2, 0.8), (3e-3, 3e-3, 0.5)), 4),
 )
 PREFERENCE = {m.name: i for i, m in enumerate(MODELS)}
@@ -108,8 +129,9 @@ def _fit_one(model: Model, t: np.ndarray, y: np.ndarray, alpha: float) -> Fit:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", OptimizeWarning)
                 warnings.simplefilter("ignore", RuntimeWarning)  # exp overflow while probing
-                popt, _ = curve_fit(model.func, t, y, p0=p0, bounds=(0.0, model.upper), method="trf",
-                                    max_nfev=2000, xtol=1e-12, ftol=1e-12, gtol=1e-12)
+                popt, _ = curve_fit(model.func, t, y, p0=p0, jac=model.jac, bounds=(0.0, model.upper),
+                                    method="trf", x_scale=[1e-3 if p != "phi" else 0.1 for p in model.params],
+                                    max_nfev=500, xtol=1e-10, ftol=1e-10, gtol=1e-10)
         except (RuntimeError, ValueError):
             continue
         with np.errstate(over="ignore", invalid="ignore"):
@@ -122,14 +144,9 @@ def _fit_one(model: Model, t: np.ndarray, y: np.ndarray, alpha: float) -> Fit:
     fit = Fit(model.name, params=dict(zip(model.params, map(float, popt))), sse=sse,
               aic=n * math.log(max(sse, SSE_FLOOR) / n) + 2 * k, rmse=math.sqrt(sse / n))
     # Standard errors from the Jacobian at the optimum (what R's nls summary reports).
-    eps = 1e-7
-    jac = np.empty((n, k))
-    for j in range(k):
-        step = np.zeros(k)
-        step[j] = eps * max(1.0, abs(popt[j]))
-        with np.errstate(over="ignore", invalid="ignore"):
-            jac[:, j] = (model.func(t, *(popt + step)) - model.func(t, *(popt - step))) / (2 * step[j])
-    sigma2 = max(sse, SSE_FLOOR) / (n - k)
+    with np.errstate(over="ignore", invalid="ignore"):
+        jac = np.asarray(model.jac(t, *popt), dtype=float)
+    sigma2 = max(sse / (n - k), SIGMA_FLOOR ** 2)
     try:
         cov = sigma2 * np.linalg.inv(jac.T @ jac)
         se = np.sqrt(np.diag(cov))
@@ -144,14 +161,20 @@ def _fit_one(model: Model, t: np.ndarray, y: np.ndarray, alpha: float) -> Fit:
     return fit
 
 
-def choose_model(days, volume_ml, alpha: float = 0.05) -> Choice:
-    """Fit every model to volumes at ``days`` from baseline (first element = baseline, > 0)."""
+def choose_model(days, volume_ml, alpha: float = 0.05, models=None) -> Choice:
+    """Fit the models (names; default all four) to volumes at ``days`` from baseline (first
+    element = baseline, > 0) and choose one."""
     t = np.asarray(days, dtype=float)
     v = np.asarray(volume_ml, dtype=float)
     if v[0] <= 0:
         raise ValueError("the Stein models need a baseline volume > 0")
     y = v / v[0]
-    fits = [_fit_one(m, t, y, alpha) for m in MODELS]
+    names = list(models) if models is not None else [m.name for m in MODELS]
+    unknown = sorted(set(names) - set(PREFERENCE))
+    if unknown or not names:
+        raise ValueError(f"kinetics.stein_models: unknown model(s) {', '.join(unknown) or '(none given)'} "
+                         f"(use some of {', '.join(PREFERENCE)})")
+    fits = [_fit_one(m, t, y, alpha) for m in MODELS if m.name in names]
     usable = [f for f in fits if f.problem is None]
     if not usable:
         reason = "no Stein model fits: " + "; ".join(f.problem for f in fits)

@@ -97,7 +97,7 @@ def rigid_matrix(moving: Volume, reference: Volume, settings: dict | None = None
     reg.SetNumberOfThreads(1)  # summation order fixed: the same scans give the same transform
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.5, 20261122)
+    reg.SetMetricSamplingPercentage(0.2, 20261122)
     reg.SetMetricFixedMask(sitk.BinaryDilate(fixed_body, [2, 2, 2]))
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=200,
