@@ -49,6 +49,7 @@ def test_kinetics_scores(synthetic_run):
     scores = pd.read_csv(synthetic_run / "truth/scores.csv")
     value = scores.set_index(["stage", "metric"])["value"]
     assert value[("lesions", "tracking_accuracy")] >= 0.98
+    assert value[("lesions", "tracking_accuracy_strict")] >= 0.9
     for metric in ("growth_g_median_abs_rel_error", "decay_d_median_abs_rel_error",
                    "recist_bor_agreement", "volumetric_bor_agreement"):
         assert ("kinetics", metric) in value.index

@@ -236,3 +236,14 @@ def test_tracking_accuracy_on_simulated_patients_with_motion_and_missed_lesions(
 
 def test_sphere_radius():
     assert sphere_radius_mm(4.0 / 3.0 * np.pi) == pytest.approx(10.0)  # 4.19 mL: a 10 mm radius
+
+
+def test_a_poor_pair_is_not_forced_to_avoid_a_forbidden_one():
+    # track 2 (tiny, z=13.5) cannot reach the tiny lesion at z=31.5 (24 mm); the solver must not
+    # give track 1's lesion (z=21.3, same size as track 1) to track 2 just to match everything
+    df = track_patient([
+        visit("S0", 0, [(0, 0, 19.8, 1.8, "liver"), (0, 0, 13.5, 0.08, "liver")]),
+        visit("S1", 60, [(0, 0, 21.3, 1.9, "liver"), (16, 0, 31.5, 0.05, "liver")]),
+    ], {})
+    s1 = df[(df["scan_id"] == "S1") & df["lesion"].notna()].set_index("lesion")
+    assert s1.loc[1, "track_id"] == 1 and s1.loc[1, "status"] == "persisting"

@@ -56,6 +56,7 @@ def test_perfect_run_scores_perfectly(tiny_run, tmp_path):
     assert _value(scores, "sensitivity_ge10mm") == 1.0
     assert _value(scores, "false_positives_per_scan") == 0.0
     assert _value(scores, "tracking_accuracy") == 1.0
+    assert _value(scores, "tracking_accuracy_strict") == 1.0
     assert _value(scores, "total_volume_median_abs_rel_error") == 0.0
     assert _value(scores, "total_volume_p90_abs_rel_error") == 0.0
     assert _value(scores, "baseline_volume_median_abs_rel_error") == 0.0

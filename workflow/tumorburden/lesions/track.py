@@ -10,7 +10,9 @@ Per patient, scans in order of `days` (then scan_id):
   centroid and volume where it was last seen, with scipy's linear_sum_assignment on centroid
   distance + ``size_weight_mm`` x |ln volume ratio|. A pair may match when the centroids are
   at most ``match_distance_mm`` apart *or* overlap (one centroid inside the other's
-  equivalent sphere, so a large lesion that grows lopsided keeps its track);
+  equivalent sphere, so a large lesion that grows lopsided keeps its track). Leaving a lesion
+  or a track unmatched costs max(``match_distance_mm``, its radius), so a poor pair is not
+  forced to avoid a forbidden one;
 - a matched lesion continues its track (`persisting`). A track without a lesion at a scan gets
   a row with status `disappeared`, volume_ml 0, diameters 0 and lesion <NA> (centroid and
   organ as last seen); it can be picked up again later (`persisting`): a lesion missed at
@@ -136,6 +138,22 @@ def sphere_radius_mm(volume_ml) -> np.ndarray:
     return np.cbrt(3.0 * np.maximum(np.asarray(volume_ml, dtype=float), 0.0) * 1000.0 / (4.0 * np.pi))
 
 
+def _assign(cost: np.ndarray, leave_lesion: np.ndarray, leave_track: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Optimal matching where leaving lesion i unmatched costs leave_lesion[i] and track j
+    leave_track[j]; inf = never a match. The "leave" options matter: without them the solver
+    must match as many as it can and takes a poor pair to avoid a forbidden one."""
+    n, m = cost.shape
+    big = 1e12
+    full = np.full((n + m, m + n), big)
+    full[:n, :m] = np.where(np.isfinite(cost), cost, big)
+    full[np.arange(n), m + np.arange(n)] = leave_lesion
+    full[n + np.arange(m), np.arange(m)] = leave_track
+    full[n:, m:] = 0.0
+    rows, cols = linear_sum_assignment(full)
+    keep = (rows < n) & (cols < m) & np.isfinite(cost[np.minimum(rows, n - 1), np.minimum(cols, m - 1)])
+    return rows[keep], cols[keep]
+
+
 def track_patient(visits: list[tuple], s: dict, reference_scan: str | None = None) -> pd.DataFrame:
     """visits: (scan_id, days, lesion table[, 4x4 matrix to the reference or None]) in time
     order -> rows of the lesions table (with EXTRA_COLUMNS)."""
@@ -163,9 +181,8 @@ def track_patient(visits: list[tuple], s: dict, reference_scan: str | None = Non
             ok = (dist <= cutoff) | (dist <= np.maximum(r_here[:, None], r_there[None, :]))
             cost = dist + float(s["size_weight_mm"]) * np.abs(
                 np.log(np.maximum(vol_here[:, None], 1e-6) / np.maximum(vol_there[None, :], 1e-6)))
-            li, ti = linear_sum_assignment(np.where(ok, cost, 1e9))
-            good = ok[li, ti]
-            assigned[li[good]] = np.asarray(ids)[ti[good]]
+            li, ti = _assign(np.where(ok, cost, np.inf), np.maximum(cutoff, r_here), np.maximum(cutoff, r_there))
+            assigned[li] = np.asarray(ids)[ti]
             # fragments: inside the sphere (as last seen) of a track matched at this scan
             matched_now = set(assigned[assigned >= 0].tolist())
             for i in np.flatnonzero(assigned < 0):

@@ -190,16 +190,20 @@ def _score_images(truth_dir: Path, results_dir: Path, true_scans: pd.DataFrame, 
 
 
 def _score_tracking(mapped: pd.DataFrame | None, reason: str | None, sc: _Scores) -> None:
-    """A lesion-timepoint is on the right track when its track's majority true lesion is its
-    true lesion *and* its true lesion's majority track is its track: a true lesion cut into
-    several tracks, or two true lesions sharing one, count as errors."""
+    """tracking_accuracy: lesion-timepoints whose track's majority true lesion is their true
+    lesion (every track pure). tracking_accuracy_strict: also their true lesion's majority track
+    is their track, so a true lesion cut into several tracks (e.g. segmented in fragments at
+    baseline) counts as errors too."""
+    metrics = ("tracking_accuracy", "tracking_accuracy_strict")
     if mapped is None or mapped.empty:
-        sc.skip("lesions", "tracking_accuracy", reason or "no measured lesion on a scored scan")
+        for m in metrics:
+            sc.skip("lesions", m, reason or "no measured lesion on a scored scan")
         return
     ok = mapped[mapped["true_track"].notna()].copy()
     unmapped = len(mapped) - len(ok)
     if ok.empty:
-        sc.skip("lesions", "tracking_accuracy", "no measured lesion lies on a true lesion")
+        for m in metrics:
+            sc.skip("lesions", m, "no measured lesion lies on a true lesion")
         return
     ok["true_track"] = ok["true_track"].astype(int)
     ok["track_id"] = ok["track_id"].astype(int)
@@ -209,15 +213,17 @@ def _score_tracking(mapped: pd.DataFrame | None, reason: str | None, sc: _Scores
                 .sort_values(["patient_id", by, "k", of], ascending=[True, True, False, True])
                 .drop_duplicates(["patient_id", by]).set_index(["patient_id", by])[of])
 
-    true_of_track = majority("track_id", "true_track")
-    track_of_true = majority("true_track", "track_id")
     keys_track = pd.MultiIndex.from_frame(ok[["patient_id", "track_id"]])
     keys_true = pd.MultiIndex.from_frame(ok[["patient_id", "true_track"]])
-    right = (ok["true_track"].to_numpy() == true_of_track.reindex(keys_track).to_numpy()) & \
-        (ok["track_id"].to_numpy() == track_of_true.reindex(keys_true).to_numpy())
-    sc.add("lesions", "tracking_accuracy", float(right.mean()), len(ok),
-           "measured lesion-timepoints whose track and true lesion are each other's majority"
-           + (f"; {unmapped} measured lesion-timepoints on no true lesion excluded" if unmapped else ""))
+    pure = ok["true_track"].to_numpy() == majority("track_id", "true_track").reindex(keys_track).to_numpy()
+    whole = ok["track_id"].to_numpy() == majority("true_track", "track_id").reindex(keys_true).to_numpy()
+    note = f"; {unmapped} measured lesion-timepoints on no true lesion excluded" if unmapped else ""
+    sc.add("lesions", "tracking_accuracy", float(pure.mean()), len(ok),
+           "measured lesion-timepoints whose track maps to its majority true track" + note)
+    split = ok.groupby(["patient_id", "true_track"])["track_id"].nunique()
+    sc.add("lesions", "tracking_accuracy_strict", float((pure & whole).mean()), len(ok),
+           "also the true lesion's majority track is theirs; "
+           f"{int((split > 1).sum())} true lesion(s) on more than one track" + note)
 
 
 def _abs_rel_error(measured: pd.Series, truth: pd.Series) -> pd.Series:
