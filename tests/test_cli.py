@@ -5,7 +5,7 @@ import pytest
 
 from tumorburden.cli import build_parser, main
 
-STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "track", "burden",
+STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "register", "track", "burden",
           "features", "survival", "figures", "score", "check-study", "discover", "merge-exclusions"]
 
 

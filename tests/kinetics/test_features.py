@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from tumorburden import tables
+from tumorburden.kinetics import burden as kb
 from tumorburden.kinetics import features as kf
 from tumorburden.kinetics import recist, stein
 
@@ -14,13 +15,13 @@ from kinetics_rows import lesion, make_lesions
 def burden_rows(pid, days, volumes, sld=None, new=None, n_targets=1, gone=None):
     n = len(days)
     sld = sld if sld is not None else [10.0] * n
-    return pd.DataFrame({
+    return kb.assess_responses(pd.DataFrame({
         "patient_id": pid, "scan_id": [f"{pid}_{i}" for i in range(n)], "days": np.asarray(days, float),
         "total_volume_ml": np.asarray(volumes, float), "n_lesions": [1 if v > 0 else 0 for v in volumes],
         "n_new_lesions": new if new is not None else [0] * n, "sld_mm": np.asarray(sld, float),
         "muscle_ml": 1.0, "sat_ml": 1.0, "vat_ml": 1.0, "n_target_lesions": n_targets,
         "targets_gone": gone if gone is not None else [s == 0 for s in sld],
-    })
+    }))
 
 
 def clinical(*pids):
@@ -137,3 +138,60 @@ def test_exclusions_written_when_empty(tmp_path):
     kf.write_features(tmp_path / "burden.parquet", tmp_path / "lesions.parquet", tmp_path / "clinical.tsv",
                       tmp_path / "features.parquet", tmp_path / "exclusions.tsv")
     assert (tmp_path / "exclusions.tsv").read_text().strip() == "stage\tpatient_id\tscan_id\treason"
+
+
+def test_time_to_new_lesion_and_to_volumetric_progression():
+    f, _ = run(burden_rows("a", [-3, 40, 95, 150], [10.0, 6.0, 7.0, 20.0], sld=[50, 40, 41, 60], new=[0, 0, 1, 0]))
+    r = f.loc["a"]
+    assert r["new_lesions_any"] and r["time_to_new_lesion_days"] == 98  # from the baseline at day -3
+    assert r["time_to_volumetric_progression_days"] == 98  # the new lesion; 20 mL at day 150 comes later
+    assert r["recist_bor"] == "SD" and r["recist_first_pd_days"] == 98
+    f, _ = run(burden_rows("b", [0, 40, 95], [10.0, 6.0, 5.0]))
+    r = f.loc["b"]
+    assert math.isnan(r["time_to_new_lesion_days"]) and r["time_to_new_lesion_days_reason"] == "no new lesion up to day 95"
+    assert r["time_to_volumetric_progression_days_reason"] == "no progression up to day 95"
+    assert r["volumetric_response"] == "SD"
+
+
+def test_volumetric_progression_against_the_nadir():
+    # 10 -> 4 (-60 %, SD) -> 7 (+75 % and +3 mL over the nadir 4): PD at day 80, BOR SD
+    f, _ = run(burden_rows("a", [0, 40, 80], [10.0, 4.0, 7.0]))
+    assert f.loc["a", "volumetric_response"] == "SD"
+    assert f.loc["a", "time_to_volumetric_progression_days"] == 80
+
+
+def test_every_lesion_disappearing():
+    f, _ = run(burden_rows("a", [0, 50, 100], [5.0, 1.0, 0.0], sld=[30, 12, 0]))
+    r = f.loc["a"]
+    assert r["recist_bor"] == "CR" and r["volumetric_response"] == "CR"
+    assert r["nadir_volume_ml"] == 0 and r["time_to_nadir_days"] == 100 and r["best_pct_change"] == -100
+    assert math.isnan(r["tgr_post"]) is False and r["tgr_post"] < 0
+
+
+def test_lesions_appearing_only_at_follow_up():
+    f, _ = run(burden_rows("a", [0, 50, 100], [0.0, 0.5, 2.0], sld=[np.nan] * 3, new=[0, 1, 0], n_targets=0))
+    r = f.loc["a"]
+    assert r["baseline_volume_ml"] == 0 and r["baseline_n_lesions"] == 0
+    assert r["recist_bor"] == "PD" and r["volumetric_response"] == "PD"  # a new lesion is progression
+    assert r["time_to_new_lesion_days"] == 50
+    assert math.isnan(r["pct_change_first_fu"]) and r["pct_change_first_fu_reason"] == "no baseline lesion"
+    assert r["stein_model_reason"] == "no baseline lesion"
+
+
+def test_hyperprogression():
+    # pre-baseline growth 10 % / month, then x3 in 2 months (73 % / month, ratio 7.3) with RECIST PD
+    f, _ = run(burden_rows("a", [-60.875, 0, 60.875], [10 / 1.21, 10.0, 30.0], sld=[25, 27, 40]))
+    r = f.loc["a"]
+    assert r["tgr_pre"] == pytest.approx(10.0) and r["tgr_ratio"] > 2 and r["hyperprogression"]
+    f, _ = run(burden_rows("b", [0, 60], [10.0, 30.0], sld=[27, 40]))
+    assert pd.isna(f.loc["b", "hyperprogression"])
+    assert f.loc["b", "hyperprogression_reason"] == "tgr_ratio undefined (tgr_pre: no pre-baseline scan)"
+
+
+def test_stein_model_and_reasons_in_features():
+    t = np.array([0, 42, 84, 126, 168.0])
+    f, _ = run(burden_rows("a", t, 10 * stein.dx(t, 0.01)))
+    r = f.loc["a"]
+    assert r["stein_model"] == "dx" and r["decay_d"] == pytest.approx(0.01, rel=1e-3)
+    assert math.isnan(r["growth_g"]) and r["growth_g_reason"] == "model dx chosen (no growth term)"
+    assert r["stein_phi_reason"] == "model dx chosen (phi only in gdphi)"

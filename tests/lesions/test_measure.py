@@ -109,3 +109,25 @@ def test_grid_mismatch_is_an_error(tmp_path):
     with pytest.raises(ValueError, match="does not match"):
         measure_scan(tmp_path / "image.nii.gz", tmp_path / "seg.nii.gz", "P1", "S2",
                      tmp_path / "l.parquet", tmp_path / "t.parquet")
+
+
+@pytest.mark.parametrize("spacing, flip", [((0.7, 0.7, 1.25), False), ((1.5, 1.5, 5.0), True)])
+def test_same_lesion_on_different_grids_measures_the_same(spacing, flip):
+    """An ellipsoid (semi-axes 15, 10, 12 mm) centred at (5, -3, 20) mm, on another grid, and
+    with the first axis running right-to-left (an LPS-ordered array): same mm measurements."""
+    from tumorburden.lesions.measure import measure_lesions
+
+    shape = tuple(int(round(80 / s)) for s in spacing)
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = [-40.0, -43.0, -20.0]
+    if flip:
+        affine[0, 0] = -spacing[0]
+        affine[0, 3] = 40.0
+    idx = np.indices(shape).reshape(3, -1).T
+    mm = (idx @ affine[:3, :3].T + affine[:3, 3]).reshape(*shape, 3)
+    labels = np.where(ellipsoid(mm, (5, -3, 20), (15, 10, 12)), L.LESION, L.SAT).astype(np.uint8)
+    got = measure_lesions(Volume(np.zeros(shape, np.float32), affine), labels).iloc[0]
+    assert got["volume_ml"] == pytest.approx(4 / 3 * np.pi * 15 * 10 * 12 / 1000, rel=0.04)
+    assert got["longest_diameter_mm"] == pytest.approx(30.0, abs=spacing[0])
+    assert got["short_axis_mm"] == pytest.approx(20.0, abs=spacing[0])
+    assert [got["centroid_x_mm"], got["centroid_y_mm"], got["centroid_z_mm"]] == pytest.approx([5, -3, 20], abs=0.1)

@@ -5,7 +5,9 @@ import pandas as pd
 import pytest
 
 from tumorburden import tables
-from tumorburden.synth.score import write_scores
+from tumorburden.kinetics.burden import compute_burden
+from tumorburden.kinetics.features import compute_features
+from tumorburden.synth.score import _truth_lesion_table, write_scores
 
 
 def _perfect_results(out, trial, results):
@@ -18,13 +20,13 @@ def _perfect_results(out, trial, results):
     measured = les.assign(lesion=les["track_id"], status="persisting", mean_hu=40.0, organ=les["site"])
     tables.write(measured, results / "tables" / "lesions.parquet", "lesions")
     ts = pd.read_parquet(truth / "scans.parquet")
-    burden = ts.assign(sld_mm=0.0, muscle_ml=0.0, sat_ml=0.0, vat_ml=0.0)
+    # burden and features by the pipeline's own kinetics on the true lesions: perfectly measured
+    true_lesions = _truth_lesion_table(les, ts)
+    burden = compute_burden(true_lesions, tables.empty("scan_tissue"), ts[["patient_id", "scan_id", "days"]])
+    burden[["muscle_ml", "sat_ml", "vat_ml"]] = 0.0
     tables.write(burden, results / "tables" / "burden.parquet", "burden")
     p = pd.read_parquet(truth / "patients.parquet")
-    feats = pd.DataFrame({c: np.nan for c in tables.SCHEMAS["features"]}, index=p.index)
-    feats = feats.assign(patient_id=p["patient_id"], cohort=p["cohort"], n_scans=2, baseline_scan_id="x",
-                         baseline_volume_ml=p["baseline_volume_ml"], baseline_n_lesions=1, new_lesions_any=False,
-                         recist_bor="PR", volumetric_response="PR")
+    feats, _ = compute_features(burden, true_lesions, p[["patient_id", "cohort"]])
     tables.write(feats, results / "tables" / "features.parquet", "features")
     cox = pd.DataFrame([
         {"cohort": "all", "endpoint": "os", "model": "univariate", "term": "log_baseline_volume_ml", "hr": 1.6,
@@ -56,9 +58,16 @@ def test_perfect_run_scores_perfectly(tiny_run, tmp_path):
     assert _value(scores, "sensitivity_ge10mm") == 1.0
     assert _value(scores, "false_positives_per_scan") == 0.0
     assert _value(scores, "tracking_accuracy") == 1.0
+    assert _value(scores, "tracking_accuracy_strict") == 1.0
     assert _value(scores, "total_volume_median_abs_rel_error") == 0.0
     assert _value(scores, "total_volume_p90_abs_rel_error") == 0.0
     assert _value(scores, "baseline_volume_median_abs_rel_error") == 0.0
+    for metric in ("recist_response_agreement", "volumetric_response_agreement", "recist_bor_agreement",
+                   "volumetric_bor_agreement"):
+        assert _value(scores, metric) == 1.0, metric
+    for param in ("growth_g", "decay_d"):  # perfect volumes: the error of the fits on the true volumes
+        fitted = scores[scores["metric"].str.startswith(f"{param}_median_abs_rel_error")]
+        assert len(fitted) == 2 and (fitted["value"].isna().all() or fitted["value"].nunique() == 1), fitted
     hr = scores[scores["metric"] == "hr_log_volume_ci_covers"]
     # ln-scale term: 1.5 lies in 1.2-2.1; log2 term: true HR 1.5**ln2 = 1.32 lies outside 1.0-1.2
     assert list(hr["value"]) == [1.0, 0.0]

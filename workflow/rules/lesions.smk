@@ -1,4 +1,19 @@
-# Lesions per scan (measurements, body composition), then tracks across each patient's scans.
+# Lesions per scan (measurements, body composition), each scan aligned to its patient's
+# reference scan (one small transform file per scan), then tracks across each patient's scans.
+from tumorburden.lesions.register import reference_scans
+
+_REFERENCE = {}
+
+
+def reference_scan_of_patient():
+    """patient -> reference scan, computed once per scan table (a dicom_root study's table only
+    exists after the discover checkpoint, so this may not run when the Snakefile is read)."""
+    key = id(SCANS.index)  # the same table object while it is unchanged
+    if key not in _REFERENCE:
+        scans = SCANS.loc[:, ["patient_id", "scan_id", "days"]]
+        _REFERENCE.clear()
+        _REFERENCE[key] = reference_scans(scans.reset_index(drop=True).astype({"days": float}))
+    return _REFERENCE[key]
 
 
 rule measure:
@@ -24,10 +39,36 @@ rule measure:
         " --settings {params.settings} > {log} 2>&1"
 
 
+def reference_of(wc):
+    return reference_scan_of_patient()[SCANS.loc[wc.scan_id, "patient_id"]]
+
+
+rule register:
+    input:
+        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
+        reference=lambda wc: f"{R}/scans/{reference_of(wc)}/image.nii.gz",
+    output:
+        f"{R}/scans/{{scan_id}}/to_reference.json",
+    log:
+        f"{R}/logs/register/{{scan_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/register/{{scan_id}}.tsv",
+    params:
+        settings=settings("lesions"),
+        reference=reference_of,
+    conda:
+        ENV
+    shell:
+        "tumorburden register --image {input.image} --reference-image {input.reference}"
+        " --scan-id {wildcards.scan_id} --reference-scan-id {params.reference}"
+        " --out {output} --settings {params.settings} > {log} 2>&1"
+
+
 rule track:
     input:
         scans=SCANS_TSV,
         lesions=scan_files(f"{R}/scans/{{scan_id}}/lesions.parquet"),
+        transforms=scan_files(f"{R}/scans/{{scan_id}}/to_reference.json"),
     output:
         table=f"{R}/tables/lesions.parquet",
         csv=f"{R}/tables/lesions.csv",
@@ -39,4 +80,4 @@ rule track:
         ENV
     shell:
         "tumorburden track --scans-table {input.scans:q} --lesions {input.lesions}"
-        " --out {output.table} --settings {params.settings} > {log} 2>&1"
+        " --transforms {input.transforms} --out {output.table} --settings {params.settings} > {log} 2>&1"

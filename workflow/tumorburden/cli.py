@@ -98,11 +98,19 @@ def cmd_measure(a):
                  Path(a.lesions_out), Path(a.tissue_out), settings=_settings(a.settings))
 
 
+def cmd_register(a):
+    from tumorburden.lesions.register import register_scan
+
+    register_scan(Path(a.image), Path(a.reference_image), a.scan_id, a.reference_scan_id, Path(a.out),
+                  settings=_settings(a.settings))
+
+
 def cmd_track(a):
     from tumorburden.lesions.track import track_study
 
     track_study(Path(a.scans_table), [Path(p) for p in a.lesions], Path(a.out),
-                settings=_settings(a.settings))
+                settings=_settings(a.settings),
+                transform_paths=[Path(p) for p in a.transforms] if a.transforms else None)
 
 
 def cmd_burden(a):
@@ -246,9 +254,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(func=cmd_measure)
 
+    p = sub.add_parser("register", help="rigid alignment of one scan to its patient's reference scan (JSON)")
+    p.add_argument("--image", required=True, help="image.nii.gz of the scan")
+    p.add_argument("--reference-image", required=True, help="image.nii.gz of the patient's reference (baseline) scan")
+    p.add_argument("--scan-id", required=True)
+    p.add_argument("--reference-scan-id", required=True)
+    p.add_argument("--out", required=True, help="to_reference.json (4x4 matrix: scan mm -> reference mm)")
+    _add_settings(p)
+    p.set_defaults(func=cmd_register)
+
     p = sub.add_parser("track", help="match lesions across each patient's scans: tables/lesions.parquet")
     p.add_argument("--scans-table", required=True, help="scans.tsv of the study (patient_id, scan_id, days)")
     p.add_argument("--lesions", nargs="+", required=True, help="per-scan lesions.parquet files")
+    p.add_argument("--transforms", nargs="*", default=None,
+                   help="per-scan to_reference.json files from `register` (without: scanner coordinates)")
     p.add_argument("--out", required=True)
     _add_settings(p)
     p.set_defaults(func=cmd_track)

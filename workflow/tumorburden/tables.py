@@ -64,6 +64,10 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "muscle_ml": "float",
         "sat_ml": "float",
         "vat_ml": "float",
+        "pct_change_volume": "float",
+        "pct_change_sld": "float",
+        "recist_response": "str",
+        "volumetric_response": "str",
     },
     # tables/features.parquet: one row per patient
     "features": {
@@ -85,6 +89,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "new_lesions_any": "bool",
         "recist_bor": "str",
         "volumetric_response": "str",
+        "time_to_new_lesion_days": "float",
+        "time_to_volumetric_progression_days": "float",
+        "stein_model": "str",
     },
     # qc/exclusions.tsv
     "exclusions": {

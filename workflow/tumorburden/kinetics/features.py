@@ -17,18 +17,22 @@ featurised and is listed in the exclusions table instead (stage ``features``).
 - tgr_pre = 100 (exp(ln(V_B / V_P) / months(t_B - t_P)) - 1): volume growth rate in % per
   month before treatment; tgr_post likewise from B to F1; tgr_ratio = tgr_post / tgr_pre.
   A month is 30.4375 days.
-- growth_g, decay_d (per day): Stein model V(t) = V_B (exp(-d t) + exp(g t) - 1) fitted to B and
-  all follow-ups (t from B), see ``stein``; needs at least 3 scans from B on; stein_rmse is the
-  fit's root-mean-square error on V/V_B.
-- new_lesions_any: a new lesion at any follow-up.
-- recist_bor: RECIST 1.1 best overall response from the sld_mm series (see ``recist``): CR,
-  PR, SD, PD or NE (no follow-up, or no target lesion at baseline);
-  recist_first_pd_days: days from B to the first RECIST PD (NaN if none).
-- volumetric_response: the volumetric analogue of the BOR, on best_pct_change: CR if the total
-  volume reaches 0 at a follow-up, PR if best_pct_change <= volumetric_pr_pct (-65 %, the
-  volume of a sphere whose diameter shrinks 30 %), PD if best_pct_change >= volumetric_pd_pct
-  (+73 %, diameter +20 %: the burden never fell below that), SD otherwise; NE without a
-  follow-up or without baseline burden.
+- hyperprogression (Champiat et al., Clin Cancer Res 2017): RECIST PD at the first follow-up
+  and tgr_ratio >= ``hyperprogression_tgr_ratio`` (2) with tgr_pre > 0; undefined without
+  tgr_ratio or with a shrinking or stable burden before treatment (tgr_pre <= 0).
+- stein_model, growth_g, decay_d (per day), stein_phi, stein_rmse: the Stein model chosen
+  tumgr's way (see ``stein``) among gd, gx (g only), dx (d only) and gdphi, fitted on
+  V / V_B of B and every follow-up (t from B); needs ``stein_min_scans`` scans from B on.
+  g is undefined when the chosen model has no growth term (reason names it), d likewise.
+- new_lesions_any: a new lesion at any follow-up; time_to_new_lesion_days = t of the first
+  follow-up with a new lesion - t_B (undefined, with the last follow-up day in the reason, if none).
+- recist_bor: the RECIST 1.1 best overall response from the per-scan recist_response of
+  tables/burden (see ``recist``): CR, PR, SD, PD or NE; recist_first_pd_days: t of the first
+  RECIST PD - t_B.
+- volumetric_response: the best overall response from the per-scan volumetric_response
+  (RECIST's rules on the total volume: PR <= -65 %, the volume of a sphere whose diameter
+  shrinks 30 %; PD >= +73 % above the nadir, diameter +20 %, or a new lesion);
+  time_to_volumetric_progression_days: t of the first volumetric PD - t_B.
 
 Every feature that can be undefined has a ``<feature>_reason`` column: empty when the feature
 is defined, else why not ('single scan', 'no baseline lesion', 'no pre-baseline scan', ...).
@@ -46,22 +50,22 @@ import pandas as pd
 from tumorburden.study import read_clinical_table
 from tumorburden import tables
 from tumorburden.kinetics import recist, stein
-from tumorburden.kinetics.burden import baseline_scans
+from tumorburden.kinetics.burden import assess_responses, baseline_scans
 
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
-    "volumetric_pr_pct": -65.0,   # volumetric partial response: best % change at or below
-    "volumetric_pd_pct": 73.0,    # volumetric progression: best % change at or above
-    "recist_pr_pct": -30.0,       # RECIST PR: SLD change vs baseline at or below
-    "recist_pd_pct": 20.0,        # RECIST PD: SLD increase vs nadir at or above ...
-    "recist_pd_abs_mm": 5.0,      # ... and at least this many mm above the nadir
     "stein_min_scans": 3,         # scans from baseline on needed to fit g and d
+    "stein_alpha": 0.05,          # a Stein model is usable when all its parameters have p below this
+    "stein_models": ["gd", "gx", "dx", "gdphi"],  # candidates (tumgr's four)
+    "hyperprogression_tgr_ratio": 2.0,  # Champiat: TGR after / before treatment at or above
     "days_per_month": 30.4375,
 }
 
 REASON_FEATURES = ("pct_change_first_fu", "best_pct_change", "tgr_pre", "tgr_post", "tgr_ratio",
-                   "growth_g", "decay_d", "stein_rmse", "recist_bor", "volumetric_response")
+                   "hyperprogression", "stein_model", "growth_g", "decay_d", "stein_phi", "stein_rmse",
+                   "time_to_new_lesion_days", "recist_bor", "recist_first_pd_days", "volumetric_response",
+                   "time_to_volumetric_progression_days")
 
 
 def growth_rate_pct_per_month(v1: float, v2: float, dt_days: float, days_per_month: float):
@@ -72,6 +76,37 @@ def growth_rate_pct_per_month(v1: float, v2: float, dt_days: float, days_per_mon
         return math.nan, "no lesion at one of the two scans"
     months = dt_days / days_per_month
     return 100.0 * (math.exp(math.log(v2 / v1) / months) - 1.0), None
+
+
+STEIN_KEYS = ("stein_model", "growth_g", "decay_d", "stein_phi", "stein_rmse")
+
+
+def _stein_features(f: dict, why: dict, on_study: pd.DataFrame, v0: float, no_fu: str, no_followup: bool,
+                    s: dict) -> None:
+    f.update(stein_model=None, growth_g=math.nan, decay_d=math.nan, stein_phi=math.nan, stein_rmse=math.nan)
+    minimum = int(s["stein_min_scans"])
+    if len(on_study) < minimum:
+        reason = no_fu if no_followup else f"fewer than {minimum} scans from baseline on"
+    elif v0 <= 0:
+        reason = "no baseline lesion"
+    else:
+        choice = stein.choose_model(on_study["days"].to_numpy(float) - float(on_study["days"].iloc[0]),
+                                    on_study["total_volume_ml"].to_numpy(float), alpha=float(s["stein_alpha"]),
+                                    models=s["stein_models"])
+        if choice.model is None:
+            reason = choice.g_reason
+        else:
+            f.update(stein_model=choice.model, growth_g=choice.g, decay_d=choice.d, stein_phi=choice.phi,
+                     stein_rmse=choice.rmse)
+            if choice.g_reason:
+                why["growth_g"] = choice.g_reason
+            if choice.d_reason:
+                why["decay_d"] = choice.d_reason
+            if choice.model != "gdphi":
+                why["stein_phi"] = f"model {choice.model} chosen (phi only in gdphi)"
+            return
+    for k in STEIN_KEYS:
+        why[k] = reason
 
 
 def patient_features(pscans: pd.DataFrame, n_organs: int, s: dict) -> dict:
@@ -127,55 +162,43 @@ def patient_features(pscans: pd.DataFrame, n_organs: int, s: dict) -> dict:
     else:
         f["tgr_ratio"] = f["tgr_post"] / f["tgr_pre"]
 
-    stein_keys = ("growth_g", "decay_d", "stein_rmse")
-    if len(on_study) < int(s["stein_min_scans"]):
-        reason = no_fu if fu.empty else f"fewer than {int(s['stein_min_scans'])} scans from baseline on"
-        for k in stein_keys:
-            f[k], why[k] = math.nan, reason
-    elif v0 <= 0:
-        for k in stein_keys:
-            f[k], why[k] = math.nan, "no baseline lesion"
-    else:
-        try:
-            g, d, rmse = stein.fit_stein(on_study["days"].to_numpy() - t0, on_study["total_volume_ml"].to_numpy())
-            f.update(growth_g=g, decay_d=d, stein_rmse=rmse)
-        except RuntimeError as exc:
-            for k in stein_keys:
-                f[k], why[k] = math.nan, str(exc)
+    _stein_features(f, why, on_study, v0, no_fu, fu.empty, s)
 
-    f["new_lesions_any"] = bool((fu["n_new_lesions"] > 0).any())
-
-    # RECIST from the sum of target diameters
-    f["recist_first_pd_days"] = math.nan
-    n_targets = int(b["n_target_lesions"]) if "n_target_lesions" in b.index else int(b["sld_mm"] > 0)
-    if fu.empty:
-        f["recist_bor"], why["recist_bor"] = "NE", no_fu
-    elif n_targets == 0 or not np.isfinite(b["sld_mm"]) or b["sld_mm"] <= 0:
-        f["recist_bor"], why["recist_bor"] = "NE", "no target lesion at baseline"
+    last_day = float(fu["days"].iloc[-1]) - t0 if len(fu) else math.nan
+    new_at = np.flatnonzero(fu["n_new_lesions"].to_numpy() > 0)
+    f["new_lesions_any"] = bool(new_at.size)
+    if new_at.size:
+        f["time_to_new_lesion_days"] = float(fu["days"].iloc[new_at[0]]) - t0
     else:
-        sld = on_study["sld_mm"].to_numpy(dtype=float)
-        if "targets_gone" in on_study.columns:
-            gone = on_study["targets_gone"].astype("boolean").fillna(False).to_numpy(dtype=bool)
-        else:
-            gone = sld == 0
-        responses = recist.timepoint_responses(
-            sld, on_study["n_new_lesions"].to_numpy() > 0, gone,
-            pr_pct=float(s["recist_pr_pct"]), pd_pct=float(s["recist_pd_pct"]),
-            pd_abs_mm=float(s["recist_pd_abs_mm"]))
-        f["recist_bor"], first_pd = recist.best_overall_response(responses)
-        if first_pd is not None:
-            f["recist_first_pd_days"] = float(fu["days"].iloc[first_pd]) - t0
+        f["time_to_new_lesion_days"] = math.nan
+        why["time_to_new_lesion_days"] = no_fu if fu.empty else f"no new lesion up to day {last_day:g}"
 
-    if fu.empty or v0 <= 0:
-        f["volumetric_response"], why["volumetric_response"] = "NE", (no_fu if fu.empty else "no baseline lesion")
-    elif (fu["total_volume_ml"] <= 0).any():
-        f["volumetric_response"] = "CR"
-    elif f["best_pct_change"] <= float(s["volumetric_pr_pct"]):
-        f["volumetric_response"] = "PR"
-    elif f["best_pct_change"] >= float(s["volumetric_pd_pct"]):
-        f["volumetric_response"] = "PD"
+    for key, column, first_key in (("recist_bor", "recist_response", "recist_first_pd_days"),
+                                   ("volumetric_response", "volumetric_response",
+                                    "time_to_volumetric_progression_days")):
+        responses = list(fu[column]) if column in fu.columns else []
+        f[key], first_pd = recist.best_overall_response(responses)
+        f[first_key] = math.nan if first_pd is None else float(fu["days"].iloc[first_pd]) - t0
+        if fu.empty:
+            why[key] = why[first_key] = no_fu
+            continue
+        if f[key] == "NE":
+            if key == "recist_bor":
+                why[key] = ("no target lesion at baseline" if int(b.get("n_target_lesions", 0)) == 0
+                            else "no evaluable follow-up")
+            else:
+                why[key] = "no baseline lesion" if v0 <= 0 else "no evaluable follow-up"
+        if first_pd is None:
+            why[first_key] = f"no progression up to day {last_day:g}"
+
+    f["hyperprogression"] = pd.NA
+    if math.isnan(f["tgr_ratio"]):
+        why["hyperprogression"] = f"tgr_ratio undefined ({why['tgr_ratio']})"
+    elif f["tgr_pre"] <= 0:
+        why["hyperprogression"] = "no growth before treatment (tgr_pre <= 0)"
     else:
-        f["volumetric_response"] = "SD"
+        first_pd = str(fu["recist_response"].iloc[0]) == "PD" if "recist_response" in fu.columns else False
+        f["hyperprogression"] = bool(first_pd and f["tgr_ratio"] >= float(s["hyperprogression_tgr_ratio"]))
 
     for k in REASON_FEATURES:
         f[f"{k}_reason"] = why.get(k)
@@ -187,6 +210,8 @@ def compute_features(burden: pd.DataFrame, lesions: pd.DataFrame, clinical: pd.D
     """(features, exclusions) from frames; pure, no I/O."""
     s = {**DEFAULTS, **(settings or {})}
     burden = burden.sort_values(["patient_id", "days", "scan_id"], kind="mergesort")
+    if "recist_response" not in burden.columns:  # a burden frame made by hand, without responses
+        burden = assess_responses(burden, settings)
     by_patient = dict(tuple(burden.groupby("patient_id", sort=False)))
     organs = recist.present(lesions).groupby(["patient_id", "scan_id"])["organ"].nunique()
     strays = sorted(set(by_patient) - set(clinical["patient_id"]))
@@ -213,6 +238,8 @@ def compute_features(burden: pd.DataFrame, lesions: pd.DataFrame, clinical: pd.D
         col = f"{k}_reason"
         if col not in features.columns:
             features[col] = pd.Series(dtype=object)
+    if "hyperprogression" in features.columns:
+        features["hyperprogression"] = features["hyperprogression"].astype("boolean")
     exclusions = pd.DataFrame(excluded, columns=list(tables.SCHEMAS["exclusions"])) if excluded \
         else tables.empty("exclusions")
     return features, exclusions

@@ -190,24 +190,40 @@ def _score_images(truth_dir: Path, results_dir: Path, true_scans: pd.DataFrame, 
 
 
 def _score_tracking(mapped: pd.DataFrame | None, reason: str | None, sc: _Scores) -> None:
+    """tracking_accuracy: lesion-timepoints whose track's majority true lesion is their true
+    lesion (every track pure). tracking_accuracy_strict: also their true lesion's majority track
+    is their track, so a true lesion cut into several tracks (e.g. segmented in fragments at
+    baseline) counts as errors too."""
+    metrics = ("tracking_accuracy", "tracking_accuracy_strict")
     if mapped is None or mapped.empty:
-        sc.skip("lesions", "tracking_accuracy", reason or "no measured lesion on a scored scan")
+        for m in metrics:
+            sc.skip("lesions", m, reason or "no measured lesion on a scored scan")
         return
     ok = mapped[mapped["true_track"].notna()].copy()
     unmapped = len(mapped) - len(ok)
     if ok.empty:
-        sc.skip("lesions", "tracking_accuracy", "no measured lesion lies on a true lesion")
+        for m in metrics:
+            sc.skip("lesions", m, "no measured lesion lies on a true lesion")
         return
     ok["true_track"] = ok["true_track"].astype(int)
-    majority = (ok.groupby(["patient_id", "track_id", "true_track"]).size().rename("k").reset_index()
-                .sort_values(["patient_id", "track_id", "k", "true_track"], ascending=[True, True, False, True])
-                .drop_duplicates(["patient_id", "track_id"])
-                .rename(columns={"true_track": "majority"})[["patient_id", "track_id", "majority"]])
-    ok = ok.merge(majority, on=["patient_id", "track_id"])
-    acc = float((ok["true_track"] == ok["majority"]).mean())
-    sc.add("lesions", "tracking_accuracy", acc, len(ok),
-           "measured lesion-timepoints whose track maps to its majority true track"
-           + (f"; {unmapped} measured lesion-timepoints on no true lesion excluded" if unmapped else ""))
+    ok["track_id"] = ok["track_id"].astype(int)
+
+    def majority(by, of):
+        return (ok.groupby(["patient_id", by, of]).size().rename("k").reset_index()
+                .sort_values(["patient_id", by, "k", of], ascending=[True, True, False, True])
+                .drop_duplicates(["patient_id", by]).set_index(["patient_id", by])[of])
+
+    keys_track = pd.MultiIndex.from_frame(ok[["patient_id", "track_id"]])
+    keys_true = pd.MultiIndex.from_frame(ok[["patient_id", "true_track"]])
+    pure = ok["true_track"].to_numpy() == majority("track_id", "true_track").reindex(keys_track).to_numpy()
+    whole = ok["track_id"].to_numpy() == majority("true_track", "track_id").reindex(keys_true).to_numpy()
+    note = f"; {unmapped} measured lesion-timepoints on no true lesion excluded" if unmapped else ""
+    sc.add("lesions", "tracking_accuracy", float(pure.mean()), len(ok),
+           "measured lesion-timepoints whose track maps to its majority true track" + note)
+    split = ok.groupby(["patient_id", "true_track"])["track_id"].nunique()
+    sc.add("lesions", "tracking_accuracy_strict", float((pure & whole).mean()), len(ok),
+           "also the true lesion's majority track is theirs; "
+           f"{int((split > 1).sum())} true lesion(s) on more than one track" + note)
 
 
 def _abs_rel_error(measured: pd.Series, truth: pd.Series) -> pd.Series:
@@ -252,6 +268,103 @@ def _score_features(truth_patients: pd.DataFrame, results_dir: Path, sc: _Scores
     err = _abs_rel_error(both["baseline_volume_ml"], both["baseline_volume_ml_true"])
     sc.add("features", metric, float(err.median()), len(err),
            f"{len(both)} of {len(truth_patients)} patients; truth = total volume at the baseline scan")
+
+
+def _truth_lesion_table(true_lesions: pd.DataFrame, true_scans: pd.DataFrame) -> pd.DataFrame:
+    """The true lesions as a tables/lesions frame (statuses from first appearance vs baseline)."""
+    from tumorburden.kinetics.burden import baseline_scans
+
+    les = true_lesions.merge(true_scans[["scan_id"]], on="scan_id").sort_values(
+        ["patient_id", "days", "scan_id", "track_id"], kind="mergesort").reset_index(drop=True)
+    day_of_scan = true_scans.set_index("scan_id")["days"]
+    base_day = les["patient_id"].map(baseline_scans(true_scans).map(day_of_scan))
+    first = les.groupby(["patient_id", "track_id"])["days"].transform("min")
+    les["status"] = np.where(les["days"] > first, "persisting",
+                             np.where(first <= base_day.fillna(-np.inf), "baseline", "new"))
+    les["lesion"] = les.groupby("scan_id").cumcount() + 1
+    les["organ"] = les["site"].astype(str)
+    les["mean_hu"] = np.nan
+    return les
+
+
+def _score_kinetics(true_lesions: pd.DataFrame, true_scans: pd.DataFrame, true_patients: pd.DataFrame,
+                    results_dir: Path, sc: _Scores) -> None:
+    """Stein g and d against the truth, and RECIST / volumetric responses against the same
+    emulation run on the true lesions (so only measurement and tracking differ)."""
+    from tumorburden.kinetics import stein
+    from tumorburden.kinetics.burden import compute_burden
+    from tumorburden.kinetics.features import compute_features
+
+    feats, reason = _read_table(results_dir / "tables" / "features.parquet", "features")
+    for param in ("growth_g", "decay_d"):
+        metric = f"{param}_median_abs_rel_error"
+        if feats is None:
+            sc.skip("kinetics", metric, reason)
+            continue
+        both = true_patients[["patient_id", param]].merge(feats[["patient_id", param, "stein_model"]],
+                                                          on="patient_id", suffixes=("_true", ""))
+        fitted = both[both[param].notna() & (both[f"{param}_true"] > 0)]
+        if fitted.empty:
+            sc.skip("kinetics", metric, f"no patient with a fitted {param} ({len(both)} patients)")
+            continue
+        err = _abs_rel_error(fitted[param], fitted[f"{param}_true"])
+        models = ", ".join(f"{k} {v}" for k, v in fitted["stein_model"].value_counts().sort_index().items())
+        sc.add("kinetics", metric, float(err.median()), len(err),
+               f"{len(fitted)} of {len(true_patients)} patients with {param} fitted (models: {models}); "
+               f"p90 {float(np.quantile(err, 0.9)):.3g}")
+    # the same fits on the true burden: what the data allow, whatever the segmentation
+    truth_burden = true_scans.sort_values(["patient_id", "days"], kind="mergesort")
+    errs = {"growth_g": [], "decay_d": []}
+    for pid, rows in truth_burden.groupby("patient_id", sort=True):
+        rows = rows[rows["days"] >= rows.loc[rows["days"] <= 0, "days"].max()] if (rows["days"] <= 0).any() else rows
+        if len(rows) < 3 or rows["total_volume_ml"].iloc[0] <= 0:
+            continue
+        choice = stein.choose_model(rows["days"].to_numpy(float) - float(rows["days"].iloc[0]),
+                                    rows["total_volume_ml"].to_numpy(float))
+        truth = true_patients.set_index("patient_id").loc[pid]
+        for param, value in (("growth_g", choice.g), ("decay_d", choice.d)):
+            if np.isfinite(value) and truth[param] > 0:
+                errs[param].append(abs(value - truth[param]) / truth[param])
+    for param, e in errs.items():
+        metric = f"{param}_median_abs_rel_error_true_volumes"
+        if e:
+            sc.add("kinetics", metric, float(np.median(e)), len(e),
+                   "the same model choice on the true total volumes (the floor set by the schedule and model)")
+        else:
+            sc.skip("kinetics", metric, f"no patient with a fitted {param} on the true volumes")
+
+    burden, reason = _read_table(results_dir / "tables" / "burden.parquet", "burden")
+    names = ("recist_response_agreement", "volumetric_response_agreement", "recist_bor_agreement",
+             "volumetric_bor_agreement")
+    if burden is None or feats is None:
+        for m in names:
+            sc.skip("kinetics", m, reason or "features table missing")
+        return
+    scans = true_scans[["patient_id", "scan_id", "days"]]
+    lesions = _truth_lesion_table(true_lesions, true_scans)
+    true_burden = compute_burden(lesions, tables.empty("scan_tissue"), scans)
+    clinical = true_patients[["patient_id", "cohort"]]
+    true_feats, _ = compute_features(true_burden, lesions, clinical)
+    both = true_burden.merge(burden, on="scan_id", suffixes=("_true", ""))
+    both = both[~both["recist_response_true"].isin(["pre-baseline", "baseline"])]
+    for col, metric in (("recist_response", names[0]), ("volumetric_response", names[1])):
+        if both.empty:
+            sc.skip("kinetics", metric, "no follow-up scan")
+            continue
+        agree = (both[col] == both[f"{col}_true"]).mean()
+        sc.add("kinetics", metric, float(agree), len(both),
+               "follow-up scans whose response equals the same emulation on the true lesions")
+    pat = true_feats.merge(feats, on="patient_id", suffixes=("_true", ""))
+    for col, metric in (("recist_bor", names[2]), ("volumetric_response", names[3])):
+        if pat.empty:
+            sc.skip("kinetics", metric, "no patient in both feature tables")
+            continue
+        table = pd.crosstab(pat[f"{col}_true"], pat[col])
+        cells = "; ".join(f"{t}->{m}: {table.loc[t, m]}" for t in table.index for m in table.columns
+                          if t != m and table.loc[t, m])
+        sc.add("kinetics", metric, float((pat[col] == pat[f"{col}_true"]).mean()), len(pat),
+               "patients whose best overall response equals the same emulation on the true lesions"
+               + (f"; disagreements (true->measured) {cells}" if cells else ""))
 
 
 def _score_survival(model: dict | None, results_dir: Path, sc: _Scores) -> None:
@@ -306,6 +419,7 @@ def write_scores(truth_dir: Path, results_dir: Path, out: Path) -> pd.DataFrame:
     _score_tracking(mapped, reason, sc)
     _score_burden(true_scans, results_dir, sc)
     _score_features(true_patients, results_dir, sc)
+    _score_kinetics(true_lesions, true_scans, true_patients, results_dir, sc)
     _score_survival(model, results_dir, sc)
 
     scores = sc.frame()

@@ -1,0 +1,56 @@
+"""Lesions over time on the shared tiny synthetic run: registration files, tracks, contract
+columns, a reason for every missing feature, and the kinetics scores against the truth."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorburden import tables
+
+pytestmark = pytest.mark.e2e
+
+CONTRACT_BURDEN = ["pct_change_volume", "pct_change_sld", "recist_response", "volumetric_response"]
+CONTRACT_FEATURES = ["recist_bor", "volumetric_response", "time_to_new_lesion_days",
+                     "time_to_volumetric_progression_days", "stein_model"]
+RESPONSES = {"pre-baseline", "baseline", "CR", "PR", "SD", "PD", "NE"}
+
+
+def test_every_scan_is_registered_to_its_baseline(synthetic_run):
+    scans = pd.read_csv(synthetic_run / "synthetic/scans.tsv", sep="\t")
+    for scan_id in scans["scan_id"]:
+        record = json.loads((synthetic_run / "scans" / scan_id / "to_reference.json").read_text())
+        assert record["status"] in ("ok", "reference scan"), record
+        # the synthetic patient never moves: the transform is the identity to within a voxel's tenth
+        matrix = np.array(record["matrix"])
+        assert np.abs(matrix[:3, 3]).max() < 0.5 and np.abs(matrix[:3, :3] - np.eye(3)).max() < 1e-2
+
+
+def test_tables_carry_the_contract_columns(synthetic_run):
+    burden = tables.read(synthetic_run / "tables/burden.parquet", "burden")
+    assert set(burden["recist_response"]) <= RESPONSES and set(burden["volumetric_response"]) <= RESPONSES
+    assert all(c in burden.columns for c in CONTRACT_BURDEN)
+    features = tables.read(synthetic_run / "tables/features.parquet", "features")
+    assert all(c in features.columns for c in CONTRACT_FEATURES)
+    lesions = tables.read(synthetic_run / "tables/lesions.parquet", "lesions")
+    assert {"aligned_x_mm", "event", "linked_track_id"} <= set(lesions.columns)
+
+
+def test_every_missing_feature_has_a_reason(synthetic_run):
+    features = pd.read_parquet(synthetic_run / "tables/features.parquet")
+    for col in [c for c in features.columns if f"{c}_reason" in features.columns]:
+        missing = features[col].isna()
+        reason = features[f"{col}_reason"].fillna("").astype(str) != ""
+        assert (missing <= reason).all(), f"{col}: missing without a reason"
+
+
+def test_kinetics_scores(synthetic_run):
+    scores = pd.read_csv(synthetic_run / "truth/scores.csv")
+    value = scores.set_index(["stage", "metric"])["value"]
+    assert value[("lesions", "tracking_accuracy")] >= 0.98
+    assert value[("lesions", "tracking_accuracy_strict")] >= 0.9
+    for metric in ("growth_g_median_abs_rel_error", "decay_d_median_abs_rel_error",
+                   "recist_bor_agreement", "volumetric_bor_agreement"):
+        assert ("kinetics", metric) in value.index
+    assert value[("kinetics", "recist_response_agreement")] >= 0.8
