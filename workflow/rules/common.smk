@@ -67,4 +67,6 @@ def final_targets():
     )
     if STUDY.synthetic:
         targets.append(f"{R}/truth/scores.csv")
+    if (config.get("segmentation") or {}).get("dicom_seg", True):
+        targets += dicom_seg_targets()  # segment.smk
     return targets
