@@ -59,7 +59,7 @@ rule segment:
         note=lambda wc: "" if is_dicom_source(wc.scan_id) else
         " && echo 'no DICOM-SEG for this scan: its source image is a NIfTI file, with no DICOM series to reference'"
         f" >> {R}/logs/segment/{wc.scan_id}.log",
-    threads: 2
+    threads: 2 if SEGMENTATION.get("engine", "monai") == "monai" else 1  # torch uses them; the classical engine is serial
     resources:
         mem_mb=6000,
     conda:

@@ -1,8 +1,9 @@
 """Score segmentation engines against the synthetic truth, per lesion site and size.
 
 Every scan of a synthetic run (results/<name>/scans/<id>/image.nii.gz + truth/) is segmented
-in-process by each engine (the bundle's model in bf16 autocast and in fp32, and the classical
-baseline), then scored:
+in-process by each engine (the bundle's model as configured, and the classical baseline), then
+scored (every 10th scan also runs the model in the other precision, bf16 vs fp32, to check that
+autocast keeps the labels):
 
   lesion Dice (pooled voxels, labels 1+5 vs truth 1+5), per-lesion Dice by site;
   detection: a true lesion is detected when a predicted lesion component overlaps it,
@@ -39,12 +40,14 @@ TISSUES = {"muscle": L.MUSCLE, "sat": L.SAT, "vat": L.VAT, "lung": L.LUNG, "live
 SITES = ("lung", "liver", "node", "soft_tissue")
 
 
+PRECISION_CHECK_EVERY = 10  # every 10th scan is also run in fp32, to check that bf16 keeps the labels
+
+
 def _engines(s: dict, bundle) -> dict:
     """name -> function(image Volume) -> labels."""
     out = {}
     if bundle is not None:
-        for precision in (["bf16", "fp32"] if engine.cpu_has_bf16() else ["fp32"]):
-            out[f"monai-{precision}"] = (lambda img, p=precision: engine.infer_labels(img, bundle, {**s, "precision": p})[0])
+        out["monai"] = lambda img: engine.infer_labels(img, bundle, s)[0]
     out["classical"] = lambda img: classical.segment_volume(img, {**s, "lesions": True})
     return out
 
@@ -105,7 +108,7 @@ def evaluate(scans_dir: Path, truth_dir: Path, out_dir: Path, settings: dict | N
                       and (Path(truth_dir) / "scans" / p.name / "labels.nii.gz").exists())
     if not scan_ids:
         raise ValueError(f"{scans_dir}: no scan with both image.nii.gz and truth labels; run the synthetic trial first")
-    per_scan, lesion_rows, seconds = [], [], {k: 0.0 for k in engines}
+    per_scan, lesion_rows, seconds, checks = [], [], {k: 0.0 for k in engines}, []
     for n, scan_id in enumerate(scan_ids, 1):
         image = load_nifti(Path(scans_dir) / scan_id / "image.nii.gz", dtype=np.float32)
         truth = load_nifti(Path(truth_dir) / "scans" / scan_id / "labels.nii.gz", dtype=np.uint8).array
@@ -118,12 +121,29 @@ def evaluate(scans_dir: Path, truth_dir: Path, out_dir: Path, settings: dict | N
             sums, rows = score_scan(pred, truth, inst, image.voxel_ml, tl)
             per_scan.append({"engine": name, "scan_id": scan_id, **sums})
             lesion_rows += [{"engine": name, "scan_id": scan_id, **r} for r in rows]
+            if name == "monai" and (n - 1) % PRECISION_CHECK_EVERY == 0:
+                used = engine.autocast_dtype(s["precision"], engine.pick_device(s["device"]))
+                other = "fp32" if used is not None else "bf16"
+                alt = engine.infer_labels(image, bundle, {**s, "precision": other})[0]
+                t_les = np.isin(truth, L.LESION_LABELS)
+                checks.append({"agreement": float(np.mean(alt == pred)), "other": other,
+                               **{f"{k}_{tag}": v for tag, lab in (("used", pred), ("other", alt))
+                                  for k, v in (("inter", np.count_nonzero(np.isin(lab, L.LESION_LABELS) & t_les)),
+                                               ("total", np.count_nonzero(np.isin(lab, L.LESION_LABELS))
+                                                + np.count_nonzero(t_les)))}})
         if n % 10 == 0 or n == len(scan_ids):
             log.info("%d/%d scans scored (%s)", n, len(scan_ids),
                      ", ".join(f"{k} {v / n:.2f} s/scan" for k, v in seconds.items()))
     scans = pd.DataFrame(per_scan)
     lesions = pd.DataFrame(lesion_rows)
     scores = summarise(scans, lesions, seconds, len(scan_ids))
+    if checks:
+        c = pd.DataFrame(checks)
+        extra = [("precision_check_label_agreement", c["agreement"].mean()),
+                 ("precision_check_lesion_dice_as_run", _dice(c["inter_used"].sum(), c["total_used"].sum())),
+                 (f"precision_check_lesion_dice_{c['other'].iloc[0]}", _dice(c["inter_other"].sum(), c["total_other"].sum()))]
+        scores = pd.concat([scores, pd.DataFrame([{"engine": "monai", "metric": m, "site": "all", "value": float(v),
+                                                   "n": len(c)} for m, v in extra])], ignore_index=True)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     scores.to_csv(out_dir / "scores.csv", index=False)

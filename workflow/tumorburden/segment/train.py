@@ -36,17 +36,20 @@ DEFAULTS: dict = {
     "seed": 0,                 # weights init, patch sampling, augmentation
     "n_patients": 24,
     "scans_per_grid": 20,      # scans rendered on each grid below
-    "grids": [[128, 3.0, 3.0], [96, 4.0, 4.0], [192, 2.0, 2.5]],  # [matrix, pixel_mm, slice_mm]
+    "grids": [[128, 3.0, 3.0], [96, 4.0, 4.0]],  # [matrix, pixel_mm, slice_mm]
     "spacing_mm": [3.0, 3.0, 3.0],
-    "roi_size": [64, 64, 64],
-    "channels": [8, 16, 32, 64, 128],
-    "steps": 500,
+    "roi_size": [48, 48, 48],
+    "channels": [8, 16, 32, 64],
+    "steps": 400,
     "batch_size": 2,
-    "lr": 0.003,
+    "lr": 0.005,
+    "lr_decay": 0.99,          # per step after the warm-up
+    "checkpoint_every": 10,    # write the bundle every this many steps (0: only at the end)
     "lesion_fraction": 0.67,   # share of patches centred on a lesion voxel
     "bf16": True,              # bf16 autocast for training on a CPU with native bf16
 }
 
+WARMUP_STEPS = 10
 INTENSITY = {"a_min": -1000.0, "a_max": 1000.0, "b_min": -1.0, "b_max": 1.0, "clip": True}
 
 
@@ -127,7 +130,10 @@ def train(settings: dict | None, out_dir: Path) -> dict:
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     opt = torch.optim.AdamW(net.parameters(), lr=float(s["lr"]), weight_decay=1e-5)
     steps = int(s["steps"])
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=float(s["lr"]), total_steps=steps, pct_start=0.1)
+    # warm-up, then exponential decay: the learning rate at a step does not depend on the total, so a
+    # run of N steps is exactly the first N steps of a longer one (checkpoints are shorter runs)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / WARMUP_STEPS) * float(s["lr_decay"]) ** max(0, k - WARMUP_STEPS))
     size = [int(v) for v in s["roi_size"]]
     use_bf16 = bool(s["bf16"]) and engine.cpu_has_bf16()
     net.train()
@@ -154,10 +160,14 @@ def train(settings: dict | None, out_dir: Path) -> dict:
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if (step + 1) % 50 == 0 or step == 0:
+        if int(s["checkpoint_every"]) and (step + 1) % int(s["checkpoint_every"]) == 0 and step + 1 < steps:
+            write_bundle(net, nd, {**s, "steps": step + 1}, out_dir, {"checkpoint_of": steps, "steps_done": step + 1,
+                                                                        "train_s": round(time.perf_counter() - t_loop, 1)})
+            net.train()
+        if (step + 1) % 10 == 0 or step == 0:
             el = time.perf_counter() - t_loop
-            log.info("step %d/%d loss %.4f (mean of last 50 %.4f), %.1f s, ~%.0f s left", step + 1, steps,
-                     losses[-1], float(np.mean(losses[-50:])), el, el / (step + 1) * (steps - step - 1))
+            log.info("step %d/%d loss %.4f (mean of last 10 %.4f), %.1f s, ~%.0f s left", step + 1, steps,
+                     losses[-1], float(np.mean(losses[-10:])), el, el / (step + 1) * (steps - step - 1))
     train_s = time.perf_counter() - t_loop
     summary = {"settings": s, "n_scans": len(data), "render_s": round(render_s, 1), "train_s": round(train_s, 1),
                "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 4),
