@@ -15,9 +15,6 @@ TINY = {
     "study": {"name": "tiny"},
     "synthetic": {"n_patients": 10, "matrix": 96, "pixel_mm": 4.0, "slice_mm": 4.0, "seed": 11},
     "survival": {"bootstrap": 20, "min_patients": 4},
-    # the classical engine keeps the shared run within the test-time budget on 2 cores; the demo
-    # model is tested on scans of this run in tests/segment/test_segment_workflow.py
-    "segmentation": {"engine": "classical"},
 }
 
 

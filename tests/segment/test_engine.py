@@ -79,7 +79,8 @@ def test_segment_with_a_torchscript_bundle_writes_labels_and_overlay(tmp_path):
     image = _bright_cube_image()
     save_nifti(image, tmp_path / "image.nii.gz", dtype=np.int16)
     out, overlay = tmp_path / "seg.nii.gz", tmp_path / "qc" / "overlay.png"
-    segment(tmp_path / "image.nii.gz", out, settings={"bundle": str(bundle)}, overlay_path=overlay, threads=1)
+    segment(tmp_path / "image.nii.gz", out, settings={"engine": "monai", "bundle": str(bundle)}, overlay_path=overlay,
+            threads=1)
     img = nib.load(out)
     assert img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img.affine, image.affine)

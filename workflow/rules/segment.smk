@@ -18,7 +18,7 @@ def segment_inputs(wc):
     bodycomp = SCANS.loc[wc.scan_id].get("bodycomp") if "bodycomp" in SCANS.columns else None
     if isinstance(bodycomp, str) and bodycomp:
         inputs["bodycomp"] = bodycomp
-    if SEGMENTATION.get("engine", "monai") == "monai":
+    if SEGMENTATION.get("engine", "classical") == "monai":
         bundle = segmentation_bundle()
         weights = bundle / "models" / "model.ts"
         inputs["weights"] = str(weights if weights.exists() else bundle / "models" / "model.pt")
@@ -59,7 +59,7 @@ rule segment:
         note=lambda wc: "" if is_dicom_source(wc.scan_id) else
         " && echo 'no DICOM-SEG for this scan: its source image is a NIfTI file, with no DICOM series to reference'"
         f" >> {R}/logs/segment/{wc.scan_id}.log",
-    threads: 2 if SEGMENTATION.get("engine", "monai") == "monai" else 1  # torch uses them; the classical engine is serial
+    threads: 2 if SEGMENTATION.get("engine", "classical") == "monai" else 1  # torch uses them; the classical engine is serial
     resources:
         mem_mb=6000,
     conda:

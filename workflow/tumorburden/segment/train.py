@@ -40,7 +40,7 @@ DEFAULTS: dict = {
     "spacing_mm": [3.0, 3.0, 3.0],
     "roi_size": [48, 48, 48],
     "channels": [8, 16, 32, 64],
-    "steps": 400,
+    "steps": 90,
     "batch_size": 2,
     "lr": 0.005,
     "lr_decay": 0.99,          # per step after the warm-up
