@@ -69,6 +69,8 @@ def segment(image_path: Path, out_path: Path, mask_path: Path | None = None,
         import torch
 
         torch.set_num_threads(int(threads))
+    if not Path(image_path).exists():
+        raise FileNotFoundError(f"{image_path}: image not found; run `tumorburden ingest` on the scan first")
     image = load_nifti(image_path, dtype=np.float32)
     # external inputs are read and checked before the heavy work, so a bad one fails fast
     mask = read_mask(mask_path, image) if mask_path is not None else None
