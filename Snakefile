@@ -24,4 +24,5 @@ include: "workflow/rules/figures.smk"
 rule all:
     input:
         final_targets(),
+        discovered_scan_targets,
     default_target: True

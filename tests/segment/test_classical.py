@@ -84,7 +84,7 @@ def _write_image(tmp_path, phantom):
 def test_segment_writes_uint8_on_the_image_grid(tmp_path, phantom):
     image_path = _write_image(tmp_path, phantom)
     out = tmp_path / "seg.nii.gz"
-    segment(image_path, out, settings={"method": "classical"})
+    segment(image_path, out, settings={"engine": "classical"})
     img = nib.load(out)
     assert img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(img.affine, nib.load(image_path).affine)
@@ -102,24 +102,27 @@ def test_external_mask_replaces_lesions(tmp_path, phantom):
     flipped_aff[:3, 0] *= -1
     nib.save(nib.Nifti1Image(mask[::-1].copy(), flipped_aff), tmp_path / "mask.nii.gz")
     out = tmp_path / "seg.nii.gz"
-    seg = segment(image_path, out, mask_path=tmp_path / "mask.nii.gz")
+    seg = segment(image_path, out, mask_path=tmp_path / "mask.nii.gz", settings={"engine": "classical"})
     lesion = np.isin(seg, L.LESION_LABELS)
     np.testing.assert_array_equal(lesion, mask.astype(bool))
     assert (seg[mask.astype(bool)] == L.LESION).all()
     assert (seg == L.MUSCLE).sum() > 0.9 * (truth == L.MUSCLE).sum()
 
 
-def test_mask_on_another_grid_is_an_error(tmp_path, phantom):
+def test_mask_outside_the_scan_is_an_error(tmp_path, phantom):
     image_path = _write_image(tmp_path, phantom)
-    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")
-    with pytest.raises(ValueError, match=r"small\.nii\.gz: lesion mask grid \(10, 10, 10\).*image grid \(64, 64, 48\)"):
-        segment(image_path, tmp_path / "seg.nii.gz", mask_path=tmp_path / "small.nii.gz")
+    far = np.eye(4)
+    far[:3, 3] = 5000.0  # another frame of reference: nowhere near the scan
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), far), tmp_path / "far.nii.gz")
+    with pytest.raises(ValueError, match=r"far\.nii\.gz: lesion mask grid \(10, 10, 10\).*scan's grid \(64, 64, 48\)"
+                       r".*does not overlap the scan"):
+        segment(image_path, tmp_path / "seg.nii.gz", mask_path=tmp_path / "far.nii.gz", settings={"engine": "classical"})
 
 
 def test_unknown_method_is_an_error(tmp_path, phantom):
     image_path = _write_image(tmp_path, phantom)
-    with pytest.raises(ValueError, match="method 'unet' is unknown"):
-        segment(image_path, tmp_path / "seg.nii.gz", settings={"method": "unet"})
+    with pytest.raises(ValueError, match="engine 'unet' is unknown"):
+        segment(image_path, tmp_path / "seg.nii.gz", settings={"engine": "unet"})
     assert load_nifti(image_path).shape == (64, 64, 48)
 
 

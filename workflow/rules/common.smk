@@ -27,6 +27,7 @@ R = str(results_dir(config))
 # (imaging.smk): SCANS is then read from its manifest once it has run.
 DICOM_ROOT = STUDY.dicom_root is not None
 PRIVATE = str(STUDY.private_dir) if DICOM_ROOT else None
+DICOM_SEG = (config.get("segmentation") or {}).get("dicom_seg", True)
 INGEST_EXCLUSIONS = [f"{R}/qc/ingest_exclusions.tsv"] if DICOM_ROOT else []
 
 
@@ -106,4 +107,11 @@ def final_targets():
         targets.append(f"{R}/truth/scores.csv")
     if DICOM_ROOT:
         targets.append(f"{R}/manifest/series.parquet")
+    if DICOM_SEG and not DICOM_ROOT:
+        targets += dicom_seg_targets()  # segment.smk
     return targets
+
+
+def discovered_scan_targets(wildcards):
+    """Per-scan files `rule all` asks for in a dicom_root study, known once discovery has run."""
+    return dicom_seg_targets() if DICOM_SEG and DICOM_ROOT else []

@@ -104,18 +104,21 @@ rule td_auc_figures:
         " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
 
 
-rule qc_contact_sheet:
-    input:
-        overlays=scan_files(f"{R}/qc/overlays/{{scan_id}}.png"),
-    output:
-        contact_sheet_outputs(),
-    log:
-        f"{R}/logs/figures/contact_sheet.log",
-    params:
-        out=lambda wc, output: str(Path(output[0]).parent),
-        settings=figure_settings(),
-    conda:
-        ENV
-    shell:
-        "tumorburden figures contact-sheet --overlays {input.overlays} --out-dir {params.out}"
-        " --settings {params.settings} > {log} 2>&1"
+# The QC contact sheet's pages follow the number of scans, so the rule needs the scan list.
+if not DICOM_ROOT:
+
+    rule qc_contact_sheet:
+        input:
+            overlays=scan_files(f"{R}/qc/overlays/{{scan_id}}.png"),
+        output:
+            contact_sheet_outputs(),
+        log:
+            f"{R}/logs/figures/contact_sheet.log",
+        params:
+            out=lambda wc, output: str(Path(output[0]).parent),
+            settings=figure_settings(),
+        conda:
+            ENV
+        shell:
+            "tumorburden figures contact-sheet --overlays {input.overlays} --out-dir {params.out}"
+            " --settings {params.settings} > {log} 2>&1"

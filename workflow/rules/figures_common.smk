@@ -67,7 +67,10 @@ def burden_outputs():
 def figure_targets():
     """The figures `rule all` asks for (figures whose tables exist in this release)."""
     # plain paths: the report flags belong to the rules that write the files
-    return [str(f) for f in km_outputs() + forest_outputs() + c_index_outputs() + td_auc_outputs() + burden_outputs()]
+    figures = km_outputs() + forest_outputs() + c_index_outputs() + td_auc_outputs() + burden_outputs()
+    if not DICOM_ROOT:  # a dicom_root study's scans (and so its pages) are known only after discovery
+        figures += contact_sheet_outputs()
+    return [str(f) for f in figures]
 
 
 def forest_outputs():

@@ -1,12 +1,53 @@
-# Lesion and body-composition segmentation per scan; an external mask replaces the lesions.
+# Lesion and body-composition segmentation per scan (MONAI bundle or classical baseline),
+# external masks, DICOM-SEG out, QC overlays; training and evaluation of the demo model.
+
+SEGMENTATION = config.get("segmentation") or {}
+
+
+def segmentation_bundle():
+    """The bundle folder (relative paths: working directory first, then the repository)."""
+    path = Path(SEGMENTATION.get("bundle", "models/tumorburden_ct")).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(workflow.basedir) / path
+
+
+def segment_inputs(wc):
+    """The scan's image, external mask / TotalSegmentator folder, and the model weights."""
+    inputs = {"image": f"{R}/scans/{wc.scan_id}/image.nii.gz", **external_mask(wc)}
+    bodycomp = SCANS.loc[wc.scan_id].get("bodycomp") if "bodycomp" in SCANS.columns else None
+    if isinstance(bodycomp, str) and bodycomp:
+        inputs["bodycomp"] = bodycomp
+    if SEGMENTATION.get("engine", "classical") == "monai":
+        bundle = segmentation_bundle()
+        weights = bundle / "models" / "model.ts"
+        inputs["weights"] = str(weights if weights.exists() else bundle / "models" / "model.pt")
+    return inputs
+
+
+def is_dicom_source(scan_id):
+    return not str(SCANS.loc[scan_id, "image"]).endswith((".nii", ".nii.gz"))
+
+
+def dicom_source(wc):
+    """The scan's DICOM series folder (a NIfTI source has none: no DICOM-SEG for it)."""
+    image = SCANS.loc[wc.scan_id, "image"]
+    if Path(image).name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"scan {wc.scan_id}: its image {image} is NIfTI, so there is no series to reference in a DICOM-SEG")
+    return image
+
+
+def dicom_seg_targets(wildcards=None):
+    """segmentation.dcm for every scan whose image is a DICOM folder."""
+    return [f"{R}/scans/{s}/segmentation.dcm" for s in SCANS.index if is_dicom_source(s)]
 
 
 rule segment:
     input:
-        unpack(external_mask),
-        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
+        unpack(segment_inputs),
     output:
-        f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
+        segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
+        overlay=f"{R}/qc/overlays/{{scan_id}}.png",
     log:
         f"{R}/logs/segment/{{scan_id}}.log",
     benchmark:
@@ -14,9 +55,84 @@ rule segment:
     params:
         settings=settings("segmentation"),
         mask=lambda wc, input: f"--mask {shlex.quote(input.mask)}" if "mask" in input.keys() else "",
-    threads: 1
+        bodycomp=lambda wc, input: f"--bodycomp {shlex.quote(input.bodycomp)}" if "bodycomp" in input.keys() else "",
+        note=lambda wc: "" if is_dicom_source(wc.scan_id) else
+        " && echo 'no DICOM-SEG for this scan: its source image is a NIfTI file, with no DICOM series to reference'"
+        f" >> {R}/logs/segment/{wc.scan_id}.log",
+    threads: 2 if SEGMENTATION.get("engine", "classical") == "monai" else 1  # torch uses them; the classical engine is serial
+    resources:
+        mem_mb=6000,
     conda:
         ENV
     shell:
-        "tumorburden segment --image {input.image} --out {output} {params.mask}"
-        " --settings {params.settings} > {log} 2>&1"
+        "tumorburden segment --image {input.image} --out {output.segmentation} --overlay {output.overlay}"
+        " {params.mask} {params.bodycomp} --threads {threads} --settings {params.settings} > {log} 2>&1"
+        "{params.note}"
+
+
+rule segment_dicom:
+    input:
+        segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
+        series=dicom_source,
+    output:
+        f"{R}/scans/{{scan_id}}/segmentation.dcm",
+    log:
+        f"{R}/logs/segment_dicom/{{scan_id}}.log",
+    conda:
+        ENV
+    shell:
+        "tumorburden segment-dicom --segmentation {input.segmentation} --series {input.series:q} --out {output}"
+        " > {log} 2>&1"
+
+
+rule segment_outputs:
+    """Every scan's segmentation, QC overlay and (DICOM sources) DICOM-SEG."""
+    input:
+        scan_files(f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
+        scan_files(f"{R}/qc/overlays/{{scan_id}}.png"),
+        dicom_seg_targets,
+
+
+rule train_segmentation:
+    """Train the demo model on a synthetic trial drawn with segmentation.train.trial_seed.
+    `snakemake train_segmentation` writes results/<name>/model/; the shipped models/tumorburden_ct is its output."""
+    output:
+        weights=f"{R}/model/tumorburden_ct/models/model.pt",
+        metadata=f"{R}/model/tumorburden_ct/configs/metadata.json",
+    log:
+        f"{R}/logs/train_segmentation.log",
+    benchmark:
+        f"{R}/benchmarks/train_segmentation.tsv",
+    params:
+        settings=settings("segmentation"),
+        out=lambda wc, output: str(Path(output.weights).parents[1]),
+    threads: 2
+    conda:
+        ENV
+    shell:
+        "tumorburden segment-train --out-dir {params.out} --threads {threads} --settings {params.settings} > {log} 2>&1"
+
+
+rule evaluate_segmentation:
+    """Score the configured bundle (bf16 and fp32) and the classical baseline per lesion site on this run's
+    synthetic scans (held out: the training trial uses another seed)."""
+    input:
+        images=scan_files(f"{R}/scans/{{scan_id}}/image.nii.gz"),
+        labels=scan_files(f"{R}/truth/scans/{{scan_id}}/labels.nii.gz"),
+        lesions=scan_files(f"{R}/truth/scans/{{scan_id}}/lesions.nii.gz"),
+    output:
+        scores=f"{R}/segment_eval/scores.csv",
+        table=f"{R}/segment_eval/scores.md",
+    log:
+        f"{R}/logs/evaluate_segmentation.log",
+    params:
+        settings=settings("segmentation"),
+        scans=f"{R}/scans",
+        truth=f"{R}/truth",
+        out=lambda wc, output: str(Path(output.scores).parent),
+    threads: 2
+    conda:
+        ENV
+    shell:
+        "tumorburden segment-evaluate --scans-dir {params.scans} --truth-dir {params.truth} --out-dir {params.out}"
+        " --threads {threads} --settings {params.settings} > {log} 2>&1"

@@ -88,7 +88,31 @@ def cmd_segment(a):
     from tumorburden.segment.run import segment
 
     segment(Path(a.image), Path(a.out), mask_path=Path(a.mask) if a.mask else None,
-            settings=_settings(a.settings))
+            settings=_settings(a.settings), bodycomp_path=Path(a.bodycomp) if a.bodycomp else None,
+            overlay_path=Path(a.overlay) if a.overlay else None, threads=a.threads)
+
+
+def cmd_segment_dicom(a):
+    from tumorburden.segment.dicomseg import write_dicom_seg
+
+    write_dicom_seg(Path(a.segmentation), Path(a.series), Path(a.out), model_name=a.model_name)
+
+
+def cmd_segment_train(a):
+    import torch
+
+    from tumorburden.segment.train import train
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    train((_settings(a.settings) or {}).get("train"), Path(a.out_dir))
+
+
+def cmd_segment_evaluate(a):
+    from tumorburden.segment.evaluate import evaluate
+
+    evaluate(Path(a.scans_dir), Path(a.truth_dir), Path(a.out_dir), settings=_settings(a.settings),
+             threads=a.threads)
 
 
 def cmd_measure(a):
@@ -240,9 +264,35 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", help="segment lesions and body composition (or import an external mask)")
     p.add_argument("--image", required=True, help="image.nii.gz from ingest")
     p.add_argument("--out", required=True, help="segmentation.nii.gz (labels as in DESIGN.md)")
-    p.add_argument("--mask", default=None, help="external lesion mask (NIfTI, nonzero = lesion) replacing lesion segmentation")
+    p.add_argument("--mask", default=None,
+                   help="external lesion mask replacing the engine's lesions: NIfTI (nonzero = lesion) or DICOM-SEG")
+    p.add_argument("--bodycomp", default=None,
+                   help="TotalSegmentator --task tissue_types output folder replacing muscle/SAT/VAT")
+    p.add_argument("--overlay", default=None, help="write the QC overlay PNG here")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (the rule's threads)")
     _add_settings(p)
     p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("segment-dicom", help="write a segmentation as DICOM-SEG referencing its source CT series")
+    p.add_argument("--segmentation", required=True, help="segmentation.nii.gz")
+    p.add_argument("--series", required=True, help="the source DICOM series folder")
+    p.add_argument("--out", required=True, help="segmentation.dcm")
+    p.add_argument("--model-name", default="tumorburden")
+    p.set_defaults(func=cmd_segment_dicom)
+
+    p = sub.add_parser("segment-train", help="train the demo segmentation model on a synthetic trial (a MONAI bundle)")
+    p.add_argument("--out-dir", required=True, help="bundle folder to write")
+    p.add_argument("--threads", type=int, default=None)
+    _add_settings(p)
+    p.set_defaults(func=cmd_segment_train)
+
+    p = sub.add_parser("segment-evaluate", help="score segmentation engines per lesion site against synthetic truth")
+    p.add_argument("--scans-dir", required=True, help="results/<name>/scans (image.nii.gz per scan)")
+    p.add_argument("--truth-dir", required=True, help="results/<name>/truth")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=None)
+    _add_settings(p)
+    p.set_defaults(func=cmd_segment_evaluate)
 
     p = sub.add_parser("measure", help="per-lesion measurements and body composition of one scan")
     p.add_argument("--image", required=True)

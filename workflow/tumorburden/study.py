@@ -81,8 +81,9 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
         clinical = trial.clinical.copy()
         scans = trial.scans.copy()
         scans["image"] = [str(out / p) for p in scans["image"]]
-        if "mask" not in scans:
-            scans["mask"] = None
+        for column in ("mask", "bodycomp"):
+            if column not in scans:
+                scans[column] = None
         synthetic = True
     clinical = clinical.set_index("patient_id", drop=False)
     scans = scans.set_index("scan_id", drop=False)
@@ -107,7 +108,8 @@ def read_scans_table(path: Path, schemas_dir: Path = SCHEMAS_DIR) -> pd.DataFram
     schema["required"] = [c for c in schema["required"] if c != "image"]
     _check_rows(scans, path, schema, "scan_id")
     _check_unique(scans, path, "scan_id")
-    scans = _typed(path, {"patient_id": str, "scan_id": str, "image": str, "mask": str})
+    scans = _typed(path, {"patient_id": str, "scan_id": str, "image": str, "mask": str,
+                                  "bodycomp": str})
     return scans.assign(days=scans["days"].astype(float))
 
 
@@ -206,7 +208,7 @@ def check_scans(scans: pd.DataFrame, path: Path, clinical: pd.DataFrame, schemas
         where = f"{path} line {i + 2} (scan_id={row['scan_id']})"
         if row["patient_id"] not in known:
             raise StudyError(f"{where}: patient_id {row['patient_id']!r} is not in the clinical table; add the patient or remove the scan")
-        for column in ("image", "mask"):
+        for column in ("image", "mask", "bodycomp"):
             value = row.get(column)
             if isinstance(value, str) and value:
                 target = Path(value) if Path(value).is_absolute() else base / value
@@ -218,9 +220,10 @@ def _resolve_paths(scans: pd.DataFrame, scans_path: Path) -> pd.DataFrame:
     base = scans_path.parent.resolve()
     out = scans.copy()
     out["days"] = pd.to_numeric(out["days"])
-    if "mask" not in out:
-        out["mask"] = None
-    for column in ("image", "mask"):
+    for column in ("mask", "bodycomp"):
+        if column not in out:
+            out[column] = None
+    for column in ("image", "mask", "bodycomp"):
         out[column] = [
             None if not isinstance(v, str) or not v else str(Path(v) if Path(v).is_absolute() else base / v)
             for v in out[column]

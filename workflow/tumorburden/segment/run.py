@@ -1,12 +1,17 @@
-"""`tumorburden segment`: image.nii.gz -> segmentation.nii.gz (labels.py), or import a mask.
+"""`tumorburden segment`: image.nii.gz -> segmentation.nii.gz (labels.py) + QC overlay.
 
-Methods (`method` in the segmentation settings):
-  classical  HU thresholds + morphology (segment.classical), the baseline until a
-             MONAI network method is added here next to it.
+Engines (`engine` in the segmentation settings):
+  monai      a MONAI bundle (`bundle`: the shipped demo model or the user's own) run by
+             segment.engine: sliding-window inference, labels back on the scan's grid
+  classical  HU thresholds + morphology (segment.classical), the baseline the model is
+             scored against
 
-An external lesion mask (NIfTI, nonzero = lesion, on the image's grid) replaces the
-method's lesions: its voxels become label 1, the method's lesions are discarded and
-body composition still comes from the classical baseline.
+External segmentations (scans.tsv):
+  mask       a lesion mask that replaces the engine's lesions: a NIfTI label map (nonzero =
+             lesion) or a DICOM-SEG (every segment not named as one of our tissues = lesion),
+             on any grid that covers the lesions: it is brought onto the scan's grid
+  bodycomp   a TotalSegmentator `--task tissue_types` output folder: its skeletal_muscle,
+             subcutaneous_fat and torso_fat masks replace the engine's body composition
 """
 
 from __future__ import annotations
@@ -18,60 +23,240 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+import tumorburden
 from tumorburden import labels as L
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
-from tumorburden.segment import classical
+from tumorburden.segment import classical, engine
+from tumorburden.segment.train import DEFAULTS as TRAIN_DEFAULTS
 
 log = logging.getLogger(__name__)
 
-DEFAULTS = {"method": "classical", **classical.DEFAULTS}
-METHODS = ("classical",)
+DEFAULTS = {
+    "engine": "classical",
+    "bundle": "models/tumorburden_ct",
+    "dicom_seg": True,
+    **engine.INFERENCE_DEFAULTS,
+    "train": TRAIN_DEFAULTS,
+    **classical.DEFAULTS,
+}
+ENGINES = ("monai", "classical")
 GRID_ATOL_MM = 1e-3
+TOTALSEG_TISSUES = {"skeletal_muscle": L.MUSCLE, "subcutaneous_fat": L.SAT, "torso_fat": L.VAT}
+REPO_ROOT = Path(tumorburden.__file__).resolve().parents[2]
+
+
+def resolve_bundle(path: str | Path) -> Path:
+    """A relative bundle path is looked up in the working directory, then in the repository."""
+    path = Path(path).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return REPO_ROOT / path
+
+
+def check_settings(s: dict) -> None:
+    if s["engine"] not in ENGINES:
+        raise ValueError(f"segmentation.engine {s['engine']!r} is unknown; choose one of {', '.join(ENGINES)}")
 
 
 def segment(image_path: Path, out_path: Path, mask_path: Path | None = None,
-            settings: dict | None = None) -> np.ndarray:
-    """Write the label map of `image_path` to `out_path`; returns the labels."""
+            settings: dict | None = None, bodycomp_path: Path | None = None,
+            overlay_path: Path | None = None, threads: int | None = None) -> np.ndarray:
+    """Write the label map of `image_path` to `out_path` (and the QC overlay); returns the labels."""
     s = {**DEFAULTS, **(settings or {})}
-    if s["method"] not in METHODS:
-        raise ValueError(f"segmentation method {s['method']!r} is unknown; choose one of {', '.join(METHODS)}")
+    check_settings(s)
+    t_start = time.perf_counter()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    if not Path(image_path).exists():
+        raise FileNotFoundError(f"{image_path}: image not found; run `tumorburden ingest` on the scan first")
     image = load_nifti(image_path, dtype=np.float32)
+    # external inputs are read and checked before the heavy work, so a bad one fails fast
     mask = read_mask(mask_path, image) if mask_path is not None else None
+    tissues = read_totalsegmentator(bodycomp_path, image) if bodycomp_path is not None else None
     t0 = time.perf_counter()
-    try:
-        labels = classical.segment_volume(image, {**s, "lesions": mask is None})
-    except ValueError as exc:
-        raise ValueError(f"{image_path}: {exc}") from exc
+    if s["engine"] == "monai":
+        from tumorburden.segment.bundle import load_bundle
+
+        device = engine.pick_device(s["device"])
+        bundle = load_bundle(resolve_bundle(s["bundle"]), device)
+        log.info("model %s %s (%s) on %s", bundle.name, bundle.version, bundle.weights, device)
+        labels, times = engine.infer_labels(image, bundle, s, device)
+        log.info("inference: %s", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
+                                             for k, v in times.items()))
+    else:
+        try:
+            labels = classical.segment_volume(image, {**s, "lesions": mask is None})
+        except ValueError as exc:
+            raise ValueError(f"{image_path}: {exc}") from exc
+    log.info("%s engine: %.2f s", s["engine"], time.perf_counter() - t0)
     if mask is not None:
-        labels[mask] = L.LESION
-    log.info("%s: %s segmentation in %.2f s (%s)", image_path, s["method"], time.perf_counter() - t0,
-             ", ".join(f"{L.NAMES[k]} {n}" for k, n in enumerate(np.bincount(labels.ravel(), minlength=8)) if k and n))
+        apply_lesion_mask(labels, mask)
+        log.info("lesions from the external mask %s (%d voxels)", mask_path, int(np.count_nonzero(mask)))
+    if tissues is not None:
+        apply_body_composition(labels, tissues)
+        log.info("body composition from TotalSegmentator %s", bodycomp_path)
+    counts = np.bincount(labels.ravel(), minlength=len(L.NAMES))
+    log.info("labels: %s", ", ".join(f"{L.NAMES[k]} {counts[k] * image.voxel_ml:.1f} mL"
+                                     for k in range(1, len(L.NAMES)) if counts[k]))
     save_nifti(Volume(labels, image.affine), out_path, dtype=np.uint8)
+    if overlay_path is not None:
+        from tumorburden.segment.overlay import write_overlay
+
+        write_overlay(image, labels, Path(overlay_path), title=Path(out_path).parent.name)
+    log.info("segment done in %.2f s", time.perf_counter() - t_start)
     return labels
 
 
+def apply_lesion_mask(labels: np.ndarray, mask: np.ndarray) -> None:
+    """The mask's lesions replace the engine's: engine lesions become background, mask voxels lesions.
+
+    A mask voxel the engine called a lymph-node lesion stays a node lesion (the mask says
+    where, the model says what site)."""
+    node = labels == L.NODE_LESION
+    labels[np.isin(labels, L.LESION_LABELS)] = L.BACKGROUND
+    labels[mask] = L.LESION
+    labels[mask & node] = L.NODE_LESION
+
+
+def apply_body_composition(labels: np.ndarray, tissues: np.ndarray) -> None:
+    """External muscle/SAT/VAT replace the engine's; lesions stay on top."""
+    lesion = np.isin(labels, L.LESION_LABELS)
+    labels[np.isin(labels, (L.MUSCLE, L.SAT, L.VAT))] = L.BACKGROUND
+    take = (tissues > 0) & ~lesion
+    labels[take] = tissues[take]
+
+
+def _on_image_grid(data: np.ndarray, affine: np.ndarray, image: Volume, path: Path, what: str) -> np.ndarray:
+    """A label array from its own grid onto the image's: exact when only axes differ, else
+    nearest-neighbour resampling; an error when the lesions do not lie inside the scan."""
+    vol = Volume(data, affine)
+    exact = vol.array_on_grid_of(image, atol=GRID_ATOL_MM)
+    if exact is not None:
+        if exact is not vol.array:
+            log.info("%s: %s reoriented onto the image grid", path, what)
+        return exact
+    problem = _outside_scan(data, affine, image)
+    if problem:
+        raise ValueError(
+            f"{path}: {what} grid {vol.shape} {_axes(affine)} does not fit the scan's grid {image.shape} "
+            f"{_axes(image.affine)}: {problem}; is it this scan's mask (same frame of reference)? "
+            "Resample it onto the image first")
+    out = engine.labels_to_grid(data.astype(np.uint8, copy=False), affine, image.shape, image.affine)
+    log.info("%s: %s resampled onto the image grid (nearest neighbour)", path, what)
+    return out
+
+
+def _corners_mm(shape, affine, lo=None, hi=None) -> np.ndarray:
+    lo = np.zeros(3) if lo is None else np.asarray(lo, float)
+    hi = np.asarray(shape, float) - 1 if hi is None else np.asarray(hi, float)
+    ijk = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+    return ijk @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
+
+
+def _outside_scan(data: np.ndarray, affine: np.ndarray, image: Volume) -> str | None:
+    """Why the mask cannot be brought onto the scan, or None: its field of view must overlap the
+    scan's and its labelled voxels must lie inside the scan (one voxel of tolerance)."""
+    inv = np.linalg.inv(image.affine)
+    tol = 1.0 + 0.5 * max(np.linalg.norm(affine[:3, :3], axis=0)) / min(image.spacing)
+    upper = np.asarray(image.shape) - 1 + tol
+
+    def in_image_voxels(corners):
+        return corners @ inv[:3, :3].T + inv[:3, 3]
+
+    fov = in_image_voxels(_corners_mm(data.shape, affine))
+    if np.any(fov.max(axis=0) < -tol) or np.any(fov.min(axis=0) > upper):
+        return "its field of view does not overlap the scan at all"
+    nz = np.nonzero(data)
+    if len(nz[0]):
+        lo, hi = [int(a.min()) for a in nz], [int(a.max()) for a in nz]
+        box = in_image_voxels(_corners_mm(data.shape, affine, lo, hi))
+        if np.any(box.min(axis=0) < -tol) or np.any(box.max(axis=0) > upper):
+            return "its labelled voxels extend outside the scan"
+    return None
+
+
 def read_mask(path: Path, image: Volume) -> np.ndarray:
-    """A boolean lesion mask on the image's grid; flipped/permuted axes are reoriented."""
+    """A boolean lesion mask on the image's grid, from a NIfTI label map or a DICOM-SEG."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: external lesion mask not found")
+        raise FileNotFoundError(f"{path}: external lesion mask not found; fix the mask column of scans.tsv")
+    if _is_dicom(path):
+        data, affine = read_dicom_seg_lesions(path)
+    else:
+        try:
+            img = nib.load(str(path))
+            data = np.asanyarray(img.dataobj)
+        except Exception as exc:
+            raise ValueError(f"{path}: cannot read the lesion mask as NIfTI or DICOM-SEG ({exc}); "
+                             "give a .nii/.nii.gz label map or a DICOM-SEG file") from exc
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        if data.ndim != 3:
+            raise ValueError(f"{path}: a lesion mask must be 3-D, got shape {data.shape}")
+        data, affine = (np.asarray(data) != 0).astype(np.uint8), img.affine
+    return _on_image_grid(data, affine, image, path, "lesion mask") > 0
+
+
+def _is_dicom(path: Path) -> bool:
+    if path.is_dir():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(132)
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+NON_LESION_NAMES = {"skeletal_muscle", "muscle", "subcutaneous_fat", "visceral_fat", "torso_fat", "lung", "liver",
+                    "subcutaneous_adipose_tissue", "visceral_adipose_tissue"}
+
+
+def read_dicom_seg_lesions(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion mask (uint8) and its RAS affine from a DICOM-SEG: segments named as a tissue of ours are
+    left out, every other segment is lesion."""
+    import highdicom as hd
+
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        seg = hd.seg.segread(str(path))
     except Exception as exc:
-        raise ValueError(f"{path}: cannot read the lesion mask as NIfTI ({exc})") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    mask = Volume(np.asarray(data) != 0, img.affine)
-    on_image = mask.array_on_grid_of(image, atol=GRID_ATOL_MM)
-    if on_image is not None:
-        if on_image is not mask.array:
-            log.info("%s: mask reoriented onto the image grid", path)
-        return on_image
-    raise ValueError(
-        f"{path}: lesion mask grid {mask.shape} {_axes(mask.affine)} does not match the image grid "
-        f"{image.shape} {_axes(image.affine)}; resample the mask onto the image first"
-    )
+        raise ValueError(f"{path}: not a readable DICOM-SEG ({' '.join(str(exc).split())[:200]})") from exc
+    keep = []
+    for number in seg.segment_numbers:
+        desc = seg.get_segment_description(number)
+        name = str(desc.segment_label).strip().lower().replace(" ", "_").replace("-", "_")
+        if name not in NON_LESION_NAMES:
+            keep.append(number)
+    if not keep:
+        raise ValueError(f"{path}: the DICOM-SEG has no lesion segment (all are tissues: muscle, fat, lung, liver)")
+    try:
+        volume = seg.get_volume(segment_numbers=keep, combine_segments=True, relabel=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: the DICOM-SEG frames do not form one regular volume "
+                         f"({' '.join(str(exc).split())[:200]}); export it as a NIfTI mask instead") from exc
+    return (np.asarray(volume.array) > 0).astype(np.uint8), LPS_TO_RAS @ np.asarray(volume.affine, float)
+
+
+def read_totalsegmentator(folder: Path, image: Volume) -> np.ndarray:
+    """Muscle/SAT/VAT labels (uint8, our numbers) on the image's grid from TotalSegmentator tissue_types."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: TotalSegmentator output folder not found; fix the bodycomp column "
+                                "of scans.tsv (the folder TotalSegmentator --task tissue_types wrote)")
+    missing = [f"{name}.nii.gz" for name in TOTALSEG_TISSUES if not (folder / f"{name}.nii.gz").exists()]
+    if missing:
+        raise FileNotFoundError(f"{folder}: {', '.join(missing)} missing; run TotalSegmentator with "
+                                "--task tissue_types into this folder")
+    out = np.zeros(image.shape, dtype=np.uint8)
+    for name, label in TOTALSEG_TISSUES.items():
+        path = folder / f"{name}.nii.gz"
+        img = nib.load(str(path))
+        data = (np.asanyarray(img.dataobj) != 0).astype(np.uint8)
+        if data.ndim == 4 and data.shape[3] == 1:
+            data = data[..., 0]
+        on = _on_image_grid(data, img.affine, image, path, name) > 0
+        out[on & (out == 0)] = label
+    return out
 
 
 def _axes(affine: np.ndarray) -> str:

@@ -1,0 +1,76 @@
+"""Training writes a loadable bundle (a smoke run of a few steps); evaluation scores known answers."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorburden import labels as L
+from tumorburden.segment import engine, evaluate, train
+from tumorburden.segment.bundle import load_bundle
+from tumorburden.segment.run import DEFAULTS
+from tumorburden.imaging.volume import Volume
+
+
+SMOKE = {"n_patients": 2, "scans_per_grid": 1, "grids": [[40, 10.0, 10.0]], "spacing_mm": [10.0, 10.0, 10.0],
+         "roi_size": [16, 16, 16], "channels": [4, 8], "steps": 2, "batch_size": 1}
+
+
+def test_training_writes_a_bundle_the_engine_runs(tmp_path):
+    summary = train.train(SMOKE, tmp_path / "bundle")
+    assert summary["n_scans"] == 1 and summary["settings"]["steps"] == 2
+    bundle = load_bundle(tmp_path / "bundle")
+    assert bundle.lut == list(range(len(L.NAMES)))
+    assert bundle.spacing_mm == (10.0, 10.0, 10.0)
+    meta = json.loads((tmp_path / "bundle/configs/metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["1"] == "lesion"
+    assert "4242" in meta["data_source"]
+    image = Volume(np.full((20, 20, 10), -100.0, np.float32), np.diag([-20.0, -20.0, 20.0, 1.0]))
+    labels, _ = engine.infer_labels(image, bundle)
+    assert labels.shape == image.shape
+
+
+def test_training_trial_is_not_the_demo_trial():
+    assert DEFAULTS["train"]["trial_seed"] != 20261122  # config synthetic.seed: the held-out trial
+
+
+def _scan(pred_boxes, true_boxes, shape=(30, 30, 30)):
+    pred = np.zeros(shape, np.uint8)
+    truth = np.zeros(shape, np.uint8)
+    inst = np.zeros(shape, np.int64)
+    for (sl, label) in pred_boxes:
+        pred[sl] = label
+    for k, (sl, label) in enumerate(true_boxes, 1):
+        truth[sl] = label
+        inst[sl] = k
+    return pred, truth, inst
+
+
+def test_score_scan_counts_detections_and_false_positives():
+    a = (slice(2, 8), slice(2, 8), slice(2, 8))
+    b = (slice(20, 23), slice(20, 23), slice(20, 23))
+    fp = (slice(12, 15), slice(2, 5), slice(2, 5))
+    pred, truth, inst = _scan([((slice(3, 8), slice(2, 8), slice(2, 8)), L.LESION), (fp, L.LESION)],
+                              [(a, L.LESION), (b, L.NODE_LESION)])
+    lesions = pd.DataFrame({"track_id": [1, 2], "site": ["liver", "node"], "longest_diameter_mm": [12.0, 6.0]})
+    sums, rows = evaluate.score_scan(pred, truth, inst, 1.0, lesions)  # 1 mL voxels
+    assert sums["false_positives"] == 1
+    assert [r["detected"] for r in rows] == [True, False]
+    assert rows[0]["dice"] == pytest.approx(2 * 180 / (180 + 216))
+    assert sums["true_volume_ml"] == 216 + 27 and sums["pred_volume_ml"] == 180 + 27
+    summary = evaluate.summarise(pd.DataFrame([{"engine": "x", "scan_id": "s", **sums}]),
+                                 pd.DataFrame([{"engine": "x", "scan_id": "s", **r} for r in rows]), {"x": 1.0}, 1)
+    value = summary.set_index(["metric", "site"])["value"]
+    assert value[("sensitivity_ge10mm", "liver")] == 1.0
+    assert value[("sensitivity_5to10mm", "node")] == 0.0
+    assert value[("false_positives_per_scan", "all")] == 1.0
+    md = evaluate.markdown(summary, None, 1, 2)
+    assert "| sensitivity_ge10mm | liver | 1 | 1.000 |" in md
+
+
+def test_components_below_the_lesion_minimum_are_not_false_positives():
+    speck = (slice(12, 13), slice(2, 3), slice(2, 3))
+    pred, truth, inst = _scan([(speck, L.LESION)], [])
+    sums, rows = evaluate.score_scan(pred, truth, inst, 0.001, pd.DataFrame(columns=["track_id", "site", "longest_diameter_mm"]))
+    assert sums["false_positives"] == 0 and rows == []

@@ -1,0 +1,134 @@
+"""DICOM-SEG out: the label map as a highdicom LABELMAP Segmentation that references the source series.
+
+The NIfTI label map lives on the RAS grid of image.nii.gz; the SEG frames must follow the
+source slices. Each source slice's geometry gives a grid, and the labels are brought onto
+it by nearest neighbour (an index permutation for the usual axial series), so the SEG lines
+up with the CT in any viewer. Segment numbers equal our label numbers (1..7).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from tumorburden import labels as L
+from tumorburden.imaging.volume import load_nifti
+from tumorburden.segment.engine import labels_to_grid
+
+log = logging.getLogger(__name__)
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# label -> (segment label, category, type)
+SEGMENTS = {
+    L.LESION: ("lesion", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm),
+    L.MUSCLE: ("skeletal muscle", codes.SCT.Tissue, codes.SCT.SkeletalMuscle),
+    L.SAT: ("subcutaneous fat", codes.SCT.Tissue, codes.SCT.Fat),
+    L.VAT: ("visceral fat", codes.SCT.Tissue, codes.SCT.Fat),
+    L.NODE_LESION: ("lymph node lesion", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.LymphNode),
+    L.LUNG: ("lung", codes.SCT.AnatomicalStructure, codes.SCT.Lung),
+    L.LIVER: ("liver", codes.SCT.AnatomicalStructure, codes.SCT.Liver),
+}
+
+
+def read_series(folder: Path) -> list[pydicom.Dataset]:
+    """The CT slices of a series folder, sorted along the slice normal (pixel data not decoded)."""
+    folder = Path(folder)
+    datasets = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path)
+        except (pydicom.errors.InvalidDicomError, OSError):
+            continue
+        if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds and "PixelData" in ds:
+            datasets.append(ds)
+    if not datasets:
+        raise ValueError(f"{folder}: no DICOM image slices found to reference in the DICOM-SEG")
+    iop = np.asarray(datasets[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    datasets.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
+    return datasets
+
+
+def series_affine_ras(datasets: list[pydicom.Dataset]) -> np.ndarray:
+    """Affine of the array indexed (column, row, slice) of the sorted series, in RAS mm."""
+    first = datasets[0]
+    iop = np.asarray(first.ImageOrientationPatient, float)
+    row_mm, col_mm = (float(v) for v in first.PixelSpacing)  # between rows, between columns
+    p0 = np.asarray(first.ImagePositionPatient, float)
+    if len(datasets) > 1:
+        step = (np.asarray(datasets[-1].ImagePositionPatient, float) - p0) / (len(datasets) - 1)
+    else:
+        step = np.cross(iop[:3], iop[3:]) * float(getattr(first, "SliceThickness", 1.0) or 1.0)
+    lps = np.eye(4)
+    lps[:3, 0] = iop[:3] * col_mm
+    lps[:3, 1] = iop[3:] * row_mm
+    lps[:3, 2] = step
+    lps[:3, 3] = p0
+    return LPS_TO_RAS @ lps
+
+
+def write_dicom_seg(segmentation_path: Path, series_folder: Path, out: Path, model_name: str = "tumorburden",
+                    model_version: str = "1") -> Path:
+    import highdicom as hd
+
+    t0 = time.perf_counter()
+    seg = load_nifti(segmentation_path, dtype=np.uint8)
+    datasets = read_series(series_folder)
+    rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
+    grid = labels_to_grid(seg.array, seg.affine, (cols, rows, len(datasets)), series_affine_ras(datasets))
+    frames = np.ascontiguousarray(np.transpose(grid, (2, 1, 0)))  # (slice, row, column)
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=model_name, version=str(model_version)[:64], family=codes.DCM.ArtificialIntelligence)
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=label, segment_label=name, segmented_property_category=category,
+            segmented_property_type=kind, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm)
+        for label, (name, category, kind) in sorted(SEGMENTS.items())
+    ]
+    missing = [k for k in ("PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "ReferringPhysicianName",
+                           "StudyID", "AccessionNumber") if k not in datasets[0]]
+    if missing:  # highdicom copies these Type-2 attributes; an empty value is what DICOM allows
+        for ds in datasets:
+            for k in missing:
+                setattr(ds, k, "")
+        log.info("source series lacks %s; written empty in the SEG", ", ".join(missing))
+    uid_root = hd.UID()
+    seg_ds = hd.seg.Segmentation(
+        source_images=datasets,
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=9001,
+        sop_instance_uid=uid_root,
+        instance_number=1,
+        manufacturer="tumorburden",
+        manufacturer_model_name=model_name[:64],
+        software_versions=str(model_version)[:64],
+        device_serial_number="0",
+        series_description="tumorburden segmentation",
+        transfer_syntax_uid=pydicom.uid.RLELossless,
+        omit_empty_frames=False,
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    seg_ds.save_as(out)
+    log.info("DICOM-SEG %s: %d frames, %.1f MB, %.2f s", out, frames.shape[0], out.stat().st_size / 1e6,
+             time.perf_counter() - t0)
+    return out
+
+
+def read_dicom_seg_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(label array, RAS affine) of a LABELMAP DICOM-SEG written by write_dicom_seg."""
+    import highdicom as hd
+
+    seg = hd.seg.segread(str(path))
+    volume = seg.get_volume(combine_segments=True)
+    return np.asarray(volume.array), LPS_TO_RAS @ np.asarray(volume.affine, float)

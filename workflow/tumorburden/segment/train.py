@@ -1,0 +1,249 @@
+"""Train the demo segmentation model on a synthetic trial and write it as a MONAI bundle.
+
+The training trial is the embedded synthetic trial drawn with its own seed (`trial_seed`),
+so the pipeline's default trial (another seed) is held out. Scans are rendered in memory
+on several voxel grids (the model must work whatever the scanner's spacing) and passed
+through the very preprocessing the engine uses at inference (engine.preprocess_transform),
+so training and inference cannot disagree about orientation, spacing or HU window.
+
+Everything random is seeded (`seed`): the same settings on the same torch build and thread
+count give the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tumorburden import labels as L
+from tumorburden.imaging.volume import Volume
+from tumorburden.segment import engine
+from tumorburden.synth import phantom
+from tumorburden.synth.render import grid_affine_ras, image_from_tissue, render_tissue
+from tumorburden.synth.trial import design_trial
+
+log = logging.getLogger(__name__)
+
+DEFAULTS: dict = {
+    "trial_seed": 4242,        # seed of the training trial; the evaluation trial must use another
+    "seed": 0,                 # weights init, patch sampling, augmentation
+    "n_patients": 24,
+    "scans_per_grid": 20,      # scans rendered on each grid below
+    "grids": [[128, 3.0, 3.0], [96, 4.0, 4.0]],  # [matrix, pixel_mm, slice_mm]
+    "spacing_mm": [3.0, 3.0, 3.0],
+    "roi_size": [48, 48, 48],
+    "channels": [8, 16, 32, 64],
+    "steps": 90,
+    "batch_size": 2,
+    "lr": 0.005,
+    "lr_decay": 0.99,          # per step after the warm-up
+    "checkpoint_every": 10,    # write the bundle every this many steps (0: only at the end)
+    "lesion_fraction": 0.67,   # share of patches centred on a lesion voxel
+    "bf16": True,              # bf16 autocast for training on a CPU with native bf16
+}
+
+WARMUP_STEPS = 10
+INTENSITY = {"a_min": -1000.0, "a_max": 1000.0, "b_min": -1.0, "b_max": 1.0, "clip": True}
+
+
+def network_def(channels) -> dict:
+    """The MONAI UNet, in MONAI bundle config syntax (what configs/inference.json holds)."""
+    channels = [int(c) for c in channels]
+    return {
+        "_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": len(L.NAMES),
+        "channels": channels, "strides": [2] * (len(channels) - 1), "num_res_units": 1, "norm": "INSTANCE",
+    }
+
+
+def render_training_scans(s: dict) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(image, labels) pairs at the model spacing, preprocessed exactly as at inference."""
+    from monai.transforms import Orientation, Spacing
+
+    pre_image = engine.preprocess_transform(s["spacing_mm"], INTENSITY)
+    pre_label = [Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))), Spacing(pixdim=s["spacing_mm"], mode="nearest")]
+    out = []
+    for g, (matrix, pixel, slice_mm) in enumerate(s["grids"]):
+        trial = design_trial({"seed": int(s["trial_seed"]), "n_patients": int(s["n_patients"]),
+                              "matrix": int(matrix), "pixel_mm": float(pixel), "slice_mm": float(slice_mm)})
+        grid = trial.model["grid"]
+        rng = np.random.default_rng(np.random.SeedSequence([int(s["seed"]), g]))
+        # every grid gets other scans, and scans with lesions are preferred: they carry the rare class
+        with_lesions = sorted(set(trial.lesions["scan_id"]))
+        order = rng.permutation(len(with_lesions))
+        chosen = [with_lesions[i] for i in order[: int(s["scans_per_grid"])]]
+        for scan_id in chosen:
+            scan = trial.scan(scan_id)
+            p = trial.patients.set_index("patient_id").loc[scan["patient_id"]]
+            body = phantom.Body(a=p["body_a_mm"], b=p["body_b_mm"], sat=p["sat_mm"], muscle=p["muscle_mm"])
+            tissue, _ = render_tissue(body, trial.lesions[trial.lesions["scan_id"] == scan_id], grid)
+            noise_rng = np.random.default_rng(np.random.SeedSequence([int(s["trial_seed"]), zlib.crc32(scan_id.encode())]))
+            hu = image_from_tissue(tissue, grid, 1.2, 12.0, noise_rng).astype(np.float32) - 1024.0
+            affine = grid_affine_ras(grid)
+            image = pre_image(engine.to_metatensor(Volume(hu, affine))).as_tensor()[0].numpy()
+            lab = engine.to_metatensor(Volume(phantom.LABEL[tissue], affine))
+            for t in pre_label:
+                lab = t(lab)
+            out.append((image.astype(np.float32), lab.as_tensor()[0].numpy().astype(np.uint8)))
+        log.info("grid %d x %g mm / %g mm: %d scans rendered", matrix, pixel, slice_mm, len(chosen))
+    return out
+
+
+def _crop(image, lab, centre, size):
+    """Patch of `size` around `centre`, edge-padded where it leaves the volume."""
+    lo = np.asarray(centre) - np.asarray(size) // 2
+    pad = [(max(0, -lo[a]), max(0, lo[a] + size[a] - image.shape[a])) for a in range(3)]
+    sl = tuple(slice(max(0, lo[a]), min(image.shape[a], lo[a] + size[a])) for a in range(3))
+    img, lb = image[sl], lab[sl]
+    if any(p != (0, 0) for p in pad):
+        img = np.pad(img, pad, mode="edge")
+        lb = np.pad(lb, pad, mode="constant")
+    return img, lb
+
+
+def train(settings: dict | None, out_dir: Path) -> dict:
+    """Train and write the bundle to out_dir; returns a summary (also in docs/training.json)."""
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+    from monai.utils import set_determinism
+
+    s = {**DEFAULTS, **(settings or {})}
+    started = time.perf_counter()
+    set_determinism(seed=int(s["seed"]))
+    torch.manual_seed(int(s["seed"]))
+    rng = np.random.default_rng(int(s["seed"]))
+
+    data = render_training_scans(s)
+    lesion_idx = [np.argwhere(np.isin(lab, L.LESION_LABELS)) for _, lab in data]
+    body_idx = [np.argwhere(lab > 0) for _, lab in data]
+    render_s = time.perf_counter() - started
+    log.info("%d training scans rendered in %.0f s", len(data), render_s)
+
+    nd = network_def(s["channels"])
+    net = UNet(**{k: v for k, v in nd.items() if k != "_target_"})
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=float(s["lr"]), weight_decay=1e-5)
+    steps = int(s["steps"])
+    # warm-up, then exponential decay: the learning rate at a step does not depend on the total, so a
+    # run of N steps is exactly the first N steps of a longer one (checkpoints are shorter runs)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda k: min(1.0, (k + 1) / WARMUP_STEPS) * float(s["lr_decay"]) ** max(0, k - WARMUP_STEPS))
+    size = [int(v) for v in s["roi_size"]]
+    use_bf16 = bool(s["bf16"]) and engine.cpu_has_bf16()
+    net.train()
+    t_loop, losses = time.perf_counter(), []
+    for step in range(steps):
+        imgs, labs = [], []
+        for _ in range(int(s["batch_size"])):
+            i = int(rng.integers(len(data)))
+            pool = lesion_idx[i] if (len(lesion_idx[i]) and rng.random() < float(s["lesion_fraction"])) else body_idx[i]
+            centre = pool[int(rng.integers(len(pool)))] + rng.integers(-size[0] // 4, size[0] // 4 + 1, 3)
+            img, lb = _crop(*data[i], centre, size)
+            # intensity augmentation: scanner calibration offset and noise level differ between sites
+            img = img + np.float32(rng.normal(0, 10.0) / 1000.0)
+            img = img + rng.normal(0, rng.uniform(0, 8.0) / 1000.0, img.shape).astype(np.float32)
+            imgs.append(img)
+            labs.append(lb)
+        x = torch.from_numpy(np.stack(imgs)[:, None])
+        y = torch.from_numpy(np.stack(labs)[:, None].astype(np.int64))
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+            out = net(x)
+        loss = loss_fn(out.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if int(s["checkpoint_every"]) and (step + 1) % int(s["checkpoint_every"]) == 0 and step + 1 < steps:
+            write_bundle(net, nd, {**s, "steps": step + 1}, out_dir, {"checkpoint_of": steps, "steps_done": step + 1,
+                                                                        "train_s": round(time.perf_counter() - t_loop, 1)})
+            net.train()
+        if (step + 1) % 10 == 0 or step == 0:
+            el = time.perf_counter() - t_loop
+            log.info("step %d/%d loss %.4f (mean of last 10 %.4f), %.1f s, ~%.0f s left", step + 1, steps,
+                     losses[-1], float(np.mean(losses[-10:])), el, el / (step + 1) * (steps - step - 1))
+    train_s = time.perf_counter() - t_loop
+    summary = {"settings": s, "n_scans": len(data), "render_s": round(render_s, 1), "train_s": round(train_s, 1),
+               "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 4),
+               "params": int(sum(p.numel() for p in net.parameters())),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "bf16": use_bf16}
+    write_bundle(net.eval(), nd, s, out_dir, summary)
+    log.info("trained %d steps in %.0f s (%d parameters) -> %s", steps, train_s, summary["params"], out_dir)
+    return summary
+
+
+def write_bundle(net: torch.nn.Module, nd: dict, s: dict, out_dir: Path, summary: dict) -> None:
+    out_dir = Path(out_dir)
+    (out_dir / "configs").mkdir(parents=True, exist_ok=True)
+    (out_dir / "models").mkdir(parents=True, exist_ok=True)
+    (out_dir / "docs").mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    torch.save(state, out_dir / "models" / "model.pt")
+    metadata = {
+        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
+        "version": "1.0.0",
+        "name": "tumorburden_ct",
+        "task": "Whole-body CT segmentation of lesions, skeletal muscle, subcutaneous and visceral fat, lung, liver",
+        "description": "Demo model trained on the tumorburden synthetic trial only. It has never seen a real CT: "
+                       "replace it with your own bundle for real studies.",
+        "authors": "tumorburden",
+        "copyright": "tumorburden contributors",
+        "monai_version": __import__("monai").__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": np.__version__,
+        "data_source": f"tumorburden synthetic trial, seed {s['trial_seed']}",
+        "data_type": "nifti",
+        "intended_use": "Testing and demonstrating the tumorburden pipeline; not for clinical use.",
+        "network_data_format": {
+            "inputs": {"image": {"type": "image", "format": "hounsfield", "modality": "CT", "num_channels": 1,
+                                 "spatial_shape": list(s["roi_size"]), "dtype": "float32",
+                                 "value_range": [INTENSITY["b_min"], INTENSITY["b_max"]], "is_patch_data": True,
+                                 "channel_def": {"0": "image"}}},
+            "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": len(L.NAMES),
+                                 "spatial_shape": list(s["roi_size"]), "dtype": "float32", "value_range": [],
+                                 "is_patch_data": True,
+                                 "channel_def": {str(k): v for k, v in sorted(L.NAMES.items())}}},
+        },
+        "tumorburden": {"spacing_mm": list(map(float, s["spacing_mm"])), "intensity": INTENSITY,
+                        "roi_size": list(map(int, s["roi_size"])), "orientation": "RAS"},
+    }
+    (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    inference = {"imports": ["$import torch"], "network_def": nd,
+                 "network": "$@network_def.to(torch.device('cpu'))"}
+    (out_dir / "configs" / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
+    (out_dir / "docs" / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def copy_bundle(src: Path, dst: Path) -> None:
+    """The shipped bundle is the train rule's output, copied (docs/scores kept if present)."""
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+def speed_probe(channels, roi, batch=2, bf16=True, steps=3) -> float:
+    """Seconds per training step, to size `steps` to a wall-time budget before training."""
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+
+    nd = network_def(channels)
+    net = UNet(**{k: v for k, v in nd.items() if k != "_target_"})
+    opt = torch.optim.AdamW(net.parameters())
+    x = torch.randn(batch, 1, *roi)
+    y = torch.randint(0, 8, (batch, 1, *roi))
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    t = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = net(x)
+        loss = loss_fn(out.float(), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t.append(time.perf_counter() - t0)
+    return float(np.median(t[1:])) if len(t) > 1 else t[0]
