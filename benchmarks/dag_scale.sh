@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# DAG of an IMPACT-size study: 600 synthetic patients x 6 scans (3,600 scans at 512x512), built
+# by `snakemake -n` (dry run: nothing is rendered or computed), with the wall time and the peak
+# memory (max RSS) of the Snakemake process, locally and with the SLURM profile (groups).
+# Peer in the same run: the default 24-patient demo trial, to quote the per-job cost as a ratio.
+# Usage: bash benchmarks/dag_scale.sh   (prints a Markdown table for BENCHMARKS.md)
+set -euo pipefail
+repo=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
+bin=$repo/.venv/bin
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# Every patient gets a baseline and exactly 5 follow-ups: no progression, death or dropout
+# ends the visit schedule early (the design otherwise follows config/config.yaml, size impact).
+cat > "$work/impact6.yaml" <<'YAML'
+study: {name: dag-impact}
+synthetic:
+  size: impact
+  n_patients: 600
+  max_followups: 5
+  dropout_per_year: 0.0
+  study_days: 100000
+  survival_model:
+    median_progression_days: {lung: 1.0e+7, melanoma: 1.0e+7}
+    median_death_days: {lung: 1.0e+7, melanoma: 1.0e+7}
+YAML
+echo "study: {name: dag-demo}" > "$work/demo.yaml"
+
+dry() {  # dry NAME CONFIG [ARGS...]: one `snakemake -n`, prints "wall_s maxrss_mb jobs scans"
+  local name=$1 config=$2; shift 2
+  mkdir -p "$work/$name"
+  PATH="$bin:$PATH" /usr/bin/time -f "%e %M" -o "$work/$name/time" "$bin/snakemake" -n --snakefile "$repo/Snakefile" \
+    --directory "$work/$name" --configfile "$config" "$@" > "$work/$name/out" 2>&1 || { tail -20 "$work/$name/out"; exit 1; }
+  local jobs scans
+  jobs=$(awk '$1 == "total" {print $2}' "$work/$name/out")
+  scans=$(awk '$1 == "segment" {print $2}' "$work/$name/out")
+  read -r wall rss < "$work/$name/time"
+  echo "$wall $((rss / 1024)) $jobs $scans"
+}
+
+read -r demo_s demo_mb demo_jobs demo_scans < <(dry demo "$work/demo.yaml" --cores 2)
+read -r local_s local_mb jobs scans < <(dry impact "$work/impact6.yaml" --cores 2)
+read -r slurm_s slurm_mb slurm_jobs _ < <(dry impact-slurm "$work/impact6.yaml" --profile "$repo/profiles/slurm")
+groups=$(grep -c "^\[.*\] Group job" "$work/impact-slurm/out" || true)
+python3 - "$demo_s" "$demo_jobs" "$local_s" "$jobs" <<PY
+import sys
+demo_s, demo_jobs, s, jobs = map(float, sys.argv[1:])
+print(f"| study | scans | jobs | \`snakemake -n\` wall | peak RSS |")
+print(f"| --- | --- | --- | --- | --- |")
+print(f"| demo (peer), \`--cores 2\` | $demo_scans | {demo_jobs:.0f} | {demo_s:.1f} s | $demo_mb MB |")
+print(f"| 600 x 6, \`--cores 2\` | $scans | {jobs:.0f} | {s:.1f} s | $local_mb MB |")
+print(f"| 600 x 6, \`--profile profiles/slurm\` | $scans | {jobs:.0f} ($groups SLURM group jobs + ungrouped) | $slurm_s s | $slurm_mb MB |")
+print()
+print(f"600 x 6 / demo: {s / demo_s:.1f}x the wall time for {jobs / demo_jobs:.1f}x the jobs "
+      f"({1000 * (s - demo_s) / (jobs - demo_jobs):.2f} ms per additional job).")
+PY
