@@ -9,7 +9,7 @@
 # Needs root and Debian's packages: apt-get install slurmctld slurmd slurm-client munge.
 # Without systemd or cgroups: linuxproc process tracking, no task plugin. There is no
 # accounting database (slurmdbd): jobs are checked with squeue (MinJobAge keeps finished
-# jobs visible) and every finished job is written to DIR/jobs-completed.txt (jobcomp/filetxt).
+# jobs visible for an hour) and every finished job is written to DIR/jobs-completed.txt (jobcomp/filetxt).
 # The node advertises one GPU as a generic resource (no device behind it) so that a
 # profile's `gres: gpu:1` request is scheduled as on a real GPU node.
 # The plugin's job step drops SLURM_CONF before calling srun inside a job, so srun reads
@@ -69,6 +69,7 @@ start() {
     fail "$etc_conf exists: this machine already has a SLURM configuration; use that cluster instead"
   fi
   mkdir -p "$dir"/{run,log,spool/ctld,spool/d,munge}
+  runuser -u munge -- test -x "$dir" || fail "$dir must be reachable by the munge user: chmod 755 it and its parent folders, or pick a folder under /tmp"
   # The node advertises at least 8 CPUs and 32 GB (config_overrides: slurmd believes
   # slurm.conf, not the hardware), so profiles/slurm's requests (4 CPUs, 16 GB for a
   # segmentation job) fit as they are on a small machine; jobs then share the real cores.
@@ -113,8 +114,9 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
-# Finished jobs stay visible to squeue for 5 min: the executor checks status with squeue.
-MinJobAge=300
+# Finished jobs stay visible to squeue and scontrol for an hour: the executor checks status
+# with squeue, and the test reads every job of its run back from scontrol.
+MinJobAge=3600
 ReturnToService=2
 SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
