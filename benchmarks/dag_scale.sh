@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # DAG of an IMPACT-size study: 600 synthetic patients x 6 scans (3,600 scans at 512x512), built
-# by `snakemake -n` (dry run: nothing is rendered or computed), with the wall time and the peak
+# by `snakemake -n --quiet rules` (dry run: nothing is rendered or computed), with the wall time and the peak
 # memory (max RSS) of the Snakemake process, locally and with the SLURM profile (groups).
 # Peer in the same run: the default 24-patient demo trial, to quote the per-job cost as a ratio.
 # Usage: bash benchmarks/dag_scale.sh   (prints a Markdown table for BENCHMARKS.md)
@@ -28,7 +28,7 @@ echo "study: {name: dag-demo}" > "$work/demo.yaml"
 dry() {  # dry NAME CONFIG [ARGS...]: one `snakemake -n`, prints "wall_s maxrss_mb jobs scans cpu_s"
   local name=$1 config=$2; shift 2
   mkdir -p "$work/$name"
-  PATH="$bin:$PATH" /usr/bin/time -f "%e %M %U %S" -o "$work/$name/time" "$bin/snakemake" -n --snakefile "$repo/Snakefile" \
+  PATH="$bin:$PATH" /usr/bin/time -f "%e %M %U %S" -o "$work/$name/time" "$bin/snakemake" -n --quiet rules --snakefile "$repo/Snakefile" \
     --directory "$work/$name" --configfile "$config" "$@" > "$work/$name/out" 2>&1 || { tail -20 "$work/$name/out"; exit 1; }
   local jobs scans
   # the job-stats table at the end: "<rule> <count>"

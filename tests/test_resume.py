@@ -21,12 +21,15 @@ PER_SCAN = ["scans/*/image.nii.gz", "scans/*/segmentation.nii.gz", "scans/*/lesi
 
 
 def incomplete_outputs(workdir: Path) -> set[Path]:
-    """Outputs of jobs that were running when Snakemake died (its own markers)."""
+    """Outputs of jobs that were running when Snakemake died: its own markers in
+    .snakemake/incomplete/, one file per output named by the URL-safe base64 of the path
+    (split into '@'-prefixed folders when longer than a file name may be)."""
     marks = workdir / ".snakemake" / "incomplete"
     names = set()
-    for mark in marks.iterdir() if marks.exists() else []:
+    for mark in marks.rglob("*") if marks.exists() else []:
         if mark.is_file():
-            names.add((workdir / base64.b64decode(mark.name.encode()).decode()).resolve())
+            encoded = "".join(part.lstrip("@") for part in mark.relative_to(marks).parts)
+            names.add((workdir / base64.urlsafe_b64decode(encoded).decode()).resolve())
     return names
 
 
