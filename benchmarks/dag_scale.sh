@@ -41,7 +41,6 @@ dry() {  # dry NAME CONFIG [ARGS...]: one `snakemake -n`, prints "wall_s maxrss_
 read -r demo_s demo_mb demo_jobs demo_scans demo_cpu < <(dry demo "$work/demo.yaml" --cores 2)
 read -r local_s local_mb jobs scans local_cpu < <(dry impact "$work/impact6.yaml" --cores 2)
 read -r slurm_s slurm_mb slurm_jobs _ slurm_cpu < <(dry impact-slurm "$work/impact6.yaml" --profile "$repo/profiles/slurm")
-groups=$(grep -c "^\[.*\] Group job" "$work/impact-slurm/out" || true)
 python3 - "$demo_s" "$demo_jobs" "$local_s" "$jobs" <<PY
 import sys
 demo_s, demo_jobs, s, jobs = map(float, sys.argv[1:])
@@ -49,7 +48,7 @@ print(f"| study | scans | jobs | \`snakemake -n\` wall | CPU (user + sys) | peak
 print(f"| --- | --- | --- | --- | --- | --- |")
 print(f"| demo (peer), \`--cores 2\` | $demo_scans | {demo_jobs:.0f} | {demo_s:.1f} s | $demo_cpu s | $demo_mb MB |")
 print(f"| 600 x 6, \`--cores 2\` | $scans | {jobs:.0f} | {s:.1f} s | $local_cpu s | $local_mb MB |")
-print(f"| 600 x 6, \`--profile profiles/slurm\` | $scans | {jobs:.0f} ($groups group jobs) | $slurm_s s | $slurm_cpu s | $slurm_mb MB |")
+print(f"| 600 x 6, \`--profile profiles/slurm\` | $scans | {jobs:.0f} (grouped) | $slurm_s s | $slurm_cpu s | $slurm_mb MB |")
 print()
 print(f"Load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores.")
 print(f"600 x 6 / demo: {s / demo_s:.1f}x the wall time for {jobs / demo_jobs:.1f}x the jobs "

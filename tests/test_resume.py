@@ -59,8 +59,9 @@ def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tm
     running = incomplete_outputs(tmp_path)
     finished = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for pattern in PER_SCAN for p in results.glob(pattern)
                 if p.resolve() not in running}
+    # (a scan whose measure job was running has its lesions.parquet but is not finished)
     finished_scans = {p.parent.name for p in finished if p.name == "lesions.parquet"}
-    assert n_scans // 3 <= len(finished_scans) < n_scans
+    assert 0 < len(finished_scans) < n_scans
 
     # Resume: unlock (the killed run left its lock), then the same command.
     unlock = snakemake(tmp_path, TINY, "--unlock")
