@@ -4,7 +4,7 @@
 #   sudo tests/cluster/localhost-slurm.sh start DIR   # munged, slurmctld, slurmd; state in DIR
 #   export SLURM_CONF=DIR/slurm.conf                  # (printed by start)
 #   snakemake --profile profiles/slurm --slurm-status-command squeue --slurm-no-account ...
-#   sudo tests/cluster/localhost-slurm.sh stop DIR    # stops the daemons it started, by PID
+#   sudo tests/cluster/localhost-slurm.sh stop DIR    # cancels its jobs, stops its daemons by PID
 #
 # Needs root and Debian's packages: apt-get install slurmctld slurmd slurm-client munge.
 # Without systemd or cgroups: linuxproc process tracking, no task plugin. There is no
@@ -42,6 +42,14 @@ stop() {
   # Reverse order of start; each daemon by the PID it wrote, and only if that PID is still the
   # daemon we started (its command name), never by name.
   local name pidfile pid
+  # Jobs still running (e.g. Snakemake was killed) would outlive slurmd: cancel them first.
+  if [[ -s $dir/run/slurmctld.pid ]] && SLURM_CONF=$dir/slurm.conf scontrol ping >/dev/null 2>&1; then
+    SLURM_CONF=$dir/slurm.conf scancel --user="$(id -un)" >/dev/null 2>&1 || true
+    for _ in $(seq 1 60); do
+      [[ -z $(SLURM_CONF=$dir/slurm.conf squeue -h -t PENDING,RUNNING,SUSPENDED,COMPLETING -o %i 2>/dev/null) ]] && break
+      sleep 0.5
+    done
+  fi
   for name in slurmd slurmctld munged; do
     pidfile=$dir/run/$name.pid
     [[ -s $pidfile ]] || continue
