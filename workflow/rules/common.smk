@@ -1,5 +1,6 @@
 # Config and study loading: everything is checked here, before any job runs.
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from tumorburden.study import StudyError, config_problem, load_study, results_di
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 ENV = "../../envs/tumorburden.yaml"
+# envs/tumorburden.post-deploy.sh installs the package from here into a new conda environment.
+os.environ.setdefault("TUMORBURDEN_SOURCE", str(Path(workflow.basedir).resolve()))
 
 try:
     validate(config, schema=str(SCHEMAS / "config.schema.yaml"))

@@ -1,0 +1,82 @@
+"""Resume after a crash: SIGKILL to Snakemake and every job it runs, part-way through the
+per-scan work; then `snakemake --unlock` and the same command again (as README says). Scans
+that had finished are not recomputed, and the tables are byte-identical to an uninterrupted
+run of the same config (the session's `synthetic_run`)."""
+
+import base64
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflow_run import BIN, ROOT, TINY, snakemake
+
+TARGETS = ["tables/lesions.parquet", "tables/burden.parquet", "tables/features.parquet"]
+COMPARED = ["tables/*.parquet", "tables/*.csv", "qc/exclusions.tsv"]
+PER_SCAN = ["scans/*/image.nii.gz", "scans/*/segmentation.nii.gz", "scans/*/lesions.parquet", "scans/*/tissue.parquet"]
+
+
+def incomplete_outputs(workdir: Path) -> set[Path]:
+    """Outputs of jobs that were running when Snakemake died: its own markers in
+    .snakemake/incomplete/, one file per output named by the URL-safe base64 of the path
+    (split into '@'-prefixed folders when longer than a file name may be)."""
+    marks = workdir / ".snakemake" / "incomplete"
+    names = set()
+    for mark in marks.rglob("*") if marks.exists() else []:
+        if mark.is_file():
+            encoded = "".join(part.lstrip("@") for part in mark.relative_to(marks).parts)
+            names.add((workdir / base64.urlsafe_b64decode(encoded).decode()).resolve())
+    return names
+
+
+@pytest.mark.e2e
+def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tmp_path):
+    results = tmp_path / "results" / TINY["study"]["name"]
+    targets = [str(Path("results") / TINY["study"]["name"] / t) for t in TARGETS]
+    n_scans = len(list((synthetic_run / "scans").iterdir()))
+
+    # First run, killed once a third of the scans are measured.
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", *targets]
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    with open(tmp_path / "killed.log", "w") as log:
+        run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 900
+        while len(list(results.glob("scans/*/lesions.parquet"))) < n_scans // 3:
+            assert run.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no progress within 15 min"
+            time.sleep(0.2)
+        os.killpg(run.pid, signal.SIGKILL)  # Snakemake and all its jobs (one process group)
+        run.wait()
+    assert run.returncode == -signal.SIGKILL
+
+    # What had finished: every per-scan output present and not marked incomplete.
+    running = incomplete_outputs(tmp_path)
+    finished = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for pattern in PER_SCAN for p in results.glob(pattern)
+                if p.resolve() not in running}
+    # (a scan whose measure job was running has its lesions.parquet but is not finished)
+    finished_scans = {p.parent.name for p in finished if p.name == "lesions.parquet"}
+    assert 0 < len(finished_scans) < n_scans
+
+    # Resume: unlock (the killed run left its lock), then the same command.
+    unlock = snakemake(tmp_path, TINY, "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
+    resumed = snakemake(tmp_path, TINY, *targets)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+
+    touched = [str(p.relative_to(results)) for p, stamp in finished.items() if (p.stat().st_mtime_ns, p.stat().st_ino) != stamp]
+    assert not touched, f"finished outputs were recomputed: {touched[:10]}"
+    # The resumed run scheduled measure only for the scans that had not finished.
+    stats = resumed.stderr[resumed.stderr.index("Job stats:"):]
+    measured_again = int(next(line.split()[1] for line in stats.splitlines() if line.startswith("measure ")))
+    assert measured_again == n_scans - len(finished_scans)
+
+    names = sorted({p.relative_to(synthetic_run) for pattern in COMPARED for p in synthetic_run.glob(pattern)})
+    assert len(names) >= 6
+    different = [str(n) for n in names if (results / n).read_bytes() != (synthetic_run / n).read_bytes()]
+    assert not different, f"differ from the uninterrupted run: {different}"
