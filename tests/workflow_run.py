@@ -15,6 +15,9 @@ TINY = {
     "study": {"name": "tiny"},
     "synthetic": {"n_patients": 10, "matrix": 96, "pixel_mm": 4.0, "slice_mm": 4.0, "seed": 11},
     "survival": {"bootstrap": 20, "min_patients": 4},
+    # DICOM-SEG export is tested on its own (tests/segment/test_segment_workflow.py asks for one);
+    # leaving it out of the shared runs saves ~3 CPU-s per scan in each of them.
+    "segmentation": {"dicom_seg": False},
 }
 
 

@@ -94,9 +94,9 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, synthetic_run, tmp_pa
     # Every job SLURM ran for this workflow finished well, on the cluster's node.
     assert jobs and all(j["JobState"] == "COMPLETED" and j["CompletedState"] == "COMPLETED" for j in jobs), jobs
     comments = [j["Comment"] for j in jobs]
-    # Grouped per-scan steps: prepare (render + ingest), segment, measure, register, DICOM-SEG; 6 scans per job.
+    # Grouped per-scan steps: prepare (render + ingest), segment, measure, register; 6 scans per job.
     n_scans = len(list((synthetic_run / "scans").iterdir()))
-    for group in ["group_prepare", "group_segment", "group_measure", "group_register", "group_dicom"]:
+    for group in ["group_prepare", "group_segment", "group_measure", "group_register"]:
         n = sum(c.startswith(group) or c.startswith(f"rule_{group[6:]}") for c in comments)
         assert n == -(-n_scans // 6), (group, comments)
     for rule in ["synth_trial", "track", "burden", "features", "survival", "km_figures", "score_against_truth"]:

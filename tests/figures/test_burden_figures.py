@@ -29,7 +29,8 @@ def features_frame():
         "pct_change_first_fu": [-50.0, 300.0, np.nan], "best_pct_change": [-75.0, 300.0, np.nan],
         "tgr_pre": np.nan, "tgr_post": np.nan, "tgr_ratio": np.nan, "growth_g": np.nan, "decay_d": np.nan,
         "new_lesions_any": [True, True, False], "recist_bor": ["PR", "PD", "NE"],
-        "volumetric_response": ["PR", "PD", "NE"]})
+        "volumetric_response": ["PR", "PD", "NE"], "time_to_new_lesion_days": [122.0, 60.0, np.nan],
+        "time_to_volumetric_progression_days": [np.nan, 60.0, np.nan], "stein_model": [None, None, None]})
     return tables.conform(df, "features")
 
 
@@ -116,7 +117,11 @@ def test_swimmer_pages_split_a_large_cohort():
 
 
 def test_write_burden_figures_from_files(tmp_path):
-    tables.write(burden_frame(), tmp_path / "burden.parquet", "burden")
+    # the burden table as the kinetics stage writes it (with its per-scan responses)
+    responses = ["pre-baseline", "baseline", "PR", "PR", "baseline", "PD", "baseline"]
+    burden = burden_frame(pct_change_volume=[np.nan, 0.0, -50.0, -75.0, 0.0, 300.0, 0.0], pct_change_sld=np.nan,
+                          recist_response=responses, volumetric_response=responses)
+    tables.write(burden, tmp_path / "burden.parquet", "burden")
     tables.write(features_frame(), tmp_path / "features.parquet", "features")
     clinical_frame().to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
     written = bf.write_burden_figures(tmp_path / "burden.parquet", tmp_path / "features.parquet",

@@ -290,7 +290,7 @@ def swimmer_figure(patients: pd.DataFrame, burden: pd.DataFrame, features: pd.Da
 
 def write_burden_figures(burden_path: Path, features_path: Path, clinical_path: Path, out_dir: Path,
                          settings: dict | None = None) -> list[Path]:
-    from tumorburden.kinetics.features import DEFAULTS as KINETICS
+    from tumorburden.kinetics.burden import DEFAULTS as KINETICS
 
     # the thresholds are kinetics' (the rule passes the config's; these are their defaults)
     s = fsettings.resolve({"volumetric_pr_pct": KINETICS["volumetric_pr_pct"],
