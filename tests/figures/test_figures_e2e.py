@@ -45,7 +45,7 @@ def test_numbers_at_risk_drawn_match_the_patients(synthetic_run):
     data = features[["patient_id", "baseline_volume_ml"]].merge(clinical, on="patient_id")
     for endpoint in ("pfs", "os"):
         sel = km[(km["cohort"] == "all") & (km["endpoint"] == endpoint)
-                 & (km["stratifier"] == "baseline_volume_median")]
+                 & (km["stratifier"] == "baseline_volume_ml:median")]
         _, at_risk, ticks = kmfig.km_figure(sel, None, None, "All", endpoint)
         high = data["baseline_volume_ml"] > data["baseline_volume_ml"].median()
         for group, members in (("high", data[high]), ("low", data[~high])):

@@ -47,6 +47,8 @@ def test_every_missing_feature_has_a_reason(synthetic_run):
 
 def test_kinetics_scores(synthetic_run):
     scores = pd.read_csv(synthetic_run / "truth/scores.csv")
+    # survival has one row per cohort x endpoint x model: keep the stages scored here
+    scores = scores[scores["stage"].isin(["lesions", "kinetics"])]
     value = scores.set_index(["stage", "metric"])["value"]
     assert value[("lesions", "tracking_accuracy")] >= 0.98
     assert value[("lesions", "tracking_accuracy_strict")] >= 0.9
