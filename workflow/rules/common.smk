@@ -118,3 +118,66 @@ def final_targets():
 def discovered_scan_targets(wildcards):
     """Per-scan files `rule all` asks for in a dicom_root study, known once discovery has run."""
     return dicom_seg_targets() if DICOM_SEG and DICOM_ROOT else []
+
+
+# Segmentation (segment.smk): the bundle, a scan's inputs, DICOM sources and their DICOM-SEG.
+SEGMENTATION = config.get("segmentation") or {}
+
+
+def segmentation_bundle():
+    """The bundle folder (relative paths: working directory first, then the repository)."""
+    path = Path(SEGMENTATION.get("bundle", "models/tumorburden_ct")).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    return Path(workflow.basedir) / path
+
+
+def segment_inputs(wc):
+    """The scan's image, external mask / TotalSegmentator folder, and the model weights."""
+    inputs = {"image": f"{R}/scans/{wc.scan_id}/image.nii.gz", **external_mask(wc)}
+    bodycomp = SCANS.loc[wc.scan_id].get("bodycomp") if "bodycomp" in SCANS.columns else None
+    if isinstance(bodycomp, str) and bodycomp:
+        inputs["bodycomp"] = bodycomp
+    if SEGMENTATION.get("engine", "classical") == "monai":
+        bundle = segmentation_bundle()
+        weights = bundle / "models" / "model.ts"
+        inputs["weights"] = str(weights if weights.exists() else bundle / "models" / "model.pt")
+    return inputs
+
+
+def is_dicom_source(scan_id):
+    return not str(SCANS.loc[scan_id, "image"]).endswith((".nii", ".nii.gz"))
+
+
+def dicom_source(wc):
+    """The scan's DICOM series folder (a NIfTI source has none: no DICOM-SEG for it)."""
+    image = SCANS.loc[wc.scan_id, "image"]
+    if Path(image).name.endswith((".nii", ".nii.gz")):
+        raise ValueError(f"scan {wc.scan_id}: its image {image} is NIfTI, so there is no series to reference in a DICOM-SEG")
+    return image
+
+
+def dicom_seg_targets(wildcards=None):
+    """segmentation.dcm for every scan whose image is a DICOM folder."""
+    return [f"{R}/scans/{s}/segmentation.dcm" for s in SCANS.index if is_dicom_source(s)]
+
+
+# Lesions (lesions.smk): each patient's reference scan for registration.
+from tumorburden.lesions.register import reference_scans
+
+_REFERENCE = {}
+
+
+def reference_scan_of_patient():
+    """patient -> reference scan, computed once per scan table (a dicom_root study's table only
+    exists after the discover checkpoint, so this may not run when the Snakefile is read)."""
+    key = id(SCANS.index)  # the same table object while it is unchanged
+    if key not in _REFERENCE:
+        scans = SCANS.loc[:, ["patient_id", "scan_id", "days"]]
+        _REFERENCE.clear()
+        _REFERENCE[key] = reference_scans(scans.reset_index(drop=True).astype({"days": float}))
+    return _REFERENCE[key]
+
+
+def reference_of(wc):
+    return reference_scan_of_patient()[SCANS.loc[wc.scan_id, "patient_id"]]

@@ -1,20 +1,5 @@
 # Lesions per scan (measurements, body composition), each scan aligned to its patient's
 # reference scan (one small transform file per scan), then tracks across each patient's scans.
-from tumorburden.lesions.register import reference_scans
-
-_REFERENCE = {}
-
-
-def reference_scan_of_patient():
-    """patient -> reference scan, computed once per scan table (a dicom_root study's table only
-    exists after the discover checkpoint, so this may not run when the Snakefile is read)."""
-    key = id(SCANS.index)  # the same table object while it is unchanged
-    if key not in _REFERENCE:
-        scans = SCANS.loc[:, ["patient_id", "scan_id", "days"]]
-        _REFERENCE.clear()
-        _REFERENCE[key] = reference_scans(scans.reset_index(drop=True).astype({"days": float}))
-    return _REFERENCE[key]
-
 
 rule measure:
     input:
@@ -37,10 +22,6 @@ rule measure:
         " --patient-id {params.patient} --scan-id {wildcards.scan_id}"
         " --lesions-out {output.lesions} --tissue-out {output.tissue}"
         " --settings {params.settings} > {log} 2>&1"
-
-
-def reference_of(wc):
-    return reference_scan_of_patient()[SCANS.loc[wc.scan_id, "patient_id"]]
 
 
 rule register:

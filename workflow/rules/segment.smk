@@ -1,47 +1,6 @@
 # Lesion and body-composition segmentation per scan (MONAI bundle or classical baseline),
 # external masks, DICOM-SEG out, QC overlays; training and evaluation of the demo model.
 
-SEGMENTATION = config.get("segmentation") or {}
-
-
-def segmentation_bundle():
-    """The bundle folder (relative paths: working directory first, then the repository)."""
-    path = Path(SEGMENTATION.get("bundle", "models/tumorburden_ct")).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return Path(workflow.basedir) / path
-
-
-def segment_inputs(wc):
-    """The scan's image, external mask / TotalSegmentator folder, and the model weights."""
-    inputs = {"image": f"{R}/scans/{wc.scan_id}/image.nii.gz", **external_mask(wc)}
-    bodycomp = SCANS.loc[wc.scan_id].get("bodycomp") if "bodycomp" in SCANS.columns else None
-    if isinstance(bodycomp, str) and bodycomp:
-        inputs["bodycomp"] = bodycomp
-    if SEGMENTATION.get("engine", "classical") == "monai":
-        bundle = segmentation_bundle()
-        weights = bundle / "models" / "model.ts"
-        inputs["weights"] = str(weights if weights.exists() else bundle / "models" / "model.pt")
-    return inputs
-
-
-def is_dicom_source(scan_id):
-    return not str(SCANS.loc[scan_id, "image"]).endswith((".nii", ".nii.gz"))
-
-
-def dicom_source(wc):
-    """The scan's DICOM series folder (a NIfTI source has none: no DICOM-SEG for it)."""
-    image = SCANS.loc[wc.scan_id, "image"]
-    if Path(image).name.endswith((".nii", ".nii.gz")):
-        raise ValueError(f"scan {wc.scan_id}: its image {image} is NIfTI, so there is no series to reference in a DICOM-SEG")
-    return image
-
-
-def dicom_seg_targets(wildcards=None):
-    """segmentation.dcm for every scan whose image is a DICOM folder."""
-    return [f"{R}/scans/{s}/segmentation.dcm" for s in SCANS.index if is_dicom_source(s)]
-
-
 rule segment:
     input:
         unpack(segment_inputs),
@@ -127,8 +86,8 @@ rule evaluate_segmentation:
         f"{R}/logs/evaluate_segmentation.log",
     params:
         settings=settings("segmentation"),
-        scans=f"{R}/scans",
-        truth=f"{R}/truth",
+        scans=lambda wc, input: str(Path(input.images[0]).parents[1]),
+        truth=lambda wc, input: str(Path(input.labels[0]).parents[2]),
         out=lambda wc, output: str(Path(output.scores).parent),
     threads: 2
     conda:
