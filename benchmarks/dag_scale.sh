@@ -24,6 +24,27 @@ synthetic:
     median_death_days: {lung: 1.0e+7, melanoma: 1.0e+7}
 YAML
 echo "study: {name: dag-demo}" > "$work/demo.yaml"
+# The same 3,600 scans as a user's own study: scans.tsv + clinical.tsv of that trial, every image a
+# DICOM folder (empty: a dry run only checks that it exists), so no synthetic rendering in the DAG.
+"$bin/python" - "$work" <<'PY'
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from tumorburden.synth.trial import write_trial
+
+work = Path(sys.argv[1])
+write_trial(yaml.safe_load((work / "impact6.yaml").read_text())["synthetic"], work / "own")
+scans = pd.read_csv(work / "own" / "synthetic" / "scans.tsv", sep="\t")
+for scan_id in scans["scan_id"]:
+    (work / "own" / "dicom" / scan_id).mkdir(parents=True)
+scans["image"] = [str(work / "own" / "dicom" / s) for s in scans["scan_id"]]
+scans.to_csv(work / "own" / "scans.tsv", sep="\t", index=False)
+(work / "own.yaml").write_text(yaml.safe_dump({"study": {
+    "name": "dag-own", "scans": str(work / "own" / "scans.tsv"), "clinical": str(work / "own" / "synthetic" / "clinical.tsv")}}))
+PY
 
 dry() {  # dry NAME CONFIG [ARGS...]: one `snakemake -n`, prints "wall_s maxrss_mb jobs scans cpu_s"
   local name=$1 config=$2; shift 2
@@ -41,6 +62,7 @@ dry() {  # dry NAME CONFIG [ARGS...]: one `snakemake -n`, prints "wall_s maxrss_
 read -r demo_s demo_mb demo_jobs demo_scans demo_cpu < <(dry demo "$work/demo.yaml" --cores 2)
 read -r local_s local_mb jobs scans local_cpu < <(dry impact "$work/impact6.yaml" --cores 2)
 read -r slurm_s slurm_mb slurm_jobs _ slurm_cpu < <(dry impact-slurm "$work/impact6.yaml" --profile "$repo/profiles/slurm")
+read -r own_s own_mb own_jobs own_scans own_cpu < <(dry own "$work/own.yaml" --cores 2)
 python3 - "$demo_s" "$demo_jobs" "$local_s" "$jobs" <<PY
 import sys
 demo_s, demo_jobs, s, jobs = map(float, sys.argv[1:])
@@ -49,6 +71,7 @@ print(f"| --- | --- | --- | --- | --- | --- |")
 print(f"| demo (peer), \`--cores 2\` | $demo_scans | {demo_jobs:.0f} | {demo_s:.1f} s | $demo_cpu s | $demo_mb MB |")
 print(f"| 600 x 6, \`--cores 2\` | $scans | {jobs:.0f} | {s:.1f} s | $local_cpu s | $local_mb MB |")
 print(f"| 600 x 6, \`--profile profiles/slurm\` | $scans | {jobs:.0f} (grouped) | $slurm_s s | $slurm_cpu s | $slurm_mb MB |")
+print(f"| 600 x 6 as an own study (scans.tsv of DICOM folders), \`--cores 2\` | $own_scans | $own_jobs | $own_s s | $own_cpu s | $own_mb MB |")
 print()
 print(f"Load average during the run: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores.")
 print(f"600 x 6 / demo: {s / demo_s:.1f}x the wall time for {jobs / demo_jobs:.1f}x the jobs "

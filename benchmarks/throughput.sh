@@ -3,8 +3,8 @@
 # trial at a realistic in-plane resolution, and its projection to 3,600 scans (IMPACT size).
 #   bash benchmarks/throughput.sh [CORES] [MATRIX] [N_PATIENTS]   (defaults: 2 384 10)
 # The synthetic DICOM series are rendered first and not timed (a real study has its DICOM);
-# the timed part is everything a real study runs: ingest, segment, measure per scan, then
-# track, burden, features, survival, figures. Peer in the same run: the per-scan jobs' own
+# the timed part is everything a real study runs: ingest, segment, measure (with registration)
+# per scan, the DICOM-SEG export per patient, then track, burden, features, survival, figures. Peer in the same run: the per-scan jobs' own
 # CPU time (Snakemake benchmark files), so the ratio wall x cores / job CPU says how much of the
 # cores the run kept busy (robust to a loaded machine, where wall time alone is not).
 set -euo pipefail
@@ -45,6 +45,13 @@ for rule in ["ingest", "segment", "measure"]:
     b = pd.concat(tsv)
     cpu = (b["cpu_time"] if "cpu_time" in b else b["s"]).astype(float)
     rows.append((rule, cpu.mean(), b["s"].astype(float).mean(), b["max_rss"].astype(float).max()))
+# the DICOM-SEG export runs once per patient: its CPU per scan is the total over the scans
+dicom = [pd.read_csv(p, sep="\t") for p in Path(r, "benchmarks", "segment_dicom").glob("*.tsv")]
+if dicom:
+    b = pd.concat(dicom)
+    cpu = (b["cpu_time"] if "cpu_time" in b else b["s"]).astype(float)
+    rows.append(("segment_dicom (per patient, per scan)", cpu.sum() / n, b["s"].astype(float).sum() / n,
+                 b["max_rss"].astype(float).max()))
 cpu_per_scan = sum(c for _, c, _, _ in rows)
 per_hour = n / wall * 3600
 print(f"Trial: {n} scans of {shape} voxels ({matrix}x{matrix} at {pixel} mm, 1.5 mm slices); "

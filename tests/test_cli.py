@@ -29,3 +29,17 @@ def test_user_error_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("tumorburden ingest: error:")
     assert "\n" not in err and "missing" in err
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--segmentation", "a.nii.gz", "b.nii.gz", "--series", "A", "--out-dir", "o", "--scan-id", "a", "b"],
+     "2 segmentations but 1 series"),
+    (["--segmentation", "a.nii.gz", "b.nii.gz", "--series", "A", "B", "--out", "x.dcm"], "--out takes one scan"),
+    (["--segmentation", "a.nii.gz", "--series", "A", "--out-dir", "o"], "needs one --scan-id per --segmentation"),
+])
+def test_segment_dicom_pairs_every_segmentation_with_its_series(args, says, capsys):
+    """One DICOM-SEG job per patient pairs scans, series and names by position: a mismatch stops
+    with one line before anything is written."""
+    with pytest.raises(SystemExit) as exc:
+        main(["segment-dicom", *args])
+    assert says in str(exc.value) and "\n" not in str(exc.value)

@@ -26,29 +26,30 @@ def test_every_scan_has_a_qc_overlay(synthetic_run):
 @pytest.mark.e2e
 def test_dicom_seg_of_a_scan_reads_back_onto_its_segmentation(synthetic_run):
     workdir = synthetic_run.parents[1]
-    scan_id = sorted(p.name for p in (synthetic_run / "scans").iterdir())[0]
-    target = f"results/tiny/scans/{scan_id}/segmentation.dcm"
+    scans = pd.read_csv(synthetic_run / "synthetic" / "scans.tsv", sep="\t")
+    patient = scans["patient_id"].iloc[0]
+    target = f"results/tiny/dicom_seg/{patient}"
     proc = snakemake(workdir, TINY, target)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ds = pydicom.dcmread(workdir / target)
+    # one DICOM-SEG per scan of the patient, named by scan
+    own = sorted(scans.loc[scans["patient_id"] == patient, "scan_id"])
+    assert sorted(p.stem for p in (workdir / target).iterdir()) == own
+    scan_id = own[0]
+    ds = pydicom.dcmread(workdir / target / f"{scan_id}.dcm")
     source = pydicom.dcmread(next((synthetic_run / "synthetic" / "dicom" / scan_id).glob("*.dcm")),
                              stop_before_pixels=True)
     assert ds.Modality == "SEG" and ds.StudyInstanceUID == source.StudyInstanceUID
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     seg = load_nifti(synthetic_run / "scans" / scan_id / "segmentation.nii.gz")
-    array, affine = read_dicom_seg_labels(workdir / target)
+    array, affine = read_dicom_seg_labels(workdir / target / f"{scan_id}.dcm")
     np.testing.assert_array_equal(labels_to_grid(array.astype(np.uint8), affine, seg.shape, seg.affine), seg.array)
 
 
 @pytest.mark.e2e
 def test_shipped_bundle_runs_on_a_scan_of_the_tiny_trial(synthetic_run, tmp_path):
-    """The shipped bundle through the monai engine on the baseline scan with the largest true burden.
-
-    The bundle is a 90-step checkpoint (see models/tumorburden_ct/docs/README.md): it finds the
-    body and parts of muscle and visceral fat but no lesions yet, so what is asserted is the
-    engine's geometry: labels on the scan's grid where the body is (measured body Dice 0.89 on
-    this scan; a flipped or shifted label map scores far lower). Raise these thresholds to the
-    issue's (lesion Dice >= 0.85, tissue Dice >= 0.90) when a trained bundle is shipped."""
+    """The shipped demo model through the monai engine on the scan of the tiny trial with the largest
+    true burden (96x96 at 4 mm: a grid the model is resampled from, not its own 3 mm), scored against
+    the truth with issue 4's floors: lesion Dice >= 0.85, muscle and fat Dice >= 0.90."""
     truth_scans = pd.read_parquet(synthetic_run / "truth" / "scans.parquet")
     scan_id = truth_scans.sort_values("total_volume_ml").iloc[-1]["scan_id"]
     labels = segment(synthetic_run / "scans" / scan_id / "image.nii.gz", tmp_path / "seg.nii.gz",
@@ -57,11 +58,8 @@ def test_shipped_bundle_runs_on_a_scan_of_the_tiny_trial(synthetic_run, tmp_path
     inst = load_nifti(synthetic_run / "truth" / "scans" / scan_id / "lesions.nii.gz").array.astype(np.int64)
     lesions = pd.read_parquet(synthetic_run / "truth" / "lesions.parquet")
     sums, rows = score_scan(labels, truth.array, inst, truth.voxel_ml, lesions[lesions["scan_id"] == scan_id])
-    print(scan_id, {k: 2 * sums[f"{k}_inter"] / sums[f"{k}_total"] for k in ("lesion", "muscle", "sat", "vat")})
     assert labels.shape == truth.shape and labels.dtype == np.uint8
     assert set(np.unique(labels)) <= set(L.NAMES)
-    body, true_body = labels > 0, truth.array > 0
-    assert 2 * np.count_nonzero(body & true_body) / (np.count_nonzero(body) + np.count_nonzero(true_body)) >= BODY_DICE_MIN
-
-
-BODY_DICE_MIN = 0.8
+    dice = {k: 2 * sums[f"{k}_inter"] / sums[f"{k}_total"] for k in ("lesion", "muscle", "sat", "vat")}
+    assert dice["lesion"] >= 0.85, dice
+    assert min(dice["muscle"], dice["sat"], dice["vat"]) >= 0.90, dice

@@ -75,6 +75,7 @@ ENDPOINTS = config.get("survival", {}).get("endpoints", ["pfs", "os"])
 
 wildcard_constraints:
     scan_id=r"[A-Za-z0-9._-]+",
+    patient_id=r"[A-Za-z0-9._-]+",
     cohort=r"[A-Za-z0-9._-]+",
     endpoint=r"pfs|os",
 
@@ -138,7 +139,7 @@ def segment_inputs(wc):
     bodycomp = SCANS.loc[wc.scan_id].get("bodycomp") if "bodycomp" in SCANS.columns else None
     if isinstance(bodycomp, str) and bodycomp:
         inputs["bodycomp"] = bodycomp
-    if SEGMENTATION.get("engine", "classical") == "monai":
+    if SEGMENTATION.get("engine", "monai") == "monai":
         bundle = segmentation_bundle()
         weights = bundle / "models" / "model.ts"
         inputs["weights"] = str(weights if weights.exists() else bundle / "models" / "model.pt")
@@ -149,17 +150,32 @@ def is_dicom_source(scan_id):
     return not str(SCANS.loc[scan_id, "image"]).endswith((".nii", ".nii.gz"))
 
 
-def dicom_source(wc):
-    """The scan's DICOM series folder (a NIfTI source has none: no DICOM-SEG for it)."""
-    image = SCANS.loc[wc.scan_id, "image"]
-    if Path(image).name.endswith((".nii", ".nii.gz")):
-        raise ValueError(f"scan {wc.scan_id}: its image {image} is NIfTI, so there is no series to reference in a DICOM-SEG")
-    return image
+_DICOM_SCANS = {}
+
+
+def dicom_scans_of_patient():
+    """patient -> their scans whose source is a DICOM folder (a NIfTI source has no series for a
+    DICOM-SEG to reference), computed once per scan table."""
+    key = id(SCANS.index)  # the same table object while it is unchanged
+    if key not in _DICOM_SCANS:
+        _DICOM_SCANS.clear()
+        by_patient = {}
+        for scan_id, patient in zip(SCANS.index, SCANS.loc[:, "patient_id"]):
+            if is_dicom_source(scan_id):
+                by_patient.setdefault(patient, []).append(scan_id)
+        _DICOM_SCANS[key] = by_patient
+    return _DICOM_SCANS[key]
+
+
+def dicom_seg_inputs(wc):
+    scans = dicom_scans_of_patient()[wc.patient_id]
+    return {"segmentations": [f"{R}/scans/{s}/segmentation.nii.gz" for s in scans],
+            "series": [SCANS.loc[s, "image"] for s in scans]}
 
 
 def dicom_seg_targets(wildcards=None):
-    """segmentation.dcm for every scan whose image is a DICOM folder."""
-    return [f"{R}/scans/{s}/segmentation.dcm" for s in SCANS.index if is_dicom_source(s)]
+    """dicom_seg/<patient_id>/ (a DICOM-SEG per DICOM-sourced scan) for every patient with one."""
+    return [f"{R}/dicom_seg/{p}" for p in dicom_scans_of_patient()]
 
 
 # Lesions (lesions.smk): each patient's reference scan for registration.

@@ -1,13 +1,18 @@
-# Lesions per scan (measurements, body composition), each scan aligned to its patient's
-# reference scan (one small transform file per scan), then tracks across each patient's scans.
+# Lesions per scan (measurements, body composition, and the scan aligned to its patient's
+# reference scan: one small transform file per scan), then tracks across each patient's scans.
 
 rule measure:
+    """Lesions and body composition of one scan, and the scan's rigid transform to its patient's
+    reference scan (one job: both are light, and a job per scan per step is what makes an
+    IMPACT-size DAG slow to build; see BENCHMARKS.md)."""
     input:
         image=f"{R}/scans/{{scan_id}}/image.nii.gz",
         segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
+        reference=lambda wc: f"{R}/scans/{reference_of(wc)}/image.nii.gz",
     output:
         lesions=f"{R}/scans/{{scan_id}}/lesions.parquet",
         tissue=f"{R}/scans/{{scan_id}}/tissue.parquet",
+        transform=f"{R}/scans/{{scan_id}}/to_reference.json",
     log:
         f"{R}/logs/measure/{{scan_id}}.log",
     benchmark:
@@ -15,34 +20,17 @@ rule measure:
     params:
         settings=settings("lesions"),
         patient=lambda wc: SCANS.loc[wc.scan_id, "patient_id"],
-    conda:
-        ENV
-    shell:
-        "tumorburden measure --image {input.image} --segmentation {input.segmentation}"
-        " --patient-id {params.patient} --scan-id {wildcards.scan_id}"
-        " --lesions-out {output.lesions} --tissue-out {output.tissue}"
-        " --settings {params.settings} > {log} 2>&1"
-
-
-rule register:
-    input:
-        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
-        reference=lambda wc: f"{R}/scans/{reference_of(wc)}/image.nii.gz",
-    output:
-        f"{R}/scans/{{scan_id}}/to_reference.json",
-    log:
-        f"{R}/logs/register/{{scan_id}}.log",
-    benchmark:
-        f"{R}/benchmarks/register/{{scan_id}}.tsv",
-    params:
-        settings=settings("lesions"),
         reference=reference_of,
     conda:
         ENV
     shell:
-        "tumorburden register --image {input.image} --reference-image {input.reference}"
+        "(tumorburden register --image {input.image} --reference-image {input.reference}"
         " --scan-id {wildcards.scan_id} --reference-scan-id {params.reference}"
-        " --out {output} --settings {params.settings} > {log} 2>&1"
+        " --out {output.transform} --settings {params.settings}"
+        " && tumorburden measure --image {input.image} --segmentation {input.segmentation}"
+        " --patient-id {params.patient} --scan-id {wildcards.scan_id}"
+        " --lesions-out {output.lesions} --tissue-out {output.tissue}"
+        " --settings {params.settings}) > {log} 2>&1"
 
 
 rule track:

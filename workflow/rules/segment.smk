@@ -18,7 +18,7 @@ rule segment:
         note=lambda wc: "" if is_dicom_source(wc.scan_id) else
         " && echo 'no DICOM-SEG for this scan: its source image is a NIfTI file, with no DICOM series to reference'"
         f" >> {R}/logs/segment/{wc.scan_id}.log",
-    threads: 2 if SEGMENTATION.get("engine", "classical") == "monai" else 1  # torch uses them; the classical engine is serial
+    threads: 2 if SEGMENTATION.get("engine", "monai") == "monai" else 1  # torch uses them; the classical engine is serial
     resources:
         mem_mb=6000,
     conda:
@@ -30,18 +30,24 @@ rule segment:
 
 
 rule segment_dicom:
+    """DICOM-SEG of each of a patient's scans whose source is a DICOM series, referencing that series
+    (one job per patient: the export is light, and a job per scan per step is what makes an
+    IMPACT-size DAG slow to build; see BENCHMARKS.md)."""
     input:
-        segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
-        series=dicom_source,
+        unpack(dicom_seg_inputs),
     output:
-        f"{R}/scans/{{scan_id}}/segmentation.dcm",
+        directory(f"{R}/dicom_seg/{{patient_id}}"),
     log:
-        f"{R}/logs/segment_dicom/{{scan_id}}.log",
+        f"{R}/logs/segment_dicom/{{patient_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/segment_dicom/{{patient_id}}.tsv",
+    params:
+        scans=lambda wc: " ".join(dicom_scans_of_patient()[wc.patient_id]),
     conda:
         ENV
     shell:
-        "tumorburden segment-dicom --segmentation {input.segmentation} --series {input.series:q} --out {output}"
-        " > {log} 2>&1"
+        "tumorburden segment-dicom --scan-id {params.scans} --segmentation {input.segmentations}"
+        " --series {input.series:q} --out-dir {output} > {log} 2>&1"
 
 
 rule segment_outputs:

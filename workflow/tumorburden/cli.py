@@ -95,7 +95,20 @@ def cmd_segment(a):
 def cmd_segment_dicom(a):
     from tumorburden.segment.dicomseg import write_dicom_seg
 
-    write_dicom_seg(Path(a.segmentation), Path(a.series), Path(a.out), model_name=a.model_name)
+    if len(a.segmentation) != len(a.series):
+        sys.exit(f"tumorburden segment-dicom: {len(a.segmentation)} segmentations but {len(a.series)} series: "
+                 "give one --series folder per --segmentation, in the same order")
+    if a.out:
+        if len(a.segmentation) != 1:
+            sys.exit("tumorburden segment-dicom: --out takes one scan; use --out-dir and --scan-id for several")
+        write_dicom_seg(Path(a.segmentation[0]), Path(a.series[0]), Path(a.out), model_name=a.model_name)
+        return
+    if not a.scan_id or len(a.scan_id) != len(a.segmentation):
+        sys.exit("tumorburden segment-dicom: --out-dir needs one --scan-id per --segmentation, in the same order")
+    Path(a.out_dir).mkdir(parents=True, exist_ok=True)
+    for i, (scan_id, segmentation, series) in enumerate(zip(a.scan_id, a.segmentation, a.series), 1):
+        write_dicom_seg(Path(segmentation), Path(series), Path(a.out_dir) / f"{scan_id}.dcm", model_name=a.model_name)
+        logging.getLogger(__name__).info("%d/%d DICOM-SEG written", i, len(a.scan_id))
 
 
 def cmd_segment_train(a):
@@ -273,10 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("segment-dicom", help="write a segmentation as DICOM-SEG referencing its source CT series")
-    p.add_argument("--segmentation", required=True, help="segmentation.nii.gz")
-    p.add_argument("--series", required=True, help="the source DICOM series folder")
-    p.add_argument("--out", required=True, help="segmentation.dcm")
+    p = sub.add_parser("segment-dicom", help="write segmentations as DICOM-SEG referencing their source CT series")
+    p.add_argument("--segmentation", required=True, nargs="+", help="segmentation.nii.gz, one per scan")
+    p.add_argument("--series", required=True, nargs="+", help="the source DICOM series folder, one per scan")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="segmentation.dcm (one scan)")
+    out.add_argument("--out-dir", help="folder for <scan_id>.dcm, one per scan (needs --scan-id)")
+    p.add_argument("--scan-id", nargs="+", default=None, help="the scans' IDs, in the same order")
     p.add_argument("--model-name", default="tumorburden")
     p.set_defaults(func=cmd_segment_dicom)
 
