@@ -26,6 +26,9 @@ def test_training_writes_a_bundle_the_engine_runs(tmp_path):
     meta = json.loads((tmp_path / "bundle/configs/metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["1"] == "lesion"
     assert "4242" in meta["data_source"]
+    # the training window is the bundle's window: inference scales HU as training did
+    assert (meta["tumorburden"]["intensity"]["a_min"], meta["tumorburden"]["intensity"]["a_max"]) == (-300.0, 300.0)
+    assert bundle.intensity["a_min"] == -300.0
     image = Volume(np.full((20, 20, 10), -100.0, np.float32), np.diag([-20.0, -20.0, 20.0, 1.0]))
     labels, _ = engine.infer_labels(image, bundle)
     assert labels.shape == image.shape

@@ -32,7 +32,7 @@ from tumorburden.segment.train import DEFAULTS as TRAIN_DEFAULTS
 log = logging.getLogger(__name__)
 
 DEFAULTS = {
-    "engine": "classical",
+    "engine": "monai",
     "bundle": "models/tumorburden_ct",
     "dicom_seg": True,
     **engine.INFERENCE_DEFAULTS,

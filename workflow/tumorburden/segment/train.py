@@ -34,23 +34,31 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict = {
     "trial_seed": 4242,        # seed of the training trial; the evaluation trial must use another
     "seed": 0,                 # weights init, patch sampling, augmentation
-    "n_patients": 24,
-    "scans_per_grid": 20,      # scans rendered on each grid below
+    "n_patients": 40,
+    "scans_per_grid": 40,      # scans rendered on each grid below
     "grids": [[128, 3.0, 3.0], [96, 4.0, 4.0]],  # [matrix, pixel_mm, slice_mm]
     "spacing_mm": [3.0, 3.0, 3.0],
     "roi_size": [48, 48, 48],
-    "channels": [8, 16, 32, 64],
-    "steps": 90,
-    "batch_size": 2,
+    "channels": [16, 32, 64, 128],
+    "steps": 6000,
+    "batch_size": 4,
     "lr": 0.005,
-    "lr_decay": 0.99,          # per step after the warm-up
-    "checkpoint_every": 10,    # write the bundle every this many steps (0: only at the end)
+    "lr_decay": 0.9995,          # per step after the warm-up
+    "checkpoint_every": 250,    # write the bundle every this many steps (0: only at the end)
     "lesion_fraction": 0.67,   # share of patches centred on a lesion voxel
+    "hu_window": [-300.0, 300.0],  # HU scaled to -1..1 (clipped): a soft-tissue window, where lesions
+                                   # differ from their host organ by 30-65 HU
+    "lesion_weight": 2.0,      # loss weight of the lesion classes (1, 5) against 1 for the others
     "bf16": True,              # bf16 autocast for training on a CPU with native bf16
 }
 
 WARMUP_STEPS = 10
-INTENSITY = {"a_min": -1000.0, "a_max": 1000.0, "b_min": -1.0, "b_max": 1.0, "clip": True}
+
+
+def intensity(s: dict) -> dict:
+    """The bundle's intensity handling: the HU window scaled to -1..1."""
+    lo, hi = (float(v) for v in s["hu_window"])
+    return {"a_min": lo, "a_max": hi, "b_min": -1.0, "b_max": 1.0, "clip": True}
 
 
 def network_def(channels) -> dict:
@@ -66,7 +74,7 @@ def render_training_scans(s: dict) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, labels) pairs at the model spacing, preprocessed exactly as at inference."""
     from monai.transforms import Orientation, Spacing
 
-    pre_image = engine.preprocess_transform(s["spacing_mm"], INTENSITY)
+    pre_image = engine.preprocess_transform(s["spacing_mm"], intensity(s))
     pre_label = [Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))), Spacing(pixdim=s["spacing_mm"], mode="nearest")]
     out = []
     for g, (matrix, pixel, slice_mm) in enumerate(s["grids"]):
@@ -127,7 +135,9 @@ def train(settings: dict | None, out_dir: Path) -> dict:
 
     nd = network_def(s["channels"])
     net = UNet(**{k: v for k, v in nd.items() if k != "_target_"})
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    weight = torch.ones(len(L.NAMES))
+    weight[list(L.LESION_LABELS)] = float(s["lesion_weight"])
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weight)
     opt = torch.optim.AdamW(net.parameters(), lr=float(s["lr"]), weight_decay=1e-5)
     steps = int(s["steps"])
     # warm-up, then exponential decay: the learning rate at a step does not depend on the total, so a
@@ -136,6 +146,7 @@ def train(settings: dict | None, out_dir: Path) -> dict:
         opt, lambda k: min(1.0, (k + 1) / WARMUP_STEPS) * float(s["lr_decay"]) ** max(0, k - WARMUP_STEPS))
     size = [int(v) for v in s["roi_size"]]
     use_bf16 = bool(s["bf16"]) and engine.cpu_has_bf16()
+    per_hu = 2.0 / (float(s["hu_window"][1]) - float(s["hu_window"][0]))  # model units per HU
     net.train()
     t_loop, losses = time.perf_counter(), []
     for step in range(steps):
@@ -146,8 +157,8 @@ def train(settings: dict | None, out_dir: Path) -> dict:
             centre = pool[int(rng.integers(len(pool)))] + rng.integers(-size[0] // 4, size[0] // 4 + 1, 3)
             img, lb = _crop(*data[i], centre, size)
             # intensity augmentation: scanner calibration offset and noise level differ between sites
-            img = img + np.float32(rng.normal(0, 10.0) / 1000.0)
-            img = img + rng.normal(0, rng.uniform(0, 8.0) / 1000.0, img.shape).astype(np.float32)
+            img = img + np.float32(rng.normal(0, 10.0) * per_hu)
+            img = img + rng.normal(0, rng.uniform(0, 8.0) * per_hu, img.shape).astype(np.float32)
             imgs.append(img)
             labs.append(lb)
         x = torch.from_numpy(np.stack(imgs)[:, None])
@@ -203,14 +214,14 @@ def write_bundle(net: torch.nn.Module, nd: dict, s: dict, out_dir: Path, summary
         "network_data_format": {
             "inputs": {"image": {"type": "image", "format": "hounsfield", "modality": "CT", "num_channels": 1,
                                  "spatial_shape": list(s["roi_size"]), "dtype": "float32",
-                                 "value_range": [INTENSITY["b_min"], INTENSITY["b_max"]], "is_patch_data": True,
+                                 "value_range": [-1.0, 1.0], "is_patch_data": True,
                                  "channel_def": {"0": "image"}}},
             "outputs": {"pred": {"type": "image", "format": "segmentation", "num_channels": len(L.NAMES),
                                  "spatial_shape": list(s["roi_size"]), "dtype": "float32", "value_range": [],
                                  "is_patch_data": True,
                                  "channel_def": {str(k): v for k, v in sorted(L.NAMES.items())}}},
         },
-        "tumorburden": {"spacing_mm": list(map(float, s["spacing_mm"])), "intensity": INTENSITY,
+        "tumorburden": {"spacing_mm": list(map(float, s["spacing_mm"])), "intensity": intensity(s),
                         "roi_size": list(map(int, s["roi_size"])), "orientation": "RAS"},
     }
     (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
