@@ -33,7 +33,7 @@ def test_dicom_seg_of_a_scan_reads_back_onto_its_segmentation(synthetic_run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # one DICOM-SEG per scan of the patient, named by scan
     own = sorted(scans.loc[scans["patient_id"] == patient, "scan_id"])
-    assert sorted(p.stem for p in (workdir / target).iterdir()) == own
+    assert sorted(p.stem for p in (workdir / target).glob("*.dcm")) == own
     scan_id = own[0]
     ds = pydicom.dcmread(workdir / target / f"{scan_id}.dcm")
     source = pydicom.dcmread(next((synthetic_run / "synthetic" / "dicom" / scan_id).glob("*.dcm")),
