@@ -39,19 +39,19 @@ from pathlib import Path
 import pandas as pd
 r, t0, t1, cores, n, matrix, pixel, shape, load0, load1 = sys.argv[1:]
 wall, cores, n = float(t1) - float(t0), int(cores), int(n)
+def jobs(rule):
+    """The rule's Snakemake benchmark rows: (CPU s, wall s, max RSS MB) per job."""
+    b = pd.concat([pd.read_csv(p, sep="\t") for p in Path(r, "benchmarks", rule).glob("*.tsv")])
+    return (b["cpu_time"] if "cpu_time" in b else b["s"]).astype(float), b["s"].astype(float), b["max_rss"].astype(float)
+
 rows = []
 for rule in ["ingest", "segment", "measure"]:
-    tsv = [pd.read_csv(p, sep="\t") for p in Path(r, "benchmarks", rule).glob("*.tsv")]
-    b = pd.concat(tsv)
-    cpu = (b["cpu_time"] if "cpu_time" in b else b["s"]).astype(float)
-    rows.append((rule, cpu.mean(), b["s"].astype(float).mean(), b["max_rss"].astype(float).max()))
+    cpu, w, rss = jobs(rule)
+    rows.append((rule, cpu.mean(), w.mean(), rss.max()))
 # the DICOM-SEG export runs once per patient: its CPU per scan is the total over the scans
-dicom = [pd.read_csv(p, sep="\t") for p in Path(r, "benchmarks", "segment_dicom").glob("*.tsv")]
-if dicom:
-    b = pd.concat(dicom)
-    cpu = (b["cpu_time"] if "cpu_time" in b else b["s"]).astype(float)
-    rows.append(("segment_dicom (per patient, per scan)", cpu.sum() / n, b["s"].astype(float).sum() / n,
-                 b["max_rss"].astype(float).max()))
+if any(Path(r, "benchmarks", "segment_dicom").glob("*.tsv")):
+    cpu, w, rss = jobs("segment_dicom")
+    rows.append(("segment_dicom (per patient, per scan)", cpu.sum() / n, w.sum() / n, rss.max()))
 cpu_per_scan = sum(c for _, c, _, _ in rows)
 per_hour = n / wall * 3600
 print(f"Trial: {n} scans of {shape} voxels ({matrix}x{matrix} at {pixel} mm, 1.5 mm slices); "

@@ -146,25 +146,39 @@ def segment_inputs(wc):
     return inputs
 
 
+def _is_dicom_path(image):
+    return not str(image).endswith((".nii", ".nii.gz"))
+
+
 def is_dicom_source(scan_id):
-    return not str(SCANS.loc[scan_id, "image"]).endswith((".nii", ".nii.gz"))
+    return _is_dicom_path(SCANS.loc[scan_id, "image"])
 
 
-_DICOM_SCANS = {}
+_PER_SCAN_TABLE = {}
 
 
+def once_per_scan_table(compute):
+    """compute() cached while the scan table is the same object (a dicom_root study's table only
+    exists after the discover checkpoint, so these may not run when the Snakefile is read)."""
+
+    def cached():
+        key = id(SCANS.index)
+        if _PER_SCAN_TABLE.get(compute.__name__, (None,))[0] != key:
+            _PER_SCAN_TABLE[compute.__name__] = (key, compute())
+        return _PER_SCAN_TABLE[compute.__name__][1]
+
+    return cached
+
+
+@once_per_scan_table
 def dicom_scans_of_patient():
     """patient -> their scans whose source is a DICOM folder (a NIfTI source has no series for a
-    DICOM-SEG to reference), computed once per scan table."""
-    key = id(SCANS.index)  # the same table object while it is unchanged
-    if key not in _DICOM_SCANS:
-        _DICOM_SCANS.clear()
-        by_patient = {}
-        for scan_id, patient in zip(SCANS.index, SCANS.loc[:, "patient_id"]):
-            if is_dicom_source(scan_id):
-                by_patient.setdefault(patient, []).append(scan_id)
-        _DICOM_SCANS[key] = by_patient
-    return _DICOM_SCANS[key]
+    DICOM-SEG to reference)."""
+    by_patient = {}
+    for scan_id, patient, image in zip(SCANS.index, SCANS.loc[:, "patient_id"], SCANS.loc[:, "image"]):
+        if _is_dicom_path(image):
+            by_patient.setdefault(patient, []).append(scan_id)
+    return by_patient
 
 
 def dicom_seg_inputs(wc):
@@ -181,18 +195,11 @@ def dicom_seg_targets(wildcards=None):
 # Lesions (lesions.smk): each patient's reference scan for registration.
 from tumorburden.lesions.register import reference_scans
 
-_REFERENCE = {}
-
-
+@once_per_scan_table
 def reference_scan_of_patient():
-    """patient -> reference scan, computed once per scan table (a dicom_root study's table only
-    exists after the discover checkpoint, so this may not run when the Snakefile is read)."""
-    key = id(SCANS.index)  # the same table object while it is unchanged
-    if key not in _REFERENCE:
-        scans = SCANS.loc[:, ["patient_id", "scan_id", "days"]]
-        _REFERENCE.clear()
-        _REFERENCE[key] = reference_scans(scans.reset_index(drop=True).astype({"days": float}))
-    return _REFERENCE[key]
+    """patient -> reference scan."""
+    scans = SCANS.loc[:, ["patient_id", "scan_id", "days"]]
+    return reference_scans(scans.reset_index(drop=True).astype({"days": float}))
 
 
 def reference_of(wc):

@@ -146,7 +146,8 @@ def train(settings: dict | None, out_dir: Path) -> dict:
         opt, lambda k: min(1.0, (k + 1) / WARMUP_STEPS) * float(s["lr_decay"]) ** max(0, k - WARMUP_STEPS))
     size = [int(v) for v in s["roi_size"]]
     use_bf16 = bool(s["bf16"]) and engine.cpu_has_bf16()
-    per_hu = 2.0 / (float(s["hu_window"][1]) - float(s["hu_window"][0]))  # model units per HU
+    window = intensity(s)
+    per_hu = (window["b_max"] - window["b_min"]) / (window["a_max"] - window["a_min"])  # model units per HU
     net.train()
     t_loop, losses = time.perf_counter(), []
     for step in range(steps):
