@@ -25,7 +25,7 @@ sm() { PATH="$bin:$PATH" "$bin/snakemake" --snakefile "$repo/Snakefile" --direct
 r=$work/results/throughput
 # 1. Render the trial's DICOM series (untimed).
 sm --quiet all --until synth_render > "$work/render.log" 2>&1 || { tail -20 "$work/render.log"; exit 1; }
-n_scans=$(ls -d "$r"/synthetic/dicom/*/ | wc -l)
+n_scans=$(ls -d "$r"/synthetic/dicom/*/*/ | wc -l)
 load0=$(cut -d' ' -f1 /proc/loadavg)
 # 2. Everything else (timed).
 t0=$(date +%s.%N)

@@ -43,3 +43,12 @@ def test_segment_dicom_pairs_every_segmentation_with_its_series(args, says, caps
     with pytest.raises(SystemExit) as exc:
         main(["segment-dicom", *args])
     assert says in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_rendering_a_patient_not_in_the_trial_is_one_line_naming_it(tmp_path, capsys):
+    code = main(["synth-render", "--settings", '{"n_patients": 3}', "--patient-id", "SYN-999",
+                 "--dicom-dir", str(tmp_path / "d"), "--truth-dir", str(tmp_path / "t")])
+    assert code == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("tumorburden synth-render: error:") and "SYN-999" in err and "\n" not in err
+    assert not (tmp_path / "d").exists()

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tumorburden.synth.trial import truth_scan_dirs
 from workflow_run import snakemake
 
 
@@ -30,7 +31,7 @@ def test_pipeline_outputs_follow_the_contract(synthetic_run):
                 assert (r / f"figures/km_{cohort}_{endpoint}_baseline_volume_median.{ext}").stat().st_size > 1000
     assert (r / "qc/exclusions.tsv").exists()
     image = nib.load(r / f"scans/{scans.scan_id[0]}/image.nii.gz")
-    truth = nib.load(r / f"truth/scans/{scans.scan_id[0]}/labels.nii.gz")
+    truth = nib.load(truth_scan_dirs(r / "truth")[scans.scan_id[0]] / "labels.nii.gz")
     np.testing.assert_allclose(image.affine, truth.affine, atol=1e-4)
 
 
@@ -63,7 +64,8 @@ def test_real_study_with_external_masks(synthetic_run, tmp_path):
     r = synthetic_run
     scans = pd.read_csv(r / "synthetic/scans.tsv", sep="\t", dtype={"scan_id": str})
     scans["image"] = [str(r / "synthetic" / p) for p in scans["image"]]
-    scans["mask"] = [str(r / f"truth/scans/{s}/lesions.nii.gz") for s in scans["scan_id"]]
+    truth = truth_scan_dirs(r / "truth")
+    scans["mask"] = [str(truth[s] / "lesions.nii.gz") for s in scans["scan_id"]]
     scans.to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
     (tmp_path / "clinical.tsv").write_text((r / "synthetic/clinical.tsv").read_text())
     config = {"study": {"name": "real", "clinical": str(tmp_path / "clinical.tsv"), "scans": str(tmp_path / "scans.tsv")},
@@ -72,7 +74,7 @@ def test_real_study_with_external_masks(synthetic_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     burden = pd.read_parquet(tmp_path / "results/real/tables/burden.parquet").set_index("scan_id")
     for scan_id in scans["scan_id"]:
-        mask = nib.load(r / f"truth/scans/{scan_id}/lesions.nii.gz")
+        mask = nib.load(truth[scan_id] / "lesions.nii.gz")
         expected = np.count_nonzero(np.asanyarray(mask.dataobj)) * abs(np.linalg.det(mask.affine[:3, :3])) / 1000
         assert burden.loc[scan_id, "total_volume_ml"] == pytest.approx(expected, rel=1e-6, abs=1e-9)
 

@@ -82,12 +82,14 @@ def slurm_jobs(state: Path, workdir: Path) -> list[dict]:
 SLURM_PATIENTS = 2
 
 
-def _reset_scans(results: Path, scan_ids: set[str]) -> None:
-    """Remove every file the workflow wrote for these scans (images, truth, segmentations, QC,
-    logs, benchmarks), so that the next run computes them again."""
+def _reset_scans(results: Path, scan_ids: set[str], patient_ids: set[str]) -> None:
+    """Remove every file the workflow wrote for these patients and their scans (rendered series,
+    truth, images, segmentations, DICOM-SEGs, QC, logs, benchmarks), so that the next run computes
+    them again."""
+    ids = scan_ids | patient_ids
     doomed = [p for p in results.rglob("*")
-              if any(part in scan_ids for part in p.relative_to(results).parts)
-              or p.name.split(".")[0] in scan_ids]
+              if any(part in ids for part in p.relative_to(results).parts)
+              or p.name.split(".")[0] in ids]
     for p in sorted(doomed, key=lambda p: len(p.parts)):
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
@@ -106,7 +108,7 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, synthetic_run, tmp_pa
     scans = pd.read_csv(synthetic_run / "synthetic" / "scans.tsv", sep="\t")
     patients = sorted(scans["patient_id"].unique())[:SLURM_PATIENTS]
     redo = set(scans.loc[scans["patient_id"].isin(patients), "scan_id"])
-    _reset_scans(workdir / "results" / name, redo)
+    _reset_scans(workdir / "results" / name, redo, set(patients))
     # and the study steps' outputs: Snakemake does not regenerate missing intermediate files
     # (here the reset scans') under outputs that are present and newer than what exists
     for study_output in ["tables", "survival", "figures", "truth/scores.csv", "qc/exclusions.tsv"]:
@@ -128,11 +130,13 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, synthetic_run, tmp_pa
     # Every job SLURM ran for this workflow finished well, on the cluster's node.
     assert jobs and all(j["JobState"] == "COMPLETED" and j["CompletedState"] == "COMPLETED" for j in jobs), jobs
     comments = [j["Comment"] for j in jobs]
-    # Grouped per-scan steps: prepare (render + ingest), segment, measure (with registration); 6 scans
-    # per job; only the reset scans ran.
-    for group in ["group_prepare", "group_segment", "group_measure"]:
+    # Grouped steps, 6 connected components per SLURM job: prepare (a patient's rendering + the
+    # ingest of its scans: 6 patients), segment and measure (with registration: 6 scans); only the
+    # reset patients' scans ran.
+    for group, n_components in [("group_prepare", len(patients)), ("group_segment", len(redo)),
+                                ("group_measure", len(redo))]:
         n = sum(c.startswith(group) or c.startswith(f"rule_{group[6:]}") for c in comments)
-        assert n == -(-len(redo) // 6), (group, comments)
+        assert n == -(-n_components // 6), (group, comments)
     for rule in ["track", "burden", "features", "survival", "km_figures", "score_against_truth"]:
         assert comments.count(f"rule_{rule}") == 1, (rule, comments)
     assert "rule_synth_trial" not in comments  # its outputs were kept

@@ -12,6 +12,7 @@ from tumorburden.segment.dicomseg import read_dicom_seg_labels
 from tumorburden.segment.engine import labels_to_grid
 from tumorburden.segment.evaluate import score_scan
 from tumorburden.segment.run import segment
+from tumorburden.synth.trial import truth_scan_dirs
 from workflow_run import TINY, snakemake
 
 
@@ -21,6 +22,29 @@ def test_every_scan_has_a_qc_overlay(synthetic_run):
     for scan_id in scans:
         png = synthetic_run / "qc" / "overlays" / f"{scan_id}.png"
         assert png.read_bytes()[:4] == b"\x89PNG", png
+
+
+def _pending_rules(workdir, config) -> dict[str, int]:
+    """Rule -> jobs a dry run of the tables would run with this config on the shared run's results."""
+    proc = snakemake(workdir, config, "-n", "--quiet", "rules", "results/tiny/tables/burden.parquet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+@pytest.mark.e2e
+def test_editing_training_settings_does_not_redo_the_segmentations(synthetic_run):
+    workdir = synthetic_run.parents[1]
+    seg = TINY.get("segmentation", {})
+    retrain = {**TINY, "segmentation": {**seg, "train": {"steps": 10, "lr": 0.001}}}
+    assert "segment" not in _pending_rules(workdir, retrain)
+    # the control: an inference setting does redo them
+    overlap = {**TINY, "segmentation": {**seg, "overlap": 0.5}}
+    assert _pending_rules(workdir, overlap)["segment"] == len(list((synthetic_run / "scans").iterdir()))
 
 
 @pytest.mark.e2e
@@ -36,7 +60,7 @@ def test_dicom_seg_of_a_scan_reads_back_onto_its_segmentation(synthetic_run):
     assert sorted(p.stem for p in (workdir / target).glob("*.dcm")) == own
     scan_id = own[0]
     ds = pydicom.dcmread(workdir / target / f"{scan_id}.dcm")
-    source = pydicom.dcmread(next((synthetic_run / "synthetic" / "dicom" / scan_id).glob("*.dcm")),
+    source = pydicom.dcmread(next((synthetic_run / "synthetic" / "dicom" / patient / scan_id).glob("*.dcm")),
                              stop_before_pixels=True)
     assert ds.Modality == "SEG" and ds.StudyInstanceUID == source.StudyInstanceUID
     assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
@@ -54,8 +78,9 @@ def test_shipped_bundle_runs_on_a_scan_of_the_tiny_trial(synthetic_run, tmp_path
     scan_id = truth_scans.sort_values("total_volume_ml").iloc[-1]["scan_id"]
     labels = segment(synthetic_run / "scans" / scan_id / "image.nii.gz", tmp_path / "seg.nii.gz",
                      settings={"engine": "monai"}, threads=2)
-    truth = load_nifti(synthetic_run / "truth" / "scans" / scan_id / "labels.nii.gz", dtype=np.uint8)
-    inst = load_nifti(synthetic_run / "truth" / "scans" / scan_id / "lesions.nii.gz").array.astype(np.int64)
+    truth_scan = truth_scan_dirs(synthetic_run / "truth")[scan_id]
+    truth = load_nifti(truth_scan / "labels.nii.gz", dtype=np.uint8)
+    inst = load_nifti(truth_scan / "lesions.nii.gz").array.astype(np.int64)
     lesions = pd.read_parquet(synthetic_run / "truth" / "lesions.parquet")
     sums, rows = score_scan(labels, truth.array, inst, truth.voxel_ml, lesions[lesions["scan_id"] == scan_id])
     assert labels.shape == truth.shape and labels.dtype == np.uint8

@@ -21,8 +21,8 @@ TYPE2 = ["PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDat
 def rendered(tiny_run):
     out, trial = tiny_run
     scan = trial.scans.iloc[1]
-    dicom_dir = out / "synthetic" / "dicom" / scan["scan_id"]
-    truth_dir = out / "truth" / "scans" / scan["scan_id"]
+    dicom_dir = out / "synthetic" / "dicom" / scan["patient_id"] / scan["scan_id"]
+    truth_dir = out / "truth" / "scans" / scan["patient_id"] / scan["scan_id"]
     return trial, scan, dicom_dir, truth_dir
 
 

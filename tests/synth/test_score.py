@@ -8,6 +8,7 @@ from tumorburden import tables
 from tumorburden.kinetics.burden import compute_burden
 from tumorburden.kinetics.features import compute_features
 from tumorburden.synth.score import _truth_lesion_table, write_scores
+from tumorburden.synth.trial import truth_scan_dirs
 
 
 def _perfect_results(out, trial, results):
@@ -15,7 +16,7 @@ def _perfect_results(out, trial, results):
     truth = out / "truth"
     for scan_id in trial.scans["scan_id"]:
         (results / "scans" / scan_id).mkdir(parents=True)
-        shutil.copy(truth / "scans" / scan_id / "labels.nii.gz", results / "scans" / scan_id / "segmentation.nii.gz")
+        shutil.copy(truth_scan_dirs(truth)[scan_id] / "labels.nii.gz", results / "scans" / scan_id / "segmentation.nii.gz")
     les = pd.read_parquet(truth / "lesions.parquet")
     measured = les.assign(lesion=les["track_id"], status="persisting", mean_hu=40.0, organ=les["site"])
     tables.write(measured, results / "tables" / "lesions.parquet", "lesions")
@@ -129,7 +130,7 @@ def test_segmentation_in_another_orientation_is_brought_onto_the_truth_grid(tiny
     for scan_id in trial.scans["scan_id"]:
         path = results / "scans" / scan_id / "segmentation.nii.gz"
         img = nib.as_closest_canonical(nib.load(path))  # RAS+ voxel order: i and j flipped
-        assert not np.allclose(img.affine, nib.load(out / "truth" / "scans" / scan_id / "labels.nii.gz").affine)
+        assert not np.allclose(img.affine, nib.load(truth_scan_dirs(out / "truth")[scan_id] / "labels.nii.gz").affine)
         nib.save(img, path)
     scores = write_scores(out / "truth", results, tmp_path / "scores.csv")
     assert _value(scores, "lesion_dice_pooled") == 1.0 and _value(scores, "vat_dice") == 1.0

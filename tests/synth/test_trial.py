@@ -51,7 +51,7 @@ def test_ids_cohorts_and_columns():
                                             "os_event", "age", "sex", "ecog", "line_of_therapy"]
     assert list(trial.scans.columns) == ["patient_id", "scan_id", "days", "image"]
     first = trial.scans.iloc[0]
-    assert first["scan_id"] == "SYN-001-S0" and first["image"] == "dicom/SYN-001-S0"
+    assert first["scan_id"] == "SYN-001-S0" and first["image"] == "dicom/SYN-001/SYN-001-S0"
     assert set(trial.lesions["site"]) <= {"lung", "liver", "node", "soft_tissue"}
     mel = trial.lesions.merge(trial.patients[["patient_id", "cohort"]])
     assert "soft_tissue" not in set(mel.loc[mel["cohort"] == "lung", "site"])

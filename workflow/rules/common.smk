@@ -80,14 +80,44 @@ wildcard_constraints:
     endpoint=r"pfs|os",
 
 
-def settings(section):
-    """A config section as a shell-quoted JSON argument for `tumorburden ... --settings`."""
-    return shlex.quote(json.dumps(config.get(section) or {}, sort_keys=True))
+def settings(section, without=()):
+    """A config section (less the keys `without`) as a shell-quoted JSON argument for
+    `tumorburden ... --settings`. Leave out the keys a step ignores (Snakemake reruns a job
+    whose parameters changed)."""
+    chosen = {k: v for k, v in (config.get(section) or {}).items() if k not in without}
+    return shlex.quote(json.dumps(chosen, sort_keys=True))
+
+
+_PER_SCAN_TABLE = {}
+
+
+def once_per_scan_table(compute):
+    """compute() cached while the scan table is the same object (a dicom_root study's table only
+    exists after the discover checkpoint, so these may not run when the Snakefile is read)."""
+
+    def cached():
+        key = id(SCANS.index)
+        if _PER_SCAN_TABLE.get(compute.__name__, (None,))[0] != key:
+            _PER_SCAN_TABLE[compute.__name__] = (key, compute())
+        return _PER_SCAN_TABLE[compute.__name__][1]
+
+    return cached
+
+
+@once_per_scan_table
+def scan_rows():
+    """scan_id -> its scans.tsv row as a dict: input functions run for every job, and a
+    DataFrame lookup per job was a tenth of the 600 x 6 DAG's build time."""
+    return SCANS.to_dict("index")
+
+
+def scan_row(scan_id):
+    return scan_rows()[scan_id]
 
 
 def external_mask(wc):
     """The scan's external lesion mask, when scans.tsv gives one."""
-    mask = SCANS.loc[wc.scan_id, "mask"]
+    mask = scan_row(wc.scan_id).get("mask")
     return {"mask": mask} if isinstance(mask, str) and mask else {}
 
 
@@ -133,17 +163,40 @@ def segmentation_bundle():
     return Path(workflow.basedir) / path
 
 
+def _model_weights():
+    """{"weights": the bundle's weights file} for the monai engine, else {}."""
+    if SEGMENTATION.get("engine", "monai") != "monai":
+        return {}
+    bundle = segmentation_bundle()
+    weights = bundle / "models" / "model.ts"
+    return {"weights": str(weights if weights.exists() else bundle / "models" / "model.pt")}
+
+
+MODEL_WEIGHTS = _model_weights()
+
+
 def segment_inputs(wc):
     """The scan's image, external mask / TotalSegmentator folder, and the model weights."""
-    inputs = {"image": f"{R}/scans/{wc.scan_id}/image.nii.gz", **external_mask(wc)}
-    bodycomp = SCANS.loc[wc.scan_id].get("bodycomp") if "bodycomp" in SCANS.columns else None
+    inputs = {"image": f"{R}/scans/{wc.scan_id}/image.nii.gz", **external_mask(wc), **MODEL_WEIGHTS}
+    bodycomp = scan_row(wc.scan_id).get("bodycomp")
     if isinstance(bodycomp, str) and bodycomp:
         inputs["bodycomp"] = bodycomp
-    if SEGMENTATION.get("engine", "monai") == "monai":
-        bundle = segmentation_bundle()
-        weights = bundle / "models" / "model.ts"
-        inputs["weights"] = str(weights if weights.exists() else bundle / "models" / "model.pt")
     return inputs
+
+
+def scan_source(scan_id):
+    """What a scan's jobs take as input for its image: the image itself, or for the synthetic trial
+    the patient's rendered folder (rendering is one job per patient; a file inside a directory
+    output cannot be an input), with the image named as a parameter."""
+    image = scan_row(scan_id)["image"]
+    return str(Path(image).parent) if STUDY.synthetic else image
+
+
+def truth_folders():
+    """truth/scans/<patient_id>/ of every patient of the synthetic trial (<scan_id>/ inside)."""
+    if not STUDY.synthetic:
+        return []
+    return expand(f"{R}/truth/scans/{{patient_id}}", patient_id=sorted(set(SCANS["patient_id"])))
 
 
 def _is_dicom_path(image):
@@ -151,23 +204,7 @@ def _is_dicom_path(image):
 
 
 def is_dicom_source(scan_id):
-    return _is_dicom_path(SCANS.loc[scan_id, "image"])
-
-
-_PER_SCAN_TABLE = {}
-
-
-def once_per_scan_table(compute):
-    """compute() cached while the scan table is the same object (a dicom_root study's table only
-    exists after the discover checkpoint, so these may not run when the Snakefile is read)."""
-
-    def cached():
-        key = id(SCANS.index)
-        if _PER_SCAN_TABLE.get(compute.__name__, (None,))[0] != key:
-            _PER_SCAN_TABLE[compute.__name__] = (key, compute())
-        return _PER_SCAN_TABLE[compute.__name__][1]
-
-    return cached
+    return _is_dicom_path(scan_row(scan_id)["image"])
 
 
 @once_per_scan_table
@@ -184,7 +221,11 @@ def dicom_scans_of_patient():
 def dicom_seg_inputs(wc):
     scans = dicom_scans_of_patient()[wc.patient_id]
     return {"segmentations": [f"{R}/scans/{s}/segmentation.nii.gz" for s in scans],
-            "series": [SCANS.loc[s, "image"] for s in scans]}
+            "sources": sorted({scan_source(s) for s in scans})}
+
+
+def dicom_series_of_patient(wc):
+    return " ".join(shlex.quote(scan_row(s)["image"]) for s in dicom_scans_of_patient()[wc.patient_id])
 
 
 def dicom_seg_targets(wildcards=None):
@@ -203,4 +244,4 @@ def reference_scan_of_patient():
 
 
 def reference_of(wc):
-    return reference_scan_of_patient()[SCANS.loc[wc.scan_id, "patient_id"]]
+    return reference_scan_of_patient()[scan_row(wc.scan_id)["patient_id"]]

@@ -35,7 +35,7 @@ if DICOM_ROOT:
 
     rule ingest:
         input:
-            series=lambda wc: SCANS.loc[wc.scan_id, "image"],
+            series=lambda wc: scan_row(wc.scan_id)["image"],
         output:
             image=f"{R}/scans/{{scan_id}}/image.nii.gz",
             qc=f"{R}/qc/ingest/{{scan_id}}.json",
@@ -55,7 +55,7 @@ else:
 
     rule ingest:
         input:
-            image=lambda wc: SCANS.loc[wc.scan_id, "image"],
+            source=lambda wc: scan_source(wc.scan_id),
         output:
             image=f"{R}/scans/{{scan_id}}/image.nii.gz",
             qc=f"{R}/qc/ingest/{{scan_id}}.json",
@@ -64,9 +64,10 @@ else:
         benchmark:
             f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
         params:
+            image=lambda wc: shlex.quote(scan_row(wc.scan_id)["image"]),
             settings=settings("imaging"),
         conda:
             ENV
         shell:
-            "tumorburden ingest {input.image:q} --out {output.image} --qc {output.qc}"
+            "tumorburden ingest {params.image} --out {output.image} --qc {output.qc}"
             " --settings {params.settings} > {log} 2>&1"

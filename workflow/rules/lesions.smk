@@ -19,7 +19,7 @@ rule measure:
         f"{R}/benchmarks/measure/{{scan_id}}.tsv",
     params:
         settings=settings("lesions"),
-        patient=lambda wc: SCANS.loc[wc.scan_id, "patient_id"],
+        patient=lambda wc: scan_row(wc.scan_id)["patient_id"],
         reference=reference_of,
     conda:
         ENV

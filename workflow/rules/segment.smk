@@ -12,7 +12,8 @@ rule segment:
     benchmark:
         f"{R}/benchmarks/segment/{{scan_id}}.tsv",
     params:
-        settings=settings("segmentation"),
+        # training and export settings are not the segmentation's: editing them must not redo every scan
+        settings=settings("segmentation", without=("train", "dicom_seg")),
         mask=lambda wc, input: f"--mask {shlex.quote(input.mask)}" if "mask" in input.keys() else "",
         bodycomp=lambda wc, input: f"--bodycomp {shlex.quote(input.bodycomp)}" if "bodycomp" in input.keys() else "",
         note=lambda wc: "" if is_dicom_source(wc.scan_id) else
@@ -43,11 +44,12 @@ rule segment_dicom:
         f"{R}/benchmarks/segment_dicom/{{patient_id}}.tsv",
     params:
         scans=lambda wc: " ".join(dicom_scans_of_patient()[wc.patient_id]),
+        series=dicom_series_of_patient,
     conda:
         ENV
     shell:
         "tumorburden segment-dicom --scan-id {params.scans} --segmentation {input.segmentations}"
-        " --series {input.series:q} --out-dir {output} > {log} 2>&1"
+        " --series {params.series} --out-dir {output} > {log} 2>&1"
 
 
 rule segment_outputs:
@@ -83,8 +85,7 @@ rule evaluate_segmentation:
     synthetic scans (held out: the training trial uses another seed)."""
     input:
         images=scan_files(f"{R}/scans/{{scan_id}}/image.nii.gz"),
-        labels=scan_files(f"{R}/truth/scans/{{scan_id}}/labels.nii.gz"),
-        lesions=scan_files(f"{R}/truth/scans/{{scan_id}}/lesions.nii.gz"),
+        truth=truth_folders(),
     output:
         scores=f"{R}/segment_eval/scores.csv",
         table=f"{R}/segment_eval/scores.md",
@@ -93,7 +94,7 @@ rule evaluate_segmentation:
     params:
         settings=settings("segmentation"),
         scans=lambda wc, input: str(Path(input.images[0]).parents[1]),
-        truth=lambda wc, input: str(Path(input.labels[0]).parents[2]),
+        truth=lambda wc, input: str(Path(input.truth[0]).parents[1]),
         out=lambda wc, output: str(Path(output.scores).parent),
     threads: 2
     conda:

@@ -22,24 +22,23 @@ rule synth_trial:
 
 
 rule synth_render:
+    """Every scan of a patient (one job per patient: at 600 x 6 scans a job per scan was a quarter of the DAG)."""
     input:
         scans=f"{R}/synthetic/scans.tsv",
     output:
-        dicom=directory(f"{R}/synthetic/dicom/{{scan_id}}"),
-        labels=f"{R}/truth/scans/{{scan_id}}/labels.nii.gz",
-        lesions=f"{R}/truth/scans/{{scan_id}}/lesions.nii.gz",
+        dicom=directory(f"{R}/synthetic/dicom/{{patient_id}}"),
+        truth=directory(f"{R}/truth/scans/{{patient_id}}"),
     log:
-        f"{R}/logs/synth_render/{{scan_id}}.log",
+        f"{R}/logs/synth_render/{{patient_id}}.log",
     benchmark:
-        f"{R}/benchmarks/synth_render/{{scan_id}}.tsv",
+        f"{R}/benchmarks/synth_render/{{patient_id}}.tsv",
     params:
         settings=settings("synthetic"),
-        truth=lambda wc, output: str(Path(output.labels).parent),
     conda:
         ENV
     shell:
-        "tumorburden synth-render --settings {params.settings} --scan-id {wildcards.scan_id}"
-        " --dicom-dir {output.dicom} --truth-dir {params.truth} > {log} 2>&1"
+        "tumorburden synth-render --settings {params.settings} --patient-id {wildcards.patient_id}"
+        " --dicom-dir {output.dicom} --truth-dir {output.truth} > {log} 2>&1"
 
 
 rule score_against_truth:
@@ -47,7 +46,7 @@ rule score_against_truth:
         # a plain path, not rules.synth_trial.output: a rule reference makes Snakemake hash the
         # 3,600-file input lists once per file (quadratic: 11 of 120 profiled seconds at 600 x 6)
         truth=f"{R}/truth/model.json",
-        labels=scan_files(f"{R}/truth/scans/{{scan_id}}/labels.nii.gz"),
+        scans=truth_folders(),
         segmentations=scan_files(f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
         lesions=f"{R}/tables/lesions.parquet",
         burden=f"{R}/tables/burden.parquet",

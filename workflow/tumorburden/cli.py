@@ -43,9 +43,12 @@ def cmd_synth_trial(a):
 
 
 def cmd_synth_render(a):
-    from tumorburden.synth.render import render_scan
+    from tumorburden.synth.render import render_patient, render_scan
 
-    render_scan(_settings(a.settings), a.scan_id, Path(a.dicom_dir), Path(a.truth_dir))
+    if a.patient_id:
+        render_patient(_settings(a.settings), a.patient_id, Path(a.dicom_dir), Path(a.truth_dir))
+    else:
+        render_scan(_settings(a.settings), a.scan_id, Path(a.dicom_dir), Path(a.truth_dir))
 
 
 def cmd_ingest(a):
@@ -241,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="results/<name>: writes synthetic/ and truth/ under it")
     p.set_defaults(func=cmd_synth_trial)
 
-    p = sub.add_parser("synth-render", help="render one synthetic scan as a DICOM CT series + truth masks")
+    p = sub.add_parser("synth-render", help="render a synthetic patient's scans (or one scan) as DICOM CT series + truth masks")
     _add_settings(p)
-    p.add_argument("--scan-id", required=True)
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--patient-id", help="every scan of this patient: a folder per scan under --dicom-dir and --truth-dir")
+    which.add_argument("--scan-id", help="this scan only: its series in --dicom-dir, its masks in --truth-dir")
     p.add_argument("--dicom-dir", required=True, help="folder for the series (one file per slice)")
     p.add_argument("--truth-dir", required=True, help="folder for labels.nii.gz and lesions.nii.gz")
     p.set_defaults(func=cmd_synth_render)

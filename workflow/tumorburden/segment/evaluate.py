@@ -32,6 +32,7 @@ from tumorburden.imaging.volume import load_nifti
 from tumorburden.segment import classical, engine
 from tumorburden.segment.run import DEFAULTS as SEGMENT_DEFAULTS
 from tumorburden.segment.run import resolve_bundle
+from tumorburden.synth.trial import truth_scan_dirs
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +105,16 @@ def evaluate(scans_dir: Path, truth_dir: Path, out_dir: Path, settings: dict | N
     bundle = load_bundle(resolve_bundle(s["bundle"])) if s["engine"] == "monai" or s.get("bundle") else None
     engines = _engines(s, bundle)
     true_lesions = pd.read_parquet(Path(truth_dir) / "lesions.parquet")
+    rendered = truth_scan_dirs(truth_dir)
     scan_ids = sorted(p.name for p in Path(scans_dir).iterdir() if (p / "image.nii.gz").exists()
-                      and (Path(truth_dir) / "scans" / p.name / "labels.nii.gz").exists())
+                      and p.name in rendered and (rendered[p.name] / "labels.nii.gz").exists())
     if not scan_ids:
         raise ValueError(f"{scans_dir}: no scan with both image.nii.gz and truth labels; run the synthetic trial first")
     per_scan, lesion_rows, seconds, checks = [], [], {k: 0.0 for k in engines}, []
     for n, scan_id in enumerate(scan_ids, 1):
         image = load_nifti(Path(scans_dir) / scan_id / "image.nii.gz", dtype=np.float32)
-        truth = load_nifti(Path(truth_dir) / "scans" / scan_id / "labels.nii.gz", dtype=np.uint8).array
-        inst = load_nifti(Path(truth_dir) / "scans" / scan_id / "lesions.nii.gz").array.astype(np.int64)
+        truth = load_nifti(rendered[scan_id] / "labels.nii.gz", dtype=np.uint8).array
+        inst = load_nifti(rendered[scan_id] / "lesions.nii.gz").array.astype(np.int64)
         tl = true_lesions[true_lesions["scan_id"] == scan_id]
         for name, fn in engines.items():
             t0 = time.perf_counter()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from tumorburden import labels, tables
 from tumorburden.imaging.volume import Volume, load_nifti
+from tumorburden.synth.trial import truth_scan_dirs
 
 log = logging.getLogger(__name__)
 
@@ -106,19 +107,20 @@ def _score_images(truth_dir: Path, results_dir: Path, true_scans: pd.DataFrame, 
     unrendered = 0
     missing, off_grid = [], []
     mapped_parts = []
+    rendered = truth_scan_dirs(truth_dir)
     for scan_id in true_scans["scan_id"]:
         seg_path = results_dir / "scans" / scan_id / "segmentation.nii.gz"
-        lab_path = truth_dir / "scans" / scan_id / "labels.nii.gz"
-        inst_path = truth_dir / "scans" / scan_id / "lesions.nii.gz"
-        if not (seg_path.exists() and lab_path.exists() and inst_path.exists()):
+        truth_scan = rendered.get(scan_id)
+        if truth_scan is None or not all(p.exists() for p in (seg_path, truth_scan / "labels.nii.gz",
+                                                               truth_scan / "lesions.nii.gz")):
             missing.append(scan_id)
             continue
-        truth = load_nifti(lab_path, dtype=np.uint8)
+        truth = load_nifti(truth_scan / "labels.nii.gz", dtype=np.uint8)
         pred_arr = load_nifti(seg_path).array_on_grid_of(truth, atol=1e-2)
         if pred_arr is None:
             off_grid.append(scan_id)
             continue
-        inst = load_nifti(inst_path, dtype=np.uint16)
+        inst = load_nifti(truth_scan / "lesions.nii.gz", dtype=np.uint16)
         pred_lesion = np.isin(pred_arr, labels.LESION_LABELS)
         true_lesion = inst.array > 0
         i = float(np.count_nonzero(pred_lesion & true_lesion))

@@ -374,6 +374,11 @@ def _weibull_time(u: float, median: float, shape: float, lp: float) -> float:
     return _weibull_scale(median, shape) * (-math.log(u) * math.exp(-lp)) ** (1.0 / shape)
 
 
+def truth_scan_dirs(truth_dir: Path) -> dict[str, Path]:
+    """scan_id -> truth/scans/<patient_id>/<scan_id>/ (labels.nii.gz, lesions.nii.gz) of every rendered scan."""
+    return {p.name: p for p in sorted(Path(truth_dir, "scans").glob("*/*")) if p.is_dir()}
+
+
 def design_trial(settings: dict | None) -> Trial:
     """Draw the whole trial (no images): fast enough for Snakemake parse time."""
     s = resolve_settings(settings)
@@ -395,7 +400,7 @@ def design_trial(settings: dict | None) -> Trial:
         })
         scan_ids = [f"{pid}-S{k}" for k in range(len(p["days"]))]
         for sid, day in zip(scan_ids, p["days"]):
-            scan_rows.append({"patient_id": pid, "scan_id": sid, "days": float(day), "image": f"dicom/{sid}"})
+            scan_rows.append({"patient_id": pid, "scan_id": sid, "days": float(day), "image": f"dicom/{pid}/{sid}"})
 
         vol = p["vol"]
         scan_idx, lesion_idx = np.nonzero(~np.isnan(vol))
