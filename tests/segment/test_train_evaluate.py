@@ -77,3 +77,34 @@ def test_components_below_the_lesion_minimum_are_not_false_positives():
     pred, truth, inst = _scan([(speck, L.LESION)], [])
     sums, rows = evaluate.score_scan(pred, truth, inst, 0.001, pd.DataFrame(columns=["track_id", "site", "longest_diameter_mm"]))
     assert sums["false_positives"] == 0 and rows == []
+
+
+def test_lesions_per_training_patch_are_drawn_per_lesion_not_per_voxel():
+    lab = np.zeros((20, 20, 20), np.uint8)
+    lab[1:11, 1:11, 1:11] = L.LESION  # 1,000 voxels
+    lab[15, 15, 15] = L.NODE_LESION  # one voxel
+    lesions = train.lesion_voxels(lab)
+    assert sorted(len(v) for v in lesions) == [1, 1000]
+    assert any((v == [15, 15, 15]).all() for v in lesions)
+
+
+def test_inserted_small_lesions_stay_in_their_host_with_soft_tissue_density():
+    s = {**train.DEFAULTS, "inserted_hu": [40.0, 40.0], "inserted_diameter_mm": [9.0, 9.0]}
+    lab = np.full((32, 32, 32), L.LIVER, np.uint8)
+    lab[:, :16] = L.VAT
+    lab[:, :, :4] = L.MUSCLE  # not a host
+    scale = 2.0 / 600.0  # the -300..300 HU window to -1..1
+    img = np.where(lab == L.LIVER, 120.0, np.where(lab == L.VAT, -100.0, 50.0)).astype(np.float32) * scale
+    before_lab, before_img = lab.copy(), img.copy()
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        train.insert_small_lesions(img, lab, rng, s)
+    changed = lab != before_lab
+    assert changed.any()
+    # a lesion in visceral fat is a node, one in the liver a lesion; muscle never receives one
+    assert set(lab[changed & (before_lab == L.VAT)]) == {L.NODE_LESION}
+    assert set(lab[changed & (before_lab == L.LIVER)]) == {L.LESION}
+    assert not (changed & (before_lab == L.MUSCLE)).any()
+    assert (img[before_lab == L.MUSCLE] == before_img[before_lab == L.MUSCLE]).all()
+    # the labelled voxels carry the lesion's density (partial volume at the rim, noise of 12 HU)
+    assert abs(float(np.median(img[changed] / scale)) - 40.0) < 25.0
