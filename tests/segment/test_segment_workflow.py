@@ -26,7 +26,8 @@ def test_every_scan_has_a_qc_overlay(synthetic_run):
 
 def _pending_rules(workdir, config) -> dict[str, int]:
     """Rule -> jobs a dry run of the tables would run with this config on the shared run's results."""
-    proc = snakemake(workdir, config, "-n", "--quiet", "rules", "results/tiny/tables/burden.parquet")
+    # the target first: --quiet takes a list, and would swallow a target after it
+    proc = snakemake(workdir, config, "results/tiny/tables/burden.parquet", "-n", "--quiet", "rules")
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = {}
     for line in (proc.stdout + proc.stderr).splitlines():
