@@ -66,6 +66,12 @@ def intensity(s: dict) -> dict:
     return {"a_min": lo, "a_max": hi, "b_min": -1.0, "b_max": 1.0, "clip": True}
 
 
+def model_units_per_hu(s: dict) -> float:
+    """How much one HU moves the model's input (the intensity window's slope)."""
+    w = intensity(s)
+    return (w["b_max"] - w["b_min"]) / (w["a_max"] - w["a_min"])
+
+
 def network_def(channels) -> dict:
     """The MONAI UNet, in MONAI bundle config syntax (what configs/inference.json holds)."""
     channels = [int(c) for c in channels]
@@ -117,14 +123,9 @@ def lesion_voxels(lab: np.ndarray) -> list[np.ndarray]:
     """
     from scipy import ndimage
 
-    comp, n = ndimage.label(np.isin(lab, L.LESION_LABELS))
-    if n == 0:
-        return []
-    idx = np.argwhere(comp > 0)
-    order = np.argsort(comp[tuple(idx.T)], kind="stable")
-    idx = idx[order]
-    counts = np.bincount(comp[tuple(idx.T)], minlength=n + 1)[1:]
-    return np.split(idx, np.cumsum(counts)[:-1])
+    comp, _ = ndimage.label(np.isin(lab, L.LESION_LABELS))
+    per_lesion = ndimage.value_indices(comp, ignore_value=0)
+    return [np.stack(per_lesion[k], axis=1) for k in sorted(per_lesion)]
 
 
 # Where small lesions are inserted: host tissue -> the label the lesion gets.
@@ -139,7 +140,7 @@ def insert_small_lesions(img: np.ndarray, lab: np.ndarray, rng: np.random.Genera
     Each inserted lesion has soft-tissue density (`inserted_hu`), a one-voxel partial-volume rim
     and the training scans' noise; voxels at least half covered take the lesion label."""
     window = intensity(s)
-    per_hu = (window["b_max"] - window["b_min"]) / (window["a_max"] - window["a_min"])
+    per_hu = model_units_per_hu(s)
     spacing = np.asarray(s["spacing_mm"], dtype=float)
     for _ in range(int(rng.integers(1, 4))):
         host = list(INSERTION_HOSTS)[int(rng.integers(len(INSERTION_HOSTS)))]
@@ -207,8 +208,7 @@ def train(settings: dict | None, out_dir: Path) -> dict:
         opt, lambda k: min(1.0, (k + 1) / WARMUP_STEPS) * float(s["lr_decay"]) ** max(0, k - WARMUP_STEPS))
     size = [int(v) for v in s["roi_size"]]
     use_bf16 = bool(s["bf16"]) and engine.cpu_has_bf16()
-    window = intensity(s)
-    per_hu = (window["b_max"] - window["b_min"]) / (window["a_max"] - window["a_min"])  # model units per HU
+    per_hu = model_units_per_hu(s)
     net.train()
     t_loop, losses = time.perf_counter(), []
     for step in range(steps):

@@ -2,8 +2,9 @@
 
 The trial is re-designed from the settings (deterministic, fast), so a render job needs only
 the settings and a patient (or scan) id. The workflow renders one patient per job: at 600 x 6
-scans a job per scan made rendering a quarter of the DAG's 15,000 jobs. The anatomy is drawn slab by slab and each lesion only inside its
-bounding box, which keeps a 512 x 512 x 300 scan near 1.2 GB of memory.
+scans a job per scan made rendering a quarter of the DAG's 15,000 jobs. The anatomy is drawn
+slab by slab and each lesion only inside its bounding box, which keeps a 512 x 512 x 300 scan
+near 1.2 GB of memory.
 """
 
 from __future__ import annotations
