@@ -82,7 +82,7 @@ def test_duplicate_patient(tmp_path, schemas_dir):
 def test_bad_id_characters(tmp_path, schemas_dir):
     bad = CLINICAL.copy()
     bad.loc[0, "patient_id"] = "P 01/x"
-    expect_error(tmp_path, schemas_dir, clinical=bad, match=r"patient_id 'P 01/x' has characters outside")
+    expect_error(tmp_path, schemas_dir, clinical=bad, match=r"line 2 \(patient_id=P 01/x\): patient_id 'P 01/x' is not a safe ID")
 
 
 def test_scan_for_unknown_patient(tmp_path, schemas_dir):

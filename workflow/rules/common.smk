@@ -5,23 +5,19 @@ import shlex
 import sys
 from pathlib import Path
 
-from snakemake.utils import validate
-
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-from tumorburden.study import StudyError, config_problem, load_study, results_dir  # noqa: E402
+from tumorburden.paths import ID_REGEX, resolve_bundle  # noqa: E402
+from tumorburden.study import StudyError, check_study, results_dir  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 ENV = "../../envs/tumorburden.yaml"
 # envs/tumorburden.post-deploy.sh installs the package from here into a new conda environment.
 os.environ.setdefault("TUMORBURDEN_SOURCE", str(Path(workflow.basedir).resolve()))
 
+# The one validation layer (config schema, IDs, ranges, the files the config names, the tables),
+# the same function `tumorburden check-study` runs: a bad input stops here, in one line.
 try:
-    validate(config, schema=str(SCHEMAS / "config.schema.yaml"))
-except Exception as exc:  # snakemake's message spans many lines: say it in one
-    sys.exit(f"tumorburden: {config_problem(config, SCHEMAS) or ' '.join(str(exc).split())}")
-
-try:
-    STUDY = load_study(config, SCHEMAS)
+    STUDY = check_study(config, SCHEMAS)
 except StudyError as exc:
     sys.exit(f"tumorburden: {exc}")
 
@@ -74,9 +70,9 @@ ENDPOINTS = config.get("survival", {}).get("endpoints", ["pfs", "os"])
 
 
 wildcard_constraints:
-    scan_id=r"[A-Za-z0-9._-]+",
-    patient_id=r"[A-Za-z0-9._-]+",
-    cohort=r"[A-Za-z0-9._-]+",
+    scan_id=ID_REGEX,
+    patient_id=ID_REGEX,
+    cohort=ID_REGEX,
     endpoint=r"pfs|os",
 
 
@@ -155,19 +151,11 @@ def discovered_scan_targets(wildcards):
 SEGMENTATION = config.get("segmentation") or {}
 
 
-def segmentation_bundle():
-    """The bundle folder (relative paths: working directory first, then the repository)."""
-    path = Path(SEGMENTATION.get("bundle", "models/tumorburden_ct")).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return Path(workflow.basedir) / path
-
-
 def _model_weights():
     """{"weights": the bundle's weights file} for the monai engine, else {}."""
     if SEGMENTATION.get("engine", "monai") != "monai":
         return {}
-    bundle = segmentation_bundle()
+    bundle = resolve_bundle(SEGMENTATION.get("bundle", "models/tumorburden_ct"))
     weights = bundle / "models" / "model.ts"
     return {"weights": str(weights if weights.exists() else bundle / "models" / "model.pt")}
 

@@ -14,14 +14,29 @@ from pathlib import Path
 
 
 def _settings(text: str | None) -> dict:
-    """--settings takes inline JSON or @file.json (a YAML or JSON file)."""
+    """--settings takes inline JSON or @file.json (a YAML or JSON file); a syntax error is
+    reported with the file, line and column."""
     if not text:
         return {}
     if text.startswith("@"):
         import yaml
 
-        return yaml.safe_load(Path(text[1:]).read_text()) or {}
-    return json.loads(text)
+        path = Path(text[1:])
+        try:
+            settings = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ValueError(f"{path}{where}: YAML syntax error ({problem}); fix the file") from None
+        if not isinstance(settings, dict):
+            raise ValueError(f"{path}: expected keys and values (a YAML mapping), got a {type(settings).__name__}")
+        return settings
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--settings: not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}); "
+                         "give inline JSON or @path to a YAML/JSON file") from None
 
 
 def _add_settings(p: argparse.ArgumentParser) -> None:
@@ -217,13 +232,10 @@ def cmd_score(a):
 
 
 def cmd_check_study(a):
-    from tumorburden.study import config_problem, load_study
+    from tumorburden.study import check_study, merged_config
 
-    config = _settings(a.settings)
-    problem = config_problem(config, Path(a.schemas))
-    if problem:
-        raise ValueError(problem)
-    study = load_study(config, Path(a.schemas))
+    # the run's config: config/config.yaml updated with the user's, as Snakemake merges --configfile
+    study = check_study(merged_config(_settings(a.settings)), Path(a.schemas))
     scans = f"{len(study.scans)} scans" if study.scans is not None else f"scans to be discovered under {study.dicom_root}"
     print(f"ok: {len(study.clinical)} patients, {scans}")
 
@@ -418,7 +430,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="scores.csv")
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("check-study", help="validate a study's clinical.tsv and scans.tsv without running anything")
+    p = sub.add_parser("check-study", help="run the workflow's checks of a config and its study (tables, IDs, "
+                       "ranges, the files it names) without running anything")
     _add_settings(p)
     p.add_argument("--schemas", default=str(Path(__file__).resolve().parents[1] / "schemas"))
     p.set_defaults(func=cmd_check_study)

@@ -10,6 +10,8 @@ Every problem is reported as one line that names the file, the line and what is 
 
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -19,7 +21,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tumorburden.paths import REPO_ROOT, id_problem, inside, resolve_bundle
+
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
+# ID columns of the input tables, and the kind of ID each is (paths.DERIVED_NAMES)
+ID_COLUMNS = {"patient_id": "patient_id", "scan_id": "scan_id", "cohort": "cohort"}
+# An unknown column at least this similar (difflib ratio, case-insensitive) to a known column the
+# table lacks is taken for a misspelling of it: `msk` / `mask` is 0.86, `ecog_ps` / `ecog` 0.73.
+MISSPELLING_CUTOFF = 0.8
+# Optional columns read when present, beyond those of the schemas.
+OPTIONAL_CLINICAL = ("baseline_date",)
 
 
 class StudyError(ValueError):
@@ -54,7 +66,99 @@ def config_problem(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> str | None:
 
 
 def results_dir(config: dict) -> Path:
-    return Path("results") / config["study"]["name"]
+    """results/<study.name>: refused if the name would put it anywhere else."""
+    return inside(Path("results"), Path("results") / config["study"]["name"])
+
+
+def check_study(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> "Study":
+    """Every check that can be made before a job runs, for the whole config (the embedded default
+    merged with the user's) and the study's tables; the Snakefile and `tumorburden check-study`
+    both call this, so they stop on the same inputs with the same one-line message."""
+    check_config(config, schemas_dir)
+    return load_study(config, schemas_dir)
+
+
+def check_config(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> None:
+    """The config alone: schema, study name, [low, high] ranges, and the files and folders it names."""
+    study_cfg = config.get("study") if isinstance(config.get("study"), dict) else {}
+    if study_cfg.get("dicom_root") and study_cfg.get("scans"):
+        raise StudyError("config keys study.dicom_root and study.scans are both set: a study is either a scans "
+                         "table or a DICOM export; remove one of them")
+    problem = config_problem(config, schemas_dir)
+    if problem:
+        raise StudyError(problem)
+    problem = id_problem(study_cfg["name"], "study.name", config)
+    if problem:
+        raise StudyError(f"config key study.name: {problem}")
+    for key, value in _ranges(config, _schema(schemas_dir, "config")):
+        if value[0] > value[1]:
+            raise StudyError(f"config key {key}: {list(value)} is a [low, high] range in the wrong order; "
+                             f"write [{value[1]}, {value[0]}]")
+    _check_config_paths(config)
+
+
+def _ranges(config: dict, schema: dict, prefix: str = ""):
+    """(key, value) of every setting the config schema declares a [low, high] range ($defs/range,
+    or two keys named by `x-ranges`)."""
+    for low, high in schema.get("x-ranges") or []:
+        if isinstance(config, dict) and config.get(low) is not None and config.get(high) is not None:
+            yield f"{prefix}{low}, {prefix}{high}", (config[low], config[high])
+    for name, prop in (schema.get("properties") or {}).items():
+        value = config.get(name) if isinstance(config, dict) else None
+        if value is None:
+            continue
+        if prop.get("$ref") == "#/$defs/range":
+            yield prefix + name, value
+        elif "properties" in prop:
+            yield from _ranges(value, prop, f"{prefix}{name}.")
+
+
+def _check_config_paths(config: dict) -> None:
+    """Every file or folder the config names exists, reported under its key rather than later as
+    a job's missing input."""
+    study_cfg = config["study"]
+    for key, kind in (("clinical", "file"), ("scans", "file"), ("patient_map", "file"),
+                      ("series_override", "file"), ("dicom_root", "folder")):
+        value = study_cfg.get(key)
+        if value is None:
+            continue
+        path = Path(value).expanduser()
+        ok = path.is_dir() if kind == "folder" else path.is_file()
+        if not ok:
+            where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            found = "is a folder, not a file" if path.is_dir() else "is a file, not a folder" if path.exists() else "does not exist"
+            raise StudyError(f"config key study.{key}: {value}{where} {found}; fix the path")
+    segmentation = config.get("segmentation") or {}
+    if segmentation.get("engine", "monai") == "monai":
+        _check_bundle(segmentation.get("bundle", "models/tumorburden_ct"))
+
+
+def _check_bundle(value: str) -> None:
+    bundle = resolve_bundle(value)
+    what = "a MONAI bundle folder (configs/metadata.json and models/model.pt or models/model.ts)"
+    if not bundle.is_dir():
+        raise StudyError(f"config key segmentation.bundle: {value} is not a folder; point it at {what}, "
+                         "or leave the key out for the shipped demo model")
+    if not (bundle / "configs" / "metadata.json").is_file():
+        raise StudyError(f"config key segmentation.bundle: {bundle} has no configs/metadata.json; point it at {what}")
+    weights = [bundle / "models" / name for name in ("model.ts", "model.pt")]
+    if not any(w.is_file() and w.stat().st_size > 0 for w in weights):
+        raise StudyError(f"config key segmentation.bundle: {bundle} has no models/model.pt or models/model.ts "
+                         f"(or it is empty); copy the weights there, or train them (snakemake train_segmentation)")
+
+
+def default_config() -> dict:
+    """config/config.yaml, the defaults a run starts from (Snakefile's `configfile:`)."""
+    return yaml.safe_load(DEFAULT_CONFIG.read_text())
+
+
+def merged_config(user: dict) -> dict:
+    """The embedded default config updated with the user's, as Snakemake merges `--configfile`."""
+    from snakemake.utils import update_config
+
+    config = default_config()
+    update_config(config, user)
+    return config
 
 
 def load_study(config: dict, schemas_dir: Path) -> Study:
@@ -68,8 +172,8 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
         scans_path = Path(study_cfg["scans"])
         clinical = read_table(clinical_path)
         scans = read_table(scans_path)
-        check_clinical(clinical, clinical_path, schemas_dir)
-        check_scans(scans, scans_path, clinical, schemas_dir)
+        check_clinical(clinical, clinical_path, schemas_dir, config)
+        check_scans(scans, scans_path, clinical, schemas_dir, config)
         scans = _resolve_paths(scans, scans_path)
         synthetic = False
     else:
@@ -122,10 +226,13 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise StudyError(f"{path}: file not found (check study.clinical / study.scans in the config)")
     sep = "," if path.suffix.lower() == ".csv" else "\t"
+    kind = "CSV" if sep == "," else "tab-separated"
     try:
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise StudyError(f"{path}: cannot be read as a {'CSV' if sep == ',' else 'tab-separated'} table ({' '.join(str(exc).split())})") from None
+    except pd.errors.EmptyDataError:
+        raise StudyError(f"{path}: the file is empty; write a header line and one row per record ({kind})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise StudyError(f"{path}: cannot be read as a {kind} table ({' '.join(str(exc).split())})") from None
     df.columns = [c.strip() for c in df.columns]
     if df.empty:
         raise StudyError(f"{path}: the table has no rows")
@@ -159,8 +266,6 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         missing = error.message.split("'")[1]
         return f"{missing} is missing"
-    if error.validator == "pattern":
-        return f"{column} {error.instance!r} has characters outside [A-Za-z0-9._-]"
     if error.validator == "enum":
         allowed = " or ".join(str(v) for v in error.validator_value)
         return f"{column} must be {allowed}, got {error.instance!r}"
@@ -171,17 +276,52 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"{column}: {error.message}" if column else error.message
 
 
-def _check_rows(df: pd.DataFrame, path: Path, schema: dict, key: str) -> None:
+def _misspelling(column: str, absent: list[str]) -> str | None:
+    """The known column (absent from the table) that `column` looks like a misspelling of."""
+    by_lower = {a.lower(): a for a in absent}
+    match = difflib.get_close_matches(column.strip().lower(), list(by_lower), n=1, cutoff=MISSPELLING_CUTOFF)
+    return by_lower[match[0]] if match else None
+
+
+def _check_columns(df: pd.DataFrame, path: Path, schema: dict, optional: tuple = ()) -> None:
+    """Required columns present; a column that looks like a misspelt known one (required or optional)
+    is named, since it would otherwise be ignored or read as a covariate."""
+    known = list(schema.get("properties", {})) + [c for c in optional if c not in schema.get("properties", {})]
+    absent = [c for c in known if c not in df.columns]
+    unknown = [c for c in df.columns if c not in known]
+    for column in unknown:
+        meant = _misspelling(column, absent)
+        if meant is not None:
+            raise StudyError(f"{path}: column {column!r} looks like a misspelling of {meant!r}, which the table "
+                             f"lacks; rename the column to {meant} (or to a name further from it if it is another column)")
     missing = [c for c in schema.get("required", []) if c not in df.columns]
     if missing:
         raise StudyError(f"{path}: missing column(s) {', '.join(missing)} (columns found: {', '.join(df.columns)})")
+
+
+def _check_rows(df: pd.DataFrame, path: Path, schema: dict, key: str, config: dict | None = None,
+                optional: tuple = ()) -> None:
+    """Columns, then each row in file order: schema (types, codes, bounds), finite numbers, safe IDs."""
+    _check_columns(df, path, schema, optional)
     validator = jsonschema.validators.validator_for(schema)(schema)
+    numbers = [c for c, p in schema.get("properties", {}).items() if p.get("type") == "number" and c in df.columns]
+    ids = [c for c in ID_COLUMNS if c in schema.get("properties", {}) and c in df.columns]
     for i, (_, row) in enumerate(df.iterrows()):
-        errors = sorted(validator.iter_errors(_typed_record(row, schema)), key=lambda e: list(e.path))
+        ident = row.get(key)
+        where = f"{path} line {i + 2}" + (f" ({key}={ident})" if isinstance(ident, str) else "")
+        record = _typed_record(row, schema)
+        errors = sorted(validator.iter_errors(record), key=lambda e: list(e.path))
         if errors:
-            ident = row.get(key)
-            where = f"line {i + 2}" + (f" ({key}={ident})" if isinstance(ident, str) else "")
-            raise StudyError(f"{path} {where}: {_describe(errors[0])}")
+            raise StudyError(f"{where}: {_describe(errors[0])}")
+        for column in numbers:
+            value = record.get(column)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise StudyError(f"{where}: {column} must be a finite number of days, got {row[column]!r}; "
+                                 "write the time (or leave the patient out)")
+        for column in ids:
+            problem = id_problem(row[column], ID_COLUMNS[column], config)
+            if problem:
+                raise StudyError(f"{where}: {problem}")
 
 
 def _check_unique(df: pd.DataFrame, path: Path, column: str) -> None:
@@ -194,20 +334,37 @@ def _check_unique(df: pd.DataFrame, path: Path, column: str) -> None:
         )
 
 
-def check_clinical(clinical: pd.DataFrame, path: Path, schemas_dir: Path) -> None:
-    _check_rows(clinical, path, _schema(schemas_dir, "clinical"), "patient_id")
+def check_clinical(clinical: pd.DataFrame, path: Path, schemas_dir: Path, config: dict | None = None) -> None:
+    covariates = tuple(((config or {}).get("survival") or {}).get("covariates") or ())
+    _check_rows(clinical, path, _schema(schemas_dir, "clinical"), "patient_id", config,
+                optional=OPTIONAL_CLINICAL + covariates)
     _check_unique(clinical, path, "patient_id")
+    pfs, os_ = pd.to_numeric(clinical["pfs_days"]), pd.to_numeric(clinical["os_days"])
+    for i in np.flatnonzero((os_ < pfs).to_numpy()):
+        raise StudyError(
+            f"{path} line {i + 2} (patient_id={clinical['patient_id'].iloc[i]}): os_days {clinical['os_days'].iloc[i]} is "
+            f"less than pfs_days {clinical['pfs_days'].iloc[i]}, impossible when progression-free survival counts "
+            "death as an event; correct the times (os_days >= pfs_days)")
 
 
-def check_scans(scans: pd.DataFrame, path: Path, clinical: pd.DataFrame, schemas_dir: Path) -> None:
-    _check_rows(scans, path, _schema(schemas_dir, "scans"), "scan_id")
+def check_scans(scans: pd.DataFrame, path: Path, clinical: pd.DataFrame, schemas_dir: Path,
+                config: dict | None = None) -> None:
+    _check_rows(scans, path, _schema(schemas_dir, "scans"), "scan_id", config)
     _check_unique(scans, path, "scan_id")
     known = set(clinical["patient_id"])
     base = path.parent
+    first_on_day: dict[tuple[str, float], int] = {}
     for i, (_, row) in enumerate(scans.iterrows()):
         where = f"{path} line {i + 2} (scan_id={row['scan_id']})"
         if row["patient_id"] not in known:
             raise StudyError(f"{where}: patient_id {row['patient_id']!r} is not in the clinical table; add the patient or remove the scan")
+        day = (row["patient_id"], float(row["days"]))
+        if day in first_on_day:
+            j = first_on_day[day]
+            raise StudyError(f"{where}: patient {row['patient_id']} already has a scan on day {row['days']} "
+                             f"(scan_id={scans['scan_id'].iloc[j]}, line {j + 2}); a patient's burden is one value "
+                             "per day: keep one of the two scans")
+        first_on_day[day] = i
         for column in ("image", "mask", "bodycomp"):
             value = row.get(column)
             if isinstance(value, str) and value:
@@ -240,7 +397,9 @@ OVERRIDE_COLUMNS = ("scan_id", "series_uid")
 def private_dir(config: dict) -> Path:
     """Where paths under dicom_root are kept (they may carry hospital IDs): never under results/."""
     study_cfg = config.get("study") or {}
-    return Path(study_cfg.get("private_dir") or Path("private") / study_cfg.get("name", "study"))
+    if study_cfg.get("private_dir"):
+        return Path(study_cfg["private_dir"])
+    return inside(Path("private"), Path("private") / study_cfg.get("name", "study"))
 
 
 def _load_dicom_root_study(config: dict, schemas_dir: Path) -> Study:
@@ -256,7 +415,7 @@ def _load_dicom_root_study(config: dict, schemas_dir: Path) -> Study:
         raise StudyError(f"{root}: study.dicom_root is not a folder")
     clinical_path = Path(study_cfg["clinical"])
     clinical = read_table(clinical_path)
-    check_clinical(clinical, clinical_path, schemas_dir)
+    check_clinical(clinical, clinical_path, schemas_dir, config)
     baseline_dates(clinical, clinical_path)
     map_path = Path(study_cfg["patient_map"])
     read_patient_map(map_path, clinical)

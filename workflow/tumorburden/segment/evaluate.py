@@ -31,7 +31,7 @@ from tumorburden import labels as L
 from tumorburden.imaging.volume import load_nifti
 from tumorburden.segment import classical, engine
 from tumorburden.segment.run import DEFAULTS as SEGMENT_DEFAULTS
-from tumorburden.segment.run import resolve_bundle
+from tumorburden.paths import resolve_bundle
 from tumorburden.synth.trial import truth_scan_dirs
 
 log = logging.getLogger(__name__)

@@ -23,9 +23,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-import tumorburden
 from tumorburden import labels as L
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
+from tumorburden.paths import resolve_bundle
 from tumorburden.segment import classical, engine
 from tumorburden.segment.train import DEFAULTS as TRAIN_DEFAULTS
 
@@ -42,15 +42,6 @@ DEFAULTS = {
 ENGINES = ("monai", "classical")
 GRID_ATOL_MM = 1e-3
 TOTALSEG_TISSUES = {"skeletal_muscle": L.MUSCLE, "subcutaneous_fat": L.SAT, "torso_fat": L.VAT}
-REPO_ROOT = Path(tumorburden.__file__).resolve().parents[2]
-
-
-def resolve_bundle(path: str | Path) -> Path:
-    """A relative bundle path is looked up in the working directory, then in the repository."""
-    path = Path(path).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return REPO_ROOT / path
 
 
 def check_settings(s: dict) -> None:
