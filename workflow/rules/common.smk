@@ -1,7 +1,6 @@
 # Config and study loading: everything is checked here, before any job runs.
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -77,11 +76,11 @@ wildcard_constraints:
 
 
 def settings(section, without=()):
-    """A config section (less the keys `without`) as a shell-quoted JSON argument for
-    `tumorburden ... --settings`. Leave out the keys a step ignores (Snakemake reruns a job
-    whose parameters changed)."""
+    """A config section (less the keys `without`) as the JSON of `tumorburden ... --settings`
+    (the rules quote it: --settings={params.settings:q}). Leave out the keys a step ignores
+    (Snakemake reruns a job whose parameters changed)."""
     chosen = {k: v for k, v in (config.get(section) or {}).items() if k not in without}
-    return shlex.quote(json.dumps(chosen, sort_keys=True))
+    return json.dumps(chosen, sort_keys=True)
 
 
 _PER_SCAN_TABLE = {}
@@ -213,7 +212,7 @@ def dicom_seg_inputs(wc):
 
 
 def dicom_series_of_patient(wc):
-    return " ".join(shlex.quote(scan_row(s)["image"]) for s in dicom_scans_of_patient()[wc.patient_id])
+    return [scan_row(s)["image"] for s in dicom_scans_of_patient()[wc.patient_id]]
 
 
 def dicom_seg_targets(wildcards=None):

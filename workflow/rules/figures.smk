@@ -23,8 +23,8 @@ rule km_figures:
     conda:
         ENV
     shell:
-        "tumorburden figures km --survival-dir {params.survival} --clinical {input.clinical:q}"
-        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+        "tumorburden figures km --survival-dir={params.survival:q} --clinical={input.clinical:q}"
+        " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule forest_figures:
@@ -42,8 +42,8 @@ rule forest_figures:
     conda:
         ENV
     shell:
-        "tumorburden figures forest --survival-dir {params.survival} --clinical {input.clinical:q}"
-        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+        "tumorburden figures forest --survival-dir={params.survival:q} --clinical={input.clinical:q}"
+        " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule c_index_figure:
@@ -62,9 +62,9 @@ rule c_index_figure:
     conda:
         ENV
     shell:
-        "tumorburden figures c-index --survival-dir {params.survival} --clinical {input.clinical:q}"
-        " --difference {input.difference}"
-        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+        "tumorburden figures c-index --survival-dir={params.survival:q} --clinical={input.clinical:q}"
+        " --difference={input.difference:q}"
+        " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule burden_figures:
@@ -82,8 +82,8 @@ rule burden_figures:
     conda:
         ENV
     shell:
-        "tumorburden figures burden --burden {input.burden} --features {input.features}"
-        " --clinical {input.clinical:q} --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+        "tumorburden figures burden --burden={input.burden:q} --features={input.features:q}"
+        " --clinical={input.clinical:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule td_auc_figures:
@@ -100,8 +100,8 @@ rule td_auc_figures:
     conda:
         ENV
     shell:
-        "tumorburden figures td-auc --td-auc {input.td_auc} --clinical {input.clinical:q}"
-        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+        "tumorburden figures td-auc --td-auc={input.td_auc:q} --clinical={input.clinical:q}"
+        " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 # The QC contact sheet's pages follow the number of scans, so the rule needs the scan list.
@@ -120,5 +120,5 @@ if not DICOM_ROOT:
         conda:
             ENV
         shell:
-            "tumorburden figures contact-sheet --overlays {input.overlays} --out-dir {params.out}"
-            " --settings {params.settings} > {log} 2>&1"
+            "tumorburden figures contact-sheet --overlays {input.overlays:q} --out-dir={params.out:q}"
+            " --settings={params.settings:q} > {log:q} 2>&1"

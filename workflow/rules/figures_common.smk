@@ -14,7 +14,7 @@ def figure_settings():
     kinetics = config.get("kinetics") or {}
     shared = ("days_per_month", "volumetric_pr_pct", "volumetric_pd_pct")
     s = {**(config.get("figures") or {}), **{k: kinetics[k] for k in shared if k in kinetics}}
-    return shlex.quote(json.dumps(s, sort_keys=True))
+    return json.dumps(s, sort_keys=True)  # the rules quote it ({params.settings:q})
 
 
 def figure_files(stem, caption, category, subcategory, labels):

@@ -24,14 +24,14 @@ if DICOM_ROOT:
             settings=settings("imaging"),
             private=PRIVATE,
             results=R,
-            override=lambda wc, input: f"--series-override {shlex.quote(input.override[0])}" if input.override else "",
+            override=lambda wc, input: [f"--series-override={input.override[0]}"] if input.override else [],
         threads: (config.get("imaging") or {}).get("workers", 2)
         conda:
             ENV
         shell:
-            "tumorburden discover --dicom-root {params.root:q} --clinical {input.clinical:q}"
-            " --patient-map {input.patient_map:q} {params.override} --results-dir {params.results:q}"
-            " --private-dir {params.private:q} --settings {params.settings} > {log} 2>&1"
+            "tumorburden discover --dicom-root={params.root:q} --clinical={input.clinical:q}"
+            " --patient-map={input.patient_map:q} {params.override:q} --results-dir={params.results:q}"
+            " --private-dir={params.private:q} --settings={params.settings:q} > {log:q} 2>&1"
 
     rule ingest:
         input:
@@ -48,8 +48,8 @@ if DICOM_ROOT:
         conda:
             ENV
         shell:
-            "tumorburden ingest --series-list {input.series:q} --out {output.image} --qc {output.qc}"
-            " --settings {params.settings} > {log} 2>&1"
+            "tumorburden ingest --series-list={input.series:q} --out={output.image:q} --qc={output.qc:q}"
+            " --settings={params.settings:q} > {log:q} 2>&1"
 
 else:
 
@@ -64,10 +64,10 @@ else:
         benchmark:
             f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
         params:
-            image=lambda wc: shlex.quote(scan_row(wc.scan_id)["image"]),
+            image=lambda wc: scan_row(wc.scan_id)["image"],
             settings=settings("imaging"),
         conda:
             ENV
         shell:
-            "tumorburden ingest {params.image} --out {output.image} --qc {output.qc}"
-            " --settings {params.settings} > {log} 2>&1"
+            "tumorburden ingest --out={output.image:q} --qc={output.qc:q}"
+            " --settings={params.settings:q} -- {params.image:q} > {log:q} 2>&1"

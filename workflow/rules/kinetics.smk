@@ -16,8 +16,8 @@ rule burden:
     conda:
         ENV
     shell:
-        "tumorburden burden --lesions {input.lesions} --tissue {input.tissue}"
-        " --scans-table {input.scans:q} --out {output.table} --settings {params.settings} > {log} 2>&1"
+        "tumorburden burden --lesions {input.lesions:q} --tissue {input.tissue:q}"
+        " --scans-table={input.scans:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule features:
@@ -41,7 +41,7 @@ rule features:
     conda:
         ENV
     shell:
-        "tumorburden features --burden {input.burden} --lesions {input.lesions}"
-        " --clinical {input.clinical:q} --out {output.table} --exclusions {output.exclusions}"
-        " --settings {params.settings} > {log} 2>&1"
-        " && tumorburden merge-exclusions --into {output.exclusions} {input.ingest_exclusions} >> {log} 2>&1"
+        "tumorburden features --burden={input.burden:q} --lesions {input.lesions:q}"
+        " --clinical={input.clinical:q} --out={output.table:q} --exclusions={output.exclusions:q}"
+        " --settings={params.settings:q} > {log:q} 2>&1"
+        " && tumorburden merge-exclusions --into={output.exclusions:q} -- {input.ingest_exclusions:q} >> {log:q} 2>&1"

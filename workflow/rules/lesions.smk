@@ -24,13 +24,13 @@ rule measure:
     conda:
         ENV
     shell:
-        "(tumorburden register --image {input.image} --reference-image {input.reference}"
-        " --scan-id {wildcards.scan_id} --reference-scan-id {params.reference}"
-        " --out {output.transform} --settings {params.settings}"
-        " && tumorburden measure --image {input.image} --segmentation {input.segmentation}"
-        " --patient-id {params.patient} --scan-id {wildcards.scan_id}"
-        " --lesions-out {output.lesions} --tissue-out {output.tissue}"
-        " --settings {params.settings}) > {log} 2>&1"
+        "(tumorburden register --image={input.image:q} --reference-image={input.reference:q}"
+        " --scan-id={wildcards.scan_id:q} --reference-scan-id={params.reference:q}"
+        " --out={output.transform:q} --settings={params.settings:q}"
+        " && tumorburden measure --image={input.image:q} --segmentation={input.segmentation:q}"
+        " --patient-id={params.patient:q} --scan-id={wildcards.scan_id:q}"
+        " --lesions-out={output.lesions:q} --tissue-out={output.tissue:q}"
+        " --settings={params.settings:q}) > {log:q} 2>&1"
 
 
 rule track:
@@ -48,5 +48,5 @@ rule track:
     conda:
         ENV
     shell:
-        "tumorburden track --scans-table {input.scans:q} --lesions {input.lesions}"
-        " --transforms {input.transforms} --out {output.table} --settings {params.settings} > {log} 2>&1"
+        "tumorburden track --scans-table={input.scans:q} --lesions {input.lesions:q}"
+        " --transforms {input.transforms:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"

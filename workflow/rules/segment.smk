@@ -14,20 +14,19 @@ rule segment:
     params:
         # training and export settings are not the segmentation's: editing them must not redo every scan
         settings=settings("segmentation", without=("train", "dicom_seg")),
-        mask=lambda wc, input: f"--mask {shlex.quote(input.mask)}" if "mask" in input.keys() else "",
-        bodycomp=lambda wc, input: f"--bodycomp {shlex.quote(input.bodycomp)}" if "bodycomp" in input.keys() else "",
+        mask=lambda wc, input: [f"--mask={input.mask}"] if "mask" in input.keys() else [],
+        bodycomp=lambda wc, input: [f"--bodycomp={input.bodycomp}"] if "bodycomp" in input.keys() else [],
         note=lambda wc: "" if is_dicom_source(wc.scan_id) else
-        " && echo 'no DICOM-SEG for this scan: its source image is a NIfTI file, with no DICOM series to reference'"
-        f" >> {R}/logs/segment/{wc.scan_id}.log",
+        "no DICOM-SEG for this scan: its source image is a NIfTI file, with no DICOM series to reference",
     threads: 2 if SEGMENTATION.get("engine", "monai") == "monai" else 1  # torch uses them; the classical engine is serial
     resources:
         mem_mb=6000,
     conda:
         ENV
     shell:
-        "tumorburden segment --image {input.image} --out {output.segmentation} --overlay {output.overlay}"
-        " {params.mask} {params.bodycomp} --threads {threads} --settings {params.settings} > {log} 2>&1"
-        "{params.note}"
+        "tumorburden segment --image={input.image:q} --out={output.segmentation:q} --overlay={output.overlay:q}"
+        " {params.mask:q} {params.bodycomp:q} --threads={threads:q} --settings={params.settings:q} > {log:q} 2>&1"
+        " && printf '%s' {params.note:q} >> {log:q}"
 
 
 rule segment_dicom:
@@ -43,13 +42,13 @@ rule segment_dicom:
     benchmark:
         f"{R}/benchmarks/segment_dicom/{{patient_id}}.tsv",
     params:
-        scans=lambda wc: " ".join(dicom_scans_of_patient()[wc.patient_id]),
+        scans=lambda wc: dicom_scans_of_patient()[wc.patient_id],
         series=dicom_series_of_patient,
     conda:
         ENV
     shell:
-        "tumorburden segment-dicom --scan-id {params.scans} --segmentation {input.segmentations}"
-        " --series {params.series} --out-dir {output} > {log} 2>&1"
+        "tumorburden segment-dicom --scan-id {params.scans:q} --segmentation {input.segmentations:q}"
+        " --series {params.series:q} --out-dir={output:q} > {log:q} 2>&1"
 
 
 rule segment_outputs:
@@ -77,7 +76,7 @@ rule train_segmentation:
     conda:
         ENV
     shell:
-        "tumorburden segment-train --out-dir {params.out} --threads {threads} --settings {params.settings} > {log} 2>&1"
+        "tumorburden segment-train --out-dir={params.out:q} --threads={threads:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule evaluate_segmentation:
@@ -100,5 +99,5 @@ rule evaluate_segmentation:
     conda:
         ENV
     shell:
-        "tumorburden segment-evaluate --scans-dir {params.scans} --truth-dir {params.truth} --out-dir {params.out}"
-        " --threads {threads} --settings {params.settings} > {log} 2>&1"
+        "tumorburden segment-evaluate --scans-dir={params.scans:q} --truth-dir={params.truth:q} --out-dir={params.out:q}"
+        " --threads={threads:q} --settings={params.settings:q} > {log:q} 2>&1"

@@ -35,5 +35,5 @@ rule survival:
     conda:
         ENV
     shell:
-        "tumorburden survival --features {input.features} --burden {input.burden} --clinical {input.clinical:q}"
-        " --out-dir {params.out} --settings {params.settings} > {log} 2>&1"
+        "tumorburden survival --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
+        " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule synth_trial:
     conda:
         ENV
     shell:
-        "tumorburden synth-trial --settings {params.settings} --out-dir {params.out} > {log} 2>&1"
+        "tumorburden synth-trial --settings={params.settings:q} --out-dir={params.out:q} > {log:q} 2>&1"
 
 
 rule synth_render:
@@ -37,8 +37,8 @@ rule synth_render:
     conda:
         ENV
     shell:
-        "tumorburden synth-render --settings {params.settings} --patient-id {wildcards.patient_id}"
-        " --dicom-dir {output.dicom} --truth-dir {output.truth} > {log} 2>&1"
+        "tumorburden synth-render --settings={params.settings:q} --patient-id={wildcards.patient_id:q}"
+        " --dicom-dir={output.dicom:q} --truth-dir={output.truth:q} > {log:q} 2>&1"
 
 
 rule score_against_truth:
@@ -62,4 +62,4 @@ rule score_against_truth:
     conda:
         ENV
     shell:
-        "tumorburden score --truth-dir {params.truth} --results-dir {params.results} --out {output} > {log} 2>&1"
+        "tumorburden score --truth-dir={params.truth:q} --results-dir={params.results:q} --out={output:q} > {log:q} 2>&1"

@@ -125,7 +125,10 @@ def cmd_segment_dicom(a):
         sys.exit("tumorburden segment-dicom: --out-dir needs one --scan-id per --segmentation, in the same order")
     Path(a.out_dir).mkdir(parents=True, exist_ok=True)
     for i, (scan_id, segmentation, series) in enumerate(zip(a.scan_id, a.segmentation, a.series), 1):
-        write_dicom_seg(Path(segmentation), Path(series), Path(a.out_dir) / f"{scan_id}.dcm", model_name=a.model_name)
+        from tumorburden.paths import inside
+
+        out = inside(Path(a.out_dir), Path(a.out_dir) / f"{scan_id}.dcm")
+        write_dicom_seg(Path(segmentation), Path(series), out, model_name=a.model_name)
         logging.getLogger(__name__).info("%d/%d DICOM-SEG written", i, len(a.scan_id))
 
 

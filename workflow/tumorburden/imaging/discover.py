@@ -44,6 +44,7 @@ from tumorburden.imaging.series import (
     series_summary,
     unusable_reason,
 )
+from tumorburden.paths import inside
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def discover(root: Path, patient_map: pd.DataFrame, baseline: dict[str, str], re
             exclusions.append({"stage": "ingest", "patient_id": pid, "scan_id": scan_id, "reason": redact(why)})
             continue
         se, _ = chosen
-        listing = private / "series" / f"{scan_id}.json"
+        listing = inside(private / "series", private / "series" / f"{scan_id}.json")
         # the patient's identifiers travel with the (private) list, so the ingest job redacts too
         listing.write_text(json.dumps({"scan_id": scan_id, "series_uid": se.uid, "files": sorted(se.files),
                                        "redact": redact.by_label.get(pid, {})}, indent=1) + "\n")

@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from tumorburden.imaging.volume import Volume, save_nifti
+from tumorburden.paths import inside
 from tumorburden.synth import phantom
 from tumorburden.synth.dicom import SeriesInfo, hu_to_stored, write_ct_series
 from tumorburden.synth.trial import design_trial, resolve_settings
@@ -110,7 +111,8 @@ def render_patient(settings: dict | None, patient_id: str, dicom_dir: Path, trut
         raise ValueError(f"patient {patient_id!r} is not in the synthetic trial (seed {resolve_settings(settings)['seed']}):"
                          " check the patient id against synthetic/scans.tsv")
     for k, scan_id in enumerate(scan_ids, 1):
-        _render(trial, settings, scan_id, Path(dicom_dir) / scan_id, Path(truth_dir) / scan_id)
+        _render(trial, settings, scan_id, inside(Path(dicom_dir), Path(dicom_dir) / scan_id),
+                inside(Path(truth_dir), Path(truth_dir) / scan_id))
         log.info("patient %s: %d of %d scans rendered", patient_id, k, len(scan_ids))
     return scan_ids
 
