@@ -1,5 +1,6 @@
 """Input checks: a bad study stops with one line naming the file, line and problem."""
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -115,3 +116,183 @@ def test_config_problem_names_the_key(schemas_dir):
     assert typo.startswith("config key lesions: Additional properties are not allowed ('min_volume'")
     bad = config_problem({"study": {"name": "ok", "clinical": "c.tsv"}}, schemas_dir)
     assert bad.startswith("config key study:") and "scans" in bad
+
+
+# --- the validation layer (check_study): issue 14's bad inputs, each one line naming where ---------
+
+from tumorburden.study import check_study, merged_config  # noqa: E402
+
+
+def expect_check_error(tmp_path, schemas_dir, *, clinical=None, scans=None, config=None, match):
+    cfg = write_study(tmp_path, clinical, scans)
+    cfg = merged_config({**cfg, **(config or {}), "study": {**cfg["study"], **(config or {}).get("study", {})}})
+    with pytest.raises(StudyError, match=match) as info:
+        check_study(cfg, schemas_dir)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_check_study_accepts_the_good_study(tmp_path, schemas_dir):
+    study = check_study(merged_config(write_study(tmp_path)), schemas_dir)
+    assert list(study.scans.index) == ["S1", "S2", "S3"]
+
+
+@pytest.mark.parametrize("column, value", [("pfs_days", "nan"), ("os_days", "inf"), ("pfs_days", "-inf"),
+                                           ("os_days", "Infinity")])
+def test_non_finite_times_name_the_row(tmp_path, schemas_dir, column, value):
+    bad = CLINICAL.astype(object)
+    bad.loc[1, column] = value
+    expect_check_error(tmp_path, schemas_dir, clinical=bad,
+                       match=rf"clinical.tsv line 3 \(patient_id=P02\): {column} must be a finite number of days, got '{value}'")
+
+
+def test_non_finite_scan_day_names_the_row(tmp_path, schemas_dir):
+    scans = pd.DataFrame({"patient_id": ["P01", "P01"], "scan_id": ["S1", "S2"], "days": ["0", "nan"], "image": ["img", "img"]})
+    expect_check_error(tmp_path, schemas_dir, scans=scans,
+                       match=r"scans.tsv line 3 \(scan_id=S2\): days must be a finite number of days, got 'nan'")
+
+
+def test_os_shorter_than_pfs_is_refused(tmp_path, schemas_dir):
+    bad = CLINICAL.copy()
+    bad.loc[1, "os_days"] = 150  # pfs_days 200.5
+    expect_check_error(tmp_path, schemas_dir, clinical=bad,
+                       match=r"clinical.tsv line 3 \(patient_id=P02\): os_days 150 is less than pfs_days 200.5")
+
+
+def test_two_scans_of_a_patient_on_one_day(tmp_path, schemas_dir):
+    scans = pd.DataFrame({"patient_id": ["P01", "P02", "P01"], "scan_id": ["S1", "S2", "S3"],
+                          "days": ["60", "60", "60.0"], "image": ["img", "img", "img"]})
+    expect_check_error(tmp_path, schemas_dir, scans=scans,
+                       match=r"scans.tsv line 4 \(scan_id=S3\): patient P01 already has a scan on day 60.0 \(scan_id=S1, line 2\)")
+
+
+def test_misspelt_optional_column(tmp_path, schemas_dir):
+    scans = pd.DataFrame({"patient_id": ["P01"], "scan_id": ["S1"], "days": [0], "image": ["img"], "msk": ["img/a.nii.gz"]})
+    expect_check_error(tmp_path, schemas_dir, scans=scans,
+                       match=r"scans.tsv: column 'msk' looks like a misspelling of 'mask'")
+
+
+def test_misspelt_required_and_covariate_columns(tmp_path, schemas_dir):
+    expect_check_error(tmp_path, schemas_dir, clinical=CLINICAL.rename(columns={"os_days": "OS_days"}),
+                       match=r"column 'OS_days' looks like a misspelling of 'os_days'")
+    # survival.covariates names `ecog`: an `ECOG` column would silently drop it from the Cox model
+    expect_check_error(tmp_path, schemas_dir, clinical=CLINICAL.assign(ECOG=[0, 1]),
+                       match=r"column 'ECOG' looks like a misspelling of 'ecog'")
+
+
+def test_a_covariate_far_from_every_known_column_is_kept(tmp_path, schemas_dir):
+    study = check_study(merged_config(write_study(tmp_path, CLINICAL.assign(smoker=[1, 0]))), schemas_dir)
+    assert "smoker" in study.clinical
+
+
+@pytest.mark.parametrize("content", ["", "patient_id\tcohort\tpfs_days\tpfs_event\tos_days\tos_event\n"])
+def test_empty_table_file(tmp_path, schemas_dir, content):
+    cfg = write_study(tmp_path)
+    (tmp_path / "clinical.tsv").write_text(content)
+    with pytest.raises(StudyError, match=r"clinical.tsv: the (file is empty|table has no rows)"):
+        check_study(merged_config(cfg), schemas_dir)
+
+
+@pytest.mark.parametrize("where, value", [
+    ("clinical", {"patient_id": ".."}), ("clinical", {"patient_id": "."}), ("clinical", {"patient_id": "-h"}),
+    ("clinical", {"patient_id": "--help"}), ("clinical", {"cohort": "../x"}), ("clinical", {"cohort": ".hidden"}),
+    ("scans", {"scan_id": ".."}), ("scans", {"scan_id": "a/../../b"}), ("scans", {"scan_id": "-h"}),
+])
+def test_unsafe_ids_are_refused_naming_the_row(tmp_path, schemas_dir, where, value):
+    (column, bad_id), = value.items()
+    clinical, scans = CLINICAL.copy(), None
+    if where == "clinical":
+        clinical.loc[0, column] = bad_id
+    else:
+        scans = pd.DataFrame({"patient_id": ["P01"], "scan_id": [bad_id], "days": [0], "image": ["img"]})
+    message = expect_check_error(tmp_path, schemas_dir, clinical=clinical, scans=scans,
+                                 match=rf"{where}.tsv line 2 \(.*\): {column} '{re.escape(bad_id)}' is not a safe ID")
+    assert "starting with a letter or digit" in message
+
+
+@pytest.mark.parametrize("kind, column", [("patient_id", "patient_id"), ("cohort", "cohort")])
+def test_too_long_ids_are_refused_with_the_limit(tmp_path, schemas_dir, kind, column):
+    from tumorburden.paths import max_id_length
+
+    limit = max_id_length(kind, merged_config({}))
+    ok, bad = CLINICAL.copy(), CLINICAL.copy()
+    ok.loc[1, column] = "P" * limit
+    bad.loc[1, column] = "P" * (limit + 1)
+    scans = pd.DataFrame({"patient_id": ["P01"], "scan_id": ["S1"], "days": [0], "image": ["img"]})
+    check_study(merged_config(write_study(tmp_path, ok, scans)), schemas_dir)
+    expect_check_error(tmp_path, schemas_dir, clinical=bad, scans=scans,
+                       match=rf"line 3 \(patient_id=.*\): {kind} P+\.\.\. is {limit + 1} characters; at most {limit} fit")
+
+
+@pytest.mark.parametrize("name", ["..", ".", "-h", "a/b", "x" * 256])
+def test_unsafe_study_name(tmp_path, schemas_dir, name):
+    expect_check_error(tmp_path, schemas_dir, config={"study": {"name": name}}, match=r"^config key study.name: study.name ")
+
+
+def _range_keys(schemas_dir):
+    from tumorburden.study import _ranges, _schema
+
+    return [key for key, _ in _ranges(merged_config({}), _schema(schemas_dir, "config"))]
+
+
+def test_every_range_of_the_default_config_is_found(schemas_dir):
+    """The [low, high] settings of config/config.yaml, found from the schema ($defs/range, x-ranges)."""
+    keys = _range_keys(schemas_dir)
+    for key in ("imaging.thickness_mm", "imaging.hu_bounds", "synthetic.visit_interval_days", "segmentation.fat_hu",
+                "segmentation.lesion_hu", "segmentation.train.hu_window", "segmentation.train.inserted_diameter_mm",
+                "segmentation.min_lesion_ml, segmentation.max_lesion_ml"):
+        assert key in keys
+
+
+@pytest.mark.parametrize("key", [
+    "imaging.thickness_mm", "imaging.hu_bounds", "synthetic.visit_interval_days", "segmentation.fat_hu",
+    "segmentation.muscle_hu", "segmentation.liver_hu", "segmentation.lesion_hu", "segmentation.train.hu_window",
+    "segmentation.train.inserted_diameter_mm", "segmentation.train.inserted_hu"])
+def test_reversed_range_names_the_key(tmp_path, schemas_dir, key):
+    config = merged_config(write_study(tmp_path))
+    *parents, leaf = key.split(".")
+    section = config
+    for p in parents:
+        section = section[p]
+    low, high = section[leaf]
+    section[leaf] = [high, low]
+    with pytest.raises(StudyError, match=rf"^config key {re.escape(key)}: \[{high}, {low}\] is a \[low, high\] range in the wrong order"):
+        check_study(config, schemas_dir)
+
+
+def test_reversed_pair_of_keys(tmp_path, schemas_dir):
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"min_lesion_ml": 600, "max_lesion_ml": 500}},
+                       match=r"config key segmentation.min_lesion_ml, segmentation.max_lesion_ml: \[600, 500\]")
+
+
+def test_missing_and_empty_bundle_name_the_key(tmp_path, schemas_dir):
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"bundle": str(tmp_path / "nowhere")}},
+                       match=r"^config key segmentation.bundle: .*nowhere is not a folder")
+    (tmp_path / "empty" / "configs").mkdir(parents=True)
+    (tmp_path / "empty" / "configs" / "metadata.json").write_text("{}")
+    (tmp_path / "empty" / "models").mkdir()
+    (tmp_path / "empty" / "models" / "model.pt").write_bytes(b"")
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"bundle": str(tmp_path / "empty")}},
+                       match=r"^config key segmentation.bundle: .*empty has no models/model.pt or models/model.ts \(or it is empty\)")
+    # the classical engine reads no bundle
+    config = merged_config({**write_study(tmp_path), "segmentation": {"engine": "classical", "bundle": "nowhere"}})
+    check_study(config, schemas_dir)
+
+
+@pytest.mark.parametrize("key, folder", [("clinical", False), ("scans", False), ("dicom_root", True), ("patient_map", False)])
+def test_missing_study_paths_name_the_key(tmp_path, schemas_dir, key, folder):
+    cfg = write_study(tmp_path)["study"]
+    if key in ("dicom_root", "patient_map"):
+        cfg = {"name": "t", "clinical": cfg["clinical"], "dicom_root": str(tmp_path), "patient_map": cfg["clinical"]}
+    cfg[key] = str(tmp_path / "absent")
+    with pytest.raises(StudyError, match=rf"^config key study.{key}: .*absent does not exist; fix the path"):
+        check_study(merged_config({"study": cfg}), schemas_dir)
+
+
+def test_dicom_root_with_scans_is_one_line(tmp_path, schemas_dir):
+    cfg = write_study(tmp_path)
+    cfg["study"]["dicom_root"] = str(tmp_path)
+    with pytest.raises(StudyError) as info:
+        check_study(merged_config(cfg), schemas_dir)
+    assert str(info.value) == ("config keys study.dicom_root and study.scans are both set: a study is either a scans "
+                               "table or a DICOM export; remove one of them")

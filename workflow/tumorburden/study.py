@@ -10,7 +10,9 @@ Every problem is reported as one line that names the file, the line and what is 
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import math
 from dataclasses import dataclass, field
 from datetime import date
@@ -240,7 +242,14 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def _schema(schemas_dir: Path, name: str) -> dict:
-    return yaml.safe_load((Path(schemas_dir) / f"{name}.schema.yaml").read_text())
+    """A schema of workflow/schemas (a copy: callers may adapt it)."""
+    return copy.deepcopy(_parsed_schema(Path(schemas_dir) / f"{name}.schema.yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def _parsed_schema(path: Path) -> dict:
+    # parsed once per process: PyYAML's pure-Python parser takes a quarter second for the config schema
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def _typed_record(row: pd.Series, schema: dict) -> dict:
@@ -310,14 +319,14 @@ def _check_rows(df: pd.DataFrame, path: Path, schema: dict, key: str, config: di
         ident = row.get(key)
         where = f"{path} line {i + 2}" + (f" ({key}={ident})" if isinstance(ident, str) else "")
         record = _typed_record(row, schema)
-        errors = sorted(validator.iter_errors(record), key=lambda e: list(e.path))
-        if errors:
-            raise StudyError(f"{where}: {_describe(errors[0])}")
-        for column in numbers:
+        for column in numbers:  # before the schema, whose bounds would pass nan and call -inf merely negative
             value = record.get(column)
             if isinstance(value, float) and not math.isfinite(value):
                 raise StudyError(f"{where}: {column} must be a finite number of days, got {row[column]!r}; "
-                                 "write the time (or leave the patient out)")
+                                 "write the time (or leave the row out)")
+        errors = sorted(validator.iter_errors(record), key=lambda e: list(e.path))
+        if errors:
+            raise StudyError(f"{where}: {_describe(errors[0])}")
         for column in ids:
             problem = id_problem(row[column], ID_COLUMNS[column], config)
             if problem:
