@@ -18,7 +18,7 @@ os.environ.setdefault("TUMORBURDEN_SOURCE", str(Path(workflow.basedir).resolve()
 try:
     STUDY = check_study(config, SCHEMAS)
 except StudyError as exc:
-    sys.exit(f"tumorburden: {exc}")
+    sys.exit(f"tumorburden: {' '.join(str(exc).split())}")
 
 R = str(results_dir(config))
 # A study given as study.dicom_root has its scans discovered by the `discover` checkpoint

@@ -237,7 +237,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise StudyError(f"{path}: cannot be read as a {kind} table ({' '.join(str(exc).split())})") from None
     df.columns = [c.strip() for c in df.columns]
     if df.empty:
-        raise StudyError(f"{path}: the table has no rows")
+        raise StudyError(f"{path}: the table has a header but no rows; add one row per record below the header")
     return df
 
 
@@ -317,6 +317,8 @@ def _check_rows(df: pd.DataFrame, path: Path, schema: dict, key: str, config: di
     ids = [c for c in ID_COLUMNS if c in schema.get("properties", {}) and c in df.columns]
     for i, (_, row) in enumerate(df.iterrows()):
         ident = row.get(key)
+        if isinstance(ident, str) and len(ident) > 40:  # a too-long ID is named by its start
+            ident = ident[:20] + "..."
         where = f"{path} line {i + 2}" + (f" ({key}={ident})" if isinstance(ident, str) else "")
         record = _typed_record(row, schema)
         for column in numbers:  # before the schema, whose bounds would pass nan and call -inf merely negative
