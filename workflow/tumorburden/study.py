@@ -1,11 +1,13 @@
-"""The study a run analyses: its clinical and scans tables, checked before any job runs.
+"""The study a run analyses: its config and its clinical and scans tables, checked before any job runs.
 
 A real study names `study.clinical` and `study.scans` in the config; otherwise the
 synthetic trial of `synthetic:` is the study, and its tables are designed (not rendered)
 here so that Snakemake knows every scan when it builds the DAG.
 
-Every problem is reported as one line that names the file, the line and what is wrong:
-`clinical.tsv line 4 (patient_id=P03): pfs_event must be 0 or 1, got 2`.
+`check_study` is the one validation layer: the Snakefile and `tumorburden check-study` both
+call it. Every problem is reported as one line that names the file, the line and what is
+wrong, `clinical.tsv line 4 (patient_id=P03): pfs_event must be 0 or 1, got 2`, or the config
+key, `config key segmentation.bundle: ... is not a folder; ...`.
 """
 
 from __future__ import annotations
