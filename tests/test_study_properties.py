@@ -109,6 +109,8 @@ def _mutate(draw, clinical: pd.DataFrame, scans: pd.DataFrame):
     if kind == "same_day":
         of_patient = scans.index[scans["patient_id"] == scans.loc[k, "patient_id"]]
         if len(of_patient) < 2:
+            if "dup" + sid in set(scans["scan_id"]):
+                return _mutate(draw, clinical, scans)
             scans = pd.concat([scans, scans.loc[[k]].assign(scan_id="dup" + sid)], ignore_index=True)
             later, first = len(scans) - 1, k
         else:

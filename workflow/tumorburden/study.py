@@ -60,7 +60,7 @@ class Study:
 
 def config_problem(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> str | None:
     """The first way `config` breaks config.schema.yaml, as one line naming the key; None if it
-    conforms. (The workflow validates with snakemake.utils.validate; this words its failure.)"""
+    conforms (jsonschema, as snakemake.utils.validate would, but worded as one line)."""
     schema = _schema(schemas_dir, "config")
     error = jsonschema.exceptions.best_match(jsonschema.validators.validator_for(schema)(schema).iter_errors(config))
     if error is None:
