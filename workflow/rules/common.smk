@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-from tumorburden.paths import ID_REGEX, resolve_bundle  # noqa: E402
+from tumorburden.paths import DEFAULT_BUNDLE, ID_REGEX, resolve_bundle  # noqa: E402
 from tumorburden.study import StudyError, check_study, results_dir  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
@@ -154,7 +154,7 @@ def _model_weights():
     """{"weights": the bundle's weights file} for the monai engine, else {}."""
     if SEGMENTATION.get("engine", "monai") != "monai":
         return {}
-    bundle = resolve_bundle(SEGMENTATION.get("bundle", "models/tumorburden_ct"))
+    bundle = resolve_bundle(SEGMENTATION.get("bundle", DEFAULT_BUNDLE))
     weights = bundle / "models" / "model.ts"
     return {"weights": str(weights if weights.exists() else bundle / "models" / "model.pt")}
 

@@ -22,6 +22,7 @@ ID_PATTERN = re.compile(rf"^{ID_REGEX}$")
 # Linux, macOS and Windows file systems all allow 255 bytes per path component; IDs are ASCII.
 NAME_MAX = 255
 REPO_ROOT = Path(tumorburden.__file__).resolve().parents[2]
+DEFAULT_BUNDLE = "models/tumorburden_ct"  # segmentation.bundle: the shipped demo model
 
 # The longest file names built around each kind of ID (`{}` is the ID). A DICOM date lies
 # in 0001..9999, so a dicom_root scan's day is at most 7 digits with its sign; a fourth study

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from tumorburden.paths import REPO_ROOT, id_problem, inside, resolve_bundle
+from tumorburden.paths import DEFAULT_BUNDLE, REPO_ROOT, id_problem, inside, resolve_bundle
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 DEFAULT_CONFIG = REPO_ROOT / "config" / "config.yaml"
@@ -134,7 +134,7 @@ def _check_config_paths(config: dict) -> None:
             raise StudyError(f"config key study.{key}: {value}{where} {found}; fix the path")
     segmentation = config.get("segmentation") or {}
     if segmentation.get("engine", "monai") == "monai":
-        _check_bundle(segmentation.get("bundle", "models/tumorburden_ct"))
+        _check_bundle(segmentation.get("bundle", DEFAULT_BUNDLE))
 
 
 def _check_bundle(value: str) -> None:

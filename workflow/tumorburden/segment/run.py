@@ -25,7 +25,7 @@ import numpy as np
 
 from tumorburden import labels as L
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
-from tumorburden.paths import resolve_bundle
+from tumorburden.paths import DEFAULT_BUNDLE, resolve_bundle
 from tumorburden.segment import classical, engine
 from tumorburden.segment.train import DEFAULTS as TRAIN_DEFAULTS
 
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "engine": "monai",
-    "bundle": "models/tumorburden_ct",
+    "bundle": DEFAULT_BUNDLE,
     "dicom_seg": True,
     **engine.INFERENCE_DEFAULTS,
     "train": TRAIN_DEFAULTS,
