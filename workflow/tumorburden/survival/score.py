@@ -4,31 +4,154 @@ For predicted absolute risks F_i(t) = 1 - S(t | x_i) of one or more models at ho
 
 - **Brier score** (IPCW): mean over patients of w_i(t) (I(T_i <= t) - F_i(t))^2 with
   w_i = I(T_i <= t, event) / G(T_i-) + I(T_i > t) / G(t), patients censored by t weight 0, G the
-  marginal Kaplan-Meier of the censoring times (riskRegression ``cens.model = "km"``).
+  marginal Kaplan-Meier of the censoring times (riskRegression ``cens.model = "km"``; a patient
+  whose event is at the censoring time stays in the censoring risk set, as prodlim's reverse
+  Kaplan-Meier).
 - **IPA** (index of prediction accuracy, scaled Brier): 1 - Brier(model) / Brier(null model),
   the null model being the marginal Kaplan-Meier risk 1 - KM(t) given to every patient.
 - **AUC(t)** (cumulative/dynamic, IPCW, Blanche et al. 2013): cases T_i <= t with the event
-  weighted 1 / G(T_i-), controls T_j > t weighted 1 / G(t), risk ties count 1/2; its standard
-  error from the influence function as riskRegression (``se.fit = TRUE``, ``conservative =
-  FALSE``), CI estimate +- z se.
+  weighted 1 / G(T_i-), controls T_j > t weighted 1 / G(t), risk ties count 1/2.
+
+Standard errors: sd(IF) / sqrt(n) of the influence function of the estimator, including the
+term for the estimated censoring curve (riskRegression's ``se.fit = TRUE, conservative = FALSE``);
+CI estimate -+ z se clipped to [0, 1]; the predicted risks are taken as given.
+
+Written here because neither library scores like R: scikit-survival's ``brier_score`` and
+``cumulative_dynamic_auc`` weight cases by G(T_i) rather than G(T_i-), estimate G with the
+other tie rule (an event leaves the censoring risk set before a censoring at the same time),
+and give no standard errors; lifelines has neither. The censoring and null Kaplan-Meier curves
+are lifelines'.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import numpy as np
 import pandas as pd
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.exceptions import ConvergenceWarning
+from scipy.stats import norm
+
+from tumorburden.survival import cox
+from tumorburden.survival import partial_likelihood as pl
 
 SCORE_COLUMNS = ["time_days", "model", "n", "cases", "controls", "censored_before", "brier", "brier_se",
                  "brier_lower", "brier_upper", "ipa", "auc", "auc_se", "auc_lower", "auc_upper", "status"]
 NULL_MODEL = "null model"
 
 
-def censoring_survival(time, event, at, lag: bool = False) -> np.ndarray:
-    """Marginal Kaplan-Meier G of the censoring times at ``at`` (G(at-) when ``lag``).
+class _Censoring:
+    """The censoring Kaplan-Meier with what its influence function needs, on the unique times."""
 
-    prodlim's reverse Kaplan-Meier (what riskRegression uses): a censoring is the 'event', and an
-    event at the same time stays in the risk set."""
-    raise NotImplementedError
+    def __init__(self, time: np.ndarray, event: np.ndarray):
+        self.n = len(time)
+        table = KaplanMeierFitter().fit(time, 1 - event).event_table
+        table = table[table.index > 0] if (time > 0).all() else table
+        self.times = table.index.to_numpy(dtype=float)
+        at_risk = table["at_risk"].to_numpy(dtype=float)
+        censored = table["observed"].to_numpy(dtype=float)
+        events_here = (table["removed"] - table["observed"]).to_numpy(dtype=float)
+        # prodlim's reverse Kaplan-Meier: an event at u leaves the risk set before a censoring at u
+        self.surv = np.cumprod(1.0 - censored / np.maximum(at_risk - events_here, 1.0))
+        # H[m]: sum over the first m unique times of n dLambda_C(u) / Y(u), H[0] = 0
+        self.H = np.concatenate([[0.0], np.cumsum(self.n * censored / at_risk**2)])
+        pos = np.searchsorted(self.times, time)  # index of each patient's own time
+        self.jump = np.where(event == 0, self.n / at_risk[pos], 0.0)
+        self.pos = pos + 1  # 1-based: the integral up to and including T_k has pos_k terms
+
+    def upto(self, t: float, lag: bool = False) -> int:
+        """How many unique times are in [0, t] ([0, t) with lag)."""
+        return int(np.searchsorted(self.times, t, side="left" if lag else "right"))
+
+    def G(self, m) -> np.ndarray:
+        m = np.asarray(m)
+        return np.where(m > 0, self.surv[np.maximum(m - 1, 0)], 1.0)
+
+    def term(self, R: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """For every patient k, (1/n) sum_i R_i int_0^{s_i} dM_C,k(u) / y(u), where s_i covers the
+        first m_i unique times: the change in an IPCW mean sum_i R_i / n (R_i carrying 1/G(s_i))
+        when patient k's weight in the censoring Kaplan-Meier moves."""
+        K = len(self.times)
+        A = np.bincount(m, weights=R, minlength=K + 1)              # sum of R_i with m_i = j
+        tail = np.cumsum(A[::-1])[::-1]                             # sum over m_i >= j
+        below = np.concatenate([[0.0], np.cumsum(A * self.H)])[:-1]  # sum over m_i < j of R_i H[m_i]
+        p = self.pos
+        return (self.jump * tail[p] - self.H[p] * tail[p] - below[p]) / self.n
+
+
+def censoring_survival(time, event, at, lag: bool = False) -> np.ndarray:
+    """Marginal Kaplan-Meier G of the censoring times at ``at`` (G(at-) when ``lag``)."""
+    time, event = _outcome(time, event)
+    c = _Censoring(time, event)
+    return c.G([c.upto(float(t), lag) for t in np.atleast_1d(at)])
+
+
+def _outcome(time, event):
+    time = np.asarray(time, dtype=float)
+    event = np.asarray(event, dtype=float)
+    if len(time) != len(event):
+        raise ValueError(f"time ({len(time)}) and event ({len(event)}) differ in length")
+    if not np.all(np.isfinite(time)) or (time < 0).any():
+        raise ValueError("time has missing, negative or non-finite values")
+    if not np.isin(event, [0, 1]).all():
+        raise ValueError("event has codes other than 0/1 (1 = event, 0 = censored)")
+    return time, event.astype(int)
+
+
+def _risk_matrix(name, risk, n, k) -> np.ndarray:
+    r = np.asarray(risk, dtype=float)
+    if r.ndim == 1:
+        r = np.repeat(r[:, None], k, axis=1)
+    if r.shape != (n, k):
+        raise ValueError(f"model {name!r}: predicted risks have shape {r.shape}, expected ({n}, {k}) "
+                         "(patients x horizons)")
+    if not np.all(np.isfinite(r)) or (r < 0).any() or (r > 1).any():
+        raise ValueError(f"model {name!r}: predicted risks must be probabilities in [0, 1]")
+    return r
+
+
+def _brier(c: _Censoring, time, event, t, risk, z):
+    case = (time <= t) & (event == 1)
+    control = time > t
+    m_case = c.pos - 1  # G(T_i-): the unique times before T_i
+    m_t = c.upto(t)
+    R = np.where(case, (1 - risk) ** 2 / c.G(m_case), 0.0) + np.where(control, risk**2 / c.G(m_t), 0.0)
+    brier = R.mean()
+    m = np.where(case, m_case, m_t)
+    ic = R - brier + c.term(R, m)
+    se = float(np.std(ic, ddof=1) / math.sqrt(len(time)))
+    return brier, se, max(0.0, brier - z * se), min(1.0, brier + z * se)
+
+
+def _auc(c: _Censoring, time, event, t, risk, z):
+    n = len(time)
+    case = (time <= t) & (event == 1)
+    control = time > t
+    m_case = c.pos - 1
+    m_t = c.upto(t)
+    w = np.where(case, 1.0 / c.G(m_case), 0.0)
+    v = np.where(control, 1.0 / c.G(m_t), 0.0)
+    # for each patient: weighted controls it outranks and weighted cases that outrank it (ties 1/2)
+    order = np.argsort(risk, kind="mergesort")
+    r_sorted = risk[order]
+    lo = np.searchsorted(r_sorted, risk, side="left")
+    hi = np.searchsorted(r_sorted, risk, side="right")
+    cv = np.concatenate([[0.0], np.cumsum(v[order])])
+    cw = np.concatenate([[0.0], np.cumsum(w[order])])
+    beats = cv[lo] + 0.5 * (cv[hi] - cv[lo])                   # sum_j v_j K(r_i, r_j)
+    beaten = (cw[-1] - cw[hi]) + 0.5 * (cw[hi] - cw[lo])       # sum_i w_i K(r_i, r_j)
+    W, V = w.sum(), v.sum()
+    nu = (w * beats).sum() / n**2
+    mu = W * V / n**2
+    auc = nu / mu
+    m = np.where(case, m_case, m_t)
+    if_nu = (w * beats + v * beaten) / n - 2 * nu + c.term(np.where(case, w * beats, v * beaten) / n, m)
+    if_mu = (w * V + v * W) / n - 2 * mu + c.term(np.where(case, w * V, v * W) / n, m)
+    ic = (if_nu - auc * if_mu) / mu
+    se = float(np.std(ic, ddof=1) / math.sqrt(n))
+    return auc, se, max(0.0, auc - z * se), min(1.0, auc + z * se)
 
 
 def score_at(time, event, risk_by_model: dict[str, np.ndarray], times, alpha: float = 0.05,
@@ -40,18 +163,111 @@ def score_at(time, event, risk_by_model: dict[str, np.ndarray], times, alpha: fl
     as the same risk at every horizon). With ``null_model`` the marginal Kaplan-Meier risk is
     scored too (model ``NULL_MODEL``, its IPA 0) and every model's IPA is against it.
     A horizon without a case or a control is a row "not scored: <reason>"."""
-    raise NotImplementedError
+    time, event = _outcome(time, event)
+    times = [float(t) for t in np.atleast_1d(times)]
+    n = len(time)
+    risks = {name: _risk_matrix(name, r, n, len(times)) for name, r in risk_by_model.items()}
+    if NULL_MODEL in risks:
+        raise ValueError(f"{NULL_MODEL!r} is the reference model's name: call the model something else")
+    if null_model:
+        km = KaplanMeierFitter().fit(time, event)
+        null = 1.0 - km.survival_function_at_times(times).to_numpy()
+        risks = {NULL_MODEL: np.repeat(null[None, :], n, axis=0), **risks}
+    c = _Censoring(time, event)
+    z = float(norm.ppf(1 - alpha / 2))
+    rows = []
+    for j, t in enumerate(times):
+        cases = int(((time <= t) & (event == 1)).sum())
+        controls = int((time > t).sum())
+        base = {"time_days": t, "n": n, "cases": cases, "controls": controls,
+                "censored_before": n - cases - controls}
+        problem = ("no event by this time" if cases == 0 else "nobody followed beyond this time"
+                   if controls == 0 else None)
+        null_brier = math.nan
+        for name, r in risks.items():
+            row = {**base, "model": name, **dict.fromkeys(SCORE_COLUMNS[6:-1], math.nan)}
+            if problem:
+                rows.append({**row, "status": f"not scored: {problem}"})
+                continue
+            brier, se, lo, hi = _brier(c, time, event, t, r[:, j], z)
+            row.update(brier=brier, brier_se=se, brier_lower=lo, brier_upper=hi, status="ok")
+            if name == NULL_MODEL:
+                null_brier = brier
+            else:  # the null model gives everyone the same risk: no ranking, no AUC
+                row.update(zip(("auc", "auc_se", "auc_lower", "auc_upper"), _auc(c, time, event, t, r[:, j], z)))
+            row["ipa"] = 1.0 - brier / null_brier if null_model else math.nan
+            rows.append(row)
+    return pd.DataFrame(rows, columns=SCORE_COLUMNS)
 
 
 def cox_risk(train: pd.DataFrame, duration: str, event: str, covariates: list[str], times,
              newdata: pd.DataFrame | None = None) -> np.ndarray:
     """(n_new, len(times)) absolute risk 1 - S(t | x) from a Cox model (Efron ties) fitted on
-    ``train``: riskRegression's ``predictRisk(coxph)`` (baseline hazard of survfit.coxph)."""
-    raise NotImplementedError
+    ``train``: riskRegression's ``predictRisk(coxph)``, i.e. exp(-H0(t) exp(x'beta)) with
+    survfit.coxph's Efron-corrected baseline cumulative hazard. Text covariates become indicators
+    against their first level in ``train``; patients missing a covariate in ``train`` are left
+    out of the fit, in ``newdata`` get NaN."""
+    used = [duration, event, *covariates]
+    missing = [c for c in used if c not in train.columns]
+    if missing:
+        raise ValueError(f"column(s) {', '.join(missing)} not in the table (have: {', '.join(map(str, train.columns))})")
+    fit_rows = train.dropna(subset=used)
+    time, status = _outcome(fit_rows[duration], fit_rows[event])
+    new = train if newdata is None else newdata
+    lacking = [c for c in covariates if c not in new.columns]
+    if lacking:
+        raise ValueError(f"column(s) {', '.join(lacking)} not in the data to predict for")
+    X, _ = cox.design(pd.concat([fit_rows[covariates], new[covariates]], ignore_index=True), covariates)
+    Xfit, Xnew = X.iloc[:len(fit_rows)].to_numpy(), X.iloc[len(fit_rows):].to_numpy()
+    if status.sum() == 0:
+        raise ValueError("no events: a Cox model needs at least one")
+    if np.linalg.matrix_rank(Xfit - Xfit.mean(axis=0)) < Xfit.shape[1]:
+        raise ValueError("constant or collinear covariates")
+    frame = pd.DataFrame(Xfit, columns=[f"x{j}" for j in range(X.shape[1])]).assign(_time=time, _event=status)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        beta = CoxPHFitter().fit(frame, "_time", "_event", fit_options=cox.FIT_OPTIONS).params_.to_numpy(float)
+    # lifelines stops its Newton-Raphson earlier than R (coefficients ~1e-5 apart): one more step
+    # on the Efron partial likelihood brings them to R's precision
+    m = pl.event_time_moments(time, status.astype(bool), Xfit, Xfit @ beta, ties="efron")
+    beta = beta + np.linalg.solve(m["V"].sum(axis=0), m["U"].sum(axis=0))
+    eta = Xfit @ beta
+    death_times = np.unique(time[status == 1])
+    risk_w = np.exp(eta)
+    at_risk = np.array([risk_w[time >= u].sum() for u in death_times])
+    increments = np.empty(len(death_times))
+    for j, u in enumerate(death_times):
+        tied = (time == u) & (status == 1)
+        d, tied_w = int(tied.sum()), risk_w[tied].sum()
+        # Efron: the tied deaths leave the risk set a fraction at a time (survfit.coxph, ctype 2)
+        increments[j] = np.sum(1.0 / (at_risk[j] - np.arange(d) / d * tied_w))
+    H = np.concatenate([[0.0], np.cumsum(increments)])
+    H_at = H[np.searchsorted(death_times, np.asarray(times, dtype=float), side="right")]
+    return 1.0 - np.exp(-np.outer(np.exp(Xnew @ beta), H_at))
 
 
 def score_cox(df: pd.DataFrame, duration: str, event: str, covariates: list[str], times,
               alpha: float = 0.05) -> pd.DataFrame:
     """``score_at`` of the Cox model of ``covariates`` fitted and scored on ``df`` (complete cases)
-    and of the null model: ``tumorburden survival score``."""
-    raise NotImplementedError
+    and of the null model: ``tumorburden survival score``. Columns SCORE_COLUMNS + n_dropped; a
+    model that cannot be fitted is rows 'not fitted: <reason>' beside the null model's."""
+    if not covariates:
+        raise ValueError("score needs --covariates a,b,... (the Cox model's terms)")
+    used = [duration, event, *covariates]
+    missing = [c for c in used if c not in df.columns]
+    if missing:
+        raise ValueError(f"column(s) {', '.join(missing)} not in the table (have: {', '.join(map(str, df.columns))})")
+    d = df.dropna(subset=used)
+    time, status = _outcome(d[duration], d[event])
+    label = "cox(" + "+".join(covariates) + ")"
+    try:
+        risks = {label: cox_risk(d, duration, event, covariates, times)}
+        reason = None
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        risks, reason = {}, str(exc).splitlines()[0]
+    out = score_at(time, status, risks, times, alpha=alpha)
+    if reason:
+        failed = out[["time_days", "n", "cases", "controls", "censored_before"]].drop_duplicates().assign(
+            model=label, status=f"not fitted: {reason}")
+        out = pd.concat([out, failed], ignore_index=True)[SCORE_COLUMNS]
+    return out.assign(n_dropped=len(df) - len(d))
