@@ -122,3 +122,24 @@ def test_score_reference_is_reproduced_by_live_r(tmp_path):
         assert (m["_merge"] == "both").all(), m[m["_merge"] != "both"].head()
         np.testing.assert_allclose(m[f"{col}_live"], m[f"{col}_rec"], rtol=1e-6, equal_nan=True)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pbc.csv"), pd.read_csv(R_DIR / "pbc.csv"))
+
+
+RMST_CASES = [("lung", "sex", 365), ("lung", "sex", 730), ("melanoma", "ulcer", 1825), ("melanoma", "ulcer", 3650),
+              ("pbc", "trt", 1825), ("pbc", "trt", 3650)]
+
+
+@pytest.mark.parametrize("name,group,tau", RMST_CASES)
+def test_rmst_per_group_equals_survfit_rmean_and_contrasts_rmst2s_formulas(name, group, tau):
+    from tumorburden.survival import rmst
+
+    d = data(name)
+    by_group = rmst.rmst_by_group(d["time"], d["event"], d[group], tau)
+    for _, row in by_group.iterrows():
+        k = f"{group}|{tau}|{row['group']}"
+        assert row["rmst"] == pytest.approx(ref(name, "rmst", k, "rmean"), rel=1e-10)
+        assert row["se"] == pytest.approx(ref(name, "rmst", k, "se"), rel=1e-10)
+    c = rmst.rmst_contrasts(by_group).iloc[0]
+    k = f"{group}|{tau}|{by_group['group'].iloc[1]}-{by_group['group'].iloc[0]}"
+    for stat in ("difference", "difference_lower", "difference_upper", "difference_p", "ratio", "ratio_lower",
+                 "ratio_upper", "ratio_p"):
+        assert c[stat] == pytest.approx(ref(name, "rmst_contrast", k, stat), rel=1e-9), stat
