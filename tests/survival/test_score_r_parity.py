@@ -143,3 +143,22 @@ def test_rmst_per_group_equals_survfit_rmean_and_contrasts_rmst2s_formulas(name,
     for stat in ("difference", "difference_lower", "difference_upper", "difference_p", "ratio", "ratio_lower",
                  "ratio_upper", "ratio_p"):
         assert c[stat] == pytest.approx(ref(name, "rmst_contrast", k, stat), rel=1e-9), stat
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_net_benefit_equals_the_kaplan_meier_decision_curve_computed_in_r(name):
+    from tumorburden.survival import decision
+
+    d = complete(name)
+    times, risk = r_risks(name, d)
+    thresholds = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5]
+    got = decision.net_benefit(d["time"], d["event"], {"cox": risk}, times, thresholds).set_index(
+        ["time_days", "threshold", "model"])
+    for t in times:
+        for p in thresholds:
+            k = f"{t:g}|{p:g}"
+            assert got.loc[(t, p, "cox"), "net_benefit"] == pytest.approx(ref(name, "decision", k, "cox"),
+                                                                          rel=1e-9, abs=1e-12)
+            assert got.loc[(t, p, decision.TREAT_ALL), "net_benefit"] == pytest.approx(
+                ref(name, "decision", k, "treat_all"), rel=1e-9)
+            assert got.loc[(t, p, decision.TREAT_NONE), "net_benefit"] == 0
