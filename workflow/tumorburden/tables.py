@@ -144,6 +144,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "wald_p": "float",  # global tests of the model, as R's summary(coxph)
         "lr_p": "float",
         "score_p": "float",
+        "zph_global_p": "float",  # the model's cox.zph GLOBAL p (as zph.csv)
+        "nonproportional": "bool",  # zph_global_p < alpha: read RMST beside the HR (docs/survival.md)
     },
     # survival/km_summary.csv: one row per curve
     "km_summary": {

@@ -217,7 +217,7 @@ def _model_rows(kind, key, data, terms, s, strata, start_col=None, id_col=None, 
     if problem:
         base = {"n": len(data), "events": 0, "n_dropped": 0, "ties": s["ties"], "strata": ",".join(strata or [])}
         rows = [{"term": t, "hr": math.nan, "hr_lower": math.nan, "hr_upper": math.nan, "p": math.nan,
-                 **base, "status": f"not fitted: {problem}"} for t in terms]
+                 **base, **cox.ph_flag(math.nan), "status": f"not fitted: {problem}"} for t in terms]
         zph = [{"term": t, "chisq": math.nan, "df": 0, "p": math.nan, **base, "status": f"not tested: {problem}"}
                for t in [*terms, "GLOBAL"]]
     else:
