@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 from sksurv.nonparametric import kaplan_meier_estimator
 
-DECISION_COLUMNS = ["time_days", "threshold", "model", "n", "n_treated", "net_benefit", "status"]
+from tumorburden.tables import SCHEMAS
+
+DECISION_COLUMNS = [c for c in SCHEMAS["decision_curve"] if c not in ("cohort", "endpoint")]
 TREAT_ALL, TREAT_NONE = "treat all", "treat none"
 DEFAULT_THRESHOLDS = np.round(np.arange(0.01, 1.0, 0.01), 2)
 

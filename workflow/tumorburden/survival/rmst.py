@@ -20,9 +20,10 @@ from lifelines import KaplanMeierFitter
 from lifelines.utils import restricted_mean_survival_time
 from scipy.stats import norm
 
-RMST_COLUMNS = ["group", "n", "events", "tau_days", "rmst", "se", "lower", "upper", "status", "note"]
-CONTRAST_COLUMNS = ["group", "reference", "tau_days", "difference", "difference_lower", "difference_upper",
-                    "difference_p", "ratio", "ratio_lower", "ratio_upper", "ratio_p", "status"]
+from tumorburden.tables import SCHEMAS
+
+RMST_COLUMNS = [c for c in SCHEMAS["rmst"] if c not in ("cohort", "endpoint")]
+CONTRAST_COLUMNS = [c for c in SCHEMAS["rmst_contrast"] if c not in ("cohort", "endpoint")]
 
 
 def _rmst_one(time, event, tau):

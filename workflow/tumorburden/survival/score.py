@@ -36,9 +36,9 @@ from scipy.stats import norm
 
 from tumorburden.survival import cox
 from tumorburden.survival import partial_likelihood as pl
+from tumorburden.tables import SCHEMAS
 
-SCORE_COLUMNS = ["time_days", "model", "n", "cases", "controls", "censored_before", "brier", "brier_se",
-                 "brier_lower", "brier_upper", "ipa", "auc", "auc_se", "auc_lower", "auc_upper", "status"]
+SCORE_COLUMNS = [c for c in SCHEMAS["score"] if c not in ("cohort", "endpoint")]
 NULL_MODEL = "null model"
 
 
