@@ -177,7 +177,8 @@ def cmd_survival(a):
 
     missing = [f"--{k.replace('_', '-')}" for k in ("features", "clinical", "out_dir") if not getattr(a, k)]
     if missing:
-        raise ValueError(f"survival needs {', '.join(missing)} (or a standalone action: survival km|logrank|cox|zph --table T)")
+        raise ValueError(f"survival needs {', '.join(missing)} (or a standalone action: "
+                         "survival km|logrank|cox|zph|score|rmst|validate --table T)")
     write_survival(Path(a.features), Path(a.clinical), Path(a.out_dir),
                    settings=_settings(a.settings), burden=Path(a.burden) if a.burden else None)
 
@@ -361,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("survival", help="Kaplan-Meier, log-rank, Cox and C-index per cohort and endpoint; "
-                       "or one analysis on any table: survival km|logrank|cox|zph --table T ...")
+                       "or one analysis on any table: survival km|logrank|cox|zph|score|rmst|validate --table T ...")
     p.add_argument("--features")
     p.add_argument("--clinical")
     p.add_argument("--burden", help="tables/burden.parquet (time-varying Cox, landmark, RECIST SLD)")
@@ -371,7 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     for name, text in (("km", "Kaplan-Meier curves, medians with CI (OUT) and curves (OUT_curve.csv)"),
                        ("logrank", "log-rank test (stratified with --strata, trend with --trend)"),
-                       ("cox", "Cox model: HR, CI, Wald/LR/score tests"), ("zph", "cox.zph proportional-hazards tests")):
+                       ("cox", "Cox model: HR, CI, Wald/LR/score tests"), ("zph", "cox.zph proportional-hazards tests"),
+                       ("score", "Brier, IPA and AUC(t) with CIs of the Cox model and the null model at --times "
+                                 "(riskRegression::Score)"),
+                       ("rmst", "restricted mean survival time to --tau per --group, difference and ratio between "
+                                "groups"),
+                       ("validate", "bootstrap optimism-corrected Dxy, C, slope, R2, D (and Brier at --horizon) of "
+                                    "the Cox model (rms::validate.cph)")):
         q = actions.add_parser(name, help=text)
         q.add_argument("--table", required=True, help="TSV (or .csv) with one row per patient")
         q.add_argument("--duration", required=True, help="time column")
@@ -382,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--ci", choices=["log", "log-log"], default="log", help="KM band type (R's default: log)")
         q.add_argument("--ties", choices=["efron", "breslow"], default="efron")
         q.add_argument("--trend", action="store_true", help="logrank: test for trend over the sorted groups")
-        q.add_argument("--times", help="km: survival at these comma-separated times")
+        q.add_argument("--times", help="km: survival at these comma-separated times; score: the horizons")
+        q.add_argument("--tau", type=float, help="rmst: the restriction time (days)")
+        q.add_argument("--horizon", help="validate: Brier at these comma-separated horizons")
+        q.add_argument("--bootstrap", type=int, help="validate: bootstrap replicates (default: survival's bootstrap)")
+        q.add_argument("--seed", type=int, help="validate: seed of the resampling (default: survival's seed)")
         q.add_argument("--alpha", type=float, default=0.05)
         q.add_argument("--out", required=True, help="output CSV")
 
