@@ -45,9 +45,9 @@ def ref(dataset, analysis, key, statistic):
     return float(r["value"].iloc[0])
 
 
-def r_risks(name, d):
+def r_risks(name, d, model="cox"):
     """R's predicted risks, (patients of d) x horizons; rowname is the patient's row in the CSV."""
-    r = RISKS[RISKS.dataset == name]
+    r = RISKS[(RISKS.dataset == name) & (RISKS.model == model)]
     times = sorted(r.time_days.unique())
     return times, np.column_stack([r[r.time_days == t].set_index("rowname").loc[d.index + 1, "risk"] for t in times])
 
@@ -57,21 +57,44 @@ def test_recorded_versions():
     assert "2022.11.28" in set(v["key"]) and "3.5.3" in set(v["key"])
 
 
+def rname(model):
+    return "Null model" if model == score.NULL_MODEL else model
+
+
 @pytest.mark.parametrize("name", list(MODELS))
 def test_brier_ipa_and_auc_with_se_equal_score_on_rs_risks(name):
+    # 'small' (e.g. lung: sex + ph.ecog) has a handful of distinct risks: ties in the AUC
     d = complete(name)
     assert len(d) == ref(name, "score_model", "cox", "n")
     times, risk = r_risks(name, d)
-    got = score.score_at(d["time"], d["event"], {"cox": risk}, times)
-    assert (got["status"] == "ok").all()
+    small = r_risks(name, d, "small")[1]
+    got = score.score_at(d["time"], d["event"], {"small": small, "cox": risk}, times)
+    assert (got["status"] == "ok").all() and len(got) == 3 * len(times)
     for _, row in got.iterrows():
-        k = f"{'Null model' if row['model'] == score.NULL_MODEL else 'cox'}|{row['time_days']:g}"
+        k = f"{rname(row['model'])}|{row['time_days']:g}"
         for col, stat in [("brier", "Brier"), ("brier_se", "se"), ("brier_lower", "lower"),
                           ("brier_upper", "upper"), ("ipa", "IPA")]:
             assert row[col] == pytest.approx(ref(name, "brier", k, stat), rel=1e-9, abs=1e-12), (k, col)
-        if row["model"] == "cox":
+        if row["model"] != score.NULL_MODEL:
             for col, stat in [("auc", "AUC"), ("auc_se", "se"), ("auc_lower", "lower"), ("auc_upper", "upper")]:
                 assert row[col] == pytest.approx(ref(name, "auc", k, stat), rel=1e-9), (k, col)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_contrasts_between_models_equal_scores_contrasts(name):
+    d = complete(name)
+    times, risk = r_risks(name, d)
+    got = score.score_contrasts(d["time"], d["event"], {"small": r_risks(name, d, "small")[1], "cox": risk}, times)
+    assert len(got) == 3 * len(times) and (got["status"] == "ok").all()
+    for _, row in got.iterrows():
+        k = f"{row['model']}|{rname(row['reference'])}|{row['time_days']:g}"
+        for metric in ("brier", "auc"):
+            if metric == "auc" and row["reference"] == score.NULL_MODEL:
+                assert np.isnan(row["delta_auc"])
+                continue
+            for stat, col in [("delta", ""), ("se", "_se"), ("lower", "_lower"), ("upper", "_upper"), ("p", "_p")]:
+                assert row[f"delta_{metric}{col}"] == pytest.approx(ref(name, f"{metric}_contrast", k, stat),
+                                                                    rel=1e-9), (k, metric, stat)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -112,7 +135,7 @@ def test_score_reference_is_reproduced_by_live_r(tmp_path):
     subprocess.run(["Rscript", str(R_DIR / "score_reference.R"), str(tmp_path)], check=True, capture_output=True,
                    timeout=300)
     for name, key in [("score_reference.csv", ["dataset", "analysis", "key", "statistic"]),
-                      ("score_risks.csv", ["dataset", "rowname", "time_days"])]:
+                      ("score_risks.csv", ["dataset", "model", "rowname", "time_days"])]:
         rec = pd.read_csv(R_DIR / name, keep_default_na=False, na_values=["NA"])
         live = pd.read_csv(tmp_path / name, keep_default_na=False, na_values=["NA"])
         if "analysis" in rec:

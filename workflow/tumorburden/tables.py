@@ -222,6 +222,26 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "auc_upper": "float",
         "status": "str",
     },
+    # survival/score_contrast.csv: model - reference at each horizon, influence-function CIs, as
+    # riskRegression::Score's contrasts (survival/score.py)
+    "score_contrast": {
+        "cohort": "str",
+        "endpoint": "str",
+        "time_days": "float",
+        "model": "str",
+        "reference": "str",
+        "delta_brier": "float",
+        "delta_brier_se": "float",
+        "delta_brier_lower": "float",
+        "delta_brier_upper": "float",
+        "delta_brier_p": "float",
+        "delta_auc": "float",
+        "delta_auc_se": "float",
+        "delta_auc_lower": "float",
+        "delta_auc_upper": "float",
+        "delta_auc_p": "float",
+        "status": "str",
+    },
     # survival/decision_curve.csv: net benefit per horizon, threshold and model (survival/decision.py);
     # models "treat all" and "treat none" are the references
     "decision_curve": {

@@ -32,23 +32,30 @@ pbc$event <- as.integer(pbc$status == 2)
 write.csv(pbc[, c("id", "time", "status", "event", "trt", "age", "sex", "edema", "bili", "albumin", "protime")],
           file.path(out, "pbc.csv"), row.names = FALSE, na = "")
 
-# Score of a Cox model (Efron ties) fitted and scored on the complete cases, null model and IPA,
-# censoring weights from the marginal Kaplan-Meier (cens.model = "km"), influence-function SEs
+# Score of two nested Cox models (Efron ties) fitted and scored on the complete cases, null model
+# and IPA, censoring weights from the marginal Kaplan-Meier (cens.model = "km"), influence-function
+# SEs, and Score's contrasts (cox - small, each - null model). The small models have few distinct
+# risks (many ties).
 models <- list(
   list(name = "lung", data = lung, terms = c("age", "sex", "ph.ecog", "ph.karno"),
-       formula = Surv(time, event) ~ age + sex + ph.ecog + ph.karno, times = c(180, 365, 730)),
+       formula = Surv(time, event) ~ age + sex + ph.ecog + ph.karno, small = Surv(time, event) ~ sex + ph.ecog,
+       times = c(180, 365, 730)),
   list(name = "melanoma", data = mel, terms = c("thickness", "ulcer", "age", "sex"),
-       formula = Surv(time, event) ~ log(thickness) + ulcer + age + sex, times = c(1825, 3650)),
+       formula = Surv(time, event) ~ log(thickness) + ulcer + age + sex, small = Surv(time, event) ~ ulcer + sex,
+       times = c(1825, 3650)),
   list(name = "pbc", data = pbc, terms = c("age", "edema", "bili", "albumin", "protime"),
-       formula = Surv(time, event) ~ age + edema + log(bili) + albumin + log(protime), times = c(1825, 3650)))
+       formula = Surv(time, event) ~ age + edema + log(bili) + albumin + log(protime),
+       small = Surv(time, event) ~ age + edema, times = c(1825, 3650)))
 risks <- list()
 for (m in models) {
   d <- m$data[complete.cases(m$data[, c("time", "event", m$terms)]), ]
   fit <- coxph(m$formula, data = d, x = TRUE, ties = "efron")
+  small <- coxph(m$small, data = d, x = TRUE, ties = "efron")
   # predictRisk and Score turn their data into data.tables by reference: give them copies, so d
   # keeps its row names (the patients' rows in the CSV)
   p <- predictRisk(fit, newdata = data.table::copy(d), times = m$times)
-  sc <- Score(list(cox = fit), formula = Surv(time, event) ~ 1, data = data.table::copy(d), times = m$times,
+  p_small <- predictRisk(small, newdata = data.table::copy(d), times = m$times)
+  sc <- Score(list(small = small, cox = fit), formula = Surv(time, event) ~ 1, data = data.table::copy(d), times = m$times,
               metrics = c("auc", "brier"), summary = "ipa", cens.model = "km", null.model = TRUE)
   for (i in seq_len(nrow(sc$Brier$score))) {
     r <- sc$Brier$score[i, ]
@@ -60,10 +67,21 @@ for (m in models) {
     k <- paste0(r$model, "|", r$times)
     for (s in c("AUC", "se", "lower", "upper")) add(m$name, "auc", k, s, r[[s]])
   }
+  for (metric in c("Brier", "AUC")) {
+    ct <- sc[[metric]]$contrasts
+    for (i in seq_len(nrow(ct))) {
+      r <- ct[i, ]
+      k <- paste0(r$model, "|", r$reference, "|", r$times)
+      for (s in c(paste0("delta.", metric), "se", "lower", "upper", "p"))
+        add(m$name, paste0(tolower(metric), "_contrast"), k, sub("delta.*", "delta", s), r[[s]])
+    }
+  }
   add(m$name, "score_model", "cox", "n", nrow(d))
   for (j in seq_along(m$times)) {
-    risks[[length(risks) + 1]] <- data.frame(dataset = m$name, row = seq_len(nrow(d)), rowname = rownames(d),
-                                             time_days = m$times[j], risk = p[, j])
+    risks[[length(risks) + 1]] <- data.frame(dataset = m$name, model = "cox", row = seq_len(nrow(d)),
+                                             rowname = rownames(d), time_days = m$times[j], risk = p[, j])
+    risks[[length(risks) + 1]] <- data.frame(dataset = m$name, model = "small", row = seq_len(nrow(d)),
+                                             rowname = rownames(d), time_days = m$times[j], risk = p_small[, j])
   }
   # Decision curve at each horizon: net benefit of treating patients with risk >= threshold,
   # true and false positives from the Kaplan-Meier of the treated (Vickers et al. 2008)

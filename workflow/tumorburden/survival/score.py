@@ -39,6 +39,7 @@ from tumorburden.survival import partial_likelihood as pl
 from tumorburden.tables import SCHEMAS
 
 SCORE_COLUMNS = [c for c in SCHEMAS["score"] if c not in ("cohort", "endpoint")]
+SCORE_CONTRAST_COLUMNS = [c for c in SCHEMAS["score_contrast"] if c not in ("cohort", "endpoint")]
 NULL_MODEL = "null model"
 
 
@@ -112,7 +113,8 @@ def _risk_matrix(name, risk, n, k) -> np.ndarray:
     return r
 
 
-def _brier(c: _Censoring, time, event, t, risk, z):
+def _brier(c: _Censoring, time, event, t, risk):
+    """(Brier, its influence function per patient)."""
     case = (time <= t) & (event == 1)
     control = time > t
     m_case = c.pos - 1  # G(T_i-): the unique times before T_i
@@ -120,12 +122,11 @@ def _brier(c: _Censoring, time, event, t, risk, z):
     R = np.where(case, (1 - risk) ** 2 / c.G(m_case), 0.0) + np.where(control, risk**2 / c.G(m_t), 0.0)
     brier = R.mean()
     m = np.where(case, m_case, m_t)
-    ic = R - brier + c.term(R, m)
-    se = float(np.std(ic, ddof=1) / math.sqrt(len(time)))
-    return brier, se, max(0.0, brier - z * se), min(1.0, brier + z * se)
+    return brier, R - brier + c.term(R, m)
 
 
-def _auc(c: _Censoring, time, event, t, risk, z):
+def _auc(c: _Censoring, time, event, t, risk):
+    """(AUC, its influence function per patient)."""
     n = len(time)
     case = (time <= t) & (event == 1)
     control = time > t
@@ -149,9 +150,35 @@ def _auc(c: _Censoring, time, event, t, risk, z):
     m = np.where(case, m_case, m_t)
     if_nu = (w * beats + v * beaten) / n - 2 * nu + c.term(np.where(case, w * beats, v * beaten) / n, m)
     if_mu = (w * V + v * W) / n - 2 * mu + c.term(np.where(case, w * V, v * W) / n, m)
-    ic = (if_nu - auc * if_mu) / mu
-    se = float(np.std(ic, ddof=1) / math.sqrt(n))
-    return auc, se, max(0.0, auc - z * se), min(1.0, auc + z * se)
+    return auc, (if_nu - auc * if_mu) / mu
+
+
+def _se(ic) -> float:
+    return float(np.std(ic, ddof=1) / math.sqrt(len(ic)))
+
+
+def _prepare(time, event, risk_by_model, times, null_model):
+    time, event = _outcome(time, event)
+    times = [float(t) for t in np.atleast_1d(times)]
+    n = len(time)
+    risks = {name: _risk_matrix(name, r, n, len(times)) for name, r in risk_by_model.items()}
+    if NULL_MODEL in risks:
+        raise ValueError(f"{NULL_MODEL!r} is the reference model's name: call the model something else")
+    if null_model:
+        km = KaplanMeierFitter().fit(time, event)
+        null = 1.0 - km.survival_function_at_times(times).to_numpy()
+        risks = {NULL_MODEL: np.repeat(null[None, :], n, axis=0), **risks}
+    return time, event, times, risks
+
+
+def _problem(time, event, t):
+    cases = int(((time <= t) & (event == 1)).sum())
+    controls = int((time > t).sum())
+    base = {"time_days": t, "n": len(time), "cases": cases, "controls": controls,
+            "censored_before": len(time) - cases - controls}
+    problem = ("no event by this time" if cases == 0 else "nobody followed beyond this time"
+               if controls == 0 else None)
+    return base, problem
 
 
 def score_at(time, event, risk_by_model: dict[str, np.ndarray], times, alpha: float = 0.05,
@@ -163,41 +190,67 @@ def score_at(time, event, risk_by_model: dict[str, np.ndarray], times, alpha: fl
     as the same risk at every horizon). With ``null_model`` the marginal Kaplan-Meier risk is
     scored too (model ``NULL_MODEL``, its IPA 0) and every model's IPA is against it.
     A horizon without a case or a control is a row "not scored: <reason>"."""
-    time, event = _outcome(time, event)
-    times = [float(t) for t in np.atleast_1d(times)]
-    n = len(time)
-    risks = {name: _risk_matrix(name, r, n, len(times)) for name, r in risk_by_model.items()}
-    if NULL_MODEL in risks:
-        raise ValueError(f"{NULL_MODEL!r} is the reference model's name: call the model something else")
-    if null_model:
-        km = KaplanMeierFitter().fit(time, event)
-        null = 1.0 - km.survival_function_at_times(times).to_numpy()
-        risks = {NULL_MODEL: np.repeat(null[None, :], n, axis=0), **risks}
+    time, event, times, risks = _prepare(time, event, risk_by_model, times, null_model)
     c = _Censoring(time, event)
     z = float(norm.ppf(1 - alpha / 2))
     rows = []
     for j, t in enumerate(times):
-        cases = int(((time <= t) & (event == 1)).sum())
-        controls = int((time > t).sum())
-        base = {"time_days": t, "n": n, "cases": cases, "controls": controls,
-                "censored_before": n - cases - controls}
-        problem = ("no event by this time" if cases == 0 else "nobody followed beyond this time"
-                   if controls == 0 else None)
+        base, problem = _problem(time, event, t)
         null_brier = math.nan
         for name, r in risks.items():
             row = {**base, "model": name, **dict.fromkeys(SCORE_COLUMNS[6:-1], math.nan)}
             if problem:
                 rows.append({**row, "status": f"not scored: {problem}"})
                 continue
-            brier, se, lo, hi = _brier(c, time, event, t, r[:, j], z)
-            row.update(brier=brier, brier_se=se, brier_lower=lo, brier_upper=hi, status="ok")
+            brier, ic = _brier(c, time, event, t, r[:, j])
+            se = _se(ic)
+            row.update(brier=brier, brier_se=se, brier_lower=max(0.0, brier - z * se),
+                       brier_upper=min(1.0, brier + z * se), status="ok")
             if name == NULL_MODEL:
                 null_brier = brier
             else:  # the null model gives everyone the same risk: no ranking, no AUC
-                row.update(zip(("auc", "auc_se", "auc_lower", "auc_upper"), _auc(c, time, event, t, r[:, j], z)))
+                auc, ic = _auc(c, time, event, t, r[:, j])
+                se = _se(ic)
+                row.update(auc=auc, auc_se=se, auc_lower=max(0.0, auc - z * se), auc_upper=min(1.0, auc + z * se))
             row["ipa"] = 1.0 - brier / null_brier if null_model else math.nan
             rows.append(row)
     return pd.DataFrame(rows, columns=SCORE_COLUMNS)
+
+
+def score_contrasts(time, event, risk_by_model: dict[str, np.ndarray], times, alpha: float = 0.05,
+                    null_model: bool = True) -> pd.DataFrame:
+    """Differences between models at each horizon with influence-function CIs, as Score's
+    ``contrasts``: every model against the null model (Brier only) and every model against each
+    model before it in ``risk_by_model`` (delta = model - reference, Brier and AUC). One row per
+    (horizon, model, reference), columns SCORE_CONTRAST_COLUMNS; the SE of a difference is
+    sd(IF_model - IF_reference) / sqrt(n), p from the normal distribution."""
+    time, event, times, risks = _prepare(time, event, risk_by_model, times, null_model)
+    c = _Censoring(time, event)
+    z = float(norm.ppf(1 - alpha / 2))
+    names = list(risks)
+    pairs = [(b, a) for i, a in enumerate(names) for b in names[i + 1:]]
+    pairs.sort(key=lambda p: (p[1] != NULL_MODEL, names.index(p[1]) if p[1] == NULL_MODEL else 0))
+    rows = []
+
+    def delta(est, ic, prefix):
+        se = _se(ic)
+        return {prefix: est, f"{prefix}_se": se, f"{prefix}_lower": est - z * se, f"{prefix}_upper": est + z * se,
+                f"{prefix}_p": float(2 * norm.sf(abs(est / se))) if se > 0 else math.nan}
+
+    for j, t in enumerate(times):
+        base, problem = _problem(time, event, t)
+        if problem:
+            rows += [{"time_days": t, "model": b, "reference": a, "status": f"not scored: {problem}"} for b, a in pairs]
+            continue
+        brier = {name: _brier(c, time, event, t, r[:, j]) for name, r in risks.items()}
+        auc = {name: _auc(c, time, event, t, r[:, j]) for name, r in risks.items() if name != NULL_MODEL}
+        for b, a in pairs:
+            row = {"time_days": t, "model": b, "reference": a, "status": "ok",
+                   **delta(brier[b][0] - brier[a][0], brier[b][1] - brier[a][1], "delta_brier")}
+            if a != NULL_MODEL:
+                row.update(delta(auc[b][0] - auc[a][0], auc[b][1] - auc[a][1], "delta_auc"))
+            rows.append(row)
+    return pd.DataFrame(rows, columns=SCORE_CONTRAST_COLUMNS)
 
 
 def cox_risk(train: pd.DataFrame, duration: str, event: str, covariates: list[str], times,
