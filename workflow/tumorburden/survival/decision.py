@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sksurv.nonparametric import kaplan_meier_estimator
-
+from tumorburden.survival.score import _outcome, _risk_matrix, event_probability
 from tumorburden.tables import SCHEMAS
 
 DECISION_COLUMNS = [c for c in SCHEMAS["decision_curve"] if c not in ("cohort", "endpoint")]
@@ -32,8 +31,6 @@ def net_benefit(time, event, risk_by_model: dict[str, np.ndarray], times,
     risk_by_model as in ``score.score_at``: model -> (n, len(times)) predicted absolute risk of
     the event by each horizon ((n,) = the same at every horizon). A horizon after the last
     follow-up is rows 'not computed: ...'."""
-    from tumorburden.survival.score import _outcome, _risk_matrix
-
     time, event = _outcome(time, event)
     times = [float(t) for t in np.atleast_1d(times)]
     thresholds = [float(p) for p in np.atleast_1d(thresholds)]
@@ -68,7 +65,4 @@ def net_benefit(time, event, risk_by_model: dict[str, np.ndarray], times,
 
 
 def _event_probability(time, event, t) -> float:
-    """1 - KM(t) of these patients."""
-    times, surv = kaplan_meier_estimator(event.astype(bool), time)
-    i = np.searchsorted(times, t, side="right") - 1
-    return float(1.0 - surv[i]) if i >= 0 else 0.0
+    return float(event_probability(time, event, [t])[0])

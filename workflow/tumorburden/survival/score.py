@@ -4,8 +4,8 @@ For predicted absolute risks F_i(t) = 1 - S(t | x_i) of one or more models at ho
 
 - **Brier score** (IPCW): mean over patients of w_i(t) (I(T_i <= t) - F_i(t))^2 with
   w_i = I(T_i <= t, event) / G(T_i-) + I(T_i > t) / G(t), patients censored by t weight 0, G the
-  marginal Kaplan-Meier of the censoring times (riskRegression ``cens.model = "km"``; a patient
-  whose event is at the censoring time stays in the censoring risk set, as prodlim's reverse
+  marginal Kaplan-Meier of the censoring times (riskRegression ``cens.model = "km"``; an event at
+  the time of a censoring leaves the censoring risk set first, as in prodlim's reverse
   Kaplan-Meier).
 - **IPA** (index of prediction accuracy, scaled Brier): 1 - Brier(model) / Brier(null model),
   the null model being the marginal Kaplan-Meier risk 1 - KM(t) given to every patient.
@@ -17,10 +17,11 @@ term for the estimated censoring curve (riskRegression's ``se.fit = TRUE, conser
 CI estimate -+ z se clipped to [0, 1]; the predicted risks are taken as given.
 
 Written here because neither library scores like R: scikit-survival's ``brier_score`` and
-``cumulative_dynamic_auc`` weight cases by G(T_i) rather than G(T_i-), estimate G with the
-other tie rule (an event leaves the censoring risk set before a censoring at the same time),
-and give no standard errors; lifelines has neither. The censoring and null Kaplan-Meier curves
-are lifelines'.
+``cumulative_dynamic_auc`` weight cases by G(T_i) rather than G(T_i-) (on R's lung with a Cox
+model: Brier 0.18033 vs R's 0.18029 at 180 days, AUC 0.68568 vs 0.68565) and give no standard
+errors; lifelines has neither. The null model's Kaplan-Meier is
+scikit-survival's; the censoring curve is counted here, as its influence function needs the
+risk sets.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines import CoxPHFitter
 from lifelines.exceptions import ConvergenceWarning
 from scipy.stats import norm
+from sksurv.nonparametric import kaplan_meier_estimator
 
 from tumorburden.survival import cox
 from tumorburden.survival import partial_likelihood as pl
@@ -48,14 +50,13 @@ class _Censoring:
 
     def __init__(self, time: np.ndarray, event: np.ndarray):
         self.n = len(time)
-        table = KaplanMeierFitter().fit(time, 1 - event).event_table
-        table = table[table.index > 0] if (time > 0).all() else table
-        self.times = table.index.to_numpy(dtype=float)
-        at_risk = table["at_risk"].to_numpy(dtype=float)
-        censored = table["observed"].to_numpy(dtype=float)
-        events_here = (table["removed"] - table["observed"]).to_numpy(dtype=float)
-        # prodlim's reverse Kaplan-Meier: an event at u leaves the risk set before a censoring at u
-        self.surv = np.cumprod(1.0 - censored / np.maximum(at_risk - events_here, 1.0))
+        self.times, own = np.unique(time, return_inverse=True)
+        ending = np.bincount(own).astype(float)
+        censored = np.bincount(own, weights=(event == 0).astype(float), minlength=len(self.times))
+        at_risk = self.n - np.concatenate([[0.0], np.cumsum(ending)[:-1]])  # Y(u): time >= u
+        # prodlim's reverse Kaplan-Meier: an event at u leaves the risk set before a censoring at u;
+        # the influence function below, as riskRegression's, uses the whole risk set Y(u)
+        self.surv = np.cumprod(1.0 - censored / np.maximum(at_risk - (ending - censored), 1.0))
         # H[m]: sum over the first m unique times of n dLambda_C(u) / Y(u), H[0] = 0
         self.H = np.concatenate([[0.0], np.cumsum(self.n * censored / at_risk**2)])
         pos = np.searchsorted(self.times, time)  # index of each patient's own time
@@ -80,6 +81,13 @@ class _Censoring:
         below = np.concatenate([[0.0], np.cumsum(A * self.H)])[:-1]  # sum over m_i < j of R_i H[m_i]
         p = self.pos
         return (self.jump * tail[p] - self.H[p] * tail[p] - below[p]) / self.n
+
+
+def event_probability(time, event, times) -> np.ndarray:
+    """1 - KM(t) of these patients at each of ``times`` (scikit-survival's Kaplan-Meier)."""
+    grid, surv = kaplan_meier_estimator(np.asarray(event, dtype=bool), np.asarray(time, dtype=float))
+    i = np.searchsorted(grid, np.asarray(times, dtype=float), side="right") - 1
+    return np.where(i >= 0, 1.0 - surv[np.maximum(i, 0)], 0.0)
 
 
 def censoring_survival(time, event, at, lag: bool = False) -> np.ndarray:
@@ -165,8 +173,7 @@ def _prepare(time, event, risk_by_model, times, null_model):
     if NULL_MODEL in risks:
         raise ValueError(f"{NULL_MODEL!r} is the reference model's name: call the model something else")
     if null_model:
-        km = KaplanMeierFitter().fit(time, event)
-        null = 1.0 - km.survival_function_at_times(times).to_numpy()
+        null = event_probability(time, event, times)
         risks = {NULL_MODEL: np.repeat(null[None, :], n, axis=0), **risks}
     return time, event, times, risks
 
