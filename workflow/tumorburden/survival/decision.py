@@ -7,9 +7,10 @@ Kaplan-Meier of the treated patients at the horizon accounts for censoring. Trea
 whole cohort's Kaplan-Meier; treat-none is 0. A patient is treated at p_t when risk >= p_t.
 
 Not ``dcurves.dca`` (the Python port of MSKCC's dcurves; the same numbers on pbc at 5 years,
-checked once): it refits a lifelines model per threshold and model and took 46 CPU s for one
-cohort x endpoint (3 models, 3 horizons, 99 thresholds, 600 patients); here each treated set's
-Kaplan-Meier is scikit-survival's ``kaplan_meier_estimator``: 1.1 CPU s for the same grid.
+checked once): it refits a lifelines model per threshold and model, too slow for the pipeline's
+grid of cohorts x endpoints x models x horizons x 99 thresholds and a dependency with statsmodels
+for one formula; here each treated set's Kaplan-Meier is scikit-survival's
+``kaplan_meier_estimator`` (score.event_probability).
 """
 
 from __future__ import annotations
