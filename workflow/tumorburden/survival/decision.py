@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from tumorburden.survival.score import _outcome, _risk_matrix, event_probability
 from tumorburden.tables import SCHEMAS
 
