@@ -1,0 +1,38 @@
+# Reference numbers from rms::validate.cph for tests/survival/test_validation_r_parity.py.
+#
+#   Rscript tests/survival/r/validation.R tests/survival/r [B]
+#
+# writes <dir>/pbc.csv (survival::pbc, all 418 patients, event = death (status 2)) and
+# <dir>/validation_reference.csv: dataset, model, index, apparent, optimism, corrected, B (one row
+# per index of validate(cph, B)), with R and package versions in rows of dataset "version".
+# lung.csv and melanoma.csv come from reference.R (same data). Models (complete cases, Efron ties):
+#   lung: age + sex + ph.ecog;  melanoma: log(thickness) + ulcer + age + sex;
+#   pbc: age + log(bili) + albumin + edema + log(protime).
+suppressPackageStartupMessages({library(rms)})
+args <- commandArgs(trailingOnly = TRUE)
+out <- if (length(args)) args[1] else "."
+B <- if (length(args) > 1) as.integer(args[2]) else 1000L
+pbc <- survival::pbc
+pbc$event <- as.integer(pbc$status == 2)
+write.csv(pbc, file.path(out, "pbc.csv"), row.names = FALSE, na = "")
+lung <- read.csv(file.path(out, "lung.csv"))
+mel <- read.csv(file.path(out, "melanoma.csv"))
+models <- list(
+  lung = list(data = lung, f = Surv(time, event) ~ age + sex + ph.ecog),
+  melanoma = list(data = mel, f = Surv(time, event) ~ log(thickness) + ulcer + age + sex),
+  pbc = list(data = pbc, f = Surv(time, event) ~ age + log(bili) + albumin + edema + log(protime)))
+rows <- list(data.frame(dataset = "version", model = R.version.string, index = "rms",
+                        apparent = NA, optimism = NA, corrected = NA, B = NA),
+             data.frame(dataset = "version", model = as.character(packageVersion("rms")), index = "rms_version",
+                        apparent = NA, optimism = NA, corrected = NA, B = NA))
+for (name in names(models)) {
+  m <- models[[name]]
+  d <- m$data[complete.cases(m$data[, all.vars(m$f)]), ]
+  fit <- cph(m$f, data = d, x = TRUE, y = TRUE)
+  set.seed(20261202)
+  v <- validate(fit, B = B)
+  rows[[length(rows) + 1]] <- data.frame(dataset = name, model = deparse(m$f[[3]]), index = rownames(v),
+                                         apparent = v[, "index.orig"], optimism = v[, "optimism"],
+                                         corrected = v[, "index.corrected"], B = v[, "n"])
+}
+write.csv(do.call(rbind, rows), file.path(out, "validation_reference.csv"), row.names = FALSE, na = "NA")
