@@ -142,3 +142,19 @@ def calibration_at(time, event, X, horizons, groups: int = 5, n_boot: int = 200,
         rows += [{**base, "method": "summary", "statistic": k, "value": v, "n": n, "status": "ok"}
                  for k, v in summary.items()]
     return pd.DataFrame(rows, columns=CALIBRATION_COLUMNS)
+
+
+def calibrate_at(time, event, X, horizons, groups: int = 5, n_boot: int = 200,
+                 rng: np.random.Generator | None = None, strata=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The pipeline's entry point (engineer C owns this module; A calls this from the rule).
+
+    time, event, X: one row per patient (X the model's covariates, no intercept); horizons in days;
+    groups: quantile groups of predicted S(u) (rms::calibrate's g=); n_boot: bootstrap replicates
+    of the whole Cox fit for the optimism-corrected curve; strata: e.g. cohort for the pooled fit.
+    Returns (curve, summary): curve has the grouped and smooth rows of the ``calibration`` table
+    (horizon_days, method, group, n, predicted, observed with CI, optimism, corrected), summary the
+    per-horizon statistics (calibration-in-the-large, O/E, slope, ICI, E50, E90).
+    """
+    table = calibration_at(time, event, X, horizons, groups=groups, n_boot=n_boot, rng=rng, strata=strata)
+    summary = table["method"] == "summary"
+    return table[~summary].reset_index(drop=True), table[summary].reset_index(drop=True)
