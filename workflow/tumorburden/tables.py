@@ -287,6 +287,71 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "ratio_p": "float",
         "status": "str",
     },
+    # survival/validation.csv: bootstrap optimism-corrected indices per model set, as
+    # rms::validate.cph (+ IPCW Brier at horizons) (survival/validation.py, survival/prediction.py)
+    "validation": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model_set": "str",
+        "covariates": "str",
+        "n": "int",
+        "events": "int",
+        "index": "str",
+        "horizon_days": "float",
+        "apparent": "float",
+        "optimism": "float",
+        "corrected": "float",
+        "n_replicates": "int",
+        "procedure": "str",
+        "status": "str",
+    },
+    # survival/calibration.csv: grouped (rms::calibrate KM) and smooth calibration per horizon, and
+    # summary statistics (in the large, O/E, slope, ICI) (survival/calibration.py)
+    "calibration": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model_set": "str",
+        "horizon_days": "float",
+        "method": "str",
+        "group": "str",
+        "predicted": "float",
+        "observed": "float",
+        "observed_lower": "float",
+        "observed_upper": "float",
+        "optimism": "float",
+        "corrected": "float",
+        "statistic": "str",
+        "value": "float",
+        "status": "str",
+    },
+    # survival/model_comparison.csv: each model set against the one before it (LR test, C, AUC(t),
+    # Brier(t) differences with CIs) (survival/prediction.py)
+    "model_comparison": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model_set": "str",
+        "reference": "str",
+        "measure": "str",
+        "time_days": "float",
+        "difference": "float",
+        "lower": "float",
+        "upper": "float",
+        "df": "float",
+        "p": "float",
+        "method": "str",
+        "status": "str",
+    },
+    # survival/truth_comparison.csv (synthetic trials): corrected C and slope of each model set and
+    # the simulator's true linear predictor
+    "truth_comparison": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model_set": "str",
+        "n": "int",
+        "c_corrected": "float",
+        "slope_corrected": "float",
+        "note": "str",
+    },
     # survival/table1.csv: baseline characteristics, long format
     "table1": {
         "cohort": "str",

@@ -56,6 +56,15 @@ DEFAULTS = {
     "time_varying": True,
     "td_auc_days": [180, 365],
     "compare": ["baseline_volume_ml", "baseline_sld_mm"],
+    # prediction models (survival/prediction.py): validation, calibration, score, decision curves
+    "model_sets": {
+        "clinical": ["age", "sex", "ecog", "line_of_therapy"],
+        "clinical_burden": ["age", "sex", "ecog", "line_of_therapy", "log_baseline_volume_ml"],
+        "clinical_burden_kinetics": ["age", "sex", "ecog", "line_of_therapy", "log_baseline_volume_ml", "growth_g"],
+    },
+    "horizons_days": [180, 365, 730],
+    "calibration_groups": 5,        # quantile groups of predicted survival (rms::calibrate "KM")
+    "rmst_tau_days": 730,           # restricted mean survival time up to tau
 }
 
 POOLED = "all"

@@ -34,7 +34,7 @@ import math
 import numpy as np
 import pandas as pd
 
-MAX_ABS_COEF = 15.0  # as cox.MAX_ABS_COEF: beyond this a replicate separated and is left out
+MAX_ABS_COEF = 15.0  # |log HR| per SD of a covariate beyond this: a replicate separated and is left out
 INDICES = ("Dxy", "C", "R2", "slope", "D", "U", "Q", "g")
 VALIDATION_COLUMNS = ["index", "horizon_days", "apparent", "training", "test", "optimism", "corrected",
                       "optimism_sd", "n_replicates", "n_failed", "procedure"]
@@ -161,7 +161,9 @@ def fit_cox_batch(time, event, X, weights=None, strata=None, ties="efron", tol=1
         done |= converged
         if (done | ~ok).all():
             break
-    ok &= done & np.all(np.isfinite(beta), axis=1) & np.all(np.abs(beta) <= MAX_ABS_COEF, axis=1)
+    # separation on the scale of one SD of each covariate, so per-day units (growth rates) are not flagged
+    sd = X.std(axis=-2) if X.ndim == 3 else X.std(axis=0)[None]
+    ok &= done & np.all(np.isfinite(beta), axis=1) & np.all(np.abs(beta * sd) <= MAX_ABS_COEF, axis=1)
     return {"beta": beta, "loglik": ll, "loglik0": ll0, "ok": ok, "hazards": haz, "eta": eta, "info": V}
 
 

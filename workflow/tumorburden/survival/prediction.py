@@ -1,0 +1,214 @@
+"""Prediction-model tables per cohort x endpoint x model set (TRIPOD): validation, calibration,
+score, decision curves, model comparison, RMST, and (on a synthetic trial) the true model's.
+
+Model sets (``model_sets`` in the survival settings): name -> covariates, the clinical model
+first, each later set usually adding terms (nested). ``log_baseline_volume_ml`` is
+ln(baseline volume + volume_offset_ml) as in cox.csv. All sets of a cohort x endpoint are fitted
+on the same patients (complete cases over every set's covariates), so likelihood-ratio tests
+between nested sets are valid; the pooled set is stratified by cohort.
+
+- validation.csv: validation.validate_cox (bootstrap optimism, B = ``bootstrap``, seeded per row).
+- calibration.csv: calibration.calibration_at at ``horizons_days``.
+- score.csv: Brier, IPA, AUC(t) of each set's predicted risk and the null model (score.score_at).
+- decision_curve.csv: net benefit (decision.net_benefit).
+- model_comparison.csv: each set against the one before it: LR test (when nested), Harrell's and
+  Uno's C difference with a paired bootstrap CI (concordance.c_difference), and AUC(t) and
+  Brier(t) differences with riskRegression's influence-function CIs (score.score_contrasts).
+- rmst.csv / rmst_contrast.csv: RMST to ``rmst_tau_days`` by the median groups of group_feature.
+- truth_comparison.csv (synthetic trial only): each set's corrected C and slope beside the C and
+  calibration slope of the simulator's own linear predictor (truth/patients.parquet ``lp``),
+  which is not fitted and so has no optimism.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from tumorburden import tables
+from tumorburden.study import read_clinical_table
+from tumorburden.survival import concordance, cox, cutpoints, decision, rmst, score
+from tumorburden.survival.analysis import DEFAULTS, LOG_FEATURES, POOLED, analysis_sets, cox_term, outcome_problem
+from tumorburden.survival.calibration import calibration_at
+from tumorburden.survival.validation import fit_cox_batch, survival_at, validate_cox
+
+log = logging.getLogger(__name__)
+
+TABLES = ("validation", "calibration", "score", "decision_curve", "model_comparison", "rmst", "rmst_contrast")
+
+
+def check_model_sets(model_sets: dict, columns) -> None:
+    """A one-line error before any fitting: an empty set or a covariate that is no column."""
+    if not model_sets:
+        raise ValueError("survival settings: model_sets is empty (name -> list of covariates)")
+    known = set(columns) | {cox_term(f) for f in LOG_FEATURES}
+    for name, covs in model_sets.items():
+        if not covs:
+            raise ValueError(f"survival settings: model set {name!r} has no covariates")
+        unknown = [c for c in covs if c not in known]
+        if unknown:
+            raise ValueError(f"survival settings: model set {name!r}: covariate {unknown[0]!r} is neither a "
+                             f"features nor a clinical.tsv column (nor log_baseline_volume_ml)")
+
+
+def _design(data: pd.DataFrame, model_sets: dict) -> tuple[pd.DataFrame, dict]:
+    """Complete cases over every set's covariates and each set's design matrix."""
+    used = sorted({c for covs in model_sets.values() for c in covs})
+    d = data.dropna(subset=used).reset_index(drop=True)
+    designs = {}
+    for name, covs in model_sets.items():
+        X, _ = cox.design(d, list(covs))
+        designs[name] = X
+    return d, designs
+
+
+def _truth_lp(truth: pd.DataFrame | None, patients) -> np.ndarray | None:
+    if truth is None or "lp" not in truth:
+        return None
+    return pd.Series(truth.set_index("patient_id")["lp"]).reindex(patients).to_numpy(float)
+
+
+def prediction_rows(cohort, endpoint, data, s, truth=None) -> dict[str, list]:
+    key = {"cohort": cohort, "endpoint": endpoint}
+    out = {k: [] for k in (*TABLES, "truth_comparison")}
+    sets = dict(s["model_sets"])
+    horizons = [float(h) for h in s["horizons_days"]]
+    n_boot, alpha, ties = int(s["bootstrap"]), float(s["alpha"]), s["ties"]
+    d = data.copy()
+    for f in LOG_FEATURES:
+        if f in d:
+            d[cox_term(f)] = np.log(pd.to_numeric(d[f], errors="coerce") + float(s["volume_offset_ml"]))
+    problem = outcome_problem(d)
+    absent = sorted({c for covs in sets.values() for c in covs if c not in d.columns})
+    if absent:
+        problem = problem or f"covariate(s) {', '.join(absent)} not in the data"
+    if not problem:
+        d, designs = _design(d, sets)
+        events = int(d["event"].sum())
+        if len(d) < int(s["min_patients"]):
+            problem = f"too few complete cases ({len(d)} < {s['min_patients']})"
+        elif events < int(s["min_events"]):
+            problem = f"too few events ({events} < {s['min_events']})"
+    if problem:
+        for name in sets:
+            out["validation"].append({**key, "model_set": name, "status": f"not fitted: {problem}"})
+        return out
+    time = d["time"].to_numpy(float)
+    event = d["event"].to_numpy(float).astype(bool)
+    strata = d["cohort"].astype(str).to_numpy() if cohort == POOLED else None
+    n = len(d)
+    fits, risks, lps = {}, {}, {}
+    for name, X in designs.items():
+        base = {**key, "model_set": name, "covariates": ",".join(sets[name]), "n": n, "events": int(event.sum())}
+        Xv = X.to_numpy(float)
+        rng = concordance.row_seed(s["seed"], "validation", cohort, endpoint, name)
+        try:
+            v = validate_cox(time, event, Xv, horizons, n_boot, rng, strata, ties)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            out["validation"].append({**base, "status": f"not fitted: {str(exc).splitlines()[0]}"})
+            continue
+        out["validation"] += [{**base, **r, "status": "ok"} for r in v.to_dict("records")]
+        fit = fit_cox_batch(time, event, Xv, None, strata, ties)
+        fits[name] = (fit, Xv.shape[1])
+        lps[name] = fit["eta"][0]
+        risks[name] = 1 - survival_at(fit["hazards"], fit["eta"], np.zeros(n, int) if strata is None else strata,
+                                      horizons)[0]
+        rng = concordance.row_seed(s["seed"], "calibration", cohort, endpoint, name)
+        cal = calibration_at(time, event, Xv, horizons, int(s["calibration_groups"]), n_boot, rng, strata, ties, alpha)
+        out["calibration"] += [{**base, **r} for r in cal.to_dict("records")]
+    if not risks:
+        return out
+    out["score"] += [{**key, **r} for r in score.score_at(time, event, risks, horizons, alpha).to_dict("records")]
+    out["decision_curve"] += [{**key, **r} for r in decision.net_benefit(time, event, risks, horizons).to_dict("records")]
+    names = list(risks)
+    contrasts = score.score_contrasts(time, event, risks, horizons, alpha, null_model=False)
+    for prev, name in zip(names, names[1:]):
+        (fa, pa), (fb, pb) = fits[prev], fits[name]
+        nested = set(sets[prev]) < set(sets[name])
+        lr = 2 * float(fb["loglik"][0] - fa["loglik"][0])
+        row = {**key, "model_set": name, "reference": prev, "n": n, "events": int(event.sum())}
+        out["model_comparison"].append({**row, "measure": "lr_test", "time_days": math.nan,
+                                        "difference": lr, "df": pb - pa,
+                                        "p": float(chi2.sf(lr, pb - pa)) if nested else math.nan,
+                                        "method": "likelihood ratio, nested" if nested else "not nested: no LR test",
+                                        "status": "ok" if nested else "not tested: not nested"})
+        rng = concordance.row_seed(s["seed"], "comparison", cohort, endpoint, name, prev)
+        for r in concordance.c_difference(time, event, lps[name], lps[prev], n_boot, rng, s["uno_tau_days"], alpha):
+            out["model_comparison"].append({**row, "measure": f"c_{r['measure']}", "time_days": math.nan,
+                                            "difference": r["difference"], "lower": r["lower"], "upper": r["upper"],
+                                            "method": f"paired bootstrap ({r['bootstrap_used']} replicates)",
+                                            "status": "ok"})
+        sel = contrasts[(contrasts["model"] == name) & (contrasts["reference"] == prev)]
+        for c in sel.to_dict("records"):
+            for m in ("auc", "brier"):
+                out["model_comparison"].append({**row, "measure": m, "time_days": c["time_days"],
+                                                "difference": c[f"delta_{m}"], "lower": c[f"delta_{m}_lower"],
+                                                "upper": c[f"delta_{m}_upper"], "p": c[f"delta_{m}_p"],
+                                                "method": "influence function (riskRegression::Score)",
+                                                "status": c["status"]})
+    # RMST by the median groups of the grouping feature
+    gf = s["group_feature"]
+    if gf in d and s["rmst_tau_days"]:
+        g = cutpoints.groups(d[gf], "median")
+        ok = g.notna().to_numpy()
+        by = rmst.rmst_by_group(time[ok], event[ok].astype(float), g[ok].to_numpy(), float(s["rmst_tau_days"]), alpha)
+        out["rmst"] += [{**key, **r, "group": f"{gf}:{r['group']}"} for r in by.to_dict("records")]
+        con = rmst.rmst_contrasts(by, reference="low", alpha=alpha)
+        out["rmst_contrast"] += [{**key, **r, "group": f"{gf}:{r['group']}", "reference": f"{gf}:{r['reference']}"}
+                                 for r in con.to_dict("records")]
+    true_lp = _truth_lp(truth, d["patient_id"])
+    if true_lp is not None and np.isfinite(true_lp).all():
+        ones = np.ones((1, n))
+        slope_fit = fit_cox_batch(time, event, true_lp[:, None], ones, strata, ties)
+        c_true = concordance.harrell_c(time, event, true_lp)
+        out["truth_comparison"].append({**key, "model_set": "true model (simulator)", "n": n,
+                                        "c_corrected": c_true, "slope_corrected": float(slope_fit["beta"][0, 0]),
+                                        "note": "simulator's own linear predictor; not fitted, so no optimism"})
+        for name in fits:
+            v = [r for r in out["validation"] if r.get("model_set") == name and r.get("status") == "ok"]
+            get = {r["index"]: r["corrected"] for r in v}
+            out["truth_comparison"].append({**key, "model_set": name, "n": n, "c_corrected": get.get("C", math.nan),
+                                            "slope_corrected": get.get("slope", math.nan),
+                                            "note": "bootstrap optimism-corrected"})
+    return out
+
+
+def prediction_tables(features, clinical, settings=None, path="clinical.tsv", burden=None,
+                      truth=None) -> dict[str, pd.DataFrame]:
+    s = {**DEFAULTS, **(settings or {})}
+    check_model_sets(s["model_sets"], set(features.columns) | set(clinical.columns) | {"baseline_sld_mm"})
+    parts = {k: [] for k in (*TABLES, "truth_comparison")}
+    for cohort, endpoint, data in analysis_sets(features, clinical, s, path, [], burden):
+        log.info("%s %s: prediction models on %d patients", cohort, endpoint, len(data))
+        for k, v in prediction_rows(cohort, endpoint, data, s, truth).items():
+            parts[k] += v
+    result = {}
+    for k, rows in parts.items():
+        if k == "truth_comparison" and truth is None:
+            continue
+        if not rows:
+            result[k] = tables.empty(k)
+            continue
+        frame = pd.DataFrame(rows)
+        result[k] = tables.conform(frame.reindex(columns=[*tables.SCHEMAS[k], *[c for c in frame.columns
+                                                                                 if c not in tables.SCHEMAS[k]]]), k)
+    return result
+
+
+def write_prediction(features: Path, clinical: Path, out_dir: Path, settings=None, burden: Path | None = None,
+                     truth: Path | None = None) -> dict:
+    feature_table = tables.read(features, "features")
+    clinical_table = read_clinical_table(clinical)
+    burden_table = tables.read(burden, "burden") if burden else None
+    truth_table = pd.read_parquet(truth) if truth else None
+    result = prediction_tables(feature_table, clinical_table, settings, clinical, burden_table, truth_table)
+    out_dir = Path(out_dir)
+    for name, frame in result.items():
+        tables.write(frame, out_dir / f"{name}.csv", name, csv=True)
+    log.info("wrote %s", ", ".join(f"{n}.csv" for n in result))
+    return result
