@@ -1,20 +1,19 @@
-# Reference numbers from rms::validate.cph for tests/survival/test_validation_r_parity.py.
+# Reference numbers from rms::validate.cph for tests/survival/test_validation.py.
 #
 #   Rscript tests/survival/r/validation.R tests/survival/r [B]
 #
-# writes <dir>/pbc.csv (survival::pbc, all 418 patients, event = death (status 2)) and
-# <dir>/validation_reference.csv: dataset, model, index, apparent, optimism, corrected, B (one row
+# writes <dir>/validation_reference.csv: dataset, model, index, apparent, optimism, corrected, B (one row
 # per index of validate(cph, B)), with R and package versions in rows of dataset "version".
-# lung.csv and melanoma.csv are reference.R's copies of the same data. Models (complete cases, Efron ties):
+# lung.csv, melanoma.csv (reference.R) and pbc.csv (score_reference.R: the 312 randomised
+# patients, event = death) are copies of the same data. Models (complete cases, Efron ties):
 #   lung: age + sex + ph.ecog;  melanoma: log(thickness) + ulcer + age + sex;
 #   pbc: age + log(bili) + albumin + edema + log(protime).
 suppressPackageStartupMessages({library(rms)})
 args <- commandArgs(trailingOnly = TRUE)
 out <- if (length(args)) args[1] else "."
 B <- if (length(args) > 1) as.integer(args[2]) else 1000L
-pbc <- survival::pbc
+pbc <- survival::pbc[!is.na(survival::pbc$trt), ]  # the 312 randomised patients, as score_reference.R's pbc.csv
 pbc$event <- as.integer(pbc$status == 2)
-write.csv(pbc, file.path(out, "pbc.csv"), row.names = FALSE, na = "")
 lung <- survival::lung  # as reference.R writes lung.csv and melanoma.csv
 lung$event <- as.integer(lung$status == 2)
 mel <- MASS::Melanoma
