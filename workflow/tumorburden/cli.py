@@ -183,6 +183,13 @@ def cmd_survival(a):
                    settings=_settings(a.settings), burden=Path(a.burden) if a.burden else None)
 
 
+def cmd_prediction(a):
+    from tumorburden.survival.prediction import write_prediction
+
+    write_prediction(Path(a.features), Path(a.clinical), Path(a.out_dir), settings=_settings(a.settings),
+                     burden=Path(a.burden) if a.burden else None, truth=Path(a.truth) if a.truth else None)
+
+
 def _cohorts(a):
     """The study's cohorts from clinical.tsv, so a cohort has one colour in every figure."""
     if not getattr(a, "clinical", None):
@@ -396,6 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--seed", type=int, help="validate: seed of the resampling (default: survival's seed)")
         q.add_argument("--alpha", type=float, default=0.05)
         q.add_argument("--out", required=True, help="output CSV")
+
+    p = sub.add_parser("prediction", help="prediction models per cohort x endpoint x model set: bootstrap-validated "
+                       "indices, calibration, Brier/IPA/AUC(t), decision curves, model comparison, RMST")
+    p.add_argument("--features", required=True)
+    p.add_argument("--clinical", required=True)
+    p.add_argument("--burden", help="tables/burden.parquet (baseline RECIST SLD)")
+    p.add_argument("--truth", help="truth/patients.parquet of a synthetic trial: adds truth_comparison.csv")
+    p.add_argument("--out-dir", required=True, help="results/<name>/survival")
+    _add_settings(p)
+    p.set_defaults(func=cmd_prediction)
 
     p = sub.add_parser("figures", help="publication figures from the tables: km, forest, c-index, td-auc, burden, "
                        "contact-sheet")
