@@ -83,6 +83,18 @@ def prediction_rows(cohort, endpoint, data, s, truth=None) -> dict[str, list]:
     for f in LOG_FEATURES:
         if f in d:
             d[cox_term(f)] = np.log(pd.to_numeric(d[f], errors="coerce") + float(s["volume_offset_ml"]))
+    # RMST by the median groups of the grouping feature: needs the outcome only, not the model sets
+    gf = s["group_feature"]
+    if not outcome_problem(d) and gf in d and s["rmst_tau_days"] and len(d):
+        rt, re = d["time"].to_numpy(float), d["event"].to_numpy(float)
+        g = cutpoints.groups(d[gf], "median")
+        ok = g.notna().to_numpy()
+        if len(set(g[ok])) == 2:
+            by = rmst.rmst_by_group(rt[ok], re[ok], g[ok].to_numpy(), float(s["rmst_tau_days"]), alpha)
+            out["rmst"] += [{**key, **r, "group": f"{gf}:{r['group']}"} for r in by.to_dict("records")]
+            con = rmst.rmst_contrasts(by, reference="low", alpha=alpha)
+            out["rmst_contrast"] += [{**key, **r, "group": f"{gf}:{r['group']}", "reference": f"{gf}:{r['reference']}"}
+                                     for r in con.to_dict("records")]
     problem = outcome_problem(d)
     absent = sorted({c for covs in sets.values() for c in covs if c not in d.columns})
     if absent:
@@ -151,16 +163,6 @@ def prediction_rows(cohort, endpoint, data, s, truth=None) -> dict[str, list]:
                                                 "upper": c[f"delta_{m}_upper"], "p": c[f"delta_{m}_p"],
                                                 "method": "influence function (riskRegression::Score)",
                                                 "status": c["status"]})
-    # RMST by the median groups of the grouping feature
-    gf = s["group_feature"]
-    if gf in d and s["rmst_tau_days"]:
-        g = cutpoints.groups(d[gf], "median")
-        ok = g.notna().to_numpy()
-        by = rmst.rmst_by_group(time[ok], event[ok].astype(float), g[ok].to_numpy(), float(s["rmst_tau_days"]), alpha)
-        out["rmst"] += [{**key, **r, "group": f"{gf}:{r['group']}"} for r in by.to_dict("records")]
-        con = rmst.rmst_contrasts(by, reference="low", alpha=alpha)
-        out["rmst_contrast"] += [{**key, **r, "group": f"{gf}:{r['group']}", "reference": f"{gf}:{r['reference']}"}
-                                 for r in con.to_dict("records")]
     true_lp = _truth_lp(truth, d["patient_id"])
     if true_lp is not None and np.isfinite(true_lp).all():
         ones = np.ones((1, n))
