@@ -52,7 +52,7 @@ def _sums(time, event, X, eta, w, ties):
     time, event = time[order], event[order]
     X = X[..., order, :] if X.ndim == 3 else X[order][None]
     eta, w = eta[:, order], w[:, order]
-    B = w.shape[0]
+    B, n = w.shape
     p = X.shape[-1]
     ev_times = np.unique(time[event])
     m = len(ev_times)
@@ -61,13 +61,12 @@ def _sums(time, event, X, eta, w, ties):
     shift = eta.max(axis=1, keepdims=True)
     r = w * np.exp(eta - shift)
     rx = r[..., None] * X
-    rxx = rx[..., :, None] * X[..., None, :]
     first = np.searchsorted(time, ev_times, side="left")
 
     def tail(a):
         return np.flip(np.cumsum(np.flip(a, axis=1), axis=1), axis=1)[:, first]
 
-    S0, S1, S2 = tail(r), tail(rx), tail(rxx)
+    S0, S1 = tail(r), tail(rx)
     di = np.flatnonzero(event)
     grp = np.searchsorted(ev_times, time[di])
     bounds = np.r_[0, np.flatnonzero(np.diff(grp)) + 1]
@@ -77,36 +76,49 @@ def _sums(time, event, X, eta, w, ties):
 
     Xd = np.broadcast_to(X, (B,) + X.shape[1:])
     d = deaths(w)
-    D0, D1, D2 = deaths(r), deaths(rx), deaths(rxx)
-    xsum = deaths(w[..., None] * Xd)
-    esum = deaths(w * eta)
-    U = xsum.copy()
-    V = np.zeros_like(S2)
-    ll = esum - d * shift
-    dH = np.zeros((B, m))
+    D0, D1 = deaths(r), deaths(rx)
+    U = deaths(w[..., None] * Xd).sum(axis=1)
+    ll = (deaths(w * eta) - d * shift)
+    # The information is sum over event times of (second moment - mean mean') of the risk set.
+    # The second-moment part, sum_k c_k S2_k - e_k D2_k, is regrouped per patient i as
+    # r_i x_i x_i' (sum of c_k over event times <= T_i, less e_k at its own death time), so no
+    # (B, event times, p, p) array is formed.
+    c = np.zeros((B, m))   # weight of the risk set's second moment at each event time
+    e = np.zeros((B, m))   # weight of the dying's second moment (Efron)
+    MM = np.zeros((B, p, p))
     if ties == "breslow":
         live = d > 0
-        den = np.where(live, S0, 1.0)
-        mean = S1 / den[..., None]
-        U -= d[..., None] * mean
-        V += d[..., None, None] * (S2 / den[..., None, None] - mean[..., :, None] * mean[..., None, :])
-        ll -= np.where(live, d * np.log(den), 0.0)
-        dH = np.where(live, d / den, 0.0)
+        inv = np.where(live, 1.0 / np.where(live, S0, 1.0), 0.0)
+        mean = S1 * inv[..., None]
+        U -= (d[..., None] * mean).sum(axis=1)
+        MM += np.matmul((d[..., None] * mean).swapaxes(1, 2), mean)
+        ll -= np.where(live, d * np.log(np.where(live, S0, 1.0)), 0.0)
+        c = d * inv
     else:  # Efron: the k-th of d tied deaths sees the risk set less k/d of the dying
-        dmax = int(np.ceil(d.max()))
         dsafe = np.where(d > 0, d, 1.0)
-        for k in range(dmax):
+        for k in range(int(np.ceil(d.max()))):
             live = d > k
             frac = np.where(live, k / dsafe, 0.0)
             den = np.where(live, S0 - frac * D0, 1.0)
-            mean = (S1 - frac[..., None] * D1) / den[..., None]
-            second = (S2 - frac[..., None, None] * D2) / den[..., None, None]
-            U -= np.where(live[..., None], mean, 0.0)
-            V += np.where(live[..., None, None], second - mean[..., :, None] * mean[..., None, :], 0.0)
+            inv = np.where(live, 1.0 / den, 0.0)
+            mean = (S1 - frac[..., None] * D1) * inv[..., None]
+            U -= mean.sum(axis=1)
+            MM += np.matmul(mean.swapaxes(1, 2), mean)
             ll -= np.where(live, np.log(den), 0.0)
-            dH += np.where(live, 1.0 / den, 0.0)
+            c += inv
+            e += frac * inv
+    at_or_before = np.searchsorted(ev_times, time, side="right") - 1  # last event time <= T_i
+    C = np.concatenate([np.zeros((B, 1)), np.cumsum(c, axis=1)], axis=1)[:, at_or_before + 1]
+    own = np.zeros((B, n))
+    own[:, di] = e[:, grp]
+    coef = r * (C - own)
+    if X.shape[0] == 1:  # shared design: one matrix product with the patients' x x'
+        V = (coef @ (X[0][:, :, None] * X[0][:, None, :]).reshape(n, p * p)).reshape(B, p, p) - MM
+    else:
+        V = np.matmul((coef[..., None] * X).swapaxes(1, 2), X) - MM
+    dH = c
     dH = dH * np.exp(-shift)  # back to the unshifted risk scale
-    return U.sum(axis=1), V.sum(axis=1), ll.sum(axis=1), ev_times, dH
+    return U, V, ll.sum(axis=1), ev_times, dH
 
 
 def _strata_sums(time, event, X, beta, w, strata, ties):
@@ -182,20 +194,28 @@ def survival_at(hazards, eta, strata, horizons) -> np.ndarray:
 # --- indices -------------------------------------------------------------------------------------
 
 
-def somers_dxy(time, event, lp, w, chunk: int = 64) -> np.ndarray:
-    """Dxy of the linear predictor (B,n) with the hazard, resample counts w (B,n): pairs as Harrell's C."""
+def somers_dxy(time, event, lp, w, chunk: int = 32) -> np.ndarray:
+    """Dxy of the linear predictor (B,n) with the hazard, resample counts w (B,n): pairs as Harrell's C.
+
+    Dxy = sum over comparable pairs (i has the event first) of w_i w_j sign(lp_i - lp_j), over the
+    sum of w_i w_j: a sign pass and a matrix product per chunk of replicates."""
     time = np.asarray(time, float)
     event = np.asarray(event, bool)
     di = np.flatnonzero(event)
-    comparable = (time[di, None] < time[None, :]) | ((time[di, None] == time[None, :]) & ~event[None, :])
+    comparable = ((time[di, None] < time[None, :]) | ((time[di, None] == time[None, :]) & ~event[None, :])).astype(float)
     out = np.empty(lp.shape[0])
+    buf = np.empty((min(chunk, lp.shape[0]), len(di), len(time)))
     for a in range(0, lp.shape[0], chunk):
         L, W = lp[a:a + chunk], w[a:a + chunk]
-        li, lj = L[:, di, None], L[:, None, :]
-        pair_w = W[:, di, None] * W[:, None, :] * comparable[None]
-        score = (li > lj) + 0.5 * (li == lj)
-        out[a:a + chunk] = (pair_w * score).sum(axis=(1, 2)) / pair_w.sum(axis=(1, 2))
-    return 2 * out - 1
+        b = buf[:len(L)]
+        np.subtract(L[:, di, None], L[:, None, :], out=b)
+        np.sign(b, out=b)
+        b *= comparable
+        wd = W[:, di]
+        num = np.einsum("bi,bi->b", wd, np.matmul(b, W[..., None])[..., 0])
+        den = np.einsum("bi,bi->b", wd, W @ comparable.T)
+        out[a:a + chunk] = num / den
+    return out
 
 
 def gini_md(x, w) -> np.ndarray:
