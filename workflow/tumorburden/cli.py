@@ -214,6 +214,10 @@ def cmd_figures(a):
         discrimination.write_td_auc_figures(Path(a.td_auc), out, settings=s, cohorts=_cohorts(a))
     elif a.kind == "burden":
         burden.write_burden_figures(Path(a.burden), Path(a.features), Path(a.clinical), out, settings=s)
+    elif a.kind == "prediction":
+        from tumorburden.figures import prediction
+
+        prediction.write_prediction_figures(Path(a.survival_dir), out, settings=s)
     elif a.kind == "contact-sheet":
         contact_sheet.write_contact_sheets([Path(p) for p in a.overlays], out, settings=s)
 
@@ -424,6 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--survival-dir", required=True, help="results/<name>/survival")
         if kind == "c-index":
             f.add_argument("--difference", default=None, help="c_index_difference.csv (optional)")
+    f = figs.add_parser("prediction", help="calibration plots and decision curves per endpoint, model-comparison panel")
+    f.add_argument("--survival-dir", required=True, help="results/<name>/survival (validation, calibration, decision_curve)")
     f = figs.add_parser("td-auc", help="time-dependent AUC curves, per endpoint")
     f.add_argument("--td-auc", required=True, help="survival/td_auc.csv")
     f = figs.add_parser("burden", help="spaghetti, waterfall and swimmer plots")
