@@ -49,6 +49,10 @@ def test_burden_adds_to_the_clinical_model(result):
     assert len(lr) == 1 and lr["df"].iloc[0] == 1 and lr["p"].iloc[0] < 1e-4
     dc = result["model_comparison"].query("cohort == 'all' and endpoint == 'pfs' and measure == 'c_harrell'")
     assert dc["lower"].iloc[0] > 0
+    t = result["tripod_summary"].query("cohort == 'all' and endpoint == 'pfs' and model_set == 'burden'")
+    assert list(t["horizon_days"]) == [180.0, 365.0]
+    assert (t["c_corrected"] == v.loc["burden", "corrected"]).all() and (t["reference"] == "clinical").all()
+    assert (t["delta_c"] == dc["difference"].iloc[0]).all() and (t["lr_p"] == lr["p"].iloc[0]).all()
 
 
 def test_truth_row_is_the_simulators_linear_predictor(trial, result):

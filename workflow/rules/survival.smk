@@ -70,6 +70,10 @@ rule survival_prediction:
         ),
         rmst=f"{R}/survival/rmst.csv",
         rmst_contrast=f"{R}/survival/rmst_contrast.csv",
+        tripod_summary=report(
+            f"{R}/survival/tripod_summary.csv", caption="../report/table_tripod_summary.rst", category="Tables",
+            subcategory="Prediction model",
+        ),
         truth_comparison=f"{R}/survival/truth_comparison.csv" if STUDY.synthetic else [],
     log:
         f"{R}/logs/survival_prediction.log",

@@ -352,6 +352,33 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "slope_corrected": "float",
         "note": "str",
     },
+    # survival/tripod_summary.csv: one row per cohort x endpoint x model set x horizon, the numbers
+    # a TRIPOD table cites (survival/prediction.py)
+    "tripod_summary": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model_set": "str",
+        "horizon_days": "float",
+        "n": "int",
+        "events": "int",
+        "c_apparent": "float",
+        "c_corrected": "float",
+        "slope_corrected": "float",
+        "r2_corrected": "float",
+        "brier_corrected": "float",
+        "ipa": "float",
+        "auc": "float",
+        "auc_lower": "float",
+        "auc_upper": "float",
+        "calibration_in_the_large": "float",
+        "observed_expected_ratio": "float",
+        "ici": "float",
+        "reference": "str",
+        "delta_c": "float",
+        "delta_c_lower": "float",
+        "delta_c_upper": "float",
+        "lr_p": "float",
+    },
     # survival/table1.csv: baseline characteristics, long format
     "table1": {
         "cohort": "str",

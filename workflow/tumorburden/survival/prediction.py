@@ -15,6 +15,9 @@ between nested sets are valid; the pooled set is stratified by cohort.
   Uno's C difference with a paired bootstrap CI (concordance.c_difference), and AUC(t) and
   Brier(t) differences with riskRegression's influence-function CIs (score.score_contrasts).
 - rmst.csv / rmst_contrast.csv: RMST to ``rmst_tau_days`` by the median groups of group_feature.
+- tripod_summary.csv: per model set and horizon, the numbers a TRIPOD table cites (corrected C,
+  slope, R2 and Brier; IPA and AUC with CI; calibration in the large, O/E, ICI; C difference to
+  the previous set with its CI and the LR test p).
 - truth_comparison.csv (synthetic trial only): each set's corrected C and slope beside the C and
   calibration slope of the simulator's own linear predictor (truth/patients.parquet ``lp``),
   which is not fitted and so has no optimism.
@@ -180,6 +183,42 @@ def prediction_rows(cohort, endpoint, data, s, truth=None) -> dict[str, list]:
     return out
 
 
+def tripod_summary(result: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per cohort x endpoint x model set x horizon: what a TRIPOD table reports.
+
+    Discrimination and the slope optimism-corrected (validation), Brier corrected and IPA and AUC
+    apparent with CI (score), calibration at the horizon (calibration summary), and the comparison
+    with the previous set (C difference with its paired bootstrap CI, LR test p)."""
+    v = result["validation"]
+    v = v[v["status"] == "ok"]
+    if v.empty:
+        return tables.empty("tripod_summary")
+    key = ["cohort", "endpoint", "model_set"]
+    out = v[v["index"] == "Brier"][[*key, "horizon_days", "n", "events", "corrected"]].rename(
+        columns={"corrected": "brier_corrected"})
+    flat = v[v["index"].isin(["C", "slope", "R2"])].pivot_table(index=key, columns="index",
+                                                                 values=["apparent", "corrected"], aggfunc="first")
+    flat.columns = [f"{i.lower()}_{stat}" for stat, i in flat.columns]
+    out = out.merge(flat.reset_index()[[*key, "c_apparent", "c_corrected", "slope_corrected", "r2_corrected"]],
+                    on=key, how="left")
+    sc = result["score"].rename(columns={"model": "model_set", "time_days": "horizon_days"})
+    out = out.merge(sc[[*key, "horizon_days", "ipa", "auc", "auc_lower", "auc_upper"]], on=[*key, "horizon_days"],
+                    how="left")
+    cal = result["calibration"]
+    cal = cal[(cal["method"] == "summary") & cal["statistic"].notna()]
+    if len(cal):
+        cal = cal.pivot_table(index=[*key, "horizon_days"], columns="statistic", values="value", aggfunc="first")
+        cal = cal.reindex(columns=["calibration_in_the_large", "observed_expected_ratio", "ici"]).reset_index()
+        out = out.merge(cal, on=[*key, "horizon_days"], how="left")
+    comp = result["model_comparison"]
+    dc = comp[comp["measure"] == "c_harrell"][[*key, "reference", "difference", "lower", "upper"]].rename(
+        columns={"difference": "delta_c", "lower": "delta_c_lower", "upper": "delta_c_upper"})
+    lr = comp[comp["measure"] == "lr_test"][[*key, "p"]].rename(columns={"p": "lr_p"})
+    out = out.merge(dc, on=key, how="left").merge(lr, on=key, how="left")
+    cols = list(tables.SCHEMAS["tripod_summary"])
+    return tables.conform(out.reindex(columns=cols), "tripod_summary")
+
+
 def prediction_tables(features, clinical, settings=None, path="clinical.tsv", burden=None,
                       truth=None) -> dict[str, pd.DataFrame]:
     s = {**DEFAULTS, **(settings or {})}
@@ -199,6 +238,7 @@ def prediction_tables(features, clinical, settings=None, path="clinical.tsv", bu
         frame = pd.DataFrame(rows)
         result[k] = tables.conform(frame.reindex(columns=[*tables.SCHEMAS[k], *[c for c in frame.columns
                                                                                  if c not in tables.SCHEMAS[k]]]), k)
+    result["tripod_summary"] = tripod_summary(result)
     return result
 
 
