@@ -121,21 +121,34 @@ def prediction_rows(cohort, endpoint, data, s, truth=None) -> dict[str, list]:
     for name, X in designs.items():
         base = {**key, "model_set": name, "covariates": ",".join(sets[name]), "n": n, "events": int(event.sum())}
         Xv = X.to_numpy(float)
+        Xv = Xv - Xv.mean(axis=0)  # centred: exp(lp) stays in range; every index is shift-invariant
         rng = concordance.row_seed(s["seed"], "validation", cohort, endpoint, name)
         try:
+            constant = [c for c, sd in zip(X.columns, Xv.std(axis=0)) if sd == 0]
+            if constant:
+                raise ValueError(f"constant covariate {', '.join(constant)}")
+            if np.linalg.matrix_rank(Xv) < Xv.shape[1]:
+                raise ValueError("collinear covariates")
             v = validate_cox(time, event, Xv, horizons, n_boot, rng, strata, ties)
+            fit = fit_cox_batch(time, event, Xv, None, strata, ties)
+            risk = 1 - survival_at(fit["hazards"], fit["eta"], np.zeros(n, int) if strata is None else strata,
+                                   horizons)[0]
+            if not np.isfinite(risk).all():
+                raise ValueError("predicted risks not finite (separation?)")
         except (ValueError, np.linalg.LinAlgError) as exc:
             out["validation"].append({**base, "status": f"not fitted: {str(exc).splitlines()[0]}"})
             continue
         out["validation"] += [{**base, **r, "status": "ok"} for r in v.to_dict("records")]
-        fit = fit_cox_batch(time, event, Xv, None, strata, ties)
         fits[name] = (fit, Xv.shape[1])
         lps[name] = fit["eta"][0]
-        risks[name] = 1 - survival_at(fit["hazards"], fit["eta"], np.zeros(n, int) if strata is None else strata,
-                                      horizons)[0]
+        risks[name] = np.clip(risk, 0.0, 1.0)
         rng = concordance.row_seed(s["seed"], "calibration", cohort, endpoint, name)
-        cal = calibration_at(time, event, Xv, horizons, int(s["calibration_groups"]), n_boot, rng, strata, ties, alpha)
-        out["calibration"] += [{**base, **r} for r in cal.to_dict("records")]
+        try:
+            cal = calibration_at(time, event, Xv, horizons, int(s["calibration_groups"]), n_boot, rng, strata, ties,
+                                 alpha)
+            out["calibration"] += [{**base, **r} for r in cal.to_dict("records")]
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            out["calibration"].append({**base, "method": "summary", "status": f"not computed: {str(exc).splitlines()[0]}"})
     if not risks:
         return out
     out["score"] += [{**key, **r} for r in score.score_at(time, event, risks, horizons, alpha).to_dict("records")]
