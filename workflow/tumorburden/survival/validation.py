@@ -204,6 +204,7 @@ def somers_dxy(time, event, lp, w, chunk: int = 32) -> np.ndarray:
     di = np.flatnonzero(event)
     comparable = ((time[di, None] < time[None, :]) | ((time[di, None] == time[None, :]) & ~event[None, :])).astype(float)
     out = np.empty(lp.shape[0])
+    chunk = max(1, min(chunk, int(2e7 // max(1, len(di) * len(time)))))  # <= ~160 MB of pair signs
     buf = np.empty((min(chunk, lp.shape[0]), len(di), len(time)))
     for a in range(0, lp.shape[0], chunk):
         L, W = lp[a:a + chunk], w[a:a + chunk]
