@@ -131,7 +131,7 @@ def rcs_knots(x) -> np.ndarray:
     5th smallest and 5th largest."""
     x = np.sort(np.asarray(x, float))
     knots = np.quantile(x, SMOOTH_KNOT_QUANTILES)
-    if len(x) < 100:
+    if 6 <= len(x) < 100:
         knots[0], knots[-1] = x[4], x[-5]
     return knots
 
@@ -144,13 +144,11 @@ def rcs_basis(x, knots) -> np.ndarray:
     return np.stack([x, nl], axis=-1)
 
 
-def _smooth_fit(time, event, pred, w, knots, grid, ties):
-    """Calibration models (one per row of pred/w/knots): observed S(u) at the patients and the grid.
-    pred (B, n), w (B, n), knots (B, 3), grid (G,). The fit's hazard is at the horizon passed in."""
-    B, n = pred.shape
-    X = np.stack([rcs_basis(cll(pred[b]), knots[b]) for b in range(B)])  # (B, n, 2)
-    fit = fit_cox_batch(time, event, X, w, None, ties)
-    return fit
+def _smooth_fit(time, event, pred, w, knots, ties):
+    """Calibration models of the outcome on rcs(cll(pred)), one per row of pred (B, n), counts
+    w (B, n) and knots (B, 3), in one batched fit."""
+    X = np.stack([rcs_basis(cll(pred[b]), knots[b]) for b in range(pred.shape[0])])  # (B, n, 2)
+    return fit_cox_batch(time, event, X, w, None, ties)
 
 
 def _observed(fit, eta, u):
@@ -168,7 +166,7 @@ def smooth_calibration(time, event, predicted, u, grid=None, ties: str = "efron"
         nan = np.full(len(p), np.nan)
         return {"observed": nan, "grid_observed": np.full(len(grid), np.nan), "ici": math.nan, "e50": math.nan,
                 "e90": math.nan, "knots": knots}
-    fit = _smooth_fit(time, event, p[None], np.ones((1, len(p))), knots[None], grid, ties)
+    fit = _smooth_fit(time, event, p[None], np.ones((1, len(p))), knots[None], ties)
     observed = _observed(fit, fit["eta"], u)[0]
     grid_eta = (rcs_basis(cll(grid), knots) @ fit["beta"][0])[None]
     diff = np.abs(observed - p)
@@ -252,8 +250,8 @@ def calibration_at(time, event, X, horizons, groups: int = 5, n_boot: int = 200,
             distinct = np.array([len(np.unique(k)) == 3 for k in np.r_[train_knots, test_knots]]).reshape(2, -1).all(0)
             if distinct.any():
                 sel = np.flatnonzero(distinct)
-                tr = _smooth_fit(time, event, bpj[sel], W[sel], train_knots[sel], grid, ties)
-                te = _smooth_fit(time, event, bpj[sel], np.ones((len(sel), n)), test_knots[sel], grid, ties)
+                tr = _smooth_fit(time, event, bpj[sel], W[sel], train_knots[sel], ties)
+                te = _smooth_fit(time, event, bpj[sel], np.ones((len(sel), n)), test_knots[sel], ties)
                 good = tr["ok"] & te["ok"]
                 eta_tr = np.einsum("bgk,bk->bg", np.stack([rcs_basis(cll(grid), k) for k in train_knots[sel]]),
                                    tr["beta"])
