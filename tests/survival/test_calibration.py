@@ -177,6 +177,10 @@ def test_a_correct_model_is_calibrated_in_the_large_and_an_overfitted_one_shrink
     # optimism pulls the extreme groups' observed survival towards the middle
     assert grouped.loc["G1", "corrected"] > grouped.loc["G1", "observed"]
     assert grouped.loc[grouped.index[-1], "corrected"] < grouped.loc[grouped.index[-1], "observed"]
+    smooth = tab[tab.method == "smooth"]
+    assert (smooth["n_replicates"] > 90).all()
+    low, high = smooth.iloc[0], smooth.iloc[-1]
+    assert low["corrected"] > low["observed"] and high["corrected"] < high["observed"]
 
 
 def test_calibrate_at_splits_the_calibration_table_and_it_fits_the_schema():
