@@ -9,8 +9,7 @@ the original patients, and lifelines' concordance_index on both. The peer runs o
 is quoted per replicate and x B; the script checks both give the same test C on those resamples.
 The peer computes less (C and slope only, no R2/D/U/Q/g/Brier), which favours it.
 
-    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 flock /tmp/tb-heavy.lock \
-        /work/main/.venv/bin/python benchmarks/survival_validation.py [B] [peer_replicates]
+    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/survival_validation.py [B=200] [peer_replicates=10]
 """
 
 from __future__ import annotations
