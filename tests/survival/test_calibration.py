@@ -3,9 +3,10 @@ curve of Austin, Harrell & van Klaveren (2020), and on simulated data whose trut
 
 tests/survival/r/calibration_reference.R wrote calibration_reference.csv (versions and B are rows
 of the file) on R's lung (event = status 2), MASS Melanoma (died of melanoma) and survival's pbc
-(312 randomised patients, event = death), with the Cox models of score_reference.R (B = 1000 for lung at 365 days). Where Rscript
-with rms is installed, test_calibration_reference_is_reproduced_by_live_r re-runs it (small B)
-and compares the rows that do not depend on the bootstrap with the recorded ones.
+(312 randomised patients, event = death), with the Cox models of score_reference.R (B = 1000 for
+lung at 365 days). Where Rscript with rms is installed,
+test_calibration_reference_is_reproduced_by_live_r re-runs it (B = 2) and compares the rows that
+do not depend on the bootstrap with the recorded ones.
 """
 
 import shutil
@@ -88,7 +89,8 @@ def test_grouped_rows_of_the_refitted_model_equal_rs_converged_cox_fit(name, u):
     tab = calibration.calibration_at(d["time"], d["event"], d[cols].to_numpy(), [u], groups=len(d) // m, n_boot=0)
     grouped = tab[tab.method == "grouped"].set_index("group")
     pc = r_predicted(name, u, d, "predicted_converged")
-    want = calibration.grouped_km(d["time"], d["event"], pc, u, calibration.rms_cuts(pc, len(d) // m)).set_index("group")
+    cuts = calibration.rms_cuts(pc, len(d) // m)
+    want = calibration.grouped_km(d["time"], d["event"], pc, u, cuts).set_index("group")
     np.testing.assert_array_equal(grouped["n"], want["n"])
     np.testing.assert_allclose(grouped["predicted"], want["predicted"], rtol=1e-7)
     np.testing.assert_allclose(grouped[["observed", "observed_lower", "observed_upper"]],

@@ -39,7 +39,8 @@ from scipy.stats import norm
 from tumorburden.survival.validation import fit_cox_batch, survival_at
 
 CALIBRATION_COLUMNS = ["horizon_days", "method", "group", "n", "predicted", "observed", "observed_lower",
-                       "observed_upper", "optimism", "corrected", "optimism_sd", "n_replicates", "statistic", "value", "status"]
+                       "observed_upper", "optimism", "corrected", "optimism_sd", "n_replicates", "statistic", "value",
+                       "status"]
 MIN_REPLICATE_EVENTS = 5  # rms::calibrate's distance(): a resample with fewer events gives NA
 SMOOTH_KNOT_QUANTILES = (0.10, 0.50, 0.90)
 
@@ -61,7 +62,8 @@ def group_of(predicted, cuts) -> np.ndarray:
 def _km_at(time, event, w, u):
     """Kaplan-Meier S(u), survfit's std.err (Greenwood, of -log S) and whether groupkm reports it,
     for each row of counts w (B, n): missing (False) when < 2 patients or follow-up ends alive
-    before u."""
+    before u. Not km.km_table: this one runs every bootstrap replicate's group at once, and the
+    apparent groups go through it too so that training and test use the same arithmetic."""
     order = np.argsort(time, kind="mergesort")
     t, e, w = np.asarray(time, float)[order], np.asarray(event, bool)[order], np.asarray(w, float)[:, order]
     times, first = np.unique(t, return_index=True)
