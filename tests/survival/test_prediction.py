@@ -88,3 +88,22 @@ def test_calibration_grouped_observed_is_the_groups_kaplan_meier_and_apparent_sl
     assert abs(summary["calibration_in_the_large"]) < 0.05
     smooth = cal[cal.method == "smooth"]
     assert np.all(np.diff(smooth["observed"]) >= -1e-9)  # more predicted survival, more observed
+
+
+def test_paired_bootstrap_differences_start_from_scores_point_estimates(trial):
+    # the bootstrap's own estimator on the original patients equals riskRegression-parity score_contrasts
+    from tumorburden.survival import score
+
+    features, clinical, _ = trial
+    d = clinical.merge(features, on="patient_id")
+    rng = np.random.default_rng(4)
+    risk_a = rng.uniform(0.1, 0.9, (len(d), 2))
+    risk_b = np.column_stack([np.clip(risk_a[:, 0] + rng.normal(0, 0.2, len(d)), 0, 1), rng.uniform(0, 1, len(d))])
+    rows = prediction.paired_bootstrap_score_differences(d["pfs_days"], d["pfs_event"], risk_a, risk_b,
+                                                         [180.0, 365.0], 50, np.random.default_rng(1))
+    ref = score.score_contrasts(d["pfs_days"], d["pfs_event"], {"b": risk_b, "a": risk_a}, [180.0, 365.0],
+                                null_model=False).set_index("time_days")
+    for r in rows:
+        want = ref.loc[r["time_days"], f"delta_{r['measure']}"]
+        assert r["difference"] == pytest.approx(want, rel=1e-10, abs=1e-12)
+        assert r["lower"] <= r["difference"] <= r["upper"] and r["method"] == "paired bootstrap (50 replicates)"

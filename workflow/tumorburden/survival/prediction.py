@@ -13,7 +13,8 @@ between nested sets are valid; the pooled set is stratified by cohort.
 - decision_curve.csv: net benefit (decision.net_benefit).
 - model_comparison.csv: each set against the one before it: LR test (when nested), Harrell's and
   Uno's C difference with a paired bootstrap CI (concordance.c_difference), and AUC(t) and
-  Brier(t) differences with riskRegression's influence-function CIs (score.score_contrasts).
+  Brier(t) differences twice: with paired bootstrap CIs (paired_bootstrap_score_differences) and
+  with riskRegression's influence-function CIs (score.score_contrasts), column ``method``.
 - rmst.csv / rmst_contrast.csv: RMST to ``rmst_tau_days`` by the median groups of group_feature.
 - tripod_summary.csv: per model set and horizon, the numbers a TRIPOD table cites (corrected C,
   slope, R2 and Brier; IPA and AUC with CI; calibration in the large, O/E, ICI; C difference to
@@ -38,11 +39,52 @@ from tumorburden.study import read_clinical_table
 from tumorburden.survival import concordance, cox, cutpoints, decision, rmst, score
 from tumorburden.survival.analysis import DEFAULTS, LOG_FEATURES, POOLED, analysis_sets, cox_term, outcome_problem
 from tumorburden.survival.calibration import calibration_at
-from tumorburden.survival.validation import fit_cox_batch, survival_at, validate_cox
+from tumorburden.survival.validation import fit_cox_batch, ipcw_weights, survival_at, validate_cox
 
 log = logging.getLogger(__name__)
 
 TABLES = ("validation", "calibration", "score", "decision_curve", "model_comparison", "rmst", "rmst_contrast")
+
+
+def paired_bootstrap_score_differences(time, event, risk_a, risk_b, horizons, n_boot: int,
+                                       rng: np.random.Generator, alpha: float = 0.05) -> list[dict]:
+    """AUC(t) and Brier(t) of a minus b, with paired bootstrap percentile CIs: each replicate
+    resamples patients (counts w) and scores both models' fixed predicted risks on it.
+
+    The estimators are score.score_at's (IPCW, cases T <= t with the event weighted 1/G(T-),
+    controls T > t weighted 1/G(t), risk ties 1/2); the censoring weights come from the original
+    patients and are held fixed across replicates. With the counts w every replicate's AUC is
+    (a' M b) / (a' 1)(1' b) for a fixed case x control concordance matrix M, so all replicates
+    are matrix products (no library scores weighted resamples)."""
+    time = np.asarray(time, float)
+    event = np.asarray(event, bool)
+    ipcw = ipcw_weights(time, event, horizons)
+    n = len(time)
+    W = concordance.bootstrap_counts(n, n_boot, rng) if n_boot else np.zeros((0, n))
+    W1 = np.vstack([np.ones((1, n)), W])  # row 0: the original patients
+    rows = []
+    for j, t in enumerate(horizons):
+        case = (time <= t) & event
+        ctrl = time > t
+        if not case.any() or not ctrl.any():
+            rows += [{"measure": m, "time_days": t, "status": "not computed: no case or no control at this horizon"}
+                     for m in ("auc", "brier")]
+            continue
+        died = case.astype(float)
+        est = {}
+        for name, r in (("a", risk_a[:, j]), ("b", risk_b[:, j])):
+            wc, wk = W1[:, case] * ipcw[case, j], W1[:, ctrl] * ipcw[ctrl, j]
+            ri, rj = r[case][:, None], r[ctrl][None, :]
+            M = (ri > rj) + 0.5 * (ri == rj)
+            auc = np.einsum("bi,bi->b", wc, wk @ M.T) / (wc.sum(axis=1) * wk.sum(axis=1))
+            brier = (W1 * ipcw[:, j] * (died - r) ** 2).sum(axis=1) / W1.sum(axis=1)
+            est[name] = {"auc": auc, "brier": brier}
+        for m in ("auc", "brier"):
+            d = est["a"][m] - est["b"][m]
+            lo, hi, used = concordance.percentile_ci(d[1:], alpha)
+            rows.append({"measure": m, "time_days": t, "difference": float(d[0]), "lower": lo, "upper": hi,
+                         "method": f"paired bootstrap ({used} replicates)", "status": "ok"})
+    return rows
 
 
 def check_model_sets(model_sets: dict, columns) -> None:
@@ -171,6 +213,10 @@ def prediction_rows(cohort, endpoint, data, s, truth=None) -> dict[str, list]:
                                             "difference": r["difference"], "lower": r["lower"], "upper": r["upper"],
                                             "method": f"paired bootstrap ({r['bootstrap_used']} replicates)",
                                             "status": "ok"})
+        rng = concordance.row_seed(s["seed"], "comparison_scores", cohort, endpoint, name, prev)
+        for r in paired_bootstrap_score_differences(time, event, risks[name], risks[prev], horizons, n_boot, rng,
+                                                    alpha):
+            out["model_comparison"].append({**row, **r})
         sel = contrasts[(contrasts["model"] == name) & (contrasts["reference"] == prev)]
         for c in sel.to_dict("records"):
             for m in ("auc", "brier"):
