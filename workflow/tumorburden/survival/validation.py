@@ -299,6 +299,7 @@ def validate_cox(time, event, X, horizons=(), n_boot: int = 200, rng: np.random.
     time = np.asarray(time, float)
     event = np.asarray(event, bool)
     X = np.asarray(X, float).reshape(len(time), -1)
+    X = X - X.mean(axis=0)  # keeps exp(lp) in range; every index is invariant to the shift
     n = len(time)
     horizons = [float(h) for h in horizons]
     strata = np.zeros(n, int) if strata is None else np.asarray(strata)
