@@ -9,7 +9,9 @@ the original patients, and lifelines' concordance_index on both. The peer runs o
 is quoted per replicate and x B; the script checks both give the same test C on those resamples.
 The peer computes less (C and slope only, no R2/D/U/Q/g/Brier), which favours it.
 
-    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/survival_validation.py [B=200] [peer_replicates=10]
+    OMP_NUM_THREADS=2 OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/survival_validation.py [B] [peer_replicates]
+
+(defaults B = 200, peer_replicates = 10)
 """
 
 from __future__ import annotations

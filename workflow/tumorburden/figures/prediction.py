@@ -66,7 +66,8 @@ def calibration_figure(cal: pd.DataFrame, endpoint: str, dpm: float = 30.4375):
                     if len(g):
                         x = g["predicted"].to_numpy(float) + (k - (len(sets) - 1) / 2) * 0.008
                         y = g["observed"].to_numpy(float)
-                        err = np.vstack([y - g["observed_lower"].to_numpy(float), g["observed_upper"].to_numpy(float) - y])
+                        lo, hi = g["observed_lower"].to_numpy(float), g["observed_upper"].to_numpy(float)
+                        err = np.vstack([y - lo, hi - y])
                         ax.errorbar(x, y, yerr=np.clip(err, 0, None), fmt="o", ms=2.5, color=colours[s], lw=0.6,
                                     capsize=0, label=s if (i, j) == (0, 0) else None, gid=f"grouped:{cohort}:{h}:{s}")
                         ax.plot(x, g["corrected"].to_numpy(float), "o", ms=2.5, mfc="white", mec=colours[s], mew=0.6)

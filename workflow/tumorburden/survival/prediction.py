@@ -190,11 +190,13 @@ def prediction_rows(cohort, endpoint, data, s, truth=None) -> dict[str, list]:
                                  alpha)
             out["calibration"] += [{**base, **r} for r in cal.to_dict("records")]
         except (ValueError, np.linalg.LinAlgError) as exc:
-            out["calibration"].append({**base, "method": "summary", "status": f"not computed: {str(exc).splitlines()[0]}"})
+            reason = str(exc).splitlines()[0]
+            out["calibration"].append({**base, "method": "summary", "status": f"not computed: {reason}"})
     if not risks:
         return out
     out["score"] += [{**key, **r} for r in score.score_at(time, event, risks, horizons, alpha).to_dict("records")]
-    out["decision_curve"] += [{**key, **r} for r in decision.net_benefit(time, event, risks, horizons).to_dict("records")]
+    curves = decision.net_benefit(time, event, risks, horizons)
+    out["decision_curve"] += [{**key, **r} for r in curves.to_dict("records")]
     names = list(risks)
     contrasts = score.score_contrasts(time, event, risks, horizons, alpha, null_model=False)
     for prev, name in zip(names, names[1:]):

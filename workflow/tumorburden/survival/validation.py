@@ -202,7 +202,8 @@ def somers_dxy(time, event, lp, w, chunk: int = 32) -> np.ndarray:
     time = np.asarray(time, float)
     event = np.asarray(event, bool)
     di = np.flatnonzero(event)
-    comparable = ((time[di, None] < time[None, :]) | ((time[di, None] == time[None, :]) & ~event[None, :])).astype(float)
+    ti, tj = time[di, None], time[None, :]
+    comparable = ((ti < tj) | ((ti == tj) & ~event[None, :])).astype(float)
     out = np.empty(lp.shape[0])
     chunk = max(1, min(chunk, int(2e7 // max(1, len(di) * len(time)))))  # <= ~160 MB of pair signs
     buf = np.empty((min(chunk, lp.shape[0]), len(di), len(time)))
