@@ -122,6 +122,13 @@ def _sums(time, event, X, eta, w, ties):
 
 
 def _strata_sums(time, event, X, beta, w, strata, ties):
+    # a separating replicate overflows exp(eta) on its way to |beta| = inf; fit_cox_batch flags it
+    # (non-finite or |beta| per SD > 15) instead of filling the log with numpy warnings
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return _strata_sums_raw(time, event, X, beta, w, strata, ties)
+
+
+def _strata_sums_raw(time, event, X, beta, w, strata, ties):
     Xb = X if X.ndim == 3 else X[None]
     eta = np.einsum("bnp,bp->bn", np.broadcast_to(Xb, (len(beta),) + Xb.shape[1:]), beta)
     U = V = ll = 0.0
