@@ -21,6 +21,7 @@ def expected_figures(r):
     stems = [f"km_{c}_{e}_{g}" for c in cohorts + ["all"] for e in ("pfs", "os")
              for g in fsettings.DEFAULTS["km_groupings"]]
     stems += ["forest_pfs", "forest_os", "c_index", "td_auc_pfs", "td_auc_os", "spaghetti", "waterfall"]
+    stems += ["calibration_pfs", "calibration_os", "decision_curve_pfs", "decision_curve_os", "model_comparison"]
     stems += [f"swimmer_{c}_p1" for c in cohorts]  # 10 patients: one page per cohort
     return stems
 

@@ -21,7 +21,7 @@ def cox_rows():
                                      "status"]).assign(endpoint="pfs")
     df["coef"] = np.log(df["hr"])
     df["strata"] = np.where(df["cohort"] == "all", "cohort", None)
-    df = df.assign(se=0.2, wald_p=df["p"], lr_p=df["p"], score_p=df["p"])
+    df = df.assign(se=0.2, wald_p=df["p"], lr_p=df["p"], score_p=df["p"], zph_global_p=0.5, nonproportional=False)
     return tables.conform(df, "cox")
 
 

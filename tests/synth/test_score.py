@@ -32,10 +32,12 @@ def _perfect_results(out, trial, results):
     cox = pd.DataFrame([
         {"cohort": "all", "endpoint": "os", "model": "univariate", "term": "log_baseline_volume_ml", "hr": 1.6,
          "hr_lower": 1.2, "hr_upper": 2.1, "p": 0.01, "n": 3, "events": 2, "status": "ok",
-         "coef": 0.47, "se": 0.14, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01},
+         "coef": 0.47, "se": 0.14, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01,
+         "zph_global_p": 0.5, "nonproportional": False},
         {"cohort": "all", "endpoint": "pfs", "model": "univariate", "term": "log2_baseline_volume_ml", "hr": 1.1,
          "hr_lower": 1.0, "hr_upper": 1.2, "p": 0.01, "n": 3, "events": 2, "status": "ok",
-         "coef": 0.095, "se": 0.05, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01},
+         "coef": 0.095, "se": 0.05, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01,
+         "zph_global_p": 0.5, "nonproportional": False},
     ])
     tables.write(cox, results / "survival" / "cox.csv", "cox")
 

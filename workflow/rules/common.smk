@@ -130,6 +130,7 @@ def final_targets():
         f"{R}/tables/features.parquet",
         f"{R}/survival/cox.csv",
         f"{R}/survival/performance.csv",
+        f"{R}/survival/validation.csv",
     ]
     targets += figure_targets()  # workflow/rules/figures.smk
     if STUDY.synthetic:

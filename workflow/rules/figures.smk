@@ -122,3 +122,25 @@ if not DICOM_ROOT:
         shell:
             "tumorburden figures contact-sheet --overlays {input.overlays:q} --out-dir={params.out:q}"
             " --settings={params.settings:q} > {log:q} 2>&1"
+
+
+rule prediction_figures:
+    input:
+        validation=f"{R}/survival/validation.csv",
+        calibration=f"{R}/survival/calibration.csv",
+        decision_curve=f"{R}/survival/decision_curve.csv",
+        truth=f"{R}/survival/truth_comparison.csv" if STUDY.synthetic else [],
+        clinical=CLINICAL_TSV,
+    output:
+        prediction_outputs(),
+    log:
+        f"{R}/logs/figures/prediction.log",
+    params:
+        survival=lambda wc, input: str(Path(input.validation).parent),
+        out=lambda wc, output: str(Path(output[0]).parent),
+        settings=figure_settings(),
+    conda:
+        ENV
+    shell:
+        "tumorburden figures prediction --survival-dir={params.survival:q} --clinical={input.clinical:q}"
+        " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"

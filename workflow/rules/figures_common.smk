@@ -68,6 +68,7 @@ def figure_targets():
     """The figures `rule all` asks for (figures whose tables exist in this release)."""
     # plain paths: the report flags belong to the rules that write the files
     figures = km_outputs() + forest_outputs() + c_index_outputs() + td_auc_outputs() + burden_outputs()
+    figures += prediction_outputs()
     if not DICOM_ROOT:  # a dicom_root study's scans (and so its pages) are known only after discovery
         figures += contact_sheet_outputs()
     return [str(f) for f in figures]
@@ -116,4 +117,23 @@ def contact_sheet_outputs():
             f"{R}/qc/contact_sheet_p{page}", "contact_sheet.rst", "Quality control", "Segmentation",
             {"page": str(page)},
         )
+    return files
+
+
+def prediction_outputs():
+    """Calibration plots and decision curves per endpoint, and the model-comparison panel."""
+    files = []
+    for endpoint in ENDPOINTS:
+        files += figure_files(
+            f"{R}/figures/calibration_{endpoint}", "calibration.rst", "Survival", "Prediction model",
+            {"figure": f"calibration, {endpoint.upper()}"},
+        )
+        files += figure_files(
+            f"{R}/figures/decision_curve_{endpoint}", "decision_curve.rst", "Survival", "Prediction model",
+            {"figure": f"decision curves, {endpoint.upper()}"},
+        )
+    files += figure_files(
+        f"{R}/figures/model_comparison", "model_comparison.rst", "Survival", "Prediction model",
+        {"figure": "model comparison"},
+    )
     return files

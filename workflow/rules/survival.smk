@@ -2,6 +2,8 @@
 # and Table 1 per cohort and endpoint. burden.parquet gives the scan schedule (time-varying Cox,
 # landmark eligibility) and the RECIST sum of diameters (C-index comparison).
 
+PREDICTION_KEYS = ("model_sets", "horizons_days", "calibration_groups", "rmst_tau_days")  # survival_prediction's
+
 
 rule survival:
     input:
@@ -30,10 +32,57 @@ rule survival:
     log:
         f"{R}/logs/survival.log",
     params:
-        settings=settings("survival"),
+        settings=settings("survival", without=PREDICTION_KEYS),
         out=lambda wc, output: str(Path(output.km).parent),
     conda:
         ENV
     shell:
         "tumorburden survival --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
         " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
+
+
+# Prediction models (TRIPOD): per cohort x endpoint x model set, bootstrap optimism-corrected
+# validation, calibration at horizons, Brier/IPA/AUC(t), decision curves, model comparison and RMST;
+# on the synthetic trial also the true model's C and slope beside each set's.
+rule survival_prediction:
+    input:
+        features=f"{R}/tables/features.parquet",
+        burden=f"{R}/tables/burden.parquet",
+        clinical=CLINICAL_TSV,
+        truth=f"{R}/truth/patients.parquet" if STUDY.synthetic else [],
+    output:
+        validation=report(
+            f"{R}/survival/validation.csv", caption="../report/table_validation.rst", category="Tables",
+            subcategory="Prediction model",
+        ),
+        calibration=report(
+            f"{R}/survival/calibration.csv", caption="../report/table_calibration.rst", category="Tables",
+            subcategory="Prediction model",
+        ),
+        score=report(
+            f"{R}/survival/score.csv", caption="../report/table_score.rst", category="Tables",
+            subcategory="Prediction model",
+        ),
+        decision_curve=f"{R}/survival/decision_curve.csv",
+        model_comparison=report(
+            f"{R}/survival/model_comparison.csv", caption="../report/table_model_comparison.rst", category="Tables",
+            subcategory="Prediction model",
+        ),
+        rmst=f"{R}/survival/rmst.csv",
+        rmst_contrast=f"{R}/survival/rmst_contrast.csv",
+        tripod_summary=report(
+            f"{R}/survival/tripod_summary.csv", caption="../report/table_tripod_summary.rst", category="Tables",
+            subcategory="Prediction model",
+        ),
+        truth_comparison=f"{R}/survival/truth_comparison.csv" if STUDY.synthetic else [],
+    log:
+        f"{R}/logs/survival_prediction.log",
+    params:
+        settings=settings("survival"),
+        out=lambda wc, output: str(Path(output.validation).parent),
+        truth=lambda wc, input: [f"--truth={input.truth}"] if input.truth else [],
+    conda:
+        ENV
+    shell:
+        "tumorburden prediction --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
+        " {params.truth:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"

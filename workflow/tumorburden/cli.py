@@ -195,9 +195,17 @@ def cmd_survival(a):
 
     missing = [f"--{k.replace('_', '-')}" for k in ("features", "clinical", "out_dir") if not getattr(a, k)]
     if missing:
-        raise ValueError(f"survival needs {', '.join(missing)} (or a standalone action: survival km|logrank|cox|zph --table T)")
+        raise ValueError(f"survival needs {', '.join(missing)} (or a standalone action: "
+                         "survival km|logrank|cox|zph|score|rmst|validate --table T)")
     write_survival(Path(a.features), Path(a.clinical), Path(a.out_dir),
                    settings=_settings(a.settings), burden=Path(a.burden) if a.burden else None)
+
+
+def cmd_prediction(a):
+    from tumorburden.survival.prediction import write_prediction
+
+    write_prediction(Path(a.features), Path(a.clinical), Path(a.out_dir), settings=_settings(a.settings),
+                     burden=Path(a.burden) if a.burden else None, truth=Path(a.truth) if a.truth else None)
 
 
 def _cohorts(a):
@@ -224,6 +232,10 @@ def cmd_figures(a):
         discrimination.write_td_auc_figures(Path(a.td_auc), out, settings=s, cohorts=_cohorts(a))
     elif a.kind == "burden":
         burden.write_burden_figures(Path(a.burden), Path(a.features), Path(a.clinical), out, settings=s)
+    elif a.kind == "prediction":
+        from tumorburden.figures import prediction
+
+        prediction.write_prediction_figures(Path(a.survival_dir), out, settings=s)
     elif a.kind == "contact-sheet":
         contact_sheet.write_contact_sheets([Path(p) for p in a.overlays], out, settings=s)
 
@@ -376,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("survival", help="Kaplan-Meier, log-rank, Cox and C-index per cohort and endpoint; "
-                       "or one analysis on any table: survival km|logrank|cox|zph --table T ...")
+                       "or one analysis on any table: survival km|logrank|cox|zph|score|rmst|validate --table T ...")
     p.add_argument("--features")
     p.add_argument("--clinical")
     p.add_argument("--burden", help="tables/burden.parquet (time-varying Cox, landmark, RECIST SLD)")
@@ -386,7 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     actions = p.add_subparsers(dest="action", metavar="ACTION")
     for name, text in (("km", "Kaplan-Meier curves, medians with CI (OUT) and curves (OUT_curve.csv)"),
                        ("logrank", "log-rank test (stratified with --strata, trend with --trend)"),
-                       ("cox", "Cox model: HR, CI, Wald/LR/score tests"), ("zph", "cox.zph proportional-hazards tests")):
+                       ("cox", "Cox model: HR, CI, Wald/LR/score tests"), ("zph", "cox.zph proportional-hazards tests"),
+                       ("score", "Brier, IPA and AUC(t) with CIs of the Cox model and the null model at --times "
+                                 "(riskRegression::Score)"),
+                       ("rmst", "restricted mean survival time to --tau per --group, difference and ratio between "
+                                "groups"),
+                       ("validate", "bootstrap optimism-corrected Dxy, C, slope, R2, D (and Brier at --horizon) of "
+                                    "the Cox model (rms::validate.cph)")):
         q = actions.add_parser(name, help=text)
         q.add_argument("--table", required=True, help="TSV (or .csv) with one row per patient")
         q.add_argument("--duration", required=True, help="time column")
@@ -397,9 +415,23 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--ci", choices=["log", "log-log"], default="log", help="KM band type (R's default: log)")
         q.add_argument("--ties", choices=["efron", "breslow"], default="efron")
         q.add_argument("--trend", action="store_true", help="logrank: test for trend over the sorted groups")
-        q.add_argument("--times", help="km: survival at these comma-separated times")
+        q.add_argument("--times", help="km: survival at these comma-separated times; score: the horizons")
+        q.add_argument("--tau", type=float, help="rmst: the restriction time (days)")
+        q.add_argument("--horizon", help="validate: Brier at these comma-separated horizons")
+        q.add_argument("--bootstrap", type=int, help="validate: bootstrap replicates (default: survival's bootstrap)")
+        q.add_argument("--seed", type=int, help="validate: seed of the resampling (default: survival's seed)")
         q.add_argument("--alpha", type=float, default=0.05)
         q.add_argument("--out", required=True, help="output CSV")
+
+    p = sub.add_parser("prediction", help="prediction models per cohort x endpoint x model set: bootstrap-validated "
+                       "indices, calibration, Brier/IPA/AUC(t), decision curves, model comparison, RMST")
+    p.add_argument("--features", required=True)
+    p.add_argument("--clinical", required=True)
+    p.add_argument("--burden", help="tables/burden.parquet (baseline RECIST SLD)")
+    p.add_argument("--truth", help="truth/patients.parquet of a synthetic trial: adds truth_comparison.csv")
+    p.add_argument("--out-dir", required=True, help="results/<name>/survival")
+    _add_settings(p)
+    p.set_defaults(func=cmd_prediction)
 
     p = sub.add_parser("figures", help="publication figures from the tables: km, forest, c-index, td-auc, burden, "
                        "contact-sheet")
@@ -411,6 +443,8 @@ def build_parser() -> argparse.ArgumentParser:
         f.add_argument("--survival-dir", required=True, help="results/<name>/survival")
         if kind == "c-index":
             f.add_argument("--difference", default=None, help="c_index_difference.csv (optional)")
+    f = figs.add_parser("prediction", help="calibration plots and decision curves per endpoint, model-comparison panel")
+    f.add_argument("--survival-dir", required=True, help="results/<name>/survival (validation, calibration, decision_curve)")
     f = figs.add_parser("td-auc", help="time-dependent AUC curves, per endpoint")
     f.add_argument("--td-auc", required=True, help="survival/td_auc.csv")
     f = figs.add_parser("burden", help="spaghetti, waterfall and swimmer plots")

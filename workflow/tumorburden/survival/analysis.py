@@ -56,6 +56,15 @@ DEFAULTS = {
     "time_varying": True,
     "td_auc_days": [180, 365],
     "compare": ["baseline_volume_ml", "baseline_sld_mm"],
+    # prediction models (survival/prediction.py): validation, calibration, score, decision curves
+    "model_sets": {
+        "clinical": ["age", "sex", "ecog", "line_of_therapy"],
+        "clinical_burden": ["age", "sex", "ecog", "line_of_therapy", "log_baseline_volume_ml"],
+        "clinical_burden_kinetics": ["age", "sex", "ecog", "line_of_therapy", "log_baseline_volume_ml", "growth_g"],
+    },
+    "horizons_days": [180, 365, 730],
+    "calibration_groups": 5,        # quantile groups of predicted survival (rms::calibrate "KM")
+    "rmst_tau_days": 730,           # restricted mean survival time up to tau
 }
 
 POOLED = "all"
@@ -217,7 +226,7 @@ def _model_rows(kind, key, data, terms, s, strata, start_col=None, id_col=None, 
     if problem:
         base = {"n": len(data), "events": 0, "n_dropped": 0, "ties": s["ties"], "strata": ",".join(strata or [])}
         rows = [{"term": t, "hr": math.nan, "hr_lower": math.nan, "hr_upper": math.nan, "p": math.nan,
-                 **base, "status": f"not fitted: {problem}"} for t in terms]
+                 **base, **cox.ph_flag(math.nan), "status": f"not fitted: {problem}"} for t in terms]
         zph = [{"term": t, "chisq": math.nan, "df": 0, "p": math.nan, **base, "status": f"not tested: {problem}"}
                for t in [*terms, "GLOBAL"]]
     else:

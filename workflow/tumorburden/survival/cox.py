@@ -93,7 +93,8 @@ def fit_cox(df: pd.DataFrame, duration_col: str, event_col: str, covariates: lis
 
     def failed(reason: str):
         return ([{"term": t, "hr": math.nan, "hr_lower": math.nan, "hr_upper": math.nan, "p": math.nan,
-                  **_NAN_TESTS, "df": len(X.columns), **base, "status": f"not fitted: {reason}"}
+                  **_NAN_TESTS, "df": len(X.columns), **base, **ph_flag(math.nan, alpha),
+                  "status": f"not fitted: {reason}"}
                  for t in (list(X.columns) or covariates)],
                 [{"term": t, "chisq": math.nan, "df": len(c), "p": math.nan, **base,
                   "status": f"not tested: {reason}"} for t, c in [*term_cols.items(), ("GLOBAL", [])]])
@@ -145,7 +146,17 @@ def fit_cox(df: pd.DataFrame, duration_col: str, event_col: str, covariates: lis
                       {t: [col_index[c] for c in cs] for t, cs in term_cols.items()}, strat, start, ties)
     zph_rows = [{**r, **base, "status": "ok" if np.isfinite(r["chisq"]) else "not tested: singular information"}
                 for r in zph]
-    return rows, zph_rows
+    flag = ph_flag(next((z["p"] for z in zph_rows if z["term"] == "GLOBAL"), math.nan), alpha)
+    return [{**r, **flag} for r in rows], zph_rows
+
+
+def ph_flag(global_p: float, alpha: float = 0.05) -> dict:
+    """The model's cox.zph GLOBAL p and whether it is below alpha: hazards not proportional, so
+    the HR averages an effect that changes over time (read RMST or a time-split model too).
+    None where the test could not be done."""
+    tested = global_p is not None and np.isfinite(global_p)
+    return {"zph_global_p": float(global_p) if tested else math.nan,
+            "nonproportional": bool(global_p < alpha) if tested else None}
 
 
 def _fit(data, X, time, event, start, strat, strata, ties, id_col, duration_col, event_col, start_col):

@@ -1,7 +1,13 @@
-"""`tumorburden survival km|logrank|cox|zph` on any table, so every number can be checked in R.
+"""`tumorburden survival km|logrank|cox|zph|score|rmst|validate` on any table, so every number can
+be checked in R.
 
     tumorburden survival cox --table lung.csv --duration time --event event \
         --covariates age,sex,ph.ecog --out cox.csv
+    tumorburden survival score --table lung.csv --duration time --event event \
+        --covariates age,sex --times 180,365 --out score.csv
+    tumorburden survival rmst --table lung.csv --duration time --event event --group sex --tau 365 --out rmst.csv
+    tumorburden survival validate --table lung.csv --duration time --event event \
+        --covariates age,sex --horizon 365 --bootstrap 200 --seed 1 --out validate.csv
 
 The table is TSV (or CSV by extension); rows with a missing value in a used column are left out
 and counted (n_dropped). The event column must be coded 0/1 (R's lung codes 1/2: recode first).
@@ -16,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tumorburden.survival import cox, km
+from tumorburden.survival import cox, km, rmst, score
 
 
 def read_any(path: Path) -> pd.DataFrame:
@@ -95,16 +101,94 @@ def cox_command(df, duration, event, covariates, strata=None, ties="efron", alph
     return pd.DataFrame(rows), pd.DataFrame(zph)
 
 
+def score_command(df, duration, event, covariates, times, alpha=0.05) -> pd.DataFrame:
+    """Brier, IPA and AUC(t) of the Cox model of ``covariates`` and of the null model at ``times``."""
+    if not covariates:
+        raise ValueError("score needs --covariates a,b,... (the Cox model's terms)")
+    if not times:
+        raise ValueError("score needs --times t1,t2,... (the horizons, in the table's time unit)")
+    d, dropped, problem = _outcome(df, duration, event, [duration, event, *covariates])
+    _stop_on(problem, df, duration, event)
+    return score.score_cox(d, duration, event, covariates, times, alpha=alpha).assign(n_dropped=dropped)
+
+
+def rmst_command(df, duration, event, group, tau, alpha=0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per group, contrasts against the first group)."""
+    if tau is None:
+        raise ValueError("rmst needs --tau T (the restriction time, in the table's time unit)")
+    d, dropped, problem = _outcome(df, duration, event, [duration, event] + ([group] if group else []))
+    _stop_on(problem, df, duration, event)
+    by_group = rmst.rmst_by_group(d[duration], d[event], d[group].astype(str) if group else None, tau, alpha)
+    contrasts = rmst.rmst_contrasts(by_group, alpha=alpha) if len(by_group) > 1 else pd.DataFrame(
+        columns=rmst.CONTRAST_COLUMNS)
+    return by_group.assign(n_dropped=dropped), contrasts
+
+
+def validate_command(df, duration, event, covariates, horizons, n_boot, seed, ties="efron") -> pd.DataFrame:
+    """rms::validate.cph's table of the Cox model of ``covariates`` (survival/validation.py)."""
+    from tumorburden.survival import validation
+
+    if not covariates:
+        raise ValueError("validate needs --covariates a,b,... (the Cox model's terms)")
+    d, dropped, problem = _outcome(df, duration, event, [duration, event, *covariates])
+    _stop_on(problem, df, duration, event)
+    X, _ = cox.design(d, covariates)
+    out = validation.validate_cox(d[duration].to_numpy(float), d[event].to_numpy(bool), X.to_numpy(float),
+                                  horizons=horizons, n_boot=n_boot, rng=np.random.default_rng(seed), ties=ties)
+    return out.assign(n=len(d), n_dropped=dropped)
+
+
+def _stop_on(problem, df, duration, event) -> None:
+    """A bad outcome stops score, rmst and validate before any fitting, naming the first bad row
+    (1-based, after the header) so it can be fixed."""
+    if not problem:
+        return
+    t = pd.to_numeric(df[duration], errors="coerce")
+    e = pd.to_numeric(df[event], errors="coerce")
+    bad = df.index[(df[duration].notna() & (t.isna() | (t < 0))) | (df[event].notna() & ~e.isin([0, 1]))]
+    where = f" (first: row {df.index.get_loc(bad[0]) + 1})" if len(bad) else ""
+    raise ValueError(f"{problem}{where}: fix the table (event 1 = event, 0 = censored; times >= 0)")
+
+
+def _numbers(text) -> list[float]:
+    try:
+        return [float(x) for x in (text or "").split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _prediction_action(args, df, covariates, out) -> None:
+    if args.action == "score":
+        score_command(df, args.duration, args.event, covariates, _numbers(args.times), args.alpha).to_csv(
+            out, index=False, float_format="%.10g")
+    elif args.action == "rmst":
+        by_group, contrasts = rmst_command(df, args.duration, args.event, args.group, args.tau, args.alpha)
+        by_group.to_csv(out, index=False, float_format="%.10g")
+        contrasts.to_csv(out.with_name(out.stem + "_contrast.csv"), index=False, float_format="%.10g")
+    elif args.action == "validate":
+        from tumorburden.survival.analysis import DEFAULTS
+
+        n_boot = DEFAULTS["bootstrap"] if args.bootstrap is None else args.bootstrap
+        seed = DEFAULTS["seed"] if args.seed is None else args.seed
+        validate_command(df, args.duration, args.event, covariates, _numbers(args.horizon), n_boot, seed,
+                         args.ties).to_csv(out, index=False, float_format="%.10g")
+
+
 def run(args) -> None:
     df = read_any(Path(args.table))
     covariates = [c.strip() for c in (args.covariates or "").split(",") if c.strip()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.action == "km":
-        times = [float(x) for x in (args.times or "").split(",") if x.strip()]
+        times = _numbers(args.times)
         curve, summary = km_command(df, args.duration, args.event, args.group, args.ci, args.alpha, times)
         summary.to_csv(out, index=False, float_format="%.10g")
         curve.to_csv(out.with_name(out.stem + "_curve.csv"), index=False, float_format="%.10g")
+    elif args.action in ("score", "rmst", "validate"):
+        try:
+            _prediction_action(args, df, covariates, out)
+        except ValueError as exc:
+            raise ValueError(f"{args.table}: {exc}") from None
     elif args.action == "logrank":
         logrank_command(df, args.duration, args.event, args.group, args.strata, args.trend).to_csv(
             out, index=False, float_format="%.10g")
