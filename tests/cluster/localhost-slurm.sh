@@ -3,7 +3,8 @@
 #
 #   sudo tests/cluster/localhost-slurm.sh start DIR   # munged, slurmctld, slurmd; state in DIR
 #   export SLURM_CONF=DIR/slurm.conf                  # (printed by start)
-#   snakemake --profile profiles/slurm --slurm-status-command squeue --slurm-no-account ...
+#   snakemake --profile profiles/slurm --slurm-status-command squeue --slurm-no-account \
+#     --config 'cluster={fit: cap}' ...                # a laptop's node is smaller than the profile's requests
 #   sudo tests/cluster/localhost-slurm.sh stop DIR    # cancels its jobs, stops its daemons by PID
 #
 # Needs root and Debian's packages: apt-get install slurmctld slurmd slurm-client munge.
