@@ -345,10 +345,11 @@ class PendingWatch:
                        capture_output=True, text=True, timeout=60)
         if out.returncode != 0 or not out.stdout.strip():
             return
-        due_now = read_squeue(out.stdout, self.workdir)
-        if not due_now:
+        pending = read_squeue(out.stdout, self.workdir)
+        if not pending:
             return
-        needs_nodes = any(j.reason.startswith((NODES_UNAVAILABLE, "ReqNodeNotAvail")) for j in due_now)
+        # node states only matter for a wait on unavailable nodes
+        needs_nodes = any(j.reason.startswith((NODES_UNAVAILABLE, "ReqNodeNotAvail")) for j in pending)
         partitions = query_partitions(self.run) if needs_nodes else {}
         for job, fix in self.check(out.stdout, partitions):
             waited = self.clock() - self.first_seen.get(job.jobid, self.clock())
