@@ -185,10 +185,12 @@ class Request:
     runtime_min: float | None
     rules: tuple[str, ...] = ()
     jobs: int = 1
+    note: str = ""  # e.g. that the jobs are not known yet
+
 
     @property
     def label(self) -> str:
-        return f"{self.kind} {self.name}"
+        return f"{self.kind} {self.name}{f' ({self.note})' if self.note else ''}"
 
     def describe(self) -> str:
         gpus = f", {self.gpus} GPU{'s' * (self.gpus != 1)}" + (f" ({self.gpu_type})" if self.gpu_type else "")
@@ -411,6 +413,45 @@ def submitted_requests(dag) -> list[Request]:
     return list(by_label.values())
 
 
+def after_checkpoint_requests(workflow, requests: list[Request]) -> list[Request]:
+    """Groups whose jobs only exist once a checkpoint has run (a dicom_root study's per-scan steps,
+    after `discover`), which the DAG does not hold yet: each rule's own request, and for the group
+    the profile's limit of one group job (`resources:`), which a full group reaches."""
+    if not any(job.is_checkpoint for job in workflow.dag.needrun_jobs()):
+        return []
+    known = {rule for req in requests for rule in req.rules}
+    limits = workflow.global_resources
+
+    from snakemake.iocontainers import InputFiles
+
+    def static(resources, name):
+        value = resources.get(name)
+        if hasattr(value, "is_evaluable"):  # snakemake.resources.Resource
+            return None if value.is_evaluable() else value.value
+        return value
+
+    by_group: dict[str, Request] = {}
+    for rule in workflow.rules:
+        if rule.name in known or rule.group is None or workflow.is_local(rule):
+            continue
+        try:  # with no wildcards and no input yet: the profile's values are constants
+            res = rule.expand_resources({}, InputFiles(), 1)
+        except Exception:
+            res = rule.resources
+        gpus, types = gres_gpus(str(static(res, "gres") or ""))
+        cpus = static(res, "cpus_per_task") or static(res, "_cores") or 1
+        mem = static(res, "mem_mb") or 0
+        runtime = static(res, "runtime")
+        # a job's own request is held to the limits, and a full group job reaches them
+        cpus = limits.get("cpus_per_task").value or cpus
+        mem = limits.get("mem_mb").value or mem
+        req = Request("group", str(rule.group), static(res, "slurm_partition") or None, int(cpus), int(mem), gpus,
+                      types[0] if types else None, float(runtime) if isinstance(runtime, int) else None,
+                      (rule.name,), note="its jobs come after a checkpoint")
+        by_group[req.name] = by_group[req.name].merged(req) if req.name in by_group else req
+    return list(by_group.values())
+
+
 def profile_keys(request: Request, workflow) -> dict[str, str]:
     """The profile line to edit for each part of a request."""
     if request.kind == "group":
@@ -524,8 +565,10 @@ def on_start(workflow, config: dict, log=None) -> PendingWatch | None:
     settings = settings_of(config)
     partitions = query_partitions()
     requests = submitted_requests(workflow.dag)
+    requests += after_checkpoint_requests(workflow, requests)
     if settings["fit"] == "cap" and apply_caps(workflow, requests, partitions, log):
         requests = submitted_requests(workflow.dag)
+        requests += after_checkpoint_requests(workflow, requests)
     problems = []
     for req in sorted(requests, key=lambda r: (r.kind != "rule", r.name)):
         partition = partition_of(req, partitions)
