@@ -39,7 +39,7 @@ DEFAULTS = {
 SINFO_FORMAT = "%P|%N|%c|%m|%G|%T|%l|%a"
 SQUEUE_FORMAT = "%i|%T|%r|%k|%Z|%P"
 # Node states (sinfo %T, long form) in which a node takes no new job until an administrator acts.
-OUT_OF_SERVICE = ("down", "drain", "fail", "inval", "future", "unknown")
+OUT_OF_SERVICE = ("down", "drain", "fail", "inval", "future")
 
 PROFILE_FIX = "lower the request in your copy of profiles/slurm/config.yaml, or set `cluster: {fit: cap}`"
 STUCK_REASONS = {
