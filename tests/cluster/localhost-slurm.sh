@@ -3,15 +3,17 @@
 #
 #   sudo tests/cluster/localhost-slurm.sh start DIR   # munged, slurmctld, slurmd; state in DIR
 #   export SLURM_CONF=DIR/slurm.conf                  # (printed by start)
-#   snakemake --profile profiles/slurm --slurm-status-command squeue --slurm-no-account ...
+#   snakemake --profile profiles/slurm --slurm-status-command squeue --slurm-no-account \
+#     --config 'cluster={fit: cap}' ...                # a laptop's node is smaller than the profile's requests
 #   sudo tests/cluster/localhost-slurm.sh stop DIR    # cancels its jobs, stops its daemons by PID
 #
 # Needs root and Debian's packages: apt-get install slurmctld slurmd slurm-client munge.
 # Without systemd or cgroups: linuxproc process tracking, no task plugin. There is no
 # accounting database (slurmdbd): jobs are checked with squeue (MinJobAge keeps finished
 # jobs visible for an hour) and every finished job is written to DIR/jobs-completed.txt (jobcomp/filetxt).
-# The node advertises one GPU as a generic resource (no device behind it) so that a
-# profile's `gres: gpu:1` request is scheduled as on a real GPU node.
+# The node is declared as this machine really is (`slurmd -C`: its CPUs and memory, no GPU),
+# like the small cluster a user may have. LOCALHOST_SLURM_GPUS=1 adds one GPU as a generic
+# resource with no device behind it, only to check that a `gres` request reaches SLURM.
 # The plugin's job step drops SLURM_CONF before calling srun inside a job, so srun reads
 # /etc/slurm/slurm.conf: start links it to DIR/slurm.conf (only if no slurm.conf is there)
 # and stop removes that link.
@@ -78,14 +80,17 @@ start() {
   fi
   mkdir -p "$dir"/{run,log,spool/ctld,spool/d,munge}
   runuser -u munge -- test -x "$dir" || fail "$dir must be reachable by the munge user: chmod 755 it and its parent folders, or pick a folder under /tmp"
-  # The node advertises at least 8 CPUs and 32 GB (config_overrides: slurmd believes
-  # slurm.conf, not the hardware), so profiles/slurm's requests (4 CPUs, 16 GB for a
-  # segmentation job) fit as they are on a small machine; jobs then share the real cores.
+  # The node as slurmd itself measures it (CPUs, sockets, cores, RealMemory), so slurmd accepts
+  # it without config_overrides and no job is scheduled on CPUs or memory that do not exist.
   # Memory is not enforced (no cgroups).
-  local host cpus mem_mb
+  local host node_hw gres_line="" gres_types=""
   host=$(hostname -s)
-  cpus=${LOCALHOST_SLURM_CPUS:-$(( $(nproc) > 8 ? $(nproc) : 8 ))}
-  mem_mb=${LOCALHOST_SLURM_MEM_MB:-$(awk '/MemTotal/ {m = $2 / 1024 * 0.8; printf "%d", (m > 32000 ? m : 32000)}' /proc/meminfo)}
+  node_hw=$(slurmd -C | head -1 | sed 's/^NodeName=[^ ]* //')
+  [[ $node_hw == *RealMemory=* ]] || fail "slurmd -C did not describe this machine: $node_hw"
+  if [[ ${LOCALHOST_SLURM_GPUS:-0} -gt 0 ]]; then
+    gres_line=" Gres=gpu:$LOCALHOST_SLURM_GPUS"
+    gres_types="GresTypes=gpu"
+  fi
 
   # munge: its own key and socket under DIR, so a system munged (if any) is untouched.
   chown munge: "$dir/munge"
@@ -126,22 +131,23 @@ DefMemPerCPU=1000
 # with squeue, and the test reads every job of its run back from scontrol.
 MinJobAge=3600
 ReturnToService=2
-SlurmdParameters=config_overrides
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$dir/jobs-completed.txt
-GresTypes=gpu
+$gres_types
 MpiDefault=none
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:1 State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 $node_hw$gres_line State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 CONF
-  cat > "$dir/gres.conf" <<CONF
+  if [[ -n $gres_line ]]; then
+    cat > "$dir/gres.conf" <<CONF
 AutoDetect=off
-NodeName=$host Name=gpu File=/dev/null Count=1
+NodeName=$host Name=gpu File=/dev/null Count=$LOCALHOST_SLURM_GPUS
 CONF
+  fi
   export SLURM_CONF=$dir/slurm.conf
   if [[ ! -e $etc_conf ]]; then
     mkdir -p "$(dirname "$etc_conf")"

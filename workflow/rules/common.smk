@@ -233,3 +233,15 @@ def reference_scan_of_patient():
 
 def reference_of(wc):
     return reference_scan_of_patient()[scan_row(wc.scan_id)["patient_id"]]
+
+
+# On a SLURM cluster (executor slurm), before the first sbatch: every rule's and group's request
+# held against the partitions (and lowered with cluster.fit: cap), then the pending watch
+# (workflow/tumorburden/cluster.py). Other executors: nothing.
+onstart:
+    from tumorburden.cluster import ClusterError, on_start
+
+    try:
+        on_start(workflow, config)
+    except ClusterError as exc:
+        sys.exit(f"tumorburden: {exc}")
