@@ -31,13 +31,15 @@ rule segment:
 
 
 rule segment_dicom:
-    """DICOM-SEG of each of a patient's scans whose source is a DICOM series, referencing that series
-    (one job per patient: the export is light, and a job per scan per step is what makes an
-    IMPACT-size DAG slow to build; see BENCHMARKS.md)."""
+    """DICOM-SEG of each of a patient's scans whose source is a DICOM series (one job per patient: the
+    export is light, and a job per scan per step is what makes an IMPACT-size DAG slow to build; see
+    BENCHMARKS.md): de-identified under results/, and the identified copy that references the
+    hospital's instances, for its PACS, under the private area."""
     input:
         unpack(dicom_seg_inputs),
     output:
         directory(f"{R}/dicom_seg/{{patient_id}}"),
+        pacs=directory(f"{PRIVATE}/dicom_seg/{{patient_id}}"),
     log:
         f"{R}/logs/segment_dicom/{{patient_id}}.log",
     benchmark:
@@ -45,11 +47,14 @@ rule segment_dicom:
     params:
         scans=lambda wc: " ".join(dicom_scans_of_patient()[wc.patient_id]),
         series=dicom_series_of_patient,
+        namespace=shlex.quote(config["study"]["name"]),
+        settings=settings("imaging"),
     conda:
         ENV
     shell:
-        "tumorburden segment-dicom --scan-id {params.scans} --segmentation {input.segmentations}"
-        " --series {params.series} --out-dir {output} > {log} 2>&1"
+        "tumorburden segment-dicom --patient-id {wildcards.patient_id} --scan-id {params.scans}"
+        " --segmentation {input.segmentations} --series {params.series} --uid-namespace {params.namespace}"
+        " --out-dir {output[0]} --pacs-dir {output.pacs} --settings {params.settings} > {log} 2>&1"
 
 
 rule segment_outputs:
