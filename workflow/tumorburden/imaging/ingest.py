@@ -66,8 +66,10 @@ def ingest(series: Path | None, out: Path, qc_path: Path | None = None, settings
     """Read `series` (DICOM folder or NIfTI file) or the DICOM `files`, write `out` and the QC JSON.
 
     `series_uid` forces that series; `label` names the scan in messages (default: the path);
-    `redact` ({identifying text: replacement}, from discovery's series list) is applied to every
-    message, log line and the QC report."""
+    `redact` ({identifying text: replacement}, from discovery's series list) and what the DICOM
+    headers of the files themselves identify (patient ID, name parts, birth date, accession
+    number, referring physician, institution) are redacted from every message, log line and
+    the QC report, whichever route the scan came by."""
     from tumorburden.imaging.discover import Redactor
 
     redactor = Redactor.from_dict(redact)
@@ -121,6 +123,7 @@ def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, la
     qc = _redacted(qc, redactor)
     if qc_path is not None:
         write_json(qc, Path(qc_path))
+    label = redactor(label)
     for w in qc["warnings"]:
         log.warning("%s: %s", label, w)
     log.info("%s -> %s: %s voxels of %s mm", label, out, qc["shape"], qc["spacing_mm"])
@@ -154,9 +157,16 @@ def read_nifti(path: Path) -> tuple[Volume, dict]:
 
 
 def read_dicom(files: list[str], s: dict, label: str, series_uid: str | None = None,
-               dtype: str = "auto", redactor=str) -> tuple[Volume, dict]:
-    """Choose, check and read the diagnostic CT series among `files`."""
+               dtype: str = "auto", redactor=None) -> tuple[Volume, dict]:
+    """Choose, check and read the diagnostic CT series among `files`; `redactor` (a discover.Redactor)
+    learns the identifiers of their headers."""
+    from tumorburden.imaging.discover import Redactor
+
+    redactor = Redactor() if redactor is None else redactor
     records = read_headers(files, workers=1)
+    for rec in records:  # the scans.tsv route has no redaction list from discovery: the headers give it
+        if rec["status"] == "image":
+            redactor.add_record(rec, "[patient id]")
     unreadable = [r for r in records if r["status"] == "unreadable"]
     if unreadable:
         r = unreadable[0]

@@ -51,6 +51,7 @@ TAGS = [
     "RescaleIntercept", "InstanceNumber", "NumberOfFrames", "BitsAllocated", "BitsStored",
     "PixelRepresentation", "SamplesPerPixel", "GantryDetectorTilt", "AcquisitionNumber",
     "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "BodyPartExamined",
+    "AccessionNumber", "ReferringPhysicianName", "InstitutionName",  # read only to redact them from free text
 ]
 
 SELECTION_DEFAULTS = {
@@ -218,6 +219,9 @@ def _read_header(path: str) -> dict:
         "cols": _int(ds.get("Columns")),
         "tilt": _float(ds.get("GantryDetectorTilt")),
         "body_part": _text(ds.get("BodyPartExamined")),
+        "accession": _text(ds.get("AccessionNumber")),
+        "referring": _text(ds.get("ReferringPhysicianName")),
+        "institution": _text(ds.get("InstitutionName")),
     }
     try:
         rec["slices"] = _slices(ds, path, rec)
