@@ -40,7 +40,7 @@ from tumorburden.imaging.series import (
     series_summary,
     unusable_reason,
 )
-from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
+from tumorburden.imaging.volume import Volume, affine_problem, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ def _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, red
         if series.is_file() and is_nifti(series):
             volume, qc = read_nifti(series)
             integral = qc.pop("_integral")
+            nifti_checks(volume, series, s)
             target = np.int16 if dtype == "int16" or (dtype == "auto" and _fits_int16(volume.array, integral)) else np.float32
             return _finish(volume, qc, out, qc_path, target, str(series), redactor)
         if not series.is_dir():
@@ -110,6 +111,9 @@ def _redacted(obj, redactor):
 
 
 def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, label: str, redactor) -> Volume:
+    problem = affine_problem(volume.affine)
+    if problem:  # the reader's last word: no header nibabel would refuse, and the input is named
+        raise SeriesError(f"{label}: {problem}; check PixelSpacing, ImagePositionPatient and ImageOrientationPatient")
     save_nifti(volume, out, dtype=dtype)
     qc.update(
         status="ok",
@@ -145,11 +149,19 @@ def _fits_int16(array: np.ndarray, integral: bool) -> bool:
     return bool(integral and array.size and array.min() >= -32768 and array.max() <= 32767)
 
 
+def nifti_checks(volume: Volume, path: Path, s: dict) -> None:
+    """What a DICOM series must pass, for a NIfTI CT: enough slices and plausible HU."""
+    if min(volume.shape) < s["min_slices"]:
+        raise SeriesError(f"{path}: shape {volume.shape}: {min(volume.shape)} slice(s), need at least "
+                          f"{s['min_slices']} (imaging.min_slices)")
+    problem = hu_problem(volume, s)
+    if problem:
+        raise SeriesError(f"{path}: implausible HU: {problem}; a scan's NIfTI must hold the CT in HU")
+
+
 def read_nifti(path: Path) -> tuple[Volume, dict]:
-    try:
-        volume = load_nifti(path)
-    except Exception as exc:  # nibabel raises many kinds for a damaged file
-        raise ValueError(f"{path}: cannot read as NIfTI ({exc})") from exc
+    """A NIfTI CT, checked at the door by load_nifti (geometry, NaN voxels, a single slice)."""
+    volume = load_nifti(path, what="CT image")
     data = volume.array
     integral = np.issubdtype(data.dtype, np.integer) or bool(np.all(np.mod(data, 1) == 0))
     volume = Volume(data.astype(np.float32) if not integral else data, volume.affine)
