@@ -142,3 +142,23 @@ def test_totalsegmentator_folder_missing_a_file_is_named(series, tmp_path):
     ts = _totalsegmentator(tmp_path / "ts", image, labels, skip="torso_fat")
     with pytest.raises(FileNotFoundError, match=r"ts: torso_fat.nii.gz missing; run TotalSegmentator"):
         read_totalsegmentator(ts, image)
+
+
+def test_segment_refuses_a_one_slice_image_and_a_nan_mask_naming_them(series, tmp_path, capsys):
+    """The segment stage's door: a single slice (which crashed the QC overlay) and a mask with NaN
+    voxels (NaN != 0 would have counted as lesion) stop with one line naming the file."""
+    from tumorburden.cli import main
+
+    folder, image, _ = series
+    save_nifti(Volume(image.array[:, :, :1], image.affine), tmp_path / "one.nii.gz", dtype=np.int16)
+    code = main(["segment", "--image", str(tmp_path / "one.nii.gz"), "--out", str(tmp_path / "seg.nii.gz"),
+                 "--overlay", str(tmp_path / "o.png"), "--settings", '{"engine": "classical"}'])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert err.startswith(f"tumorburden segment: error: {tmp_path / 'one.nii.gz'}: the CT image has shape (40, 40, 1)")
+    assert not (tmp_path / "o.png").exists()
+    mask = np.zeros(image.shape, np.float32)
+    mask[0, 0, 0] = np.nan
+    save_nifti(Volume(mask, image.affine), tmp_path / "nan.nii.gz")
+    with pytest.raises(ValueError, match=r"nan.nii.gz: the lesion mask has 1 NaN or infinite voxel\(s\)"):
+        read_mask(tmp_path / "nan.nii.gz", image)
