@@ -91,8 +91,14 @@ def deidentify(ds: Dataset, patient_id: str, namespace: str) -> Dataset:
     meta = getattr(out, "file_meta", None)
     if meta is not None and "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = uids(meta.MediaStorageSOPInstanceUID)
-    for item in list(_nested(out)):
-        anonymize_dataset(item, extra_anonymization_rules=actions, delete_private_tags=True, base_rules_gen=dict)
+    single = {t: a for t, a in actions.items() if len(t) == 2}
+    # the top level gets every rule (the repeating-group ones walk the whole object); a nested item
+    # only the rules of the tags it holds (a SEG has an item per frame: all ~700 rules on each cost
+    # seconds)
+    anonymize_dataset(out, extra_anonymization_rules=actions, delete_private_tags=True, base_rules_gen=dict)
+    for item in list(_nested(out))[1:]:
+        present = {t: single[t] for t in ((e.tag.group, e.tag.element) for e in item) if t in single}
+        anonymize_dataset(item, extra_anonymization_rules=present, delete_private_tags=True, base_rules_gen=dict)
     out.PatientID = patient_id
     out.PatientName = patient_id
     out.PatientIdentityRemoved = "YES"
