@@ -37,7 +37,7 @@ def _write_study(root):
     for n, (pid, hospital_id) in enumerate(PATIENTS.items()):
         for days in SCAN_DAYS:
             folder = root / f"case{n}" / f"visit{days}"  # neutral names: Snakemake logs print the paths
-            study_uid = pydicom.uid.generate_uid()
+            study_uid = pydicom.uid.generate_uid()[:60]  # dicomgen appends ".9" for the frame of reference
             common = dict(patient_id=hospital_id, patient_name=NAME, birth_date=BIRTH, study_uid=study_uid,
                           study_date=STUDY_DATES[days], rows=24, cols=20, pixel=(2.0, 2.0), step=2.5,
                           description=f"CT abdomen {NAME.split('^')[0]} portal venous")
