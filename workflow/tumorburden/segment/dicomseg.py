@@ -73,10 +73,9 @@ def series_affine_ras(datasets: list[pydicom.Dataset]) -> np.ndarray:
     iop = np.asarray(first.ImageOrientationPatient, float)
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)  # between rows, between columns
     p0 = np.asarray(first.ImagePositionPatient, float)
-    if len(datasets) > 1:
-        step = (np.asarray(datasets[-1].ImagePositionPatient, float) - p0) / (len(datasets) - 1)
-    else:
-        step = np.cross(iop[:3], iop[3:]) * float(getattr(first, "SliceThickness", 1.0) or 1.0)
+    if len(datasets) < 2:  # ingest refuses these too: one slice has no step, and none is guessed
+        raise ValueError(f"{first.filename}: a single slice; a DICOM-SEG needs the series of the scan (2 or more slices)")
+    step = (np.asarray(datasets[-1].ImagePositionPatient, float) - p0) / (len(datasets) - 1)
     lps = np.eye(4)
     lps[:3, 0] = iop[:3] * col_mm
     lps[:3, 1] = iop[3:] * row_mm
