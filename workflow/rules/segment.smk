@@ -52,7 +52,7 @@ rule segment_dicom:
     conda:
         ENV
     shell:
-        "tumorburden segment-dicom --patient-id {wildcards.patient_id} --scan-id {params.scans}"
+        "tumorburden segment-dicom --patient-id={wildcards.patient_id:q} --scan-id {params.scans}"
         " --segmentation {input.segmentations} --series {params.series} --uid-namespace {params.namespace}"
         " --out-dir {output[0]} --pacs-dir {output.pacs} --settings {params.settings} > {log} 2>&1"
 
