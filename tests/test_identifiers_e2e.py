@@ -72,13 +72,19 @@ def _texts(path):
         yield pd.read_parquet(io.BytesIO(data)).to_csv()
 
 
-def _leaks(workdir, name):
+def _leaks(workdir, name, study):
+    """(identifier, file) for every identifier found; the hospital's instance and study UIDs count too
+    (only a dicom_root study's manifest names series UIDs, for the series override table)."""
+    uids = {u for _, _, hospital in study.values() for u in hospital}
+    series = {pydicom.dcmread(next(folder.glob("slice*.dcm")), stop_before_pixels=True).SeriesInstanceUID
+              for folder, _, _ in study.values()}
     found = []
     for folder in (workdir / "results" / name, workdir / ".snakemake" / "log"):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             for text in _texts(path):
                 found += [(secret, str(path.relative_to(workdir))) for secret in SECRETS
                           if secret.lower() in text.lower()]
+                found += [(uid, str(path.relative_to(workdir))) for uid in uids - series if uid in text]
     return sorted(set(found))
 
 
@@ -116,7 +122,7 @@ def test_no_identifier_in_results_and_dicom_seg_on_both_routes_with_defaults(tmp
         _check_dicom_seg(work, "tsv", f"{pid}_v{days}", pid, sources)
         qc = (work / "results/tsv/qc/ingest" / f"{pid}_v{days}.json").read_text()
         assert "CT abdomen [name] portal venous" in qc
-    assert _leaks(work, "tsv") == []
+    assert _leaks(work, "tsv", study) == []
 
     # route 2: the same files as a PACS export (dicom_root), every setting at its default
     work = tmp_path / "pacs"
@@ -130,4 +136,4 @@ def test_no_identifier_in_results_and_dicom_seg_on_both_routes_with_defaults(tmp
     assert proc.returncode == 0, proc.stderr[-4000:]
     for (pid, days), sources in study.items():
         _check_dicom_seg(work, "pacs", f"{pid}_d{days}", pid, sources)
-    assert _leaks(work, "pacs") == []
+    assert _leaks(work, "pacs", study) == []

@@ -27,6 +27,9 @@ from tumorburden.imaging.volume import load_nifti
 from tumorburden.segment.engine import labels_to_grid
 
 log = logging.getLogger(__name__)
+# highdicom logs each source data set it copies from by its SOP Instance UID: the hospital's UID
+# would reach the segment_dicom log under results/
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
