@@ -41,7 +41,7 @@ def test_segment_dicom_pairs_every_segmentation_with_its_series(args, says, caps
     """One DICOM-SEG job per patient pairs scans, series and names by position: a mismatch stops
     with one line before anything is written."""
     with pytest.raises(SystemExit) as exc:
-        main(["segment-dicom", *args])
+        main(["segment-dicom", "--patient-id", "P1", *args])
     assert says in str(exc.value) and "\n" not in str(exc.value)
 
 

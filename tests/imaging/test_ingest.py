@@ -204,6 +204,56 @@ def test_qc_report_has_no_identity(tmp_path):
         assert secret not in text
 
 
+def test_free_text_naming_the_patient_is_redacted_on_the_folder_route(tmp_path, caplog):
+    """A scans.tsv folder has no redaction list from discovery: its own headers give the words."""
+    n = 7
+    who = {"AccessionNumber": "ACC777", "ReferringPhysicianName": "Quill^Zebedee", "InstitutionName": "Klinikum Zorro"}
+    write_series(tmp_path / "dcm", n=n, patient_name="Fairweather^Jane", patient_id="HOSP987", birth_date="19471113",
+                 description="abdomen Fairweather HOSP987 ACC777 Quill Klinikum Zorro 19471113",
+                 overrides={k: who for k in range(n)})
+    qc = tmp_path / "qc.json"
+    with caplog.at_level("INFO"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz", qc_path=qc)
+    text = qc.read_text() + caplog.text
+    assert "abdomen [name] [patient id] [accession number] [name] [institution] [birth date]" in qc.read_text()
+    for secret in ("Fairweather", "Jane", "HOSP987", "19471113", "ACC777", "Quill", "Zorro"):
+        assert secret.lower() not in text.lower(), secret
+    write_series(tmp_path / "bad", n=n, patient_name="Fairweather^Jane", description="Fairweather", intercept=5000.0)
+    with pytest.raises(ValueError, match="implausible HU") as err:
+        ingest(tmp_path / "bad", tmp_path / "bad.nii.gz")
+    assert "fairweather" not in str(err.value).lower()
+
+
+def test_nifti_ct_without_air_is_implausible(tmp_path):
+    """A NIfTI CT passes the HU check a DICOM series passes (here: stored values, intercept forgotten)."""
+    data = np.full((6, 6, 4), 1024 + 40, np.int16)
+    nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.8, 2.0, 1.0])), tmp_path / "in.nii.gz")
+    with pytest.raises(ValueError, match=r"in.nii.gz: implausible HU: no air in the image: 1st percentile 1064 HU"):
+        ingest(tmp_path / "in.nii.gz", tmp_path / "image.nii.gz")
+    assert not (tmp_path / "image.nii.gz").exists()
+
+
+def test_nifti_ct_needs_min_slices(tmp_path):
+    data = np.full((6, 6, 3), -1000, np.int16)
+    nib.save(nib.Nifti1Image(data, np.diag([0.8, 0.8, 2.0, 1.0])), tmp_path / "in.nii.gz")
+    with pytest.raises(ValueError, match=r"in.nii.gz: shape \(6, 6, 3\): 3 slice\(s\), need at least 4 \(imaging.min_slices\)"):
+        ingest(tmp_path / "in.nii.gz", tmp_path / "image.nii.gz", settings={"min_slices": 4})
+
+
+def test_zero_pixel_spacing_is_rejected_not_written(tmp_path):
+    n = 7
+    write_series(tmp_path / "dcm", n=n, overrides={k: {"PixelSpacing": [0.0, 0.9]} for k in range(n)})
+    with pytest.raises(ValueError, match=r"bad_pixel_spacing: PixelSpacing 0.0.9 mm is zero, negative or not a number"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz")
+    assert not (tmp_path / "image.nii.gz").exists()
+
+
+def test_a_single_slice_series_gets_no_guessed_step(tmp_path):
+    write_series(tmp_path / "dcm", n=1)
+    with pytest.raises(ValueError, match=r"1 slice\(s\); a volume needs at least 2"):
+        ingest(tmp_path / "dcm", tmp_path / "image.nii.gz", settings={"min_slices": 1})
+
+
 def test_nifti_input_is_copied_with_its_affine(tmp_path):
     affine = np.diag([-0.8, -0.8, 2.0, 1.0])
     affine[:3, 3] = [10, 20, -30]

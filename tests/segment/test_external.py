@@ -15,6 +15,7 @@ from tumorburden.synth.dicom import SeriesInfo, hu_to_stored, write_ct_series
 SHAPE = (40, 40, 24)
 PIXEL, SLICE = 5.0, 6.0
 ORIGIN_LPS = (-97.5, -97.5, -60.0)
+IMAGING = {"thickness_mm": [0.5, 8.0]}  # the series' 6 mm slices are thicker than ingest's default range
 
 
 @pytest.fixture(scope="module")
@@ -40,22 +41,47 @@ def series(tmp_path_factory):
 
 
 def test_dicom_seg_references_the_series_and_reads_back(series, tmp_path):
+    """The identified copy (for the hospital's PACS) references the source instances by their UIDs;
+    the de-identified one references the same number of instances under UIDs of its own, consistently."""
     folder, image, labels = series
-    out = dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / "seg.dcm", model_version="1.0")
+    out = dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / "seg.dcm", patient_id="S-01",
+                                   namespace="study/S-01/scan", pacs_out=tmp_path / "pacs.dcm", model_version="1.0", settings=IMAGING)
+    sources = [pydicom.dcmread(p, stop_before_pixels=True) for p in (folder / "dicom").glob("*.dcm")]
+    pacs = pydicom.dcmread(tmp_path / "pacs.dcm")
+    assert pacs.Modality == "SEG" and pacs.PatientID == "P1"
+    referenced = {item.ReferencedSOPInstanceUID for s in pacs.ReferencedSeriesSequence for item in s.ReferencedInstanceSequence}
+    assert referenced == {s.SOPInstanceUID for s in sources}
+    assert pacs.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
     ds = pydicom.dcmread(out)
-    assert ds.Modality == "SEG"
-    source_uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in (folder / "dicom").glob("*.dcm")}
-    referenced = {item.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for item in s.ReferencedInstanceSequence}
-    assert referenced == source_uids
-    assert ds.FrameOfReferenceUID == pydicom.dcmread(next((folder / "dicom").glob("*.dcm"))).FrameOfReferenceUID
-    array, affine = dicomseg.read_dicom_seg_labels(out)
-    back = labels_to_grid(array.astype(np.uint8), affine, image.shape, image.affine)
-    np.testing.assert_array_equal(back, labels)
+    assert ds.Modality == "SEG" and ds.PatientID == "S-01" and ds.PatientIdentityRemoved == "YES"
+    own = {item.ReferencedSOPInstanceUID for s in ds.ReferencedSeriesSequence for item in s.ReferencedInstanceSequence}
+    assert len(own) == len(sources) and not own & referenced
+    per_frame = {src.ReferencedSOPInstanceUID for f in ds.PerFrameFunctionalGroupsSequence
+                 for d in f.DerivationImageSequence for src in d.SourceImageSequence}
+    assert per_frame <= own
+    hospital = {s.StudyInstanceUID for s in sources} | {s.SeriesInstanceUID for s in sources} | referenced
+    assert {ds.StudyInstanceUID, ds.FrameOfReferenceUID, ds.SOPInstanceUID} & hospital == set()
+    for copy in (out, tmp_path / "pacs.dcm"):
+        array, affine = dicomseg.read_dicom_seg_labels(copy)
+        back = labels_to_grid(array.astype(np.uint8), affine, image.shape, image.affine)
+        np.testing.assert_array_equal(back, labels)
+
+
+def test_de_identified_dicom_seg_is_the_same_on_every_run(series, tmp_path):
+    folder, _, _ = series
+    uids = []
+    for run in ("a", "b"):
+        out = dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / f"{run}.dcm",
+                                       patient_id="S-01", namespace="study/S-01/scan", settings=IMAGING)
+        ds = pydicom.dcmread(out)
+        uids.append((ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID))
+    assert uids[0] == uids[1]
 
 
 def test_dicom_seg_as_external_mask_gives_the_lesions(series, tmp_path):
     folder, image, labels = series
-    out = dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / "seg.dcm")
+    out = dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / "seg.dcm", patient_id="S-01",
+                                   settings=IMAGING)
     mask = read_mask(out, image)
     np.testing.assert_array_equal(mask, np.isin(labels, L.LESION_LABELS))
 
@@ -116,3 +142,23 @@ def test_totalsegmentator_folder_missing_a_file_is_named(series, tmp_path):
     ts = _totalsegmentator(tmp_path / "ts", image, labels, skip="torso_fat")
     with pytest.raises(FileNotFoundError, match=r"ts: torso_fat.nii.gz missing; run TotalSegmentator"):
         read_totalsegmentator(ts, image)
+
+
+def test_segment_refuses_a_one_slice_image_and_a_nan_mask_naming_them(series, tmp_path, capsys):
+    """The segment stage's door: a single slice (which crashed the QC overlay) and a mask with NaN
+    voxels (NaN != 0 would have counted as lesion) stop with one line naming the file."""
+    from tumorburden.cli import main
+
+    folder, image, _ = series
+    save_nifti(Volume(image.array[:, :, :1], image.affine), tmp_path / "one.nii.gz", dtype=np.int16)
+    code = main(["segment", "--image", str(tmp_path / "one.nii.gz"), "--out", str(tmp_path / "seg.nii.gz"),
+                 "--overlay", str(tmp_path / "o.png"), "--settings", '{"engine": "classical"}'])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert err.startswith(f"tumorburden segment: error: {tmp_path / 'one.nii.gz'}: the CT image has shape (40, 40, 1)")
+    assert not (tmp_path / "o.png").exists()
+    mask = np.zeros(image.shape, np.float32)
+    mask[0, 0, 0] = np.nan
+    save_nifti(Volume(mask, image.affine), tmp_path / "nan.nii.gz")
+    with pytest.raises(ValueError, match=r"nan.nii.gz: the lesion mask has 1 NaN or infinite voxel\(s\)"):
+        read_mask(tmp_path / "nan.nii.gz", image)

@@ -63,8 +63,11 @@ def test_dicom_seg_of_a_scan_reads_back_onto_its_segmentation(synthetic_run):
     ds = pydicom.dcmread(workdir / target / f"{scan_id}.dcm")
     source = pydicom.dcmread(next((synthetic_run / "synthetic" / "dicom" / patient / scan_id).glob("*.dcm")),
                              stop_before_pixels=True)
-    assert ds.Modality == "SEG" and ds.StudyInstanceUID == source.StudyInstanceUID
-    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
+    assert ds.Modality == "SEG" and ds.PatientID == patient and ds.PatientIdentityRemoved == "YES"
+    assert ds.StudyInstanceUID != source.StudyInstanceUID  # results/ holds the de-identified SEG
+    pacs = pydicom.dcmread(workdir / "private" / "tiny" / "dicom_seg" / patient / f"{scan_id}.dcm")
+    assert pacs.StudyInstanceUID == source.StudyInstanceUID  # the private copy references the hospital's series
+    assert pacs.ReferencedSeriesSequence[0].SeriesInstanceUID == source.SeriesInstanceUID
     seg = load_nifti(synthetic_run / "scans" / scan_id / "segmentation.nii.gz")
     array, affine = read_dicom_seg_labels(workdir / target / f"{scan_id}.dcm")
     np.testing.assert_array_equal(labels_to_grid(array.astype(np.uint8), affine, seg.shape, seg.affine), seg.array)

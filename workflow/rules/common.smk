@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from tumorburden.paths import DEFAULT_BUNDLE, ID_REGEX, resolve_bundle  # noqa: E402
-from tumorburden.study import StudyError, check_study, results_dir  # noqa: E402
+from tumorburden.study import StudyError, check_study, private_dir, results_dir  # noqa: E402
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 ENV = "../../envs/tumorburden.yaml"
@@ -24,7 +24,8 @@ R = str(results_dir(config))
 # A study given as study.dicom_root has its scans discovered by the `discover` checkpoint
 # (imaging.smk): SCANS is then read from its manifest once it has run.
 DICOM_ROOT = STUDY.dicom_root is not None
-PRIVATE = str(STUDY.private_dir) if DICOM_ROOT else None
+# outside results/: series lists of a PACS export, DICOM objects for the hospital's PACS
+PRIVATE = str(STUDY.private_dir or private_dir(config))
 DICOM_SEG = (config.get("segmentation") or {}).get("dicom_seg", True)
 INGEST_EXCLUSIONS = [f"{R}/qc/ingest_exclusions.tsv"] if DICOM_ROOT else []
 

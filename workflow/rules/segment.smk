@@ -30,13 +30,15 @@ rule segment:
 
 
 rule segment_dicom:
-    """DICOM-SEG of each of a patient's scans whose source is a DICOM series, referencing that series
-    (one job per patient: the export is light, and a job per scan per step is what makes an
-    IMPACT-size DAG slow to build; see BENCHMARKS.md)."""
+    """DICOM-SEG of each of a patient's scans whose source is a DICOM series (one job per patient: the
+    export is light, and a job per scan per step is what makes an IMPACT-size DAG slow to build; see
+    BENCHMARKS.md): de-identified under results/, and the identified copy that references the
+    hospital's instances, for its PACS, under the private area."""
     input:
         unpack(dicom_seg_inputs),
     output:
         directory(f"{R}/dicom_seg/{{patient_id}}"),
+        pacs=directory(f"{PRIVATE}/dicom_seg/{{patient_id}}"),
     log:
         f"{R}/logs/segment_dicom/{{patient_id}}.log",
     benchmark:
@@ -44,11 +46,14 @@ rule segment_dicom:
     params:
         scans=lambda wc: dicom_scans_of_patient()[wc.patient_id],
         series=dicom_series_of_patient,
+        namespace=config["study"]["name"],
+        settings=settings("imaging"),
     conda:
         ENV
     shell:
-        "tumorburden segment-dicom --scan-id {params.scans:q} --segmentation {input.segmentations:q}"
-        " --series {params.series:q} --out-dir={output:q} > {log:q} 2>&1"
+        "tumorburden segment-dicom --patient-id={wildcards.patient_id:q} --scan-id {params.scans:q}"
+        " --segmentation {input.segmentations:q} --series {params.series:q} --uid-namespace={params.namespace:q}"
+        " --out-dir={output[0]:q} --pacs-dir={output.pacs:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule segment_outputs:

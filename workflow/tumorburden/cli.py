@@ -115,21 +115,28 @@ def cmd_segment_dicom(a):
 
     if len(a.segmentation) != len(a.series):
         sys.exit(f"tumorburden segment-dicom: {len(a.segmentation)} segmentations but {len(a.series)} series: "
-                 "give one --series folder per --segmentation, in the same order")
+                 "give one --series per --segmentation, in the same order")
     if a.out:
         if len(a.segmentation) != 1:
             sys.exit("tumorburden segment-dicom: --out takes one scan; use --out-dir and --scan-id for several")
-        write_dicom_seg(Path(a.segmentation[0]), Path(a.series[0]), Path(a.out), model_name=a.model_name)
-        return
-    if not a.scan_id or len(a.scan_id) != len(a.segmentation):
-        sys.exit("tumorburden segment-dicom: --out-dir needs one --scan-id per --segmentation, in the same order")
-    Path(a.out_dir).mkdir(parents=True, exist_ok=True)
-    for i, (scan_id, segmentation, series) in enumerate(zip(a.scan_id, a.segmentation, a.series), 1):
+        jobs = [(Path(a.out).stem, a.segmentation[0], a.series[0], Path(a.out),
+                 Path(a.pacs_out) if a.pacs_out else None)]
+    else:
+        if not a.scan_id or len(a.scan_id) != len(a.segmentation):
+            sys.exit("tumorburden segment-dicom: --out-dir needs one --scan-id per --segmentation, in the same order")
         from tumorburden.paths import inside
 
-        out = inside(Path(a.out_dir), Path(a.out_dir) / f"{scan_id}.dcm")
-        write_dicom_seg(Path(segmentation), Path(series), out, model_name=a.model_name)
-        logging.getLogger(__name__).info("%d/%d DICOM-SEG written", i, len(a.scan_id))
+        jobs = [(scan_id, seg, series, inside(Path(a.out_dir), Path(a.out_dir) / f"{scan_id}.dcm"),
+                 inside(Path(a.pacs_dir), Path(a.pacs_dir) / f"{scan_id}.dcm") if a.pacs_dir else None)
+                for scan_id, seg, series in zip(a.scan_id, a.segmentation, a.series)]
+        Path(a.out_dir).mkdir(parents=True, exist_ok=True)
+        if a.pacs_dir:
+            Path(a.pacs_dir).mkdir(parents=True, exist_ok=True)
+    for i, (scan_id, segmentation, series, out, pacs_out) in enumerate(jobs, 1):
+        write_dicom_seg(Path(segmentation), Path(series), out, patient_id=a.patient_id,
+                        namespace=f"{a.uid_namespace}/{a.patient_id}/{scan_id}", pacs_out=pacs_out,
+                        model_name=a.model_name, settings={**_ingest_defaults(), **_settings(a.settings)})
+        logging.getLogger(__name__).info("%d/%d DICOM-SEG written", i, len(jobs))
 
 
 def cmd_segment_train(a):
@@ -318,14 +325,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(func=cmd_segment)
 
-    p = sub.add_parser("segment-dicom", help="write segmentations as DICOM-SEG referencing their source CT series")
+    p = sub.add_parser("segment-dicom", help="write segmentations as DICOM-SEG referencing their source CT series "
+                       "(de-identified; optionally an identified copy for the hospital's PACS)")
     p.add_argument("--segmentation", required=True, nargs="+", help="segmentation.nii.gz, one per scan")
-    p.add_argument("--series", required=True, nargs="+", help="the source DICOM series folder, one per scan")
+    p.add_argument("--series", required=True, nargs="+",
+                   help="the scan's source, one per scan: a DICOM folder or a series list written by discover (JSON)")
+    p.add_argument("--patient-id", required=True, help="the study's pseudonymous patient_id, written as the SEG's patient")
+    p.add_argument("--uid-namespace", default="",
+                   help="text the de-identified UIDs are derived from, with patient and scan (the pipeline: the study name)")
     out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("--out", help="segmentation.dcm (one scan)")
-    out.add_argument("--out-dir", help="folder for <scan_id>.dcm, one per scan (needs --scan-id)")
+    out.add_argument("--out", help="segmentation.dcm (one scan), de-identified")
+    out.add_argument("--out-dir", help="folder for <scan_id>.dcm, one per scan (needs --scan-id), de-identified")
+    pacs = p.add_mutually_exclusive_group()
+    pacs.add_argument("--pacs-out", help="also write the identified SEG here (one scan; keep it out of results/)")
+    pacs.add_argument("--pacs-dir", help="also write the identified SEGs here as <scan_id>.dcm (keep it out of results/)")
     p.add_argument("--scan-id", nargs="+", default=None, help="the scans' IDs, in the same order")
     p.add_argument("--model-name", default="tumorburden")
+    _add_settings(p)  # the imaging section: a folder's series is chosen as ingest chose it
     p.set_defaults(func=cmd_segment_dicom)
 
     p = sub.add_parser("segment-train", help="train the demo segmentation model on a synthetic trial (a MONAI bundle)")

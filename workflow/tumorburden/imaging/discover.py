@@ -52,7 +52,8 @@ EXCLUDE = "exclude"  # series_uid value in the override table that drops a study
 
 
 class Redactor:
-    """Replaces identifying strings (hospital IDs, name parts, birth dates) in text."""
+    """Replaces identifying strings (hospital IDs, name parts of the patient and the referring
+    physician, birth dates, accession numbers, institutions) in text."""
 
     def __init__(self):
         self.words: dict[str, str] = {}
@@ -71,9 +72,12 @@ class Redactor:
 
     def add_record(self, rec: dict, patient_label: str) -> None:
         mine = self.by_label.setdefault(patient_label, {})
+        names = f"{rec.get('patient_name', '')}^{rec.get('referring', '')}"
         for text, replacement, min_len in [(rec.get("patient", ""), patient_label, 1),
-                                           (rec.get("birth_date", ""), "[birth date]", 6)] + [
-                (part, "[name]", 3) for part in re.split(r"[\^ ,]+", rec.get("patient_name", ""))]:
+                                           (rec.get("birth_date", ""), "[birth date]", 6),
+                                           (rec.get("accession", ""), "[accession number]", 3),
+                                           (rec.get("institution", ""), "[institution]", 3)] + [
+                (part, "[name]", 3) for part in re.split(r"[\^ ,=]+", names)]:
             text = (text or "").strip()
             if len(text) >= min_len:
                 self.add(text, replacement, min_len)

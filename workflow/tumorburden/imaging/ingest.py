@@ -40,7 +40,7 @@ from tumorburden.imaging.series import (
     series_summary,
     unusable_reason,
 )
-from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
+from tumorburden.imaging.volume import Volume, affine_problem, load_nifti, save_nifti
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,10 @@ def ingest(series: Path | None, out: Path, qc_path: Path | None = None, settings
     """Read `series` (DICOM folder or NIfTI file) or the DICOM `files`, write `out` and the QC JSON.
 
     `series_uid` forces that series; `label` names the scan in messages (default: the path);
-    `redact` ({identifying text: replacement}, from discovery's series list) is applied to every
-    message, log line and the QC report."""
+    `redact` ({identifying text: replacement}, from discovery's series list) and what the DICOM
+    headers of the files themselves identify (patient ID, name parts, birth date, accession
+    number, referring physician, institution) are redacted from every message, log line and
+    the QC report, whichever route the scan came by."""
     from tumorburden.imaging.discover import Redactor
 
     redactor = Redactor.from_dict(redact)
@@ -87,6 +89,7 @@ def _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, red
         if series.is_file() and is_nifti(series):
             volume, qc = read_nifti(series)
             integral = qc.pop("_integral")
+            nifti_checks(volume, series, s)
             target = np.int16 if dtype == "int16" or (dtype == "auto" and _fits_int16(volume.array, integral)) else np.float32
             return _finish(volume, qc, out, qc_path, target, str(series), redactor)
         if not series.is_dir():
@@ -108,6 +111,9 @@ def _redacted(obj, redactor):
 
 
 def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, label: str, redactor) -> Volume:
+    problem = affine_problem(volume.affine)
+    if problem:  # the reader's last word: no header nibabel would refuse, and the input is named
+        raise SeriesError(f"{label}: {problem}; check PixelSpacing, ImagePositionPatient and ImageOrientationPatient")
     save_nifti(volume, out, dtype=dtype)
     qc.update(
         status="ok",
@@ -121,6 +127,7 @@ def _finish(volume: Volume, qc: dict, out: Path, qc_path: Path | None, dtype, la
     qc = _redacted(qc, redactor)
     if qc_path is not None:
         write_json(qc, Path(qc_path))
+    label = redactor(label)
     for w in qc["warnings"]:
         log.warning("%s: %s", label, w)
     log.info("%s -> %s: %s voxels of %s mm", label, out, qc["shape"], qc["spacing_mm"])
@@ -142,11 +149,19 @@ def _fits_int16(array: np.ndarray, integral: bool) -> bool:
     return bool(integral and array.size and array.min() >= -32768 and array.max() <= 32767)
 
 
+def nifti_checks(volume: Volume, path: Path, s: dict) -> None:
+    """What a DICOM series must pass, for a NIfTI CT: enough slices and plausible HU."""
+    if min(volume.shape) < s["min_slices"]:
+        raise SeriesError(f"{path}: shape {volume.shape}: {min(volume.shape)} slice(s), need at least "
+                          f"{s['min_slices']} (imaging.min_slices)")
+    problem = hu_problem(volume, s)
+    if problem:
+        raise SeriesError(f"{path}: implausible HU: {problem}; a scan's NIfTI must hold the CT in HU")
+
+
 def read_nifti(path: Path) -> tuple[Volume, dict]:
-    try:
-        volume = load_nifti(path)
-    except Exception as exc:  # nibabel raises many kinds for a damaged file
-        raise ValueError(f"{path}: cannot read as NIfTI ({exc})") from exc
+    """A NIfTI CT, checked at the door by load_nifti (geometry, NaN voxels, a single slice)."""
+    volume = load_nifti(path, what="CT image")
     data = volume.array
     integral = np.issubdtype(data.dtype, np.integer) or bool(np.all(np.mod(data, 1) == 0))
     volume = Volume(data.astype(np.float32) if not integral else data, volume.affine)
@@ -154,9 +169,16 @@ def read_nifti(path: Path) -> tuple[Volume, dict]:
 
 
 def read_dicom(files: list[str], s: dict, label: str, series_uid: str | None = None,
-               dtype: str = "auto", redactor=str) -> tuple[Volume, dict]:
-    """Choose, check and read the diagnostic CT series among `files`."""
+               dtype: str = "auto", redactor=None) -> tuple[Volume, dict]:
+    """Choose, check and read the diagnostic CT series among `files`; `redactor` (a discover.Redactor)
+    learns the identifiers of their headers."""
+    from tumorburden.imaging.discover import Redactor
+
+    redactor = Redactor() if redactor is None else redactor
     records = read_headers(files, workers=1)
+    for rec in records:  # the scans.tsv route has no redaction list from discovery: the headers give it
+        if rec["status"] == "image":
+            redactor.add_record(rec, "[patient id]")
     unreadable = [r for r in records if r["status"] == "unreadable"]
     if unreadable:
         r = unreadable[0]

@@ -27,7 +27,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from tumorburden.imaging.series import Geometry, SeriesError
+from tumorburden.imaging.series import Geometry, SeriesError, _names
 from tumorburden.imaging.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,8 @@ def read_volume(geometry: Geometry, dtype: str = "auto", progress_every: int = 1
     """Read the ordered slices of a checked series; returns the volume and read facts."""
     slices = geometry.slices
     n = len(slices)
+    if n < 2:  # one slice has no slice step: its spacing along the normal would be a guess
+        raise SeriesError(f"{_names(slices)}: {n} slice(s); a volume needs at least 2 (imaging.min_slices >= 2)")
     rows, cols = slices[0].rows, slices[0].cols
     slope = np.array([sl.slope for sl in slices])
     intercept = np.array([sl.intercept for sl in slices])
@@ -158,7 +160,7 @@ def _affine(geometry: Geometry, n: int) -> np.ndarray:
     row, col = iop[:3], iop[3:]
     ps = sl[0].pixel_spacing
     span = geometry.along[-1] - geometry.along[0]
-    step = span / (n - 1) if n > 1 else (geometry.step_mm or 1.0)
+    step = span / (n - 1)
     if any(f["check"] == "gantry_tilt" for f in geometry.findings):
         k_vec = (np.array(sl[-1].ipp) - np.array(sl[0].ipp)) / (n - 1)  # keeps the shear
     else:

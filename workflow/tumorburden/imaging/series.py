@@ -51,6 +51,7 @@ TAGS = [
     "RescaleIntercept", "InstanceNumber", "NumberOfFrames", "BitsAllocated", "BitsStored",
     "PixelRepresentation", "SamplesPerPixel", "GantryDetectorTilt", "AcquisitionNumber",
     "SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence", "BodyPartExamined",
+    "AccessionNumber", "ReferringPhysicianName", "InstitutionName",  # read only to redact them from free text
 ]
 
 SELECTION_DEFAULTS = {
@@ -218,6 +219,9 @@ def _read_header(path: str) -> dict:
         "cols": _int(ds.get("Columns")),
         "tilt": _float(ds.get("GantryDetectorTilt")),
         "body_part": _text(ds.get("BodyPartExamined")),
+        "accession": _text(ds.get("AccessionNumber")),
+        "referring": _text(ds.get("ReferringPhysicianName")),
+        "institution": _text(ds.get("InstitutionName")),
     }
     try:
         rec["slices"] = _slices(ds, path, rec)
@@ -404,6 +408,10 @@ def _names(slices, limit=3) -> str:
     return ", ".join(names[:limit]) + more
 
 
+def _spacing(sl) -> str:
+    return "\\".join(f"{v:g}" for v in sl.pixel_spacing)
+
+
 def check_geometry(series: Series, settings: dict) -> Geometry:
     """Order the slices along the normal and check that they form one regular grid."""
     s = {**GEOMETRY_DEFAULTS, **settings}
@@ -417,6 +425,15 @@ def check_geometry(series: Series, settings: dict) -> Geometry:
         finding("unreadable_geometry", series.header["geometry_error"])
     if len(slices) < s["min_slices"]:
         finding("too_few_slices", f"{len(slices)} slice(s), need at least {s['min_slices']}")
+        return Geometry(slices, np.zeros(len(slices)), np.array([0.0, 0.0, 1.0]), 0.0, 0.0, findings)
+    bad = [sl for sl in slices if not (np.all(np.isfinite(sl.pixel_spacing)) and min(sl.pixel_spacing) > 0)]
+    if bad:
+        finding("bad_pixel_spacing", f"PixelSpacing {_spacing(bad[0])} mm is zero, negative or not a number "
+                f"({_names(bad)}); the pixel size is unknown")
+        return Geometry(slices, np.zeros(len(slices)), np.array([0.0, 0.0, 1.0]), 0.0, 0.0, findings)
+    bad = [sl for sl in slices if not (np.all(np.isfinite(sl.ipp)) and np.all(np.isfinite(sl.iop)))]
+    if bad:
+        finding("bad_position", f"ImagePositionPatient or ImageOrientationPatient is not a number ({_names(bad)})")
         return Geometry(slices, np.zeros(len(slices)), np.array([0.0, 0.0, 1.0]), 0.0, 0.0, findings)
     iop = np.array([sl.iop for sl in slices])
     ref = iop[0]

@@ -4,6 +4,11 @@ The NIfTI label map lives on the RAS grid of image.nii.gz; the SEG frames must f
 source slices. Each source slice's geometry gives a grid, and the labels are brought onto
 it by nearest neighbour (an index permutation for the usual axial series), so the SEG lines
 up with the CT in any viewer. Segment numbers equal our label numbers (1..7).
+
+Two copies: the one under results/ is de-identified (imaging/deidentify.py: the study's
+patient_id, no Basic Profile attribute, UIDs derived from the pseudonym, so its references
+resolve only inside itself); the identified one, referencing the source instances by their
+hospital UIDs for an import into the hospital's PACS, goes to the private area.
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from tumorburden import labels as L
+from tumorburden.imaging.deidentify import deidentify
 from tumorburden.imaging.volume import load_nifti
 from tumorburden.segment.engine import labels_to_grid
 
 log = logging.getLogger(__name__)
+# highdicom logs each source data set it copies from by its SOP Instance UID: the hospital's UID
+# would reach the segment_dicom log under results/
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -36,11 +45,17 @@ SEGMENTS = {
 }
 
 
-def read_series(folder: Path) -> list[pydicom.Dataset]:
-    """The CT slices of a series folder, sorted along the slice normal (pixel data not decoded)."""
-    folder = Path(folder)
+def read_series(source: Path | str | list, settings: dict | None = None) -> list[pydicom.Dataset]:
+    """The CT slices a scan was read from, sorted along the slice normal (pixel data not decoded).
+
+    `source` is what the scan's `image` names: a DICOM folder (the series is chosen as ingest
+    chooses it under the same imaging `settings`, so a localizer or a second series in the folder
+    is never referenced), a series list written by discovery (JSON), or the list of files itself."""
+    from tumorburden.imaging.ingest import source_files
+
+    files = source if isinstance(source, list) else source_files(Path(source), settings)
     datasets = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(files):
         try:
             ds = pydicom.dcmread(path)
         except (pydicom.errors.InvalidDicomError, OSError):
@@ -48,7 +63,7 @@ def read_series(folder: Path) -> list[pydicom.Dataset]:
         if "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds and "PixelData" in ds:
             datasets.append(ds)
     if not datasets:
-        raise ValueError(f"{folder}: no DICOM image slices found to reference in the DICOM-SEG")
+        raise ValueError(f"{source}: no DICOM image slices found to reference in the DICOM-SEG")
     iop = np.asarray(datasets[0].ImageOrientationPatient, float)
     normal = np.cross(iop[:3], iop[3:])
     datasets.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
@@ -61,10 +76,9 @@ def series_affine_ras(datasets: list[pydicom.Dataset]) -> np.ndarray:
     iop = np.asarray(first.ImageOrientationPatient, float)
     row_mm, col_mm = (float(v) for v in first.PixelSpacing)  # between rows, between columns
     p0 = np.asarray(first.ImagePositionPatient, float)
-    if len(datasets) > 1:
-        step = (np.asarray(datasets[-1].ImagePositionPatient, float) - p0) / (len(datasets) - 1)
-    else:
-        step = np.cross(iop[:3], iop[3:]) * float(getattr(first, "SliceThickness", 1.0) or 1.0)
+    if len(datasets) < 2:  # ingest refuses these too: one slice has no step, and none is guessed
+        raise ValueError(f"{first.filename}: a single slice; a DICOM-SEG needs the series of the scan (2 or more slices)")
+    step = (np.asarray(datasets[-1].ImagePositionPatient, float) - p0) / (len(datasets) - 1)
     lps = np.eye(4)
     lps[:3, 0] = iop[:3] * col_mm
     lps[:3, 1] = iop[3:] * row_mm
@@ -73,13 +87,18 @@ def series_affine_ras(datasets: list[pydicom.Dataset]) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
-def write_dicom_seg(segmentation_path: Path, series_folder: Path, out: Path, model_name: str = "tumorburden",
-                    model_version: str = "1") -> Path:
+def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, patient_id: str, namespace: str = "",
+                    pacs_out: Path | None = None, model_name: str = "tumorburden", model_version: str = "1",
+                    settings: dict | None = None) -> Path:
+    """Write the DICOM-SEG of a scan: `out` de-identified (imaging.deidentify: for results/, with
+    `patient_id` as the patient and UIDs derived from `namespace`), and when `pacs_out` is given
+    the identified object whose references the hospital's PACS resolves (for the private area).
+    `settings`: the imaging settings ingest read the scan with (which series of a folder)."""
     import highdicom as hd
 
     t0 = time.perf_counter()
     seg = load_nifti(segmentation_path, dtype=np.uint8)
-    datasets = read_series(series_folder)
+    datasets = read_series(source, settings)
     rows, cols = int(datasets[0].Rows), int(datasets[0].Columns)
     grid = labels_to_grid(seg.array, seg.affine, (cols, rows, len(datasets)), series_affine_ras(datasets))
     frames = np.ascontiguousarray(np.transpose(grid, (2, 1, 0)))  # (slice, row, column)
@@ -117,11 +136,16 @@ def write_dicom_seg(segmentation_path: Path, series_folder: Path, out: Path, mod
         transfer_syntax_uid=pydicom.uid.RLELossless,
         omit_empty_frames=False,
     )
+    if pacs_out is not None:
+        Path(pacs_out).parent.mkdir(parents=True, exist_ok=True)
+        seg_ds.save_as(pacs_out)
+    public = deidentify(seg_ds, patient_id, namespace)
+    public.SeriesDescription = "tumorburden segmentation"  # ours, not the hospital's (the profile removes it)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    seg_ds.save_as(out)
-    log.info("DICOM-SEG %s: %d frames, %.1f MB, %.2f s", out, frames.shape[0], out.stat().st_size / 1e6,
-             time.perf_counter() - t0)
+    public.save_as(out)
+    log.info("DICOM-SEG %s: %d frames, %.1f MB, %.2f s%s", out, frames.shape[0], out.stat().st_size / 1e6,
+             time.perf_counter() - t0, f" (identified copy for the PACS: {pacs_out})" if pacs_out else "")
     return out
 
 

@@ -62,7 +62,7 @@ def segment(image_path: Path, out_path: Path, mask_path: Path | None = None,
         torch.set_num_threads(int(threads))
     if not Path(image_path).exists():
         raise FileNotFoundError(f"{image_path}: image not found; run `tumorburden ingest` on the scan first")
-    image = load_nifti(image_path, dtype=np.float32)
+    image = load_nifti(image_path, dtype=np.float32, what="CT image")
     # external inputs are read and checked before the heavy work, so a bad one fails fast
     mask = read_mask(mask_path, image) if mask_path is not None else None
     tissues = read_totalsegmentator(bodycomp_path, image) if bodycomp_path is not None else None
@@ -176,17 +176,10 @@ def read_mask(path: Path, image: Volume) -> np.ndarray:
     if _is_dicom(path):
         data, affine = read_dicom_seg_lesions(path)
     else:
-        try:
-            img = nib.load(str(path))
-            data = np.asanyarray(img.dataobj)
-        except Exception as exc:
-            raise ValueError(f"{path}: cannot read the lesion mask as NIfTI or DICOM-SEG ({exc}); "
-                             "give a .nii/.nii.gz label map or a DICOM-SEG file") from exc
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        if data.ndim != 3:
-            raise ValueError(f"{path}: a lesion mask must be 3-D, got shape {data.shape}")
-        data, affine = (np.asarray(data) != 0).astype(np.uint8), img.affine
+        # checked at the door as every NIfTI: geometry, NaN voxels (NaN != 0 would count as lesion)
+        mask = load_nifti(path, what="lesion mask", formats="NIfTI or DICOM-SEG",
+                          give="a .nii/.nii.gz label map or a DICOM-SEG file")
+        data, affine = (mask.array != 0).astype(np.uint8), mask.affine
     return _on_image_grid(data, affine, image, path, "lesion mask") > 0
 
 
@@ -241,11 +234,8 @@ def read_totalsegmentator(folder: Path, image: Volume) -> np.ndarray:
     out = np.zeros(image.shape, dtype=np.uint8)
     for name, label in TOTALSEG_TISSUES.items():
         path = folder / f"{name}.nii.gz"
-        img = nib.load(str(path))
-        data = (np.asanyarray(img.dataobj) != 0).astype(np.uint8)
-        if data.ndim == 4 and data.shape[3] == 1:
-            data = data[..., 0]
-        on = _on_image_grid(data, img.affine, image, path, name) > 0
+        tissue = load_nifti(path, what=f"TotalSegmentator {name} mask")
+        on = _on_image_grid((tissue.array != 0).astype(np.uint8), tissue.affine, image, path, name) > 0
         out[on & (out == 0)] = label
     return out
 
