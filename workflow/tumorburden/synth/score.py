@@ -18,6 +18,7 @@ import pandas as pd
 
 
 from tumorburden import labels, tables
+from tumorburden.baseline import baseline_scans
 from tumorburden.imaging.volume import Volume, load_nifti
 from tumorburden.synth.trial import truth_scan_dirs
 
@@ -274,8 +275,6 @@ def _score_features(truth_patients: pd.DataFrame, results_dir: Path, sc: _Scores
 
 def _truth_lesion_table(true_lesions: pd.DataFrame, true_scans: pd.DataFrame) -> pd.DataFrame:
     """The true lesions as a tables/lesions frame (statuses from first appearance vs baseline)."""
-    from tumorburden.kinetics.burden import baseline_scans
-
     les = true_lesions.merge(true_scans[["scan_id"]], on="scan_id").sort_values(
         ["patient_id", "days", "scan_id", "track_id"], kind="mergesort").reset_index(drop=True)
     day_of_scan = true_scans.set_index("scan_id")["days"]
@@ -315,10 +314,12 @@ def _score_kinetics(true_lesions: pd.DataFrame, true_scans: pd.DataFrame, true_p
                f"{len(fitted)} of {len(true_patients)} patients with {param} fitted (models: {models}); "
                f"p90 {float(np.quantile(err, 0.9)):.3g}")
     # the same fits on the true burden: what the data allow, whatever the segmentation
-    truth_burden = true_scans.sort_values(["patient_id", "days"], kind="mergesort")
+    truth_burden = true_scans.sort_values(["patient_id", "days", "scan_id"], kind="mergesort")
+    base = baseline_scans(true_scans)
     errs = {"growth_g": [], "decay_d": []}
     for pid, rows in truth_burden.groupby("patient_id", sort=True):
-        rows = rows[rows["days"] >= rows.loc[rows["days"] <= 0, "days"].max()] if (rows["days"] <= 0).any() else rows
+        if pid in base.index:  # from the baseline scan on
+            rows = rows.iloc[int(np.flatnonzero(rows["scan_id"].to_numpy() == base[pid])[0]):]
         if len(rows) < 3 or rows["total_volume_ml"].iloc[0] <= 0:
             continue
         choice = stein.choose_model(rows["days"].to_numpy(float) - float(rows["days"].iloc[0]),
