@@ -53,6 +53,6 @@ def test_kinetics_scores(synthetic_run):
     assert value[("lesions", "tracking_accuracy")] >= 0.98
     assert value[("lesions", "tracking_accuracy_strict")] >= 0.9
     for metric in ("growth_g_median_abs_rel_error", "decay_d_median_abs_rel_error",
-                   "recist_bor_agreement", "volumetric_bor_agreement"):
+                   "recist_bor_consistency", "volumetric_bor_consistency"):
         assert ("kinetics", metric) in value.index
-    assert value[("kinetics", "recist_response_agreement")] >= 0.8
+    assert value[("kinetics", "recist_response_consistency")] >= 0.8
