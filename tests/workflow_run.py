@@ -45,8 +45,9 @@ def seed_from_run(run: Path, results: Path, patient_ids) -> set[str]:
     shutil.copytree(run, results)
     scans = pd.read_csv(run / "synthetic" / "scans.tsv", sep="\t", dtype={"scan_id": str, "patient_id": str})
     reset = set(scans.loc[scans["patient_id"].isin(set(patient_ids)), "scan_id"])
-    doomed = [p for p in results.rglob("*") if p.name.split(".")[0] in reset
-              or any(part in reset for part in p.relative_to(results).parts)]
+    kept = {"synthetic", "truth"}  # the patients' rendering: a directory output per patient, left whole
+    doomed = [p for p in results.rglob("*") if p.relative_to(results).parts[0] not in kept
+              and (p.name.split(".")[0] in reset or any(part in reset for part in p.relative_to(results).parts))]
     doomed += [results / p for p in STUDY_OUTPUTS] + list((results / "qc").glob("contact_sheet*"))
     for p in sorted(doomed, key=lambda p: len(p.parts)):
         if p.is_dir():
