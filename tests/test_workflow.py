@@ -94,7 +94,7 @@ def test_real_study_with_external_masks(synthetic_run, tmp_path):
     clinical[clinical["patient_id"].isin(patients)].to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
     config = {"study": {"name": "real", "clinical": str(tmp_path / "clinical.tsv"), "scans": str(tmp_path / "scans.tsv")},
               "lesions": {"min_volume_ml": 0.0}, "survival": {"bootstrap": 20}}
-    proc = snakemake(tmp_path, config, f"{'results/real/tables/burden.parquet'}")
+    proc = snakemake(tmp_path, config, "results/real/tables/burden.parquet")
     assert proc.returncode == 0, proc.stderr[-4000:]
     burden = pd.read_parquet(tmp_path / "results/real/tables/burden.parquet").set_index("scan_id")
     assert sorted(burden.index) == sorted(scans["scan_id"])
