@@ -6,7 +6,7 @@ BIN := $(abspath $(VENV))/bin
 CORES ?= all
 export PATH := $(BIN):$(PATH)
 
-.PHONY: demo test setup clean-results lint
+.PHONY: demo test test-fast setup clean-results lint
 
 setup: $(VENV)/.installed
 
@@ -20,10 +20,15 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
-	@echo "Results in results/synthetic-demo/: tables/, survival/, figures/; every stage scored against the synthetic truth in results/synthetic-demo/truth/scores.csv"
+	$(BIN)/snakemake --report results/synthetic-demo/report.html
+	@echo "Results in results/synthetic-demo/: report.html (every figure and table), tables/, survival/, figures/; every stage scored against the synthetic truth in results/synthetic-demo/truth/scores.csv"
 
 test: setup
 	$(BIN)/python -m pytest
+
+# The edit loop: unit tests only, no Snakemake run (the `e2e` marker); a few minutes on 2 cores.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not e2e"
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -20,6 +20,14 @@ def schemas_dir() -> Path:
     return ROOT / "workflow" / "schemas"
 
 
+def pytest_collection_modifyitems(items):
+    # `make test-fast` selects `-m "not e2e"`: a test on the shared run without the marker would
+    # start a 10-minute Snakemake run inside it
+    unmarked = [i.nodeid for i in items if "synthetic_run" in i.fixturenames and i.get_closest_marker("e2e") is None]
+    if unmarked:
+        raise pytest.UsageError(f"{unmarked[0]} uses the shared Snakemake run: mark it @pytest.mark.e2e")
+
+
 @pytest.fixture(scope="session")
 def synthetic_run(tmp_path_factory):
     """One Snakemake run of the tiny synthetic trial, shared by every end-to-end test."""

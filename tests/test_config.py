@@ -9,6 +9,7 @@ from tumorburden.imaging import ingest
 from tumorburden.kinetics import burden, features
 from tumorburden.lesions import measure, track
 from tumorburden.segment import run as segment_run
+from tumorburden.segment import train as segment_train
 from tumorburden.survival import analysis
 from tumorburden.synth import trial
 
@@ -26,7 +27,7 @@ def test_default_config_matches_schema(config, repo_root):
     "section, defaults, internal",
     [
         ("imaging", ingest.DEFAULTS, set()),
-        ("segmentation", segment_run.DEFAULTS, {"lesions"}),
+        ("segmentation", {**segment_run.DEFAULTS, "train": segment_train.DEFAULTS}, {"lesions"}),
         ("lesions", {**measure.DEFAULTS, **track.DEFAULTS}, set()),
         ("kinetics", {**burden.DEFAULTS, **features.DEFAULTS}, set()),
         ("survival", analysis.DEFAULTS, set()),

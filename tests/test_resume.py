@@ -1,7 +1,11 @@
 """Resume after a crash: SIGKILL to Snakemake and every job it runs, part-way through the
 per-scan work; then `snakemake --unlock` and the same command again (as README says). Scans
 that had finished are not recomputed, and the tables are byte-identical to an uninterrupted
-run of the same config (the session's `synthetic_run`)."""
+run of the same config (the session's `synthetic_run`).
+
+The killed run starts from a copy of the shared run with a few patients' scans reset
+(`seed_from_run`): the crash and the resume happen in their per-scan work, while the other
+patients' outputs, finished before, must come through untouched as well."""
 
 import base64
 import os
@@ -10,14 +14,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
-from workflow_run import BIN, ROOT, TINY, snakemake
+from workflow_run import BIN, ROOT, TINY, seed_from_run, snakemake
 
 TARGETS = ["tables/lesions.parquet", "tables/burden.parquet", "tables/features.parquet"]
 COMPARED = ["tables/*.parquet", "tables/*.csv", "qc/exclusions.tsv"]
 PER_SCAN = ["scans/*/image.nii.gz", "scans/*/segmentation.nii.gz", "scans/*/lesions.parquet", "scans/*/tissue.parquet"]
+RESET_PATIENTS = 2  # of the tiny trial's 10: 11 of its 49 scans to kill and resume in
 
 
 def incomplete_outputs(workdir: Path) -> set[Path]:
@@ -38,8 +44,11 @@ def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tm
     results = tmp_path / "results" / TINY["study"]["name"]
     targets = [str(Path("results") / TINY["study"]["name"] / t) for t in TARGETS]
     n_scans = len(list((synthetic_run / "scans").iterdir()))
+    patients = sorted(pd.read_csv(synthetic_run / "synthetic/scans.tsv", sep="\t")["patient_id"].unique())
+    reset = seed_from_run(synthetic_run, results, patients[-RESET_PATIENTS:])
+    assert len(reset) >= 6 and not any((results / "scans" / s).exists() for s in reset)
 
-    # First run, killed once a third of the scans are measured.
+    # First run, killed once a third of the reset scans are measured.
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", *targets]
@@ -47,7 +56,7 @@ def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tm
     with open(tmp_path / "killed.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 900
-        while len(list(results.glob("scans/*/lesions.parquet"))) < n_scans // 3:
+        while sum((results / "scans" / s / "lesions.parquet").exists() for s in reset) < len(reset) // 3:
             assert run.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no progress within 15 min"
             time.sleep(0.2)
@@ -61,7 +70,8 @@ def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tm
                 if p.resolve() not in running}
     # (a scan whose measure job was running has its lesions.parquet but is not finished)
     finished_scans = {p.parent.name for p in finished if p.name == "lesions.parquet"}
-    assert 0 < len(finished_scans) < n_scans
+    assert 0 < len(finished_scans & reset) < len(reset)
+    assert len(finished_scans - reset) == n_scans - len(reset)  # the copied scans: finished before
 
     # Resume: unlock (the killed run left its lock), then the same command.
     unlock = snakemake(tmp_path, TINY, "--unlock")

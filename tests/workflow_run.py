@@ -1,10 +1,12 @@
 """Running the workflow from tests: the tiny synthetic trial and a Snakemake call."""
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,3 +29,29 @@ def snakemake(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedP
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *extra]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=2700)
+
+
+# What a run of the whole study writes from every scan's outputs: Snakemake does not regenerate a
+# missing intermediate file under outputs that are present and newer, so a seeded copy drops them.
+STUDY_OUTPUTS = ["tables", "survival", "figures", "truth/scores.csv", "qc/exclusions.tsv", "report.html"]
+
+
+def seed_from_run(run: Path, results: Path, patient_ids) -> set[str]:
+    """Copy a finished run's results folder (modification times kept, no .snakemake records) to
+    `results`, then remove what the workflow wrote for these patients' scans (image, segmentation,
+    lesions, registration, QC, logs, benchmarks) and the study-level outputs, so that the next
+    run recomputes exactly those. The synthetic rendering and truth are kept. Returns the scan ids
+    that were reset."""
+    shutil.copytree(run, results)
+    scans = pd.read_csv(run / "synthetic" / "scans.tsv", sep="\t", dtype={"scan_id": str, "patient_id": str})
+    reset = set(scans.loc[scans["patient_id"].isin(set(patient_ids)), "scan_id"])
+    kept = {"synthetic", "truth"}  # the patients' rendering: a directory output per patient, left whole
+    doomed = [p for p in results.rglob("*") if p.relative_to(results).parts[0] not in kept
+              and (p.name.split(".")[0] in reset or any(part in reset for part in p.relative_to(results).parts))]
+    doomed += [results / p for p in STUDY_OUTPUTS] + list((results / "qc").glob("contact_sheet*"))
+    for p in sorted(doomed, key=lambda p: len(p.parts)):
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        elif p.exists():
+            p.unlink()
+    return reset

@@ -4,7 +4,18 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from tumorburden.imaging.volume import ImageError, Volume, load_nifti, save_nifti
+from tumorburden.imaging.volume import ImageError, Volume, axial_axis, load_nifti, save_nifti
+
+
+def test_axial_axis_is_the_array_axis_along_the_patient_s_i_direction():
+    assert axial_axis(np.diag([-0.8, -0.8, 2.5, 1.0])) == 2       # axial slices stacked on axis 2
+    sagittal_first = np.array([[0, 0, -0.7, 0], [0, 0.7, 0, 0], [3.0, 0, 0, 0], [0, 0, 0, 1]], float)
+    assert axial_axis(sagittal_first) == 0                        # array axis 0 runs head-foot
+    # a gantry tilt of 20 degrees about x: axis 2 still runs mostly head-foot (cos 20 = 0.94)
+    t = np.deg2rad(20)
+    tilt = np.array([[1, 0, 0, 0], [0, np.cos(t), -np.sin(t), 0], [0, np.sin(t), np.cos(t), 0], [0, 0, 0, 1]])
+    tilted = tilt @ np.diag([0.8, 0.8, 4.0, 1.0])
+    assert axial_axis(tilted) == 2
 
 
 def test_geometry_from_affine():

@@ -52,7 +52,22 @@ def test_kinetics_scores(synthetic_run):
     value = scores.set_index(["stage", "metric"])["value"]
     assert value[("lesions", "tracking_accuracy")] >= 0.98
     assert value[("lesions", "tracking_accuracy_strict")] >= 0.9
-    for metric in ("growth_g_median_abs_rel_error", "decay_d_median_abs_rel_error",
-                   "recist_bor_agreement", "volumetric_bor_agreement"):
-        assert ("kinetics", metric) in value.index
-    assert value[("kinetics", "recist_response_agreement")] >= 0.8
+    n = scores.set_index(["stage", "metric"])["n"]
+    # Stein fits on the measured volumes, against the simulator's g and d. The shared run (10
+    # patients, 4 mm voxels) gives 0.09 / 0.14 on 7 patients, as close as the same fits on the true
+    # volumes (0.09 / 0.14: the visit schedule is the limit); the demo run gives 0.19 / 0.43. The
+    # bounds leave room for that spread, while a fit in the wrong unit or of the wrong model is
+    # off by about 1. Fewer than half the patients fitted would mean the fits fail.
+    assert value[("kinetics", "growth_g_median_abs_rel_error")] <= 0.3
+    assert value[("kinetics", "decay_d_median_abs_rel_error")] <= 0.5
+    assert n[("kinetics", "growth_g_median_abs_rel_error")] >= 5 and n[("kinetics", "decay_d_median_abs_rel_error")] >= 5
+    # % volume change vs baseline, against the simulator's volumes: 3.4 percentage points here
+    # (a measurement bias of a scan cancels in the ratio to the same patient's baseline)
+    assert value[("kinetics", "pct_change_volume_median_abs_error")] <= 10.0
+    # Consistency with the same response rules on the true lesions (not a truth: docs/kinetics.md
+    # section 8). Here 0.95 / 0.97 per follow-up scan and 1.0 / 1.0 per patient (demo run 0.96):
+    # at least 4 in 5 must agree, one or two patients of ten may differ where a lesion measured
+    # near a threshold (30 % / 65 % shrinkage) falls on its other side.
+    for metric in ("recist_response_consistency", "volumetric_response_consistency",
+                   "recist_bor_consistency", "volumetric_bor_consistency"):
+        assert value[("kinetics", metric)] >= 0.8, metric

@@ -80,8 +80,3 @@ def test_register_scan_files(tmp_path, reference):
     with pytest.raises(ValueError, match=r"bad\.json: matrix is not a finite 4x4"):
         register.read_transform(tmp_path / "bad.json")
 
-
-def test_reference_scan_is_the_baseline_else_the_first():
-    scans = pd.DataFrame({"patient_id": ["a", "a", "a", "b", "b"], "scan_id": ["a0", "a1", "a2", "b0", "b1"],
-                          "days": [-40.0, -2.0, 50.0, 10.0, 60.0]})
-    assert register.reference_scans(scans).to_dict() == {"a": "a1", "b": "b0"}

@@ -65,8 +65,10 @@ def test_perfect_run_scores_perfectly(tiny_run, tmp_path):
     assert _value(scores, "total_volume_median_abs_rel_error") == 0.0
     assert _value(scores, "total_volume_p90_abs_rel_error") == 0.0
     assert _value(scores, "baseline_volume_median_abs_rel_error") == 0.0
-    for metric in ("recist_response_agreement", "volumetric_response_agreement", "recist_bor_agreement",
-                   "volumetric_bor_agreement"):
+    # the % change against the simulator's own volumes (no kinetics code on the truth side)
+    assert _value(scores, "pct_change_volume_median_abs_error") == pytest.approx(0.0, abs=1e-9)
+    for metric in ("recist_response_consistency", "volumetric_response_consistency", "recist_bor_consistency",
+                   "volumetric_bor_consistency"):
         assert _value(scores, metric) == 1.0, metric
     for param in ("growth_g", "decay_d"):  # perfect volumes: the error of the fits on the true volumes
         fitted = scores[scores["metric"].str.startswith(f"{param}_median_abs_rel_error")]
@@ -83,6 +85,7 @@ def test_errors_are_measured_and_missing_inputs_are_reported(tiny_run, tmp_path)
     _perfect_results(out, trial, results)
     burden = tables.read(results / "tables" / "burden.parquet", "burden")
     burden["total_volume_ml"] *= 1.2
+    burden["pct_change_volume"] += 10.0
     tables.write(burden, results / "tables" / "burden.parquet", "burden")
     gone = trial.scans["scan_id"].iloc[0]
     (results / "scans" / gone / "segmentation.nii.gz").unlink()
@@ -91,12 +94,34 @@ def test_errors_are_measured_and_missing_inputs_are_reported(tiny_run, tmp_path)
 
     scores = write_scores(out / "truth", results, tmp_path / "scores.csv")
     assert _value(scores, "total_volume_median_abs_rel_error") == pytest.approx(0.2)
+    assert _value(scores, "pct_change_volume_median_abs_error") == pytest.approx(10.0)
     assert _value(scores, "lesion_dice_pooled") == 1.0
     dice = scores[scores["metric"] == "lesion_dice_pooled"].iloc[0]
     assert dice["n"] == len(trial.scans) - 1 and gone in dice["detail"]
     feat = scores[scores["metric"] == "baseline_volume_median_abs_rel_error"].iloc[0]
     assert np.isnan(feat["value"]) and "not found" in feat["detail"]
     assert np.isnan(_value(scores, "hr_log_volume"))
+
+
+def test_response_consistency_counts_the_follow_up_scans_that_differ(tiny_run, tmp_path):
+    out, trial = tiny_run
+    results = tmp_path / "results"
+    _perfect_results(out, trial, results)
+    burden = tables.read(results / "tables" / "burden.parquet", "burden")
+    # follow-up scans counted here from the scans table alone: after the patient's baseline scan
+    ts = pd.read_parquet(out / "truth" / "scans.parquet")
+    base_day = ts[ts["days"] <= 0].groupby("patient_id")["days"].max()
+    follow_up = ts[ts["days"] > ts["patient_id"].map(base_day)]["scan_id"]
+    assert len(follow_up) >= 4
+    flipped = list(follow_up.iloc[:3])
+    rows = burden["scan_id"].isin(flipped)
+    burden.loc[rows, "recist_response"] = burden.loc[rows, "recist_response"].map(lambda r: "PD" if r != "PD" else "SD")
+    tables.write(burden, results / "tables" / "burden.parquet", "burden")
+    scores = write_scores(out / "truth", results, tmp_path / "scores.csv")
+    row = scores[scores["metric"] == "recist_response_consistency"].iloc[0]
+    assert row["n"] == len(follow_up) and row["value"] == pytest.approx(1 - 3 / len(follow_up))
+    assert "consistency check" in row["detail"]
+    assert _value(scores, "volumetric_response_consistency") == 1.0
 
 
 def test_segmentation_errors_lower_dice_and_add_false_positives(tiny_run, tmp_path):

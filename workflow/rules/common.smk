@@ -223,7 +223,7 @@ def dicom_seg_targets(wildcards=None):
 
 
 # Lesions (lesions.smk): each patient's reference scan for registration.
-from tumorburden.lesions.register import reference_scans
+from tumorburden.baseline import reference_scans
 
 @once_per_scan_table
 def reference_scan_of_patient():

@@ -88,7 +88,7 @@ def _decode_quiet(path: str) -> np.ndarray:
             ds = pydicom.dcmread(path)
         except pydicom.errors.InvalidDicomError:  # no preamble/meta (ACR-NEMA-like): uncompressed
             ds = pydicom.dcmread(path, force=True)
-            implicit, little = getattr(ds, "original_encoding", (True, True))
+            implicit = getattr(ds, "original_encoding", (True, True))[0]
             if "TransferSyntaxUID" not in ds.file_meta:
                 ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
         return _stored_pixels(ds, path)

@@ -57,6 +57,12 @@ class Volume:
         return None
 
 
+def axial_axis(affine: np.ndarray) -> int:
+    """The array axis whose direction is closest to the patient's S-I axis."""
+    directions = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    return int(np.argmax(np.abs(directions[2])))
+
+
 class ImageError(ValueError):
     """An image or mask the pipeline cannot use: one line naming the file, the problem and what to do."""
 

@@ -33,6 +33,7 @@ import pandas as pd
 
 from tumorburden.study import read_scans_table
 from tumorburden import tables
+from tumorburden.baseline import baseline_scans
 from tumorburden.kinetics import recist
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,6 @@ DEFAULTS = {
     "recist_min_diameter_mm": 10.0,      # measurable non-nodal lesion: longest diameter
     "recist_min_node_short_axis_mm": 15.0,  # measurable lymph node: short axis
 }
-
-
-def baseline_scans(scans: pd.DataFrame) -> pd.Series:
-    """patient_id -> baseline scan_id: the last scan with days <= 0. A patient without one has
-    no baseline (absent from the result): no RECIST targets, and no kinetics features."""
-    ordered = scans.sort_values(["patient_id", "days", "scan_id"], kind="mergesort")
-    return ordered[ordered["days"] <= 0].groupby("patient_id", sort=True)["scan_id"].last()
 
 
 def _read_tissue(paths) -> pd.DataFrame:

@@ -49,8 +49,9 @@ import pandas as pd
 
 from tumorburden.study import read_clinical_table
 from tumorburden import tables
+from tumorburden.baseline import baseline_scans
 from tumorburden.kinetics import recist, stein
-from tumorburden.kinetics.burden import assess_responses, baseline_scans
+from tumorburden.kinetics.burden import assess_responses
 
 log = logging.getLogger(__name__)
 

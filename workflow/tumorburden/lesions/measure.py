@@ -29,8 +29,7 @@ from scipy.spatial import ConvexHull, QhullError
 
 from tumorburden import labels as L
 from tumorburden import tables
-from tumorburden.imaging.volume import Volume, load_nifti
-from tumorburden.segment.classical import axial_axis
+from tumorburden.imaging.volume import Volume, axial_axis, load_nifti
 
 log = logging.getLogger(__name__)
 

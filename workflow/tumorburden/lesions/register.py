@@ -1,7 +1,7 @@
 """Rigid alignment of each scan to its patient's reference scan, for lesion tracking.
 
 The reference scan of a patient is its baseline scan (the last scan with days <= 0, the one
-rule of ``kinetics.burden.baseline_scans``), or its first scan when it has none. Every other
+rule of ``tumorburden.baseline``), or its first scan when it has none. Every other
 scan of the patient is registered to it with SimpleITK:
 
 - both images are smoothed and resampled to an isotropic ``registration_resolution_mm`` grid
@@ -41,15 +41,6 @@ DEFAULTS = {
 
 BODY_HU = -500.0
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS (its own inverse)
-
-
-def reference_scans(scans: pd.DataFrame) -> pd.Series:
-    """patient_id -> reference scan_id: the baseline scan (last with days <= 0), else the first."""
-    from tumorburden.kinetics.burden import baseline_scans
-
-    ordered = scans.sort_values(["patient_id", "days", "scan_id"], kind="mergesort")
-    first = ordered.groupby("patient_id", sort=True)["scan_id"].first()
-    return baseline_scans(scans).reindex(first.index).fillna(first)
 
 
 def _to_sitk(volume: Volume):

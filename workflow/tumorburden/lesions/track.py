@@ -43,8 +43,9 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from tumorburden import tables
+from tumorburden.baseline import reference_scans
 from tumorburden.lesions.register import DEFAULTS as REGISTER_DEFAULTS
-from tumorburden.lesions.register import read_transform, reference_scans
+from tumorburden.lesions.register import read_transform
 from tumorburden.study import read_scans_table
 
 log = logging.getLogger(__name__)

@@ -40,8 +40,6 @@ ALIASES = {
     "lung": L.LUNG, "lungs": L.LUNG,
     "liver": L.LIVER,
 }
-# Channels a model may have that are none of ours but are safely background (organs we do not use).
-REQUIRED = (L.LESION,)
 
 # What `tumorburden` keys default to when a user's bundle does not say.
 PREPROCESSING_DEFAULTS = {

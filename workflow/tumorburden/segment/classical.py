@@ -68,7 +68,7 @@ import numpy as np
 from scipy import ndimage
 
 from tumorburden import labels as L
-from tumorburden.imaging.volume import Volume
+from tumorburden.imaging.volume import Volume, axial_axis
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,6 @@ DEFAULTS = {
 CROSS3 = ndimage.generate_binary_structure(3, 1)
 PLANE4 = np.zeros((3, 3, 3), bool)
 PLANE4[1] = ndimage.generate_binary_structure(2, 1)
-
-
-def axial_axis(affine: np.ndarray) -> int:
-    """The array axis whose direction is closest to the patient's S-I axis."""
-    directions = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    return int(np.argmax(np.abs(directions[2])))
 
 
 def segment_volume(volume: Volume, settings: dict | None = None) -> np.ndarray:

@@ -27,16 +27,16 @@ from tumorburden import labels as L
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
 from tumorburden.paths import DEFAULT_BUNDLE, resolve_bundle
 from tumorburden.segment import classical, engine
-from tumorburden.segment.train import DEFAULTS as TRAIN_DEFAULTS
 
 log = logging.getLogger(__name__)
 
+# The config's segmentation section also holds `train`: its defaults are segment.train.DEFAULTS,
+# kept there so that a segment job never imports the training code (and the simulator it trains on).
 DEFAULTS = {
     "engine": "monai",
     "bundle": DEFAULT_BUNDLE,
     "dicom_seg": True,
     **engine.INFERENCE_DEFAULTS,
-    "train": TRAIN_DEFAULTS,
     **classical.DEFAULTS,
 }
 ENGINES = ("monai", "classical")

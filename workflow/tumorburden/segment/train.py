@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 import zlib
 from pathlib import Path
@@ -297,32 +296,3 @@ def write_bundle(net: torch.nn.Module, nd: dict, s: dict, out_dir: Path, summary
                  "network": "$@network_def.to(torch.device('cpu'))"}
     (out_dir / "configs" / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
     (out_dir / "docs" / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-
-
-def copy_bundle(src: Path, dst: Path) -> None:
-    """The shipped bundle is the train rule's output, copied (docs/scores kept if present)."""
-    shutil.copytree(src, dst, dirs_exist_ok=True)
-
-
-def speed_probe(channels, roi, batch=2, bf16=True, steps=3) -> float:
-    """Seconds per training step, to size `steps` to a wall-time budget before training."""
-    from monai.losses import DiceCELoss
-    from monai.networks.nets import UNet
-
-    nd = network_def(channels)
-    net = UNet(**{k: v for k, v in nd.items() if k != "_target_"})
-    opt = torch.optim.AdamW(net.parameters())
-    x = torch.randn(batch, 1, *roi)
-    y = torch.randint(0, 8, (batch, 1, *roi))
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    t = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = net(x)
-        loss = loss_fn(out.float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        t.append(time.perf_counter() - t0)
-    return float(np.median(t[1:])) if len(t) > 1 else t[0]

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tumorburden import tables
+from tumorburden.baseline import baseline_scans
 from tumorburden.study import read_clinical_table
 from tumorburden.survival import concordance, cox, cutpoints, km
 
@@ -108,12 +109,10 @@ def _endpoint_frame(clinical: pd.DataFrame, endpoint: str, path, exclusions: lis
 
 
 def baseline_scan_ids(features: pd.DataFrame, burden: pd.DataFrame) -> pd.Series:
-    """features' baseline_scan_id, or (a table without it) the last scan on or before day 0."""
+    """features' baseline_scan_id, or (a table without it) the baseline rule on the burden table's scans."""
     if "baseline_scan_id" in features:
         return features["baseline_scan_id"]
-    pre = burden[burden["days"] <= 0].sort_values(["patient_id", "days"], kind="mergesort")
-    last = pre.groupby("patient_id")["scan_id"].last()
-    return features["patient_id"].map(last)
+    return features["patient_id"].map(baseline_scans(burden))
 
 
 def baseline_sld(features: pd.DataFrame, burden: pd.DataFrame | None) -> pd.Series:

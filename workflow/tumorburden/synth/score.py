@@ -18,6 +18,7 @@ import pandas as pd
 
 
 from tumorburden import labels, tables
+from tumorburden.baseline import baseline_scans
 from tumorburden.imaging.volume import Volume, load_nifti
 from tumorburden.synth.trial import truth_scan_dirs
 
@@ -274,8 +275,6 @@ def _score_features(truth_patients: pd.DataFrame, results_dir: Path, sc: _Scores
 
 def _truth_lesion_table(true_lesions: pd.DataFrame, true_scans: pd.DataFrame) -> pd.DataFrame:
     """The true lesions as a tables/lesions frame (statuses from first appearance vs baseline)."""
-    from tumorburden.kinetics.burden import baseline_scans
-
     les = true_lesions.merge(true_scans[["scan_id"]], on="scan_id").sort_values(
         ["patient_id", "days", "scan_id", "track_id"], kind="mergesort").reset_index(drop=True)
     day_of_scan = true_scans.set_index("scan_id")["days"]
@@ -291,8 +290,8 @@ def _truth_lesion_table(true_lesions: pd.DataFrame, true_scans: pd.DataFrame) ->
 
 def _score_kinetics(true_lesions: pd.DataFrame, true_scans: pd.DataFrame, true_patients: pd.DataFrame,
                     results_dir: Path, sc: _Scores) -> None:
-    """Stein g and d against the truth, and RECIST / volumetric responses against the same
-    emulation run on the true lesions (so only measurement and tracking differ)."""
+    """Stein g and d and the % volume change against the truth; RECIST / volumetric responses
+    checked for consistency with the same rules run on the true lesions."""
     from tumorburden.kinetics import stein
     from tumorburden.kinetics.burden import compute_burden
     from tumorburden.kinetics.features import compute_features
@@ -315,10 +314,12 @@ def _score_kinetics(true_lesions: pd.DataFrame, true_scans: pd.DataFrame, true_p
                f"{len(fitted)} of {len(true_patients)} patients with {param} fitted (models: {models}); "
                f"p90 {float(np.quantile(err, 0.9)):.3g}")
     # the same fits on the true burden: what the data allow, whatever the segmentation
-    truth_burden = true_scans.sort_values(["patient_id", "days"], kind="mergesort")
+    truth_burden = true_scans.sort_values(["patient_id", "days", "scan_id"], kind="mergesort")
+    base = baseline_scans(true_scans)
     errs = {"growth_g": [], "decay_d": []}
     for pid, rows in truth_burden.groupby("patient_id", sort=True):
-        rows = rows[rows["days"] >= rows.loc[rows["days"] <= 0, "days"].max()] if (rows["days"] <= 0).any() else rows
+        if pid in base.index:  # from the baseline scan on
+            rows = rows.iloc[int(np.flatnonzero(rows["scan_id"].to_numpy() == base[pid])[0]):]
         if len(rows) < 3 or rows["total_volume_ml"].iloc[0] <= 0:
             continue
         choice = stein.choose_model(rows["days"].to_numpy(float) - float(rows["days"].iloc[0]),
@@ -336,12 +337,17 @@ def _score_kinetics(true_lesions: pd.DataFrame, true_scans: pd.DataFrame, true_p
             sc.skip("kinetics", metric, f"no patient with a fitted {param} on the true volumes")
 
     burden, reason = _read_table(results_dir / "tables" / "burden.parquet", "burden")
-    names = ("recist_response_agreement", "volumetric_response_agreement", "recist_bor_agreement",
-             "volumetric_bor_agreement")
+    _score_volume_change(true_scans, burden, reason, sc)
+    names = ("recist_response_consistency", "volumetric_response_consistency", "recist_bor_consistency",
+             "volumetric_bor_consistency")
     if burden is None or feats is None:
         for m in names:
             sc.skip("kinetics", m, reason or "features table missing")
         return
+    # Consistency checks, not scores against a truth: the simulator knows volumes, diameters and
+    # appearances but no response category, so the reference here is the pipeline's own response
+    # rules run on the true lesions. They show what measurement and tracking change; whether the
+    # rules are RECIST 1.1 is checked on hand-worked cases (tests/kinetics/test_recist.py).
     scans = true_scans[["patient_id", "scan_id", "days"]]
     lesions = _truth_lesion_table(true_lesions, true_scans)
     true_burden = compute_burden(lesions, tables.empty("scan_tissue"), scans)
@@ -355,7 +361,7 @@ def _score_kinetics(true_lesions: pd.DataFrame, true_scans: pd.DataFrame, true_p
             continue
         agree = (both[col] == both[f"{col}_true"]).mean()
         sc.add("kinetics", metric, float(agree), len(both),
-               "follow-up scans whose response equals the same emulation on the true lesions")
+               "consistency check: follow-up scans whose response equals the same rules run on the true lesions")
     pat = true_feats.merge(feats, on="patient_id", suffixes=("_true", ""))
     for col, metric in (("recist_bor", names[2]), ("volumetric_response", names[3])):
         if pat.empty:
@@ -365,8 +371,33 @@ def _score_kinetics(true_lesions: pd.DataFrame, true_scans: pd.DataFrame, true_p
         cells = "; ".join(f"{t}->{m}: {table.loc[t, m]}" for t in table.index for m in table.columns
                           if t != m and table.loc[t, m])
         sc.add("kinetics", metric, float((pat[col] == pat[f"{col}_true"]).mean()), len(pat),
-               "patients whose best overall response equals the same emulation on the true lesions"
-               + (f"; disagreements (true->measured) {cells}" if cells else ""))
+               "consistency check: patients whose best overall response equals the same rules run on the "
+               "true lesions" + (f"; disagreements (rules on true -> on measured) {cells}" if cells else ""))
+
+
+def _score_volume_change(true_scans: pd.DataFrame, burden: pd.DataFrame | None, reason: str | None,
+                         sc: _Scores) -> None:
+    """% change of total volume vs baseline at follow-up scans against the simulator's own
+    volumes (what volumetric response is decided on), in percentage points."""
+    metric = "pct_change_volume_median_abs_error"
+    if burden is None:
+        sc.skip("kinetics", metric, reason)
+        return
+    base = baseline_scans(true_scans)
+    volume = true_scans.set_index("scan_id")["total_volume_ml"]
+    truth = true_scans[true_scans["patient_id"].isin(base.index)].copy()
+    truth["baseline_ml"] = truth["patient_id"].map(base).map(volume)
+    truth["baseline_day"] = truth["patient_id"].map(base).map(true_scans.set_index("scan_id")["days"])
+    truth = truth[(truth["days"] > truth["baseline_day"]) & (truth["baseline_ml"] > 0)]
+    truth["pct_true"] = 100.0 * (truth["total_volume_ml"] / truth["baseline_ml"] - 1.0)
+    both = truth.merge(burden[["scan_id", "pct_change_volume"]], on="scan_id")
+    both = both[both["pct_change_volume"].notna()]
+    if both.empty:
+        sc.skip("kinetics", metric, "no follow-up scan with a true and a measured % change")
+        return
+    err = (both["pct_change_volume"] - both["pct_true"]).abs()
+    sc.add("kinetics", metric, float(err.median()), len(err),
+           f"follow-up scans after a baseline with true volume > 0; percentage points; p90 {float(np.quantile(err, 0.9)):.3g}")
 
 
 def _score_survival(model: dict | None, results_dir: Path, sc: _Scores) -> None:
