@@ -23,6 +23,9 @@ ID_PATTERN = re.compile(rf"^{ID_REGEX}$")
 NAME_MAX = 255
 REPO_ROOT = Path(tumorburden.__file__).resolve().parents[2]
 DEFAULT_BUNDLE = "models/tumorburden_ct"  # segmentation.bundle: the shipped demo model
+# figures.km_groupings (the figures read their default from here): KM figure names, and so the
+# cohort ID limit, are built from them, and this module must not import the figures.
+KM_GROUPINGS = ("none", "baseline_volume_median")
 
 # The longest file names built around each kind of ID (`{}` is the ID). A DICOM date lies
 # in 0001..9999, so a dicom_root scan's day is at most 7 digits with its sign; a fourth study
@@ -36,10 +39,13 @@ DERIVED_NAMES = {
 }
 
 
-def _groupings(config: dict | None) -> list[str]:
-    from tumorburden.figures.settings import DEFAULTS, slug
+def slug(name: str) -> str:
+    """A name made safe for a file name: 'baseline_volume_ml:median' -> 'baseline_volume_ml-median'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-") or "none"
 
-    chosen = ((config or {}).get("figures") or {}).get("km_groupings") or DEFAULTS["km_groupings"]
+
+def _groupings(config: dict | None) -> list[str]:
+    chosen = ((config or {}).get("figures") or {}).get("km_groupings") or KM_GROUPINGS
     return [slug(g) for g in chosen]
 
 

@@ -8,11 +8,12 @@ when it builds the DAG.
 from __future__ import annotations
 
 import math
-import re
+
+from tumorburden.paths import KM_GROUPINGS, slug
 
 DEFAULTS = {
     # km.csv stratifiers drawn as Kaplan-Meier figures, one figure per cohort x endpoint x grouping
-    "km_groupings": ["none", "baseline_volume_median"],
+    "km_groupings": list(KM_GROUPINGS),
     "km_hr_term": "log_baseline_volume_ml",  # the cox.csv term whose univariable HR a KM figure quotes
     "response": "recist_bor",           # features column colouring spaghetti, waterfall and swimmer
     "pct_change_cap": 200.0,            # % change axes end here; larger values are drawn as arrows
@@ -95,11 +96,6 @@ KM_ALIASES = {
 
 def km_stratifier_names(grouping: str) -> set[str]:
     return set(KM_ALIASES.get(grouping, (grouping,)))
-
-
-def slug(name: str) -> str:
-    """A name made safe for a file name: 'baseline_volume_ml:median' -> 'baseline_volume_ml-median'."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-") or "none"
 
 
 def swimmer_pages(clinical, max_patients: int) -> dict[str, int]:
