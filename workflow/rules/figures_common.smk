@@ -1,7 +1,7 @@
 # The figures' outputs, shared by figures.smk and `rule all` (final_targets in common.smk).
 from tumorburden.figures.settings import DEFAULTS as FIGURE_DEFAULTS
 from tumorburden.figures.settings import KM_OVERALL, contact_sheet_pages, swimmer_pages
-from tumorburden.figures.settings import slug as figure_slug
+from tumorburden.paths import slug as figure_slug
 
 FIGURES = {**FIGURE_DEFAULTS, **(config.get("figures") or {})}
 KM_GROUPINGS = {figure_slug(g): g for g in FIGURES["km_groupings"]}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from tumorburden.paths import KM_GROUPINGS, slug
+from tumorburden.paths import KM_GROUPINGS
 
 DEFAULTS = {
     # km.csv stratifiers drawn as Kaplan-Meier figures, one figure per cohort x endpoint x grouping

@@ -20,7 +20,7 @@ import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tumorburden.figures.settings import slug  # noqa: F401  (file names of figures)
+from tumorburden.paths import slug  # noqa: F401  (file names of figures)
 
 # fontTools logs every glyph-subsetting step at INFO while PDFs embed fonts; keep run logs readable.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
