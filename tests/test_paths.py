@@ -96,6 +96,7 @@ TRAVERSALS = [
 ]
 
 
+@pytest.mark.e2e  # runs Snakemake
 @pytest.mark.parametrize("what, study, clinical, scans", TRAVERSALS, ids=[f"{t[0]}={list((t[1] or t[2] or t[3]).values())[0]}" for t in TRAVERSALS])
 def test_traversal_ids_and_names_write_nothing_anywhere(tmp_path, what, study, clinical, scans):
     """Snakemake itself, on a study whose name or IDs would lead out of results/<name>/: it stops

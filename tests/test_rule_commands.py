@@ -69,6 +69,7 @@ def test_single_values_are_given_as_option_equals_value(repo_root):
             assert option in allowed, f"{name}: write {option}={{...:q}} in {command!r}"
 
 
+@pytest.mark.e2e  # runs Snakemake
 def test_commands_keep_paths_with_spaces_whole(tmp_path):
     """A dry run (--printshellcmds) of a study whose tables, images and masks lie in folders with
     spaces: every printed command splits into the intended arguments."""
