@@ -20,6 +20,7 @@ from scipy.stats import norm
 
 from tumorburden import tables
 from tumorburden.survival import calibration
+from r_live import r_has
 
 R_DIR = Path(__file__).parent / "r"
 REF = pd.read_csv(R_DIR / "calibration_reference.csv", keep_default_na=False, na_values=["NA"])
@@ -206,14 +207,7 @@ def test_bad_input_stops_with_what_to_do():
         calibration.calibration_at([1, 2, 3, 4], [1, 0, 1, 1], np.ones((4, 1)), [2], groups=0)
 
 
-def _r_with_rms():
-    if shutil.which("Rscript") is None:
-        return False
-    probe = subprocess.run(["Rscript", "-e", "library(rms)"], capture_output=True, timeout=120)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _r_with_rms(), reason="R with rms not installed (apt: r-cran-rms)")
+@pytest.mark.skipif(not r_has("rms"), reason="R with rms not installed (apt: r-cran-rms)")
 def test_calibration_reference_is_reproduced_by_live_r(tmp_path):
     for name in MODELS:
         shutil.copy(R_DIR / f"{name}.csv", tmp_path)

@@ -7,7 +7,6 @@ where Rscript is installed, test_reference_is_reproduced_by_live_r re-runs R and
 fresh numbers with the recorded ones.
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 from lifelines.datasets import load_lung
 
 from tumorburden.survival import concordance, cox, cutpoints, km
+from r_live import r_has
 
 R_DIR = Path(__file__).parent / "r"
 REF = pd.read_csv(R_DIR / "reference.csv", keep_default_na=False, na_values=["NA"])
@@ -145,14 +145,7 @@ def test_maxstat_cutpoint_and_corrected_p_equal_r(name, var, pmethod):
     assert m["p"] == pytest.approx(ref(name, "maxstat", f"{var}|{pmethod}", "p"), rel=1e-8)
 
 
-def _r_with_survival() -> bool:
-    if shutil.which("Rscript") is None:
-        return False
-    probe = subprocess.run(["Rscript", "-e", "library(survival); library(MASS)"], capture_output=True, timeout=60)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _r_with_survival(), reason="R with survival and MASS not installed (apt: r-base-core r-cran-survival)")
+@pytest.mark.skipif(not r_has("survival", "MASS"), reason="R with survival and MASS not installed (apt: r-base-core r-cran-survival)")
 def test_reference_is_reproduced_by_live_r(tmp_path):
     subprocess.run(["Rscript", str(R_DIR / "reference.R"), str(tmp_path)], check=True, capture_output=True, timeout=120)
     live = pd.read_csv(tmp_path / "reference.csv", keep_default_na=False, na_values=["NA"])

@@ -7,7 +7,6 @@ pbc.csv, on R's lung (event = status 2), MASS Melanoma (died of melanoma) and su
 test_score_reference_is_reproduced_by_live_r re-runs R and compares with the recorded numbers.
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pandas as pd
 import pytest
 
 from tumorburden.survival import score
+from r_live import r_has
 
 R_DIR = Path(__file__).parent / "r"
 REF = pd.read_csv(R_DIR / "score_reference.csv", keep_default_na=False, na_values=["NA"])
@@ -121,15 +121,7 @@ def test_score_cox_on_the_table_equals_score_of_coxph(name):
         assert row["auc_se"] == pytest.approx(ref(name, "auc", k, "se"), rel=1e-7)
 
 
-def _r_with_riskregression() -> bool:
-    if shutil.which("Rscript") is None:
-        return False
-    probe = subprocess.run(["Rscript", "-e", "library(survival); library(MASS); library(riskRegression)"],
-                           capture_output=True, timeout=120)
-    return probe.returncode == 0
-
-
-@pytest.mark.skipif(not _r_with_riskregression(),
+@pytest.mark.skipif(not r_has("survival", "MASS", "riskRegression"),
                     reason="R with riskRegression not installed (apt: r-cran-survival r-cran-riskregression)")
 def test_score_reference_is_reproduced_by_live_r(tmp_path):
     subprocess.run(["Rscript", str(R_DIR / "score_reference.R"), str(tmp_path)], check=True, capture_output=True,

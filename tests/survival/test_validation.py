@@ -9,7 +9,6 @@ optimism (estimated from our replicates); the tolerance is 4 such standard error
 alarm about once in 16,000 comparisons).
 """
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from lifelines import KaplanMeierFitter
 from tumorburden.survival import concordance, cox
 from tumorburden.survival.calibration import weighted_km_at
 from tumorburden.survival.validation import fit_cox_batch, gini_md, somers_dxy, validate_cox
+from r_live import r_has
 
 R_DIR = Path(__file__).parent / "r"
 REF = pd.read_csv(R_DIR / "validation_reference.csv")
@@ -71,14 +71,7 @@ def test_validate_equals_rms_apparent_exactly_corrected_within_monte_carlo_error
     assert (c["n_failed"] == 0).all() and (c["n_replicates"] == 1000).all()
 
 
-def _r_with_rms() -> bool:
-    if not shutil.which("Rscript"):
-        return False
-    r = subprocess.run(["Rscript", "-e", "library(rms)"], capture_output=True)
-    return r.returncode == 0
-
-
-@pytest.mark.skipif(not _r_with_rms(), reason="R with rms not installed (apt: r-base-core r-cran-rms)")
+@pytest.mark.skipif(not r_has("rms"), reason="R with rms not installed (apt: r-base-core r-cran-rms)")
 def test_live_rms_reproduces_recorded_apparent_and_agrees_within_monte_carlo(tmp_path):
     subprocess.run(["Rscript", str(R_DIR / "validation.R"), str(tmp_path), "200"], check=True, capture_output=True,
                    timeout=300)
