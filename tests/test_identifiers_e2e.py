@@ -29,6 +29,8 @@ SECRETS = ["Fairweather", "Jonquil", "MRN55501", "MRN55502", BIRTH, "ACC90411", 
 N_SLICES = 8
 SCAN_DAYS = (0, 60)
 STUDY_DATES = {0: "20240105", 60: "20240305"}
+# a visit's date leads back to the hospital's record too (scans are placed by days from baseline)
+SECRETS += [*STUDY_DATES.values(), *(f"{d[:4]}-{d[4:6]}-{d[6:]}" for d in STUDY_DATES.values())]
 
 
 def _write_study(root):
@@ -73,18 +75,16 @@ def _texts(path):
 
 
 def _leaks(workdir, name, study):
-    """(identifier, file) for every identifier found; the hospital's instance and study UIDs count too
-    (only a dicom_root study's manifest names series UIDs, for the series override table)."""
+    """(identifier, file) for every identifier found; the hospital's instance, series and study UIDs
+    count too (a dicom_root study's manifest with the series UIDs is in the private area)."""
     uids = {u for _, _, hospital in study.values() for u in hospital}
-    series = {pydicom.dcmread(next(folder.glob("slice*.dcm")), stop_before_pixels=True).SeriesInstanceUID
-              for folder, _, _ in study.values()}
     found = []
     for folder in (workdir / "results" / name, workdir / ".snakemake" / "log"):
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             for text in _texts(path):
                 found += [(secret, str(path.relative_to(workdir))) for secret in SECRETS
                           if secret.lower() in text.lower()]
-                found += [(uid, str(path.relative_to(workdir))) for uid in uids - series if uid in text]
+                found += [(uid, str(path.relative_to(workdir))) for uid in uids if uid in text]
     return sorted(set(found))
 
 

@@ -63,7 +63,10 @@ def run(tmp_path, tables, override=None, **settings):
 
 def test_manifest_scans_and_exclusions(tmp_path, tables):
     results, private = run(tmp_path, tables)
-    manifest = pd.read_parquet(results / "manifest/series.parquet")
+    manifest = pd.read_parquet(private / "manifest/series.parquet")
+    public = pd.read_parquet(results / "manifest/series.parquet")
+    assert not {"series_uid", "study_date"} & set(public.columns)  # the hospital's keys stay private
+    assert public.equals(manifest.drop(columns=["study_date", "series_uid"]))
     assert set(manifest["patient_id"]) == {"P01", "P02"}  # the unmapped patient has no row
     chosen = manifest[manifest["status"] == "chosen"].set_index("scan_id")
     assert sorted(chosen.index) == ["P01_d4", "P01_d60"]
@@ -105,8 +108,8 @@ def test_no_identifier_reaches_results(tmp_path, tables):
 
 def test_override_forces_and_excludes(tmp_path, tables):
     (tmp_path / "override.tsv").write_text("scan_id\tseries_uid\nP01_d4\t1.2.5.1.3\nP01_d60\texclude\n")
-    results, _ = run(tmp_path, tables, override=read_series_override(tmp_path / "override.tsv"))
-    manifest = pd.read_parquet(results / "manifest/series.parquet").set_index("series_uid")
+    results, private = run(tmp_path, tables, override=read_series_override(tmp_path / "override.tsv"))
+    manifest = pd.read_parquet(private / "manifest/series.parquet").set_index("series_uid")
     assert manifest.loc["1.2.5.1.3", "status"] == "chosen" and manifest.loc["1.2.5.1.3", "reason"] == "forced by the override table"
     assert manifest.loc["1.2.5.2.1", "status"] == "excluded"
     excl = pd.read_csv(results / "qc/ingest_exclusions.tsv", sep="\t", keep_default_na=False)

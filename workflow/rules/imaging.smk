@@ -17,6 +17,8 @@ if DICOM_ROOT:
             scans=f"{R}/manifest/scans.tsv",
             exclusions=f"{R}/qc/ingest_exclusions.tsv",
             lists=directory(f"{PRIVATE}/series"),
+            private_series=f"{PRIVATE}/manifest/series.parquet",
+            private_csv=f"{PRIVATE}/manifest/series.csv",
         log:
             f"{R}/logs/discover.log",
         params:

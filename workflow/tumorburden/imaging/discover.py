@@ -9,7 +9,8 @@ minus the patient's baseline_date (clinical.tsv).
 
 Writes (under results/<name>/, nothing identifying):
 - manifest/series.parquet (+ .csv): one row per series of a mapped patient: patient_id, scan_id,
-  study_date, days, the series' attributes, status (chosen | passed_over | rejected | excluded)
+  days, the series' attributes, status (chosen | passed_over | rejected | excluded); the private
+  area's manifest/series.parquet holds the same rows with the study date and series UID
   and the reason.
 - manifest/scans.tsv: one row per usable scan (patient_id, scan_id, days, image), where image
   is the scan's series list in the private folder.
@@ -49,6 +50,7 @@ from tumorburden.paths import inside
 log = logging.getLogger(__name__)
 
 EXCLUDE = "exclude"  # series_uid value in the override table that drops a study
+HOSPITAL_COLUMNS = ("study_date", "series_uid")  # manifest columns kept in the private copy only
 
 
 class Redactor:
@@ -203,9 +205,13 @@ def discover(root: Path, patient_map: pd.DataFrame, baseline: dict[str, str], re
     for c in ("reason", "description", "findings", "kernel", "contrast_agent"):
         manifest[c] = manifest[c].map(redact)
     manifest["days"] = manifest["days"].astype("Int64")
-    (results / "manifest").mkdir(parents=True, exist_ok=True)
-    manifest.to_parquet(results / "manifest" / "series.parquet", index=False)
-    manifest.to_csv(results / "manifest" / "series.csv", index=False)
+    # A series UID and a study date lead back to the hospital's record of the visit (both are PS3.15
+    # Basic Profile attributes): the manifest that names them, from which the series override table
+    # is written, stays in the private area; results/ gets the same rows without them.
+    for folder, table in ((private, manifest), (results, manifest.drop(columns=list(HOSPITAL_COLUMNS)))):
+        (folder / "manifest").mkdir(parents=True, exist_ok=True)
+        table.to_parquet(folder / "manifest" / "series.parquet", index=False)
+        table.to_csv(folder / "manifest" / "series.csv", index=False)
     scan_table = pd.DataFrame(scans, columns=["patient_id", "scan_id", "days", "image"])
     scan_table.to_csv(results / "manifest" / "scans.tsv", sep="\t", index=False)
     excl = pd.DataFrame(exclusions, columns=["stage", "patient_id", "scan_id", "reason"])
