@@ -37,7 +37,7 @@ rule segment_dicom:
     input:
         unpack(dicom_seg_inputs),
     output:
-        directory(f"{R}/dicom_seg/{{patient_id}}"),
+        seg=directory(f"{R}/dicom_seg/{{patient_id}}"),
         pacs=directory(f"{PRIVATE}/dicom_seg/{{patient_id}}"),
     log:
         f"{R}/logs/segment_dicom/{{patient_id}}.log",
@@ -53,7 +53,7 @@ rule segment_dicom:
     shell:
         "tumorburden segment-dicom --patient-id={wildcards.patient_id:q} --scan-id {params.scans:q}"
         " --segmentation {input.segmentations:q} --series {params.series:q} --uid-namespace={params.namespace:q}"
-        " --out-dir={output[0]:q} --pacs-dir={output.pacs:q} --settings={params.settings:q} > {log:q} 2>&1"
+        " --out-dir={output.seg:q} --pacs-dir={output.pacs:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule segment_outputs:
