@@ -260,6 +260,12 @@ def score_contrasts(time, event, risk_by_model: dict[str, np.ndarray], times, al
     return pd.DataFrame(rows, columns=SCORE_CONTRAST_COLUMNS)
 
 
+def _require_columns(table: pd.DataFrame, used: list[str]) -> None:
+    missing = [c for c in used if c not in table.columns]
+    if missing:
+        raise ValueError(f"column(s) {', '.join(missing)} not in the table (have: {', '.join(map(str, table.columns))})")
+
+
 def cox_risk(train: pd.DataFrame, duration: str, event: str, covariates: list[str], times,
              newdata: pd.DataFrame | None = None) -> np.ndarray:
     """(n_new, len(times)) absolute risk 1 - S(t | x) from a Cox model (Efron ties) fitted on
@@ -268,9 +274,7 @@ def cox_risk(train: pd.DataFrame, duration: str, event: str, covariates: list[st
     against their first level in ``train``; patients missing a covariate in ``train`` are left
     out of the fit, in ``newdata`` get NaN."""
     used = [duration, event, *covariates]
-    missing = [c for c in used if c not in train.columns]
-    if missing:
-        raise ValueError(f"column(s) {', '.join(missing)} not in the table (have: {', '.join(map(str, train.columns))})")
+    _require_columns(train, used)
     fit_rows = train.dropna(subset=used)
     time, status = _outcome(fit_rows[duration], fit_rows[event])
     new = train if newdata is None else newdata
@@ -314,9 +318,7 @@ def score_cox(df: pd.DataFrame, duration: str, event: str, covariates: list[str]
     if not covariates:
         raise ValueError("score needs --covariates a,b,... (the Cox model's terms)")
     used = [duration, event, *covariates]
-    missing = [c for c in used if c not in df.columns]
-    if missing:
-        raise ValueError(f"column(s) {', '.join(missing)} not in the table (have: {', '.join(map(str, df.columns))})")
+    _require_columns(df, used)
     d = df.dropna(subset=used)
     time, status = _outcome(d[duration], d[event])
     label = "cox(" + "+".join(covariates) + ")"
