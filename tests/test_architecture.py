@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 
+import pytest
+
 from workflow_run import BIN, ROOT
 
 
@@ -20,21 +22,17 @@ def test_every_import_contract_is_kept():
     assert "0 broken" in proc.stdout
 
 
-def test_a_wrong_way_import_breaks_the_layers(tmp_path):
+@pytest.mark.parametrize("module, wrong_import, broken", [
+    ("imaging/volume.py", "from tumorburden.kinetics import recist",
+     "tumorburden.imaging is not allowed to import tumorburden.kinetics"),       # the layers
+    ("segment/engine.py", "from tumorburden.segment import train",
+     "tumorburden.segment.engine is not allowed to import tumorburden.synth"),   # production segmentation
+])
+def test_a_wrong_way_import_breaks_its_contract(tmp_path, module, wrong_import, broken):
     shutil.copytree(ROOT / "workflow" / "tumorburden", tmp_path / "tumorburden",
                     ignore=shutil.ignore_patterns("__pycache__"))
-    volume = tmp_path / "tumorburden" / "imaging" / "volume.py"
-    volume.write_text(volume.read_text() + "\nfrom tumorburden.kinetics import recist  # noqa\n")
+    source = tmp_path / "tumorburden" / module
+    source.write_text(source.read_text() + f"\n{wrong_import}  # noqa\n")
     proc = lint_imports(tmp_path)
     assert proc.returncode != 0
-    assert "tumorburden.imaging is not allowed to import tumorburden.kinetics" in proc.stdout
-
-
-def test_production_segmentation_may_not_reach_the_simulator(tmp_path):
-    shutil.copytree(ROOT / "workflow" / "tumorburden", tmp_path / "tumorburden",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    engine = tmp_path / "tumorburden" / "segment" / "engine.py"
-    engine.write_text(engine.read_text() + "\nfrom tumorburden.segment import train  # noqa\n")
-    proc = lint_imports(tmp_path)
-    assert proc.returncode != 0
-    assert "tumorburden.segment.engine is not allowed to import tumorburden.synth" in proc.stdout
+    assert broken in proc.stdout
