@@ -1,10 +1,11 @@
 """Resume after a crash: SIGKILL to Snakemake and every job it runs, part-way through the
-per-scan work; then `snakemake --unlock` and the same command again (as README says). Scans
-that had finished are not recomputed, and the tables are byte-identical to an uninterrupted
-run of the same config (the session's `synthetic_run`).
+per-patient work; then `snakemake --unlock` and the same command again (as README says). Patients
+whose jobs had finished are not recomputed (their scans' files and their records untouched), and
+the tables are byte-identical to an uninterrupted run of the same config (the session's
+`synthetic_run`).
 
 The killed run starts from a copy of the shared run with a few patients' scans reset
-(`seed_from_run`): the crash and the resume happen in their per-scan work, while the other
+(`seed_from_run`): the crash and the resume happen in their per-patient work, while the other
 patients' outputs, finished before, must come through untouched as well."""
 
 import base64
@@ -40,15 +41,21 @@ def incomplete_outputs(workdir: Path) -> set[Path]:
 
 
 @pytest.mark.e2e
-def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tmp_path):
+def test_killed_run_resumes_without_recomputing_finished_patients(synthetic_run, tmp_path):
     results = tmp_path / "results" / TINY["study"]["name"]
     targets = [str(Path("results") / TINY["study"]["name"] / t) for t in TARGETS]
-    n_scans = len(list((synthetic_run / "scans").iterdir()))
-    patients = sorted(pd.read_csv(synthetic_run / "synthetic/scans.tsv", sep="\t")["patient_id"].unique())
-    reset = seed_from_run(synthetic_run, results, patients[-RESET_PATIENTS:])
+    scans = pd.read_csv(synthetic_run / "synthetic/scans.tsv", sep="\t")
+    scans_of = scans.groupby("patient_id")["scan_id"].apply(list).to_dict()
+    patients = sorted(scans_of)
+    reset_patients = set(patients[-RESET_PATIENTS:])
+    reset = seed_from_run(synthetic_run, results, reset_patients)
     assert len(reset) >= 6 and not any((results / "scans" / s).exists() for s in reset)
 
-    # First run, killed once a third of the reset scans are measured.
+    def measured(patient):  # the patient's measure job (registration + lesions of every scan) has run
+        return (results / "qc" / "measure" / f"{patient}.tsv").exists()
+
+    # First run, killed once the first reset patient is measured (segment takes both cores, so the
+    # patients' jobs finish one after another).
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", *targets]
@@ -56,7 +63,7 @@ def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tm
     with open(tmp_path / "killed.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 900
-        while sum((results / "scans" / s / "lesions.parquet").exists() for s in reset) < len(reset) // 3:
+        while not any(measured(p) for p in reset_patients):
             assert run.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no progress within 15 min"
             time.sleep(0.2)
@@ -64,14 +71,19 @@ def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tm
         run.wait()
     assert run.returncode == -signal.SIGKILL
 
-    # What had finished: every per-scan output present and not marked incomplete.
+    # What had finished: the patients whose measure record is present and not marked incomplete,
+    # with every per-scan output of their scans.
     running = incomplete_outputs(tmp_path)
+    finished_patients = {p for p in patients if measured(p)
+                         and (results / "qc" / "measure" / f"{p}.tsv").resolve() not in running}
+    assert 0 < len(finished_patients & reset_patients) < len(reset_patients)
+    assert finished_patients - reset_patients == set(patients) - reset_patients  # the copied ones: finished before
+    finished_scans = {s for p in finished_patients for s in scans_of[p]}
     finished = {p: (p.stat().st_mtime_ns, p.stat().st_ino) for pattern in PER_SCAN for p in results.glob(pattern)
-                if p.resolve() not in running}
-    # (a scan whose measure job was running has its lesions.parquet but is not finished)
-    finished_scans = {p.parent.name for p in finished if p.name == "lesions.parquet"}
-    assert 0 < len(finished_scans & reset) < len(reset)
-    assert len(finished_scans - reset) == n_scans - len(reset)  # the copied scans: finished before
+                if p.parent.name in finished_scans}
+    finished.update({p: (p.stat().st_mtime_ns, p.stat().st_ino) for p in results.glob("qc/*/*.tsv")
+                     if p.stem in finished_patients})
+    assert len(finished) >= len(PER_SCAN) * len(finished_scans)
 
     # Resume: unlock (the killed run left its lock), then the same command.
     unlock = snakemake(tmp_path, TINY, "--unlock")
@@ -81,10 +93,10 @@ def test_killed_run_resumes_without_recomputing_finished_scans(synthetic_run, tm
 
     touched = [str(p.relative_to(results)) for p, stamp in finished.items() if (p.stat().st_mtime_ns, p.stat().st_ino) != stamp]
     assert not touched, f"finished outputs were recomputed: {touched[:10]}"
-    # The resumed run scheduled measure only for the scans that had not finished.
+    # The resumed run scheduled measure only for the patients that had not finished.
     stats = resumed.stderr[resumed.stderr.index("Job stats:"):]
     measured_again = int(next(line.split()[1] for line in stats.splitlines() if line.startswith("measure ")))
-    assert measured_again == n_scans - len(finished_scans)
+    assert measured_again == len(patients) - len(finished_patients)
 
     names = sorted({p.relative_to(synthetic_run) for pattern in COMPARED for p in synthetic_run.glob(pattern)})
     assert len(names) >= 6

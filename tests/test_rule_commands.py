@@ -107,9 +107,10 @@ def test_commands_keep_paths_with_spaces_whole(tmp_path):
         if words[:2] == ["tumorburden", "ingest"]:
             assert words[words.index("--") + 1] == image
             seen["ingest"] += 1
-        if words[:2] == ["tumorburden", "segment"]:
+        if words[:2] == ["tumorburden", "segment"]:  # one job for the patient's two scans
             seen["segment"] += 1
+            assert words[words.index("--scan-id") + 1:words.index("--scan-id") + 3] == ["S1", "S2"]
             masks = [w for w in words if w.startswith("--mask")]
-            assert masks in ([f"--mask={mask}"], [])
-    assert seen["ingest"] == 2 and seen["segment"] == 2 and seen["clinical"] >= 1
-    assert sum(f"--mask={mask}" in split(c) for c in commands) == 1
+            assert masks == [f"--mask=S1={mask}"]  # the mask is S1's only
+    assert seen["ingest"] == 2 and seen["segment"] == 1 and seen["clinical"] >= 1
+    assert sum(f"--mask=S1={mask}" in split(c) for c in commands) == 1

@@ -38,16 +38,17 @@ STUDY_OUTPUTS = ["tables", "survival", "figures", "truth/scores.csv", "qc/exclus
 
 def seed_from_run(run: Path, results: Path, patient_ids) -> set[str]:
     """Copy a finished run's results folder (modification times kept, no .snakemake records) to
-    `results`, then remove what the workflow wrote for these patients' scans (image, segmentation,
-    lesions, registration, QC, logs, benchmarks) and the study-level outputs, so that the next
-    run recomputes exactly those. The synthetic rendering and truth are kept. Returns the scan ids
-    that were reset."""
+    `results`, then remove what the workflow wrote for these patients and their scans (image,
+    segmentation, lesions, registration, QC, the patients' job records, logs, benchmarks) and the
+    study-level outputs, so that the next run recomputes exactly those. The synthetic rendering and
+    truth are kept. Returns the scan ids that were reset."""
     shutil.copytree(run, results)
     scans = pd.read_csv(run / "synthetic" / "scans.tsv", sep="\t", dtype={"scan_id": str, "patient_id": str})
     reset = set(scans.loc[scans["patient_id"].isin(set(patient_ids)), "scan_id"])
+    ids = reset | set(patient_ids)
     kept = {"synthetic", "truth"}  # the patients' rendering: a directory output per patient, left whole
     doomed = [p for p in results.rglob("*") if p.relative_to(results).parts[0] not in kept
-              and (p.name.split(".")[0] in reset or any(part in reset for part in p.relative_to(results).parts))]
+              and (p.name.split(".")[0] in ids or any(part in ids for part in p.relative_to(results).parts))]
     doomed += [results / p for p in STUDY_OUTPUTS] + list((results / "qc").glob("contact_sheet*"))
     for p in sorted(doomed, key=lambda p: len(p.parts)):
         if p.is_dir():

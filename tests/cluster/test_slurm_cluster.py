@@ -181,13 +181,13 @@ def test_workflow_on_slurm_equals_local_run(slurm_cluster, synthetic_run, tmp_pa
     # Every job SLURM ran for this workflow finished well, on the cluster's node.
     assert jobs and all(j["JobState"] == "COMPLETED" and j["CompletedState"] == "COMPLETED" for j in jobs), jobs
     comments = [j["Comment"] for j in jobs]
-    # Grouped steps, 6 connected components per SLURM job: prepare (a patient's rendering + the
-    # ingest of its scans: 6 patients), segment and measure (with registration: 6 scans); only the
-    # reset patients' scans ran.
-    for group, n_components in [("group_prepare", len(patients)), ("group_segment", len(redo)),
-                                ("group_measure", len(redo))]:
-        n = sum(c.startswith(group) or c.startswith(f"rule_{group[6:]}") for c in comments)
-        assert n == -(-n_components // 6), (group, comments)
+    # Grouped steps, the profile's group-components per SLURM job: prepare (a patient's rendering +
+    # the ingest of its scans), segment and measure (with registration): each a job per patient;
+    # only the reset patients ran.
+    per_job = yaml.safe_load((ROOT / "profiles" / "slurm" / "config.yaml").read_text())["group-components"]
+    for group in ("prepare", "segment", "measure"):
+        n = sum(c.startswith(f"group_{group}") or c.startswith(f"rule_{group}") for c in comments)
+        assert n == -(-len(patients) // per_job[group]), (group, comments)
     for rule in ["track", "burden", "features", "survival", "km_figures", "score_against_truth"]:
         assert comments.count(f"rule_{rule}") == 1, (rule, comments)
     assert "rule_synth_trial" not in comments  # its outputs were kept
@@ -264,8 +264,8 @@ def test_gpu_request_reaches_slurm_for_segmentation_only(gpu_cluster, synthetic_
     workdir = tmp_path / "run"
     name = TINY["study"]["name"]
     shutil.copytree(synthetic_run, workdir / "results" / name)
-    scan = sorted(p.name for p in (workdir / "results" / name / "scans").iterdir())[0]
-    target = f"results/{name}/scans/{scan}/segmentation.nii.gz"
+    patient = sorted(pd.read_csv(synthetic_run / "synthetic" / "scans.tsv", sep="\t")["patient_id"])[0]
+    target = f"results/{name}/qc/segment/{patient}.tsv"  # the patient's segmentation job
     proc = snakemake(workdir, {**TINY, "cluster": {"fit": "cap"}}, "--force", target)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert not any("GPU(s)" in line for line in proc.stderr.splitlines() if "cluster.fit cap:" in line)

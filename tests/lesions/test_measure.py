@@ -131,3 +131,46 @@ def test_same_lesion_on_different_grids_measures_the_same(spacing, flip):
     assert got["longest_diameter_mm"] == pytest.approx(30.0, abs=spacing[0])
     assert got["short_axis_mm"] == pytest.approx(20.0, abs=spacing[0])
     assert [got["centroid_x_mm"], got["centroid_y_mm"], got["centroid_z_mm"]] == pytest.approx([5, -3, 20], abs=0.1)
+
+
+def test_a_patients_scans_are_registered_and_measured_in_one_job(tmp_path):
+    """`measure_patient`: the follow-up moved by a known motion is aligned to the reference scan
+    (within half a registration voxel), each scan's lesions land in its own files with the same rows
+    as measuring it alone, and the patient's record names each scan's registration and lesions."""
+    from test_register import motion_matrix, render
+
+    from tumorburden.lesions.measure import ScanFiles, measure_patient
+    from tumorburden.lesions.register import read_transform
+
+    reference = render((4.0, 4.0, 4.0), (84, 60, 56), (-166.0, -118.0, -110.0))
+    motion = motion_matrix(4.0, (12.0, -8.0, 15.0))
+    moved = render((4.0, 4.0, 4.0), (84, 60, 56), (-166.0, -118.0, -110.0), motion)
+    scans = []
+    for scan_id, image, box in (("S1", moved, (slice(30, 36), slice(20, 26), slice(20, 24))),
+                                ("S0", reference, (slice(40, 48), slice(30, 36), slice(30, 35)))):
+        folder = tmp_path / scan_id
+        save_nifti(image, folder / "image.nii.gz")
+        labels = np.zeros(image.shape, np.uint8)
+        labels[box] = L.LESION
+        save_nifti(Volume(labels, image.affine), folder / "segmentation.nii.gz", dtype=np.uint8)
+        scans.append(ScanFiles(scan_id, folder / "image.nii.gz", folder / "segmentation.nii.gz",
+                               folder / "lesions.parquet", folder / "tissue.parquet", folder / "to_reference.json"))
+    record = measure_patient("P1", "S0", tmp_path / "S0" / "image.nii.gz", scans, tmp_path / "P1.tsv")
+
+    _, matrix, status = read_transform(tmp_path / "S1" / "to_reference.json")
+    assert status == "ok"
+    points = np.array([[-60.0, 5.0, 40.0, 1.0], [55.0, 10.0, 60.0, 1.0], [5.0, -70.0, -50.0, 1.0]]) @ motion.T
+    err = np.linalg.norm((points @ matrix.T)[:, :3] - (points @ np.linalg.inv(motion).T)[:, :3], axis=1)
+    assert err.max() < 2.0, err
+    assert read_transform(tmp_path / "S0" / "to_reference.json")[2] == "reference scan"
+    for job, voxels in zip(scans, (6 * 6 * 4, 8 * 6 * 5)):
+        lesions = tables.read(job.lesions_out, "scan_lesions")
+        assert len(lesions) == 1 and lesions["volume_ml"].iloc[0] == pytest.approx(voxels * 0.064)
+        alone = measure_scan(job.image, job.segmentation, "P1", job.scan_id, tmp_path / "alone.parquet",
+                             tmp_path / "alone_tissue.parquet")
+        pd.testing.assert_frame_equal(lesions, tables.read(tmp_path / "alone.parquet", "scan_lesions"))
+        assert alone["scan_id"].iloc[0] == job.scan_id
+    written = pd.read_csv(tmp_path / "P1.tsv", sep="\t")
+    assert list(written["scan_id"]) == ["S1", "S0"] and list(written["reference_scan_id"]) == ["S0", "S0"]
+    assert list(written["registration_status"]) == ["ok", "reference scan"]
+    assert list(written["n_lesions"]) == [1, 1] and list(record["n_lesions"]) == [1, 1]

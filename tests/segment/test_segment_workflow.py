@@ -43,9 +43,10 @@ def test_editing_training_settings_does_not_redo_the_segmentations(synthetic_run
     seg = TINY.get("segmentation", {})
     retrain = {**TINY, "segmentation": {**seg, "train": {"steps": 10, "lr": 0.001}}}
     assert "segment" not in _pending_rules(workdir, retrain)
-    # the control: an inference setting does redo them
+    # the control: an inference setting does redo them, one job per patient
     overlap = {**TINY, "segmentation": {**seg, "overlap": 0.5}}
-    assert _pending_rules(workdir, overlap)["segment"] == len(list((synthetic_run / "scans").iterdir()))
+    patients = pd.read_csv(synthetic_run / "synthetic" / "scans.tsv", sep="\t")["patient_id"].nunique()
+    assert _pending_rules(workdir, overlap)["segment"] == patients
 
 
 @pytest.mark.e2e

@@ -111,12 +111,6 @@ def scan_row(scan_id):
     return scan_rows()[scan_id]
 
 
-def external_mask(wc):
-    """The scan's external lesion mask, when scans.tsv gives one."""
-    mask = scan_row(wc.scan_id).get("mask")
-    return {"mask": mask} if isinstance(mask, str) and mask else {}
-
-
 def scan_files(pattern):
     """One path per scan; for a dicom_root study an input function (scans known after discovery)."""
     if DICOM_ROOT:
@@ -164,13 +158,48 @@ def _model_weights():
 MODEL_WEIGHTS = _model_weights()
 
 
+@once_per_scan_table
+def scans_of_patient():
+    """patient -> their scan ids, in the scan table's order (one job per patient for the per-scan
+    steps: ingest, segment, measure)."""
+    by_patient = {}
+    for scan_id, patient in zip(SCANS.index, SCANS.loc[:, "patient_id"]):
+        by_patient.setdefault(patient, []).append(scan_id)
+    return by_patient
+
+
+def scans_of(wc):
+    return scans_of_patient()[wc.patient_id]
+
+
+def patient_scan_files(wc, pattern):
+    """One path per scan of the patient (pattern with {scan_id})."""
+    return [pattern.format(scan_id=s) for s in scans_of(wc)]
+
+
+def patient_files(pattern):
+    """One path per patient (pattern with {patient_id}): the tracked outputs of the per-patient jobs;
+    for a dicom_root study an input function (patients known after discovery)."""
+    if DICOM_ROOT:
+        return lambda wc: [pattern.format(patient_id=p) for p in scans_of_patient()]
+    return [pattern.format(patient_id=p) for p in scans_of_patient()]
+
+
+def external_files_of(wc, column):
+    """(scan_id, path) of the patient's scans whose scans.tsv row fills `column` (mask, bodycomp)."""
+    pairs = []
+    for scan_id in scans_of(wc):
+        value = scan_row(scan_id).get(column)
+        if isinstance(value, str) and value:
+            pairs.append((scan_id, value))
+    return pairs
+
+
 def segment_inputs(wc):
-    """The scan's image, external mask / TotalSegmentator folder, and the model weights."""
-    inputs = {"image": f"{R}/scans/{wc.scan_id}/image.nii.gz", **external_mask(wc), **MODEL_WEIGHTS}
-    bodycomp = scan_row(wc.scan_id).get("bodycomp")
-    if isinstance(bodycomp, str) and bodycomp:
-        inputs["bodycomp"] = bodycomp
-    return inputs
+    """The patient's images, external masks / TotalSegmentator folders, and the model weights."""
+    return {"images": patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
+            "masks": [m for _, m in external_files_of(wc, "mask")],
+            "bodycomp": [m for _, m in external_files_of(wc, "bodycomp")], **MODEL_WEIGHTS}
 
 
 def scan_source(scan_id):
@@ -179,6 +208,13 @@ def scan_source(scan_id):
     output cannot be an input), with the image named as a parameter."""
     image = scan_row(scan_id)["image"]
     return str(Path(image).parent) if STUDY.synthetic else image
+
+
+def ingest_source_args(scan_id):
+    """How `tumorburden ingest` is told the scan's source: the file list discovery wrote (dicom_root),
+    else the image path of scans.tsv (after `--`: a path is never read as an option)."""
+    image = scan_row(scan_id)["image"]
+    return [f"--series-list={image}"] if DICOM_ROOT else ["--", image]
 
 
 def truth_folders():
@@ -209,8 +245,11 @@ def dicom_scans_of_patient():
 
 def dicom_seg_inputs(wc):
     scans = dicom_scans_of_patient()[wc.patient_id]
-    return {"segmentations": [f"{R}/scans/{s}/segmentation.nii.gz" for s in scans],
-            "sources": sorted({scan_source(s) for s in scans})}
+    return {"segmented": f"{R}/qc/segment/{wc.patient_id}.tsv", "sources": sorted({scan_source(s) for s in scans})}
+
+
+def dicom_segmentations_of_patient(wc):
+    return [f"{R}/scans/{s}/segmentation.nii.gz" for s in dicom_scans_of_patient()[wc.patient_id]]
 
 
 def dicom_series_of_patient(wc):

@@ -109,7 +109,7 @@ if not DICOM_ROOT:
 
     rule qc_contact_sheet:
         input:
-            overlays=scan_files(f"{R}/qc/overlays/{{scan_id}}.png"),
+            segmented=patient_files(f"{R}/qc/segment/{{patient_id}}.tsv"),  # the scans' overlays, one job per patient
         output:
             contact_sheet_outputs(),
         log:
@@ -117,10 +117,11 @@ if not DICOM_ROOT:
         params:
             out=lambda wc, output: str(Path(output[0]).parent),
             settings=figure_settings(),
+            overlays=scan_files(f"{R}/qc/overlays/{{scan_id}}.png"),
         conda:
             ENV
         shell:
-            "tumorburden figures contact-sheet --overlays {input.overlays:q} --out-dir={params.out:q}"
+            "tumorburden figures contact-sheet --overlays {params.overlays:q} --out-dir={params.out:q}"
             " --settings={params.settings:q} > {log:q} 2>&1"
 
 

@@ -35,41 +35,24 @@ if DICOM_ROOT:
             " --patient-map={input.patient_map:q} {params.override:q} --results-dir={params.results:q}"
             " --private-dir={params.private:q} --settings={params.settings:q} > {log:q} 2>&1"
 
-    rule ingest:
-        input:
-            series=lambda wc: scan_row(wc.scan_id)["image"],
-        output:
-            image=f"{R}/scans/{{scan_id}}/image.nii.gz",
-            qc=f"{R}/qc/ingest/{{scan_id}}.json",
-        log:
-            f"{R}/logs/ingest/{{scan_id}}.log",
-        benchmark:
-            f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
-        params:
-            settings=settings("imaging"),
-        conda:
-            ENV
-        shell:
-            "tumorburden ingest --series-list={input.series:q} --out={output.image:q} --qc={output.qc:q}"
-            " --settings={params.settings:q} > {log:q} 2>&1"
 
-else:
-
-    rule ingest:
-        input:
-            source=lambda wc: scan_source(wc.scan_id),
-        output:
-            image=f"{R}/scans/{{scan_id}}/image.nii.gz",
-            qc=f"{R}/qc/ingest/{{scan_id}}.json",
-        log:
-            f"{R}/logs/ingest/{{scan_id}}.log",
-        benchmark:
-            f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
-        params:
-            image=lambda wc: scan_row(wc.scan_id)["image"],
-            settings=settings("imaging"),
-        conda:
-            ENV
-        shell:
-            "tumorburden ingest --out={output.image:q} --qc={output.qc:q}"
-            " --settings={params.settings:q} -- {params.image:q} > {log:q} 2>&1"
+rule ingest:
+    """One scan: its DICOM series (a folder; for a dicom_root study the file list discovery chose)
+    or NIfTI file -> image.nii.gz in HU with its RAS affine, and the ingest QC."""
+    input:
+        source=lambda wc: scan_source(wc.scan_id),
+    output:
+        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
+        qc=f"{R}/qc/ingest/{{scan_id}}.json",
+    log:
+        f"{R}/logs/ingest/{{scan_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
+    params:
+        source=lambda wc: ingest_source_args(wc.scan_id),
+        settings=settings("imaging"),
+    conda:
+        ENV
+    shell:
+        "tumorburden ingest --out={output.image:q} --qc={output.qc:q}"
+        " --settings={params.settings:q} {params.source:q} > {log:q} 2>&1"

@@ -4,7 +4,7 @@
 rule burden:
     input:
         lesions=f"{R}/tables/lesions.parquet",
-        tissue=scan_files(f"{R}/scans/{{scan_id}}/tissue.parquet"),
+        measured=patient_files(f"{R}/qc/measure/{{patient_id}}.tsv"),  # the scans' tissue.parquet, one job per patient
         scans=SCANS_TSV,
     output:
         table=f"{R}/tables/burden.parquet",
@@ -13,10 +13,11 @@ rule burden:
         f"{R}/logs/burden.log",
     params:
         settings=settings("kinetics"),
+        tissue=scan_files(f"{R}/scans/{{scan_id}}/tissue.parquet"),
     conda:
         ENV
     shell:
-        "tumorburden burden --lesions {input.lesions:q} --tissue {input.tissue:q}"
+        "tumorburden burden --lesions {input.lesions:q} --tissue {params.tissue:q}"
         " --scans-table={input.scans:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 

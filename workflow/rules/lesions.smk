@@ -1,43 +1,44 @@
 # Lesions per scan (measurements, body composition, and the scan aligned to its patient's
-# reference scan: one small transform file per scan), then tracks across each patient's scans.
+# reference scan: one small transform file per scan), computed one patient per job, then
+# tracks across each patient's scans.
 
 rule measure:
-    """Lesions and body composition of one scan, and the scan's rigid transform to its patient's
-    reference scan (one job: both are light, and a job per scan per step is what makes an
-    IMPACT-size DAG slow to build; see BENCHMARKS.md)."""
+    """Every scan of a patient in one process: its rigid transform to the patient's reference scan
+    (the reference image read once), then its lesions and body composition. Each scan keeps its own
+    files, scans/<scan_id>/lesions.parquet, tissue.parquet and to_reference.json; the job's tracked
+    output is the patient's record (one row per scan)."""
     input:
-        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
-        segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
-        reference=lambda wc: f"{R}/scans/{reference_of(wc)}/image.nii.gz",
+        images=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
+        segmented=f"{R}/qc/segment/{{patient_id}}.tsv",
     output:
-        lesions=f"{R}/scans/{{scan_id}}/lesions.parquet",
-        tissue=f"{R}/scans/{{scan_id}}/tissue.parquet",
-        transform=f"{R}/scans/{{scan_id}}/to_reference.json",
+        record=f"{R}/qc/measure/{{patient_id}}.tsv",
     log:
-        f"{R}/logs/measure/{{scan_id}}.log",
+        f"{R}/logs/measure/{{patient_id}}.log",
     benchmark:
-        f"{R}/benchmarks/measure/{{scan_id}}.tsv",
+        f"{R}/benchmarks/measure/{{patient_id}}.tsv"
     params:
         settings=settings("lesions"),
-        patient=lambda wc: scan_row(wc.scan_id)["patient_id"],
-        reference=reference_of,
+        scans=scans_of,
+        segmentations=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
+        lesions=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/lesions.parquet"),
+        tissue=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/tissue.parquet"),
+        transforms=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/to_reference.json"),
+        reference=lambda wc: reference_scan_of_patient()[wc.patient_id],
+        reference_image=lambda wc: f"{R}/scans/{reference_scan_of_patient()[wc.patient_id]}/image.nii.gz",
     conda:
         ENV
     shell:
-        "(tumorburden register --image={input.image:q} --reference-image={input.reference:q}"
-        " --scan-id={wildcards.scan_id:q} --reference-scan-id={params.reference:q}"
-        " --out={output.transform:q} --settings={params.settings:q}"
-        " && tumorburden measure --image={input.image:q} --segmentation={input.segmentation:q}"
-        " --patient-id={params.patient:q} --scan-id={wildcards.scan_id:q}"
-        " --lesions-out={output.lesions:q} --tissue-out={output.tissue:q}"
-        " --settings={params.settings:q}) > {log:q} 2>&1"
+        "tumorburden measure --patient-id={wildcards.patient_id:q} --record={output.record:q}"
+        " --scan-id {params.scans:q} --image {input.images:q} --segmentation {params.segmentations:q}"
+        " --lesions-out {params.lesions:q} --tissue-out {params.tissue:q} --transform-out {params.transforms:q}"
+        " --reference-scan-id={params.reference:q} --reference-image={params.reference_image:q}"
+        " --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule track:
     input:
         scans=SCANS_TSV,
-        lesions=scan_files(f"{R}/scans/{{scan_id}}/lesions.parquet"),
-        transforms=scan_files(f"{R}/scans/{{scan_id}}/to_reference.json"),
+        measured=patient_files(f"{R}/qc/measure/{{patient_id}}.tsv"),
     output:
         table=f"{R}/tables/lesions.parquet",
         csv=f"{R}/tables/lesions.csv",
@@ -45,8 +46,10 @@ rule track:
         f"{R}/logs/track.log",
     params:
         settings=settings("lesions"),
+        lesions=scan_files(f"{R}/scans/{{scan_id}}/lesions.parquet"),
+        transforms=scan_files(f"{R}/scans/{{scan_id}}/to_reference.json"),
     conda:
         ENV
     shell:
-        "tumorburden track --scans-table={input.scans:q} --lesions {input.lesions:q}"
-        " --transforms {input.transforms:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"
+        "tumorburden track --scans-table={input.scans:q} --lesions {params.lesions:q}"
+        " --transforms {params.transforms:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"

@@ -2,31 +2,37 @@
 # external masks, DICOM-SEG out, QC overlays; training and evaluation of the demo model.
 
 rule segment:
+    """Every scan of a patient in one process: the engine (torch, MONAI and the model's weights for
+    monai) loads once per patient, not once per scan (BENCHMARKS.md). Each scan keeps its own files,
+    scans/<scan_id>/segmentation.nii.gz and qc/overlays/<scan_id>.png; the job's tracked output is
+    the patient's record (one row per scan)."""
     input:
         unpack(segment_inputs),
     output:
-        segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
-        overlay=f"{R}/qc/overlays/{{scan_id}}.png",
+        record=f"{R}/qc/segment/{{patient_id}}.tsv",
     log:
-        f"{R}/logs/segment/{{scan_id}}.log",
+        f"{R}/logs/segment/{{patient_id}}.log",
     benchmark:
-        f"{R}/benchmarks/segment/{{scan_id}}.tsv",
+        f"{R}/benchmarks/segment/{{patient_id}}.tsv"
     params:
         # training and export settings are not the segmentation's: editing them must not redo every scan
         settings=settings("segmentation", without=("train", "dicom_seg")),
-        mask=lambda wc, input: [f"--mask={input.mask}"] if "mask" in input.keys() else [],
-        bodycomp=lambda wc, input: [f"--bodycomp={input.bodycomp}"] if "bodycomp" in input.keys() else [],
-        note=lambda wc: "" if is_dicom_source(wc.scan_id) else
-        "no DICOM-SEG for this scan: its source image is a NIfTI file, with no DICOM series to reference",
+        scans=scans_of,
+        segmentations=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
+        overlays=lambda wc: patient_scan_files(wc, f"{R}/qc/overlays/{{scan_id}}.png"),
+        masks=lambda wc: [f"--mask={s}={m}" for s, m in external_files_of(wc, "mask")],
+        bodycomp=lambda wc: [f"--bodycomp={s}={m}" for s, m in external_files_of(wc, "bodycomp")],
+        nifti=lambda wc: [s for s in scans_of(wc) if not is_dicom_source(s)],
     threads: 2 if SEGMENTATION.get("engine", "monai") == "monai" else 1  # torch uses them; the classical engine is serial
     resources:
         mem_mb=6000,
     conda:
         ENV
     shell:
-        "tumorburden segment --image={input.image:q} --out={output.segmentation:q} --overlay={output.overlay:q}"
-        " {params.mask:q} {params.bodycomp:q} --threads={threads:q} --settings={params.settings:q} > {log:q} 2>&1"
-        " && printf '%s' {params.note:q} >> {log:q}"
+        "tumorburden segment --patient-id={wildcards.patient_id:q} --record={output.record:q}"
+        " --scan-id {params.scans:q} --image {input.images:q} --out {params.segmentations:q}"
+        " --overlay {params.overlays:q} --nifti-source {params.nifti:q} {params.masks:q} {params.bodycomp:q}"
+        " --threads={threads:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule segment_dicom:
@@ -45,6 +51,7 @@ rule segment_dicom:
         f"{R}/benchmarks/segment_dicom/{{patient_id}}.tsv",
     params:
         scans=lambda wc: dicom_scans_of_patient()[wc.patient_id],
+        segmentations=dicom_segmentations_of_patient,
         series=dicom_series_of_patient,
         namespace=config["study"]["name"],
         settings=settings("imaging"),
@@ -52,15 +59,14 @@ rule segment_dicom:
         ENV
     shell:
         "tumorburden segment-dicom --patient-id={wildcards.patient_id:q} --scan-id {params.scans:q}"
-        " --segmentation {input.segmentations:q} --series {params.series:q} --uid-namespace={params.namespace:q}"
+        " --segmentation {params.segmentations:q} --series {params.series:q} --uid-namespace={params.namespace:q}"
         " --out-dir={output.seg:q} --pacs-dir={output.pacs:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 rule segment_outputs:
-    """Every scan's segmentation, QC overlay and (DICOM sources) DICOM-SEG."""
+    """Every scan's segmentation and QC overlay (the patients' records), and (DICOM sources) DICOM-SEG."""
     input:
-        scan_files(f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
-        scan_files(f"{R}/qc/overlays/{{scan_id}}.png"),
+        patient_files(f"{R}/qc/segment/{{patient_id}}.tsv"),
         dicom_seg_targets,
 
 

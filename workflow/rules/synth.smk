@@ -47,7 +47,7 @@ rule score_against_truth:
         # 3,600-file input lists once per file (quadratic: 11 of 120 profiled seconds at 600 x 6)
         truth=f"{R}/truth/model.json",
         scans=truth_folders(),
-        segmentations=scan_files(f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
+        segmented=patient_files(f"{R}/qc/segment/{{patient_id}}.tsv"),  # every scan's segmentation.nii.gz
         lesions=f"{R}/tables/lesions.parquet",
         burden=f"{R}/tables/burden.parquet",
         features=f"{R}/tables/features.parquet",

@@ -102,12 +102,47 @@ def cmd_merge_exclusions(a):
     merge_exclusions(Path(a.into), [Path(p) for p in a.extra])
 
 
-def cmd_segment(a):
-    from tumorburden.segment.run import segment
+def _per_scan(values: list[str] | None, scan_ids: list[str], option: str) -> dict[str, Path]:
+    """`--mask`/`--bodycomp` values, SCAN_ID=PATH each (a bare PATH when there is one scan) -> scan -> path."""
+    out = {}
+    for value in values or []:
+        scan_id, sep, path = value.partition("=")
+        if sep and scan_id in scan_ids:
+            out[scan_id] = Path(path)
+        elif len(scan_ids) == 1:
+            out[scan_ids[0]] = Path(value)
+        else:
+            raise ValueError(f"{option} {value!r}: give SCAN_ID=PATH with one of the --scan-id values")
+    return out
 
-    segment(Path(a.image), Path(a.out), mask_path=Path(a.mask) if a.mask else None,
-            settings=_settings(a.settings), bodycomp_path=Path(a.bodycomp) if a.bodycomp else None,
-            overlay_path=Path(a.overlay) if a.overlay else None, threads=a.threads)
+
+def _same_length(a, names: tuple[str, ...]) -> None:
+    lengths = {name: len(getattr(a, name.replace("-", "_")) or []) for name in names}
+    if len(set(lengths.values())) != 1:
+        raise ValueError("give one value per scan, in the same order, to each of "
+                         + ", ".join(f"--{name} ({n})" for name, n in lengths.items()))
+
+
+def cmd_segment(a):
+    from tumorburden.segment.run import ScanJob, segment, segment_patient
+
+    if not a.scan_id:  # one scan, named by its files
+        if len(a.image) != 1 or len(a.out) != 1 or len(a.overlay or [None]) != 1:
+            raise ValueError("several --image need --scan-id (one per image), --patient-id and --record")
+        masks, bodycomp = _per_scan(a.mask, ["scan"], "--mask"), _per_scan(a.bodycomp, ["scan"], "--bodycomp")
+        segment(Path(a.image[0]), Path(a.out[0]), mask_path=masks.get("scan"), settings=_settings(a.settings),
+                bodycomp_path=bodycomp.get("scan"), overlay_path=Path(a.overlay[0]) if a.overlay else None,
+                threads=a.threads)
+        return
+    _same_length(a, ("scan-id", "image", "out") + (("overlay",) if a.overlay else ()))
+    if not a.patient_id or not a.record:
+        raise ValueError("--scan-id (a patient's scans) needs --patient-id and --record")
+    masks, bodycomp = _per_scan(a.mask, a.scan_id, "--mask"), _per_scan(a.bodycomp, a.scan_id, "--bodycomp")
+    nifti = set(a.nifti_source or [])
+    jobs = [ScanJob(scan_id, Path(image), Path(out), overlay=Path(a.overlay[i]) if a.overlay else None,
+                    mask=masks.get(scan_id), bodycomp=bodycomp.get(scan_id), dicom_source=scan_id not in nifti)
+            for i, (scan_id, image, out) in enumerate(zip(a.scan_id, a.image, a.out))]
+    segment_patient(a.patient_id, jobs, Path(a.record), settings=_settings(a.settings), threads=a.threads)
 
 
 def cmd_segment_dicom(a):
@@ -157,10 +192,22 @@ def cmd_segment_evaluate(a):
 
 
 def cmd_measure(a):
-    from tumorburden.lesions.measure import measure_scan
+    from tumorburden.lesions.measure import ScanFiles, measure_patient, measure_scan
 
-    measure_scan(Path(a.image), Path(a.segmentation), a.patient_id, a.scan_id,
-                 Path(a.lesions_out), Path(a.tissue_out), settings=_settings(a.settings))
+    if not a.record:  # one scan, no registration
+        if len(a.image) != 1 or len(a.segmentation) != 1 or len(a.scan_id) != 1:
+            raise ValueError("several scans need --record, --transform-out, --reference-scan-id and "
+                             "--reference-image (a patient's job)")
+        measure_scan(Path(a.image[0]), Path(a.segmentation[0]), a.patient_id, a.scan_id[0],
+                     Path(a.lesions_out[0]), Path(a.tissue_out[0]), settings=_settings(a.settings))
+        return
+    _same_length(a, ("scan-id", "image", "segmentation", "lesions-out", "tissue-out", "transform-out"))
+    if not a.reference_scan_id or not a.reference_image:
+        raise ValueError("--record (a patient's job) needs --reference-scan-id and --reference-image")
+    scans = [ScanFiles(*(Path(p) if i else p for i, p in enumerate(row)))
+             for row in zip(a.scan_id, a.image, a.segmentation, a.lesions_out, a.tissue_out, a.transform_out)]
+    measure_patient(a.patient_id, a.reference_scan_id, Path(a.reference_image), scans, Path(a.record),
+                    settings=_settings(a.settings))
 
 
 def cmd_register(a):
@@ -313,14 +360,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("extra", nargs="*")
     p.set_defaults(func=cmd_merge_exclusions)
 
-    p = sub.add_parser("segment", help="segment lesions and body composition (or import an external mask)")
-    p.add_argument("--image", required=True, help="image.nii.gz from ingest")
-    p.add_argument("--out", required=True, help="segmentation.nii.gz (labels as in DESIGN.md)")
-    p.add_argument("--mask", default=None,
-                   help="external lesion mask replacing the engine's lesions: NIfTI (nonzero = lesion) or DICOM-SEG")
-    p.add_argument("--bodycomp", default=None,
-                   help="TotalSegmentator --task tissue_types output folder replacing muscle/SAT/VAT")
-    p.add_argument("--overlay", default=None, help="write the QC overlay PNG here")
+    p = sub.add_parser("segment", help="segment lesions and body composition (or import an external mask) of one "
+                       "scan, or of a patient's scans in one process (--scan-id, --patient-id, --record)")
+    p.add_argument("--image", required=True, nargs="+", help="image.nii.gz from ingest, one per scan")
+    p.add_argument("--out", required=True, nargs="+", help="segmentation.nii.gz (labels as in labels.py), one per scan")
+    p.add_argument("--scan-id", nargs="+", default=None, help="the scans' IDs, in the same order (a patient's job)")
+    p.add_argument("--patient-id", default=None, help="the patient whose scans these are (a patient's job)")
+    p.add_argument("--record", default=None, help="write the patient's segmentation record here (TSV, one row per scan)")
+    p.add_argument("--mask", action="append", default=None,
+                   help="external lesion mask replacing the engine's lesions: NIfTI (nonzero = lesion) or DICOM-SEG; "
+                   "SCAN_ID=PATH with --scan-id (repeat per scan)")
+    p.add_argument("--bodycomp", action="append", default=None,
+                   help="TotalSegmentator --task tissue_types output folder replacing muscle/SAT/VAT; "
+                   "SCAN_ID=PATH with --scan-id (repeat per scan)")
+    p.add_argument("--overlay", nargs="+", default=None, help="write the QC overlay PNG here, one per scan")
+    p.add_argument("--nifti-source", nargs="*", default=None,
+                   help="scans whose source is a NIfTI file (their log says why they get no DICOM-SEG)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (the rule's threads)")
     _add_settings(p)
     p.set_defaults(func=cmd_segment)
@@ -358,13 +413,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(func=cmd_segment_evaluate)
 
-    p = sub.add_parser("measure", help="per-lesion measurements and body composition of one scan")
-    p.add_argument("--image", required=True)
-    p.add_argument("--segmentation", required=True)
+    p = sub.add_parser("measure", help="per-lesion measurements and body composition of one scan, or of a patient's "
+                       "scans in one process with each one's rigid registration to the reference scan (--record)")
+    p.add_argument("--image", required=True, nargs="+", help="image.nii.gz, one per scan")
+    p.add_argument("--segmentation", required=True, nargs="+", help="segmentation.nii.gz, one per scan")
     p.add_argument("--patient-id", required=True)
-    p.add_argument("--scan-id", required=True)
-    p.add_argument("--lesions-out", required=True, help="lesions.parquet")
-    p.add_argument("--tissue-out", required=True, help="tissue.parquet (muscle, SAT, VAT volumes)")
+    p.add_argument("--scan-id", required=True, nargs="+", help="the scans' IDs, in the same order")
+    p.add_argument("--lesions-out", required=True, nargs="+", help="lesions.parquet, one per scan")
+    p.add_argument("--tissue-out", required=True, nargs="+", help="tissue.parquet (muscle, SAT, VAT volumes), one per scan")
+    p.add_argument("--transform-out", nargs="+", default=None,
+                   help="to_reference.json (4x4 matrix: scan mm -> reference mm), one per scan (a patient's job)")
+    p.add_argument("--reference-scan-id", default=None, help="the patient's reference (baseline) scan (a patient's job)")
+    p.add_argument("--reference-image", default=None, help="its image.nii.gz (a patient's job)")
+    p.add_argument("--record", default=None, help="write the patient's measurement record here (TSV, one row per scan)")
     _add_settings(p)
     p.set_defaults(func=cmd_measure)
 

@@ -35,6 +35,29 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "sat_ml": "float",
         "vat_ml": "float",
     },
+    # qc/segment/<patient_id>.tsv: one row per scan of the patient's segmentation job (what the
+    # workflow tracks for the job; each scan's label map is scans/<scan_id>/segmentation.nii.gz)
+    "segment_record": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "engine": "str",
+        "lesions_from": "str",
+        "body_composition_from": "str",
+        "lesion_ml": "float",
+        "muscle_ml": "float",
+        "sat_ml": "float",
+        "vat_ml": "float",
+    },
+    # qc/measure/<patient_id>.tsv: one row per scan of the patient's registration + measurement job
+    # (each scan's files: scans/<scan_id>/lesions.parquet, tissue.parquet, to_reference.json)
+    "measure_record": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "reference_scan_id": "str",
+        "registration_status": "str",
+        "n_lesions": "int",
+        "lesion_ml": "float",
+    },
     # tables/lesions.parquet: lesion x scan, with tracks
     "lesions": {
         "patient_id": "str",

@@ -19,6 +19,7 @@ Lesions are numbered 1.. by decreasing volume (ties by component order, determin
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import cc3d
@@ -43,12 +44,13 @@ CROSS3 = ndimage.generate_binary_structure(3, 1)
 
 
 def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
-                 lesions_out: Path, tissue_out: Path, settings: dict | None = None) -> pd.DataFrame:
-    """Write the scan's lesion table and tissue table; returns the lesion table."""
+                 lesions_out: Path, tissue_out: Path, settings: dict | None = None,
+                 image_volume: Volume | None = None) -> pd.DataFrame:
+    """Write the scan's lesion table and tissue table; returns the lesion table.
+    `image_volume`: the image already read (a patient's job reads it once for both steps)."""
     s = {**DEFAULTS, **(settings or {})}
-    if int(s["connectivity"]) not in (6, 18, 26):
-        raise ValueError(f"lesions connectivity must be 6, 18 or 26, got {s['connectivity']!r}")
-    img = load_nifti(image, dtype=np.float32)
+    _check_connectivity(s)
+    img = image_volume if image_volume is not None else load_nifti(image, dtype=np.float32)
     seg = load_nifti(segmentation)
     if not img.same_grid(seg):
         raise ValueError(f"{segmentation}: grid {seg.shape} does not match the image {image} grid {img.shape} "
@@ -63,6 +65,60 @@ def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
     tables.write(tissue_table(labels, img.voxel_ml, patient_id, scan_id), tissue_out, "scan_tissue")
     log.info("%s: %d lesion(s), %.1f mL", scan_id, len(lesions), lesions["volume_ml"].sum() if len(lesions) else 0.0)
     return lesions
+
+
+def _check_connectivity(s: dict) -> None:
+    if int(s["connectivity"]) not in (6, 18, 26):
+        raise ValueError(f"lesions connectivity must be 6, 18 or 26, got {s['connectivity']!r}")
+
+
+@dataclass
+class ScanFiles:
+    """One scan of a patient's measurement job: its inputs and the files written for it."""
+
+    scan_id: str
+    image: Path
+    segmentation: Path
+    lesions_out: Path
+    tissue_out: Path
+    transform_out: Path
+
+
+def measure_patient(patient_id: str, reference_scan_id: str, reference_image: Path, scans: list[ScanFiles],
+                    record_out: Path, settings: dict | None = None) -> pd.DataFrame:
+    """Every scan of one patient in one process: its rigid transform to the patient's reference scan
+    (register.py; the reference read once), then its lesions and body composition, each to the
+    scan's own files; then the patient's record (tables.py `measure_record`), the file the workflow
+    tracks for the job. Returns the record."""
+    from tumorburden.lesions.register import DEFAULTS as REGISTRATION_DEFAULTS
+    from tumorburden.lesions.register import register_scan
+
+    s = {**REGISTRATION_DEFAULTS, **DEFAULTS, **(settings or {})}
+    _check_connectivity(s)
+    if not scans:
+        raise ValueError(f"patient {patient_id}: no scans to measure")
+    for job in scans:
+        for what, path in (("image", job.image), ("segmentation", job.segmentation)):
+            if not Path(path).exists():
+                raise FileNotFoundError(f"{path}: {what} of scan {job.scan_id} not found; run `tumorburden "
+                                        f"{'ingest' if what == 'image' else 'segment'}` on the scan first")
+    others = any(job.scan_id != reference_scan_id for job in scans)
+    reference = load_nifti(reference_image, dtype=np.float32) if others and s["registration"] == "rigid" else None
+    rows = []
+    for job in scans:
+        own = job.scan_id == reference_scan_id and reference is not None
+        img = reference if own else load_nifti(job.image, dtype=np.float32)
+        record = register_scan(job.image, reference_image, job.scan_id, reference_scan_id, job.transform_out,
+                               settings=s, image_volume=img, reference_volume=reference)
+        lesions = measure_scan(job.image, job.segmentation, patient_id, job.scan_id, job.lesions_out,
+                               job.tissue_out, settings=s, image_volume=img)
+        rows.append({"patient_id": patient_id, "scan_id": job.scan_id, "reference_scan_id": reference_scan_id,
+                     "registration_status": record["status"], "n_lesions": len(lesions),
+                     "lesion_ml": float(lesions["volume_ml"].sum()) if len(lesions) else 0.0})
+    table = tables.check(pd.DataFrame(rows), "measure_record", where=str(record_out))
+    Path(record_out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(record_out, sep="\t", index=False)
+    return table
 
 
 def tissue_table(labels: np.ndarray, voxel_ml: float, patient_id: str, scan_id: str) -> pd.DataFrame:

@@ -128,8 +128,10 @@ def rigid_matrix(moving: Volume, reference: Volume, settings: dict | None = None
 
 
 def register_scan(image: Path, reference_image: Path, scan_id: str, reference_scan_id: str, out: Path,
-                  settings: dict | None = None) -> dict:
-    """Write scans/<scan_id>/to_reference.json; returns its content."""
+                  settings: dict | None = None, image_volume: Volume | None = None,
+                  reference_volume: Volume | None = None) -> dict:
+    """Write scans/<scan_id>/to_reference.json; returns its content. `image_volume` and
+    `reference_volume`: the images already read (a patient's job reads its reference once)."""
     s = {**DEFAULTS, **(settings or {})}
     if s["registration"] not in ("rigid", "none"):
         raise ValueError(f"lesions.registration must be rigid or none, got {s['registration']!r}")
@@ -139,7 +141,10 @@ def register_scan(image: Path, reference_image: Path, scan_id: str, reference_sc
     elif s["registration"] == "none":
         matrix, info = np.eye(4), {"status": "registration off (lesions.registration: none)"}
     else:
-        matrix, info = rigid_matrix(load_nifti(image, dtype=np.float32), load_nifti(reference_image, dtype=np.float32), s)
+        moving = image_volume if image_volume is not None else load_nifti(image, dtype=np.float32)
+        reference = (reference_volume if reference_volume is not None
+                     else load_nifti(reference_image, dtype=np.float32))
+        matrix, info = rigid_matrix(moving, reference, s)
     record.update(info)
     record["matrix"] = [[round(float(x), 6) for x in row] for row in matrix]
     if not record["status"].startswith(("ok", "reference", "registration off")):

@@ -13,12 +13,17 @@ import contextlib
 import logging
 import time
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from scipy import ndimage
 
 from tumorburden.imaging.volume import Volume
-from tumorburden.segment.bundle import Bundle
+
+if TYPE_CHECKING:  # torch is imported where it is used: the classical engine and external masks need none of it
+    import torch
+
+    from tumorburden.segment.bundle import Bundle
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,8 @@ INFERENCE_DEFAULTS = {
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -50,6 +57,8 @@ def cpu_has_bf16() -> bool:
 
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """bf16 on a CPU that computes it natively (measured 2x faster, same labels), fp16 never."""
+    import torch
+
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -66,6 +75,8 @@ def preprocess_transform(bundle_or_spacing, intensity: dict | None = None, orien
     """The MONAI Compose a bundle's model expects: channel-first MetaTensor in, model input out."""
     from monai.transforms import Compose, Orientation, ScaleIntensityRange, Spacing
 
+    from tumorburden.segment.bundle import Bundle
+
     if isinstance(bundle_or_spacing, Bundle):
         b = bundle_or_spacing
         spacing, intensity, orientation = b.spacing_mm, b.intensity, b.orientation
@@ -79,9 +90,11 @@ def preprocess_transform(bundle_or_spacing, intensity: dict | None = None, orien
     return Compose(steps)
 
 
-def to_metatensor(volume: Volume, dtype=torch.float32):
+def to_metatensor(volume: Volume, dtype=None):
+    import torch
     from monai.data import MetaTensor
 
+    dtype = torch.float32 if dtype is None else dtype
     array = torch.from_numpy(np.ascontiguousarray(volume.array)).to(dtype)[None]
     return MetaTensor(array, affine=torch.as_tensor(volume.affine, dtype=torch.float64))
 
@@ -119,6 +132,7 @@ def labels_to_grid(labels: np.ndarray, labels_affine: np.ndarray, shape, affine:
 def infer_labels(image: Volume, bundle: Bundle, settings: dict | None = None,
                  device: torch.device | None = None) -> tuple[np.ndarray, dict]:
     """uint8 label map (our labels) on the image's grid, and timings of each step."""
+    import torch
     from monai.inferers import sliding_window_inference
 
     s = {**INFERENCE_DEFAULTS, **(settings or {})}
