@@ -283,3 +283,35 @@ def test_cli_damaged_file_is_one_line(tmp_path, capsys, damage):
     assert main(["ingest", str(tmp_path / "dcm"), "--out", str(tmp_path / "x.nii.gz")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("tumorburden ingest: error: ") and "slice003.dcm" in err
+
+
+def test_a_patients_scans_are_ingested_in_one_job(tmp_path):
+    """`tumorburden ingest --scan-id ...` as the rule calls it: a DICOM folder and a NIfTI file of one
+    patient, each to its own image and QC file (voxels as SimpleITK reads the series, as the NIfTI
+    holds), and the patient's record with each image's grid."""
+    import pandas as pd
+
+    from tumorburden.cli import main
+    from tumorburden.imaging.volume import save_nifti
+
+    write_series(tmp_path / "dcm", n=9, step=2.0)
+    hu = np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4) - 1000.0
+    save_nifti(Volume(hu, np.diag([2.0, 2.0, 3.0, 1.0])), tmp_path / "fu.nii.gz", dtype=np.int16)
+    outs = [tmp_path / s / "image.nii.gz" for s in ("S0", "S1")]
+    qcs = [tmp_path / "qc" / f"{s}.json" for s in ("S0", "S1")]
+    code = main(["ingest", "--patient-id=P1", f"--record={tmp_path / 'P1.tsv'}", "--scan-id", "S0", "S1",
+                 "--out", *map(str, outs), "--qc", *map(str, qcs), "--", str(tmp_path / "dcm"),
+                 str(tmp_path / "fu.nii.gz")])
+    assert code == 0
+    np.testing.assert_array_equal(_read(outs[0])[0], sitk_read(tmp_path / "dcm")[0])
+    np.testing.assert_array_equal(_read(outs[1])[0], hu)
+    assert [json.loads(q.read_text())["status"] for q in qcs] == ["ok", "ok"]
+    record = pd.read_csv(tmp_path / "P1.tsv", sep="\t").set_index("scan_id")
+    for scan_id, out in zip(("S0", "S1"), outs):
+        image = nib.load(out)
+        assert tuple(record.loc[scan_id, ["size_i", "size_j", "size_k"]]) == image.shape
+        np.testing.assert_allclose(record.loc[scan_id, ["spacing_i_mm", "spacing_j_mm", "spacing_k_mm"]].astype(float),
+                                   image.header.get_zooms())
+    assert main(["ingest", "--patient-id=P1", f"--record={tmp_path / 'P2.tsv'}", "--scan-id", "S0", "S1",
+                 "--out", *map(str, outs), "--qc", *map(str, qcs), "--", str(tmp_path / "dcm")]) == 1
+    assert not (tmp_path / "P2.tsv").exists()

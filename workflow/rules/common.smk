@@ -197,7 +197,7 @@ def external_files_of(wc, column):
 
 def segment_inputs(wc):
     """The patient's images, external masks / TotalSegmentator folders, and the model weights."""
-    return {"images": patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
+    return {"ingested": f"{R}/qc/ingest/{wc.patient_id}.tsv",
             "masks": [m for _, m in external_files_of(wc, "mask")],
             "bodycomp": [m for _, m in external_files_of(wc, "bodycomp")], **MODEL_WEIGHTS}
 
@@ -210,11 +210,11 @@ def scan_source(scan_id):
     return str(Path(image).parent) if STUDY.synthetic else image
 
 
-def ingest_source_args(scan_id):
-    """How `tumorburden ingest` is told the scan's source: the file list discovery wrote (dicom_root),
-    else the image path of scans.tsv (after `--`: a path is never read as an option)."""
-    image = scan_row(scan_id)["image"]
-    return [f"--series-list={image}"] if DICOM_ROOT else ["--", image]
+def ingest_source_args(wc):
+    """How `tumorburden ingest` is told the patient's sources, one per scan: the file lists discovery
+    wrote (dicom_root), else the image paths of scans.tsv (after `--`: a path is never read as an option)."""
+    images = [scan_row(s)["image"] for s in scans_of(wc)]
+    return ["--series-list", *images] if DICOM_ROOT else ["--", *images]
 
 
 def truth_folders():

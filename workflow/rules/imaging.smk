@@ -1,4 +1,4 @@
-# DICOM -> HU NIfTI with its RAS affine, per scan. Two ways in:
+# DICOM -> HU NIfTI with its RAS affine, per scan, one patient per job. Two ways in:
 # - study.scans: scans.tsv names each scan's image (a DICOM folder or a NIfTI file);
 # - study.dicom_root: the `discover` checkpoint indexes the export (headers only), applies the
 #   header-level QC and the series choice, so rejected studies never enter the DAG; its manifest
@@ -37,22 +37,26 @@ if DICOM_ROOT:
 
 
 rule ingest:
-    """One scan: its DICOM series (a folder; for a dicom_root study the file list discovery chose)
-    or NIfTI file -> image.nii.gz in HU with its RAS affine, and the ingest QC."""
+    """Every scan of a patient in one process: its DICOM series (a folder; for a dicom_root study the
+    file list discovery chose) or NIfTI file -> scans/<scan_id>/image.nii.gz in HU with its RAS
+    affine, and qc/ingest/<scan_id>.json; the job's tracked output is the patient's record."""
     input:
-        source=lambda wc: scan_source(wc.scan_id),
+        sources=lambda wc: sorted({scan_source(s) for s in scans_of(wc)}),
     output:
-        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
-        qc=f"{R}/qc/ingest/{{scan_id}}.json",
+        record=f"{R}/qc/ingest/{{patient_id}}.tsv",
     log:
-        f"{R}/logs/ingest/{{scan_id}}.log",
+        f"{R}/logs/ingest/{{patient_id}}.log",
     benchmark:
-        f"{R}/benchmarks/ingest/{{scan_id}}.tsv"
+        f"{R}/benchmarks/ingest/{{patient_id}}.tsv"
     params:
-        source=lambda wc: ingest_source_args(wc.scan_id),
+        scans=scans_of,
+        images=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
+        qc=lambda wc: patient_scan_files(wc, f"{R}/qc/ingest/{{scan_id}}.json"),
+        sources=ingest_source_args,
         settings=settings("imaging"),
     conda:
         ENV
     shell:
-        "tumorburden ingest --out={output.image:q} --qc={output.qc:q}"
-        " --settings={params.settings:q} {params.source:q} > {log:q} 2>&1"
+        "tumorburden ingest --patient-id={wildcards.patient_id:q} --record={output.record:q}"
+        " --scan-id {params.scans:q} --out {params.images:q} --qc {params.qc:q}"
+        " --settings={params.settings:q} {params.sources:q} > {log:q} 2>&1"

@@ -8,7 +8,7 @@ rule measure:
     files, scans/<scan_id>/lesions.parquet, tissue.parquet and to_reference.json; the job's tracked
     output is the patient's record (one row per scan)."""
     input:
-        images=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
+        ingested=f"{R}/qc/ingest/{{patient_id}}.tsv",
         segmented=f"{R}/qc/segment/{{patient_id}}.tsv",
     output:
         record=f"{R}/qc/measure/{{patient_id}}.tsv",
@@ -19,6 +19,7 @@ rule measure:
     params:
         settings=settings("lesions"),
         scans=scans_of,
+        images=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
         segmentations=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
         lesions=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/lesions.parquet"),
         tissue=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/tissue.parquet"),
@@ -29,7 +30,7 @@ rule measure:
         ENV
     shell:
         "tumorburden measure --patient-id={wildcards.patient_id:q} --record={output.record:q}"
-        " --scan-id {params.scans:q} --image {input.images:q} --segmentation {params.segmentations:q}"
+        " --scan-id {params.scans:q} --image {params.images:q} --segmentation {params.segmentations:q}"
         " --lesions-out {params.lesions:q} --tissue-out {params.tissue:q} --transform-out {params.transforms:q}"
         " --reference-scan-id={params.reference:q} --reference-image={params.reference_image:q}"
         " --settings={params.settings:q} > {log:q} 2>&1"

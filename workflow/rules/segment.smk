@@ -18,6 +18,7 @@ rule segment:
         # training and export settings are not the segmentation's: editing them must not redo every scan
         settings=settings("segmentation", without=("train", "dicom_seg")),
         scans=scans_of,
+        images=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
         segmentations=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
         overlays=lambda wc: patient_scan_files(wc, f"{R}/qc/overlays/{{scan_id}}.png"),
         masks=lambda wc: [f"--mask={s}={m}" for s, m in external_files_of(wc, "mask")],
@@ -30,7 +31,7 @@ rule segment:
         ENV
     shell:
         "tumorburden segment --patient-id={wildcards.patient_id:q} --record={output.record:q}"
-        " --scan-id {params.scans:q} --image {input.images:q} --out {params.segmentations:q}"
+        " --scan-id {params.scans:q} --image {params.images:q} --out {params.segmentations:q}"
         " --overlay {params.overlays:q} --nifti-source {params.nifti:q} {params.masks:q} {params.bodycomp:q}"
         " --threads={threads:q} --settings={params.settings:q} > {log:q} 2>&1"
 
@@ -94,7 +95,7 @@ rule evaluate_segmentation:
     """Score the configured bundle (bf16 and fp32) and the classical baseline per lesion site on this run's
     synthetic scans (held out: the training trial uses another seed)."""
     input:
-        images=scan_files(f"{R}/scans/{{scan_id}}/image.nii.gz"),
+        ingested=patient_files(f"{R}/qc/ingest/{{patient_id}}.tsv"),  # every scan's image.nii.gz
         truth=truth_folders(),
     output:
         scores=f"{R}/segment_eval/scores.csv",
@@ -103,7 +104,7 @@ rule evaluate_segmentation:
         f"{R}/logs/evaluate_segmentation.log",
     params:
         settings=settings("segmentation"),
-        scans=lambda wc, input: str(Path(input.images[0]).parents[1]),
+        scans=f"{R}/scans",
         truth=lambda wc, input: str(Path(input.truth[0]).parents[1]),
         out=lambda wc, output: str(Path(output.scores).parent),
     threads: 2

@@ -67,16 +67,32 @@ def cmd_synth_render(a):
 
 
 def cmd_ingest(a):
-    from tumorburden.imaging.ingest import ingest
+    from tumorburden.imaging.ingest import IngestJob, ingest, ingest_patient, ingest_series_list
 
-    files, uid, label, redact = None, a.series_uid, None, None
+    settings = _settings(a.settings)
+    if a.scan_id:  # a patient's scans: one source or one series list per scan
+        if not a.patient_id or not a.record:
+            raise ValueError("--scan-id (a patient's scans) needs --patient-id and --record")
+        sources = a.series_list or a.series
+        _same_length(a, ("scan-id", "out", "qc"))
+        if len(sources or []) != len(a.scan_id):
+            raise ValueError(f"give one source (SERIES_DIR or NIfTI file, or --series-list) per --scan-id: "
+                             f"{len(a.scan_id)} scans, {len(sources or [])} sources")
+        jobs = [IngestJob(scan_id, Path(out), Path(qc), **({"series_list": Path(src)} if a.series_list
+                                                            else {"source": Path(src)}))
+                for scan_id, out, qc, src in zip(a.scan_id, a.out, a.qc, sources)]
+        ingest_patient(a.patient_id, jobs, Path(a.record), settings=settings, dtype=a.dtype)
+        return
+    if len(a.out) != 1 or len(a.qc or [None]) != 1 or len(a.series) > 1 or len(a.series_list or []) > 1:
+        raise ValueError("several scans need --scan-id (one per scan), --patient-id and --record")
+    qc = Path(a.qc[0]) if a.qc else None
     if a.series_list:  # written by discovery: the files of the scan's chosen series
-        listing = json.loads(Path(a.series_list).read_text())
-        files, uid, label, redact = listing["files"], listing["series_uid"], listing["scan_id"], listing.get("redact")
+        ingest_series_list(Path(a.series_list[0]), Path(a.out[0]), qc, settings, a.dtype)
     elif not a.series:
         raise ValueError("give a SERIES_DIR (or NIfTI file), or --series-list")
-    ingest(Path(a.series) if a.series else None, Path(a.out), qc_path=Path(a.qc) if a.qc else None,
-           settings=_settings(a.settings), files=files, series_uid=uid, dtype=a.dtype, label=label, redact=redact)
+    else:
+        ingest(Path(a.series[0]), Path(a.out[0]), qc_path=qc, settings=settings, series_uid=a.series_uid,
+               dtype=a.dtype)
 
 
 def cmd_discover(a):
@@ -334,12 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth-dir", required=True, help="folder for labels.nii.gz and lesions.nii.gz")
     p.set_defaults(func=cmd_synth_render)
 
-    p = sub.add_parser("ingest", help="read the diagnostic CT series of a folder (or a NIfTI) into an HU NIfTI with its RAS affine")
-    p.add_argument("series", nargs="?", help="a folder holding DICOM files (any layout, several series allowed), or a NIfTI file")
-    p.add_argument("--out", required=True, help="OUT.nii.gz")
-    p.add_argument("--qc", default=None, help="write the ingest QC report here (JSON)")
-    p.add_argument("--series-uid", default=None, help="read this series instead of choosing one")
-    p.add_argument("--series-list", default=None, help="a series list written by `tumorburden discover` (pipeline use)")
+    p = sub.add_parser("ingest", help="read the diagnostic CT series of a folder (or a NIfTI) into an HU NIfTI with its "
+                       "RAS affine; or a patient's scans in one process (--scan-id, --patient-id, --record)")
+    p.add_argument("series", nargs="*", help="a folder holding DICOM files (any layout, several series allowed), or a "
+                   "NIfTI file; one per --scan-id")
+    p.add_argument("--out", required=True, nargs="+", help="OUT.nii.gz, one per scan")
+    p.add_argument("--qc", default=None, nargs="+", help="write the ingest QC report here (JSON), one per scan")
+    p.add_argument("--series-uid", default=None, help="read this series instead of choosing one (one scan)")
+    p.add_argument("--series-list", default=None, nargs="+",
+                   help="a series list written by `tumorburden discover` (pipeline use), one per scan")
+    p.add_argument("--scan-id", nargs="+", default=None, help="the scans' IDs, in the same order (a patient's job)")
+    p.add_argument("--patient-id", default=None, help="the patient whose scans these are (a patient's job)")
+    p.add_argument("--record", default=None, help="write the patient's ingest record here (TSV, one row per scan)")
     p.add_argument("--dtype", choices=["auto", "int16", "float32"], default="auto",
                    help="auto: int16 when the HU are exact integers, else float32")
     _add_settings(p)

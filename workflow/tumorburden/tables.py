@@ -35,6 +35,18 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "sat_ml": "float",
         "vat_ml": "float",
     },
+    # qc/ingest/<patient_id>.tsv: one row per scan of the patient's ingest job (each scan's image:
+    # scans/<scan_id>/image.nii.gz, its QC: qc/ingest/<scan_id>.json)
+    "ingest_record": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "size_i": "int",
+        "size_j": "int",
+        "size_k": "int",
+        "spacing_i_mm": "float",
+        "spacing_j_mm": "float",
+        "spacing_k_mm": "float",
+    },
     # qc/segment/<patient_id>.tsv: one row per scan of the patient's segmentation job (what the
     # workflow tracks for the job; each scan's label map is scans/<scan_id>/segmentation.nii.gz)
     "segment_record": {

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+
+from tumorburden import tables
 
 from tumorburden.imaging.reader import hu_problem, read_volume
 from tumorburden.imaging.series import (
@@ -77,6 +81,51 @@ def ingest(series: Path | None, out: Path, qc_path: Path | None = None, settings
         return _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, redactor)
     except SeriesError as exc:
         raise SeriesError(redactor(str(exc))) from None
+
+
+@dataclass
+class IngestJob:
+    """One scan of a patient's ingest job: its source (a DICOM folder or NIfTI file, or the series
+    list discovery wrote for a dicom_root study) and its outputs."""
+
+    scan_id: str
+    out: Path
+    qc: Path
+    source: Path | None = None
+    series_list: Path | None = None
+
+
+def ingest_series_list(series_list: Path, out: Path, qc_path: Path | None = None, settings: dict | None = None,
+                       dtype: str = "auto") -> Volume:
+    """Ingest the scan a discovery series list names (its files, series UID, scan ID and what to redact)."""
+    listing = json.loads(Path(series_list).read_text())
+    return ingest(None, out, qc_path=qc_path, settings=settings, files=listing["files"],
+                  series_uid=listing["series_uid"], dtype=dtype, label=listing["scan_id"],
+                  redact=listing.get("redact"))
+
+
+def ingest_patient(patient_id: str, scans: list[IngestJob], record_out: Path, settings: dict | None = None,
+                   dtype: str = "auto") -> pd.DataFrame:
+    """Every scan of one patient in one process, each to its own image and QC file; then the
+    patient's record (tables.py `ingest_record`), the file the workflow tracks for the job."""
+    if not scans:
+        raise ValueError(f"patient {patient_id}: no scans to ingest")
+    rows = []
+    for i, job in enumerate(scans, 1):
+        log.info("scan %s (%d/%d of patient %s)", job.scan_id, i, len(scans), patient_id)
+        if job.series_list is not None:
+            volume = ingest_series_list(job.series_list, job.out, job.qc, settings, dtype)
+        else:
+            volume = ingest(job.source, job.out, qc_path=job.qc, settings=settings, dtype=dtype)
+        spacing = volume.spacing
+        rows.append({"patient_id": patient_id, "scan_id": job.scan_id,
+                     "size_i": int(volume.shape[0]), "size_j": int(volume.shape[1]), "size_k": int(volume.shape[2]),
+                     "spacing_i_mm": float(spacing[0]), "spacing_j_mm": float(spacing[1]),
+                     "spacing_k_mm": float(spacing[2])})
+    table = tables.check(pd.DataFrame(rows), "ingest_record", where=str(record_out))
+    Path(record_out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(record_out, sep="\t", index=False)
+    return table
 
 
 def _ingest(series, out, qc_path, settings, files, series_uid, dtype, label, redactor) -> Volume:
