@@ -4,7 +4,7 @@
 #   bash benchmarks/throughput.sh [CORES] [MATRIX] [N_PATIENTS]   (defaults: 2 384 10)
 # The synthetic DICOM series are rendered first and not timed (a real study has its DICOM);
 # the timed part is everything a real study runs: ingest, segment, measure (with registration)
-# per scan, the DICOM-SEG export per patient, then track, burden, features, survival, figures. Peer in the same run: the per-scan jobs' own
+# per patient (each scan to its own files), the DICOM-SEG export per patient, then track, burden, features, survival, figures. Peer in the same run: the per-scan jobs' own
 # CPU time (Snakemake benchmark files), so the ratio wall x cores / job CPU says how much of the
 # cores the run kept busy (robust to a loaded machine, where wall time alone is not).
 set -euo pipefail
@@ -45,19 +45,18 @@ def jobs(rule):
     return (b["cpu_time"] if "cpu_time" in b else b["s"]).astype(float), b["s"].astype(float), b["max_rss"].astype(float)
 
 rows = []
-for rule in ["ingest", "segment", "measure"]:
-    cpu, w, rss = jobs(rule)
-    rows.append((rule, cpu.mean(), w.mean(), rss.max()))
-# the DICOM-SEG export runs once per patient: its CPU per scan is the total over the scans
-if any(Path(r, "benchmarks", "segment_dicom").glob("*.tsv")):
-    cpu, w, rss = jobs("segment_dicom")
-    rows.append(("segment_dicom (per patient, per scan)", cpu.sum() / n, w.sum() / n, rss.max()))
+# ingest, segment, measure and the DICOM-SEG export run one job per patient: their CPU per scan
+# is the rule's total over the scans
+for rule in ["ingest", "segment", "measure", "segment_dicom"]:
+    if any(Path(r, "benchmarks", rule).glob("*.tsv")):
+        cpu, w, rss = jobs(rule)
+        rows.append((f"{rule} (per patient, per scan)", cpu.sum() / n, w.sum() / n, rss.max()))
 cpu_per_scan = sum(c for _, c, _, _ in rows)
 per_hour = n / wall * 3600
 print(f"Trial: {n} scans of {shape} voxels ({matrix}x{matrix} at {pixel} mm, 1.5 mm slices); "
       f"{cores} cores; load average {load0} before, {load1} after.")
 print()
-print("| per-scan rule | mean CPU s | mean wall s | peak RSS |")
+print("| per-scan rule | CPU s per scan | wall s per scan | peak RSS |")
 print("| --- | --- | --- | --- |")
 for rule, cpu, w, rss in rows:
     print(f"| `{rule}` | {cpu:.1f} | {w:.1f} | {rss / 1024:.2f} GB |")
