@@ -54,8 +54,12 @@ def test_killed_run_resumes_without_recomputing_finished_patients(synthetic_run,
     def measured(patient):  # the patient's measure job (registration + lesions of every scan) has run
         return (results / "qc" / "measure" / f"{patient}.tsv").exists()
 
-    # First run, killed once the first reset patient is measured (segment takes both cores, so the
-    # patients' jobs finish one after another).
+    def finished(patient):  # ... and Snakemake has recorded it as done (its incomplete marker gone)
+        record = results / "qc" / "measure" / f"{patient}.tsv"
+        return record.exists() and record.resolve() not in incomplete_outputs(tmp_path)
+
+    # First run, killed once the first reset patient is measured and recorded as done (segment
+    # takes both cores, so the patients' jobs finish one after another).
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", *targets]
@@ -63,7 +67,7 @@ def test_killed_run_resumes_without_recomputing_finished_patients(synthetic_run,
     with open(tmp_path / "killed.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 900
-        while not any(measured(p) for p in reset_patients):
+        while not any(finished(p) for p in reset_patients):
             assert run.poll() is None, "the run ended before it could be killed: " + (tmp_path / "killed.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no progress within 15 min"
             time.sleep(0.2)
