@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorburden.figures import names
 from tumorburden.figures import settings as fsettings
 from tumorburden.figures import style
 from tumorburden.figures.km import read_survival_table
@@ -188,10 +189,10 @@ def write_prediction_figures(survival_dir: Path, out_dir: Path, settings: dict |
     written = []
     for endpoint in fsettings.endpoint_order(val["endpoint"].unique()):
         fig, _ = calibration_figure(cal, endpoint, dpm)
-        written += style.save(fig, Path(out_dir) / f"calibration_{endpoint}", s["formats"], int(s["dpi"]))
+        written += style.save(fig, Path(out_dir) / names.calibration_stem(endpoint), s["formats"], int(s["dpi"]))
         fig, _ = decision_figure(dc, endpoint, dpm)
-        written += style.save(fig, Path(out_dir) / f"decision_curve_{endpoint}", s["formats"], int(s["dpi"]))
+        written += style.save(fig, Path(out_dir) / names.decision_curve_stem(endpoint), s["formats"], int(s["dpi"]))
     fig, _ = comparison_figure(val, truth)
-    written += style.save(fig, Path(out_dir) / "model_comparison", s["formats"], int(s["dpi"]))
+    written += style.save(fig, Path(out_dir) / names.MODEL_COMPARISON_STEM, s["formats"], int(s["dpi"]))
     log.info("wrote %d prediction figure files", len(written))
     return written
