@@ -103,8 +103,7 @@ def discovered_scan_targets(wildcards):
 
 
 # Segmentation (segment.smk): the bundle, a scan's inputs, DICOM sources and their DICOM-SEG.
-# with its defaults (segment.smk reads the engine)
-SEGMENTATION = section(config, "segmentation")
+SEGMENTATION = section(config, "segmentation")  # with its defaults (segment.smk reads the engine)
 MODEL_WEIGHTS = model_weights(SEGMENTATION)
 
 
@@ -138,6 +137,15 @@ def dicom_series_of_patient(wc):
 
 def dicom_seg_targets(wildcards=None):
     return PLAN.dicom_seg_targets()
+
+
+def scans_of_patient():
+    """patient -> their scan ids (per-patient jobs)."""
+    return PLAN.scans_of_patient()
+
+
+def patient_of(scan_id):
+    return PLAN.patient_of(scan_id)
 
 
 # Lesions (lesions.smk): each patient's reference scan for registration.
