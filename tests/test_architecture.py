@@ -27,6 +27,10 @@ def test_every_import_contract_is_kept():
      "tumorburden.imaging is not allowed to import tumorburden.kinetics"),       # the layers
     ("segment/engine.py", "from tumorburden.segment import train",
      "tumorburden.segment.engine is not allowed to import tumorburden.synth"),   # production segmentation
+    ("workflow_plan.py", "from tumorburden.figures import names",
+     "tumorburden.workflow_plan is not allowed to import tumorburden.figures"),  # the plan stays light
+    ("kinetics/burden.py", "from tumorburden import workflow_plan",
+     "tumorburden.kinetics is not allowed to import tumorburden.workflow_plan"),  # no stage calls the plan
 ])
 def test_a_wrong_way_import_breaks_its_contract(tmp_path, module, wrong_import, broken):
     shutil.copytree(ROOT / "workflow" / "tumorburden", tmp_path / "tumorburden",

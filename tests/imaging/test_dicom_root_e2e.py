@@ -61,7 +61,10 @@ def test_dicom_root_study(synthetic_run, tmp_path):
     pd.DataFrame({"dicom_patient_id": ["HOSP-0", "HOSP-1"], "patient_id": chosen[:2]}).to_csv(
         tmp_path / "patients.tsv", sep="\t", index=False)
     config = {"study": {"name": "pacs", "dicom_root": str(root), "clinical": str(tmp_path / "clinical.tsv"),
-                        "patient_map": str(tmp_path / "patients.tsv")}}
+                        "patient_map": str(tmp_path / "patients.tsv")},
+              # what is tested here is the route from the export to the tables; the default (MONAI) engine
+              # on this route is run by tests/test_identifiers_e2e.py, and its start-up was most of this test
+              "segmentation": {"engine": "classical"}}
     proc = snakemake(tmp_path, config, "results/pacs/tables/features.parquet")
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = tmp_path / "results/pacs"

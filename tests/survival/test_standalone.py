@@ -1,4 +1,4 @@
-"""`tumorburden survival score|rmst|validate` on a table, as a user runs them to check against R."""
+"""`tumorburden survival km|logrank|cox|zph|score|rmst|validate` on a table, as a user runs them to check against R."""
 
 import numpy as np
 import pandas as pd
@@ -60,3 +60,33 @@ def test_validate_command_gives_rms_rows_with_apparent_optimism_corrected(tmp_pa
     assert {"apparent", "optimism", "corrected"} <= set(out.columns)
     np.testing.assert_allclose(out["corrected"], out["apparent"] - out["optimism"], rtol=1e-9, atol=1e-12)
     assert (out["n"] == 227).all()  # one patient lacks ph.ecog
+
+
+@pytest.mark.parametrize("action, options, column, values, row, said", [
+    ("km", ["--group", "arm"], "time", [5, 8, -12, 3], 3, "negative or non-numeric"),
+    ("logrank", ["--group", "arm"], "status", [1, 0, 0, 2], 4, "codes other than 0/1"),
+    ("cox", ["--covariates", "x"], "time", ["abc", 8, 12, 3], 1, "negative or non-numeric"),
+    ("zph", ["--covariates", "x"], "status", [1, 1, 3, 0], 3, "codes other than 0/1"),
+])
+def test_km_logrank_and_cox_stop_on_a_bad_table_naming_its_first_bad_row(tmp_path, capsys, action, options, column,
+                                                                          values, row, said):
+    """The same one-line error as score/rmst/validate, before anything is fitted or written."""
+    good = {"time": [5, 8, 12, 3], "status": [1, 0, 1, 1], "arm": ["a", "b", "a", "b"], "x": [1.0, 2.0, 3.0, 4.0]}
+    table = tmp_path / "t.tsv"
+    pd.DataFrame({**good, column: values}).to_csv(table, sep="\t", index=False)
+    out = tmp_path / "o.csv"
+    code = main(["survival", action, "--table", str(table), "--duration", "time", "--event", "status", *options,
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"tumorburden survival: error: {table}: ") and f"(first: row {row})" in err and said in err
+    assert not out.exists()
+
+
+def test_a_missing_column_names_the_table(tmp_path, capsys):
+    table = tmp_path / "t.tsv"
+    pd.DataFrame({"time": [5, 8], "status": [1, 0]}).to_csv(table, sep="\t", index=False)
+    code = main(["survival", "km", "--table", str(table), "--duration", "time", "--event", "status", "--group", "arm",
+                 "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{table}: column 'arm' is not in the table (columns: time, status)" in err

@@ -1,12 +1,20 @@
 # Config and study loading: everything is checked here, before any job runs.
-import json
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
-from tumorburden.paths import DEFAULT_BUNDLE, ID_REGEX, resolve_bundle  # noqa: E402
+from tumorburden.paths import ID_REGEX  # noqa: E402
 from tumorburden.study import StudyError, check_study, private_dir, results_dir  # noqa: E402
+from tumorburden.workflow_plan import (  # noqa: E402
+    PREDICTION_KEYS,
+    DiscoveredScans,
+    StudyPlan,
+    analysed_cohorts,
+    model_weights,
+    section,
+    settings_json,
+)
 
 SCHEMAS = Path(workflow.basedir) / "workflow" / "schemas"
 ENV = "../../envs/tumorburden.yaml"
@@ -26,47 +34,17 @@ R = str(results_dir(config))
 DICOM_ROOT = STUDY.dicom_root is not None
 # outside results/: series lists of a PACS export, DICOM objects for the hospital's PACS
 PRIVATE = str(STUDY.private_dir or private_dir(config))
-DICOM_SEG = (config.get("segmentation") or {}).get("dicom_seg", True)
+DICOM_SEG = section(config, "segmentation")["dicom_seg"]
 INGEST_EXCLUSIONS = [f"{R}/qc/ingest_exclusions.tsv"] if DICOM_ROOT else []
 
 
-class DiscoveredScans:
-    """scans.tsv of a dicom_root study, with the DataFrame's `loc` and `index`. Reading it inside
-    an input function before the checkpoint has run tells Snakemake to run the checkpoint first."""
-
-    def __init__(self):
-        self._frame, self._mtime = None, None
-
-    def frame(self):
-        path = Path(checkpoints.discover.get().output.scans)
-        mtime = path.stat().st_mtime
-        if self._frame is None or mtime != self._mtime:
-            import pandas as pd
-
-            frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "scan_id": str, "image": str})
-            frame["mask"] = None  # external masks are a scans.tsv feature
-            self._frame, self._mtime = frame.set_index("scan_id", drop=False), mtime
-        return self._frame
-
-    @property
-    def loc(self):
-        return self.frame().loc
-
-    @property
-    def index(self):
-        return self.frame().index
-
-    def __getattr__(self, name):  # columns, iterrows, ...: as the DataFrame
-        if name.startswith("_"):  # copy/pickle protocols must not trigger the checkpoint
-            raise AttributeError(name)
-        return getattr(self.frame(), name)
-
-
-SCANS = DiscoveredScans() if DICOM_ROOT else STUDY.scans
+SCANS = DiscoveredScans(lambda: checkpoints.discover.get().output.scans) if DICOM_ROOT else STUDY.scans
+# Every per-scan and per-patient lookup of the input functions (workflow/tumorburden/workflow_plan.py).
+PLAN = StudyPlan(SCANS, R, synthetic=STUDY.synthetic)
 CLINICAL_TSV = str(STUDY.clinical_path)
 SCANS_TSV = str(STUDY.scans_path)
-ANALYSED_COHORTS = STUDY.cohorts + (["all"] if config.get("survival", {}).get("pooled", True) else [])
-ENDPOINTS = config.get("survival", {}).get("endpoints", ["pfs", "os"])
+ANALYSED_COHORTS = analysed_cohorts(STUDY.cohorts, section(config, "survival"))
+ENDPOINTS = section(config, "survival")["endpoints"]
 
 
 wildcard_constraints:
@@ -77,38 +55,8 @@ wildcard_constraints:
 
 
 def settings(section, without=()):
-    """A config section (less the keys `without`) as the JSON of `tumorburden ... --settings`
-    (the rules quote it: --settings={params.settings:q}). Leave out the keys a step ignores
-    (Snakemake reruns a job whose parameters changed)."""
-    chosen = {k: v for k, v in (config.get(section) or {}).items() if k not in without}
-    return json.dumps(chosen, sort_keys=True)
-
-
-_PER_SCAN_TABLE = {}
-
-
-def once_per_scan_table(compute):
-    """compute() cached while the scan table is the same object (a dicom_root study's table only
-    exists after the discover checkpoint, so these may not run when the Snakefile is read)."""
-
-    def cached():
-        key = id(SCANS.index)
-        if _PER_SCAN_TABLE.get(compute.__name__, (None,))[0] != key:
-            _PER_SCAN_TABLE[compute.__name__] = (key, compute())
-        return _PER_SCAN_TABLE[compute.__name__][1]
-
-    return cached
-
-
-@once_per_scan_table
-def scan_rows():
-    """scan_id -> its scans.tsv row as a dict: input functions run for every job, and a
-    DataFrame lookup per job was a tenth of the 600 x 6 DAG's build time."""
-    return SCANS.to_dict("index")
-
-
-def scan_row(scan_id):
-    return scan_rows()[scan_id]
+    """A config section as the rules' --settings JSON (quoted: --settings={params.settings:q})."""
+    return settings_json(config, section, without)
 
 
 def scan_files(pattern):
@@ -127,7 +75,7 @@ def final_targets():
         f"{R}/survival/performance.csv",
         f"{R}/survival/validation.csv",
     ]
-    targets += figure_targets()  # workflow/rules/figures.smk
+    targets += figure_targets()  # workflow/rules/figures_common.smk
     if STUDY.synthetic:
         targets.append(f"{R}/truth/scores.csv")
     if DICOM_ROOT:
@@ -143,136 +91,73 @@ def discovered_scan_targets(wildcards):
 
 
 # Segmentation (segment.smk): the bundle, a scan's inputs, DICOM sources and their DICOM-SEG.
-SEGMENTATION = config.get("segmentation") or {}
-
-
-def _model_weights():
-    """{"weights": the bundle's weights file} for the monai engine, else {}."""
-    if SEGMENTATION.get("engine", "monai") != "monai":
-        return {}
-    bundle = resolve_bundle(SEGMENTATION.get("bundle", DEFAULT_BUNDLE))
-    weights = bundle / "models" / "model.ts"
-    return {"weights": str(weights if weights.exists() else bundle / "models" / "model.pt")}
-
-
-MODEL_WEIGHTS = _model_weights()
-
-
-@once_per_scan_table
-def scans_of_patient():
-    """patient -> their scan ids, in the scan table's order (one job per patient for the per-scan
-    steps: ingest, segment, measure)."""
-    by_patient = {}
-    for scan_id, patient in zip(SCANS.index, SCANS.loc[:, "patient_id"]):
-        by_patient.setdefault(patient, []).append(scan_id)
-    return by_patient
+SEGMENTATION = section(config, "segmentation")  # with its defaults (segment.smk reads the engine)
+MODEL_WEIGHTS = model_weights(SEGMENTATION)
 
 
 def scans_of(wc):
-    return scans_of_patient()[wc.patient_id]
+    return PLAN.scans_of(wc.patient_id)
 
 
 def patient_scan_files(wc, pattern):
-    """One path per scan of the patient (pattern with {scan_id})."""
-    return [pattern.format(scan_id=s) for s in scans_of(wc)]
+    return PLAN.patient_scan_files(wc.patient_id, pattern)
 
 
 def patient_files(pattern):
     """One path per patient (pattern with {patient_id}): the tracked outputs of the per-patient jobs;
     for a dicom_root study an input function (patients known after discovery)."""
     if DICOM_ROOT:
-        return lambda wc: [pattern.format(patient_id=p) for p in scans_of_patient()]
-    return [pattern.format(patient_id=p) for p in scans_of_patient()]
+        return lambda wc: [pattern.format(patient_id=p) for p in PLAN.patients()]
+    return [pattern.format(patient_id=p) for p in PLAN.patients()]
 
 
 def external_files_of(wc, column):
-    """(scan_id, path) of the patient's scans whose scans.tsv row fills `column` (mask, bodycomp)."""
-    pairs = []
-    for scan_id in scans_of(wc):
-        value = scan_row(scan_id).get(column)
-        if isinstance(value, str) and value:
-            pairs.append((scan_id, value))
-    return pairs
+    return PLAN.external_files(wc.patient_id, column)
 
 
 def segment_inputs(wc):
-    """The patient's images, external masks / TotalSegmentator folders, and the model weights."""
-    return {"ingested": f"{R}/qc/ingest/{wc.patient_id}.tsv",
-            "masks": [m for _, m in external_files_of(wc, "mask")],
-            "bodycomp": [m for _, m in external_files_of(wc, "bodycomp")], **MODEL_WEIGHTS}
+    return PLAN.segment_inputs(wc.patient_id, MODEL_WEIGHTS)
 
 
 def scan_source(scan_id):
-    """What a scan's jobs take as input for its image: the image itself, or for the synthetic trial
-    the patient's rendered folder (rendering is one job per patient; a file inside a directory
-    output cannot be an input), with the image named as a parameter."""
-    image = scan_row(scan_id)["image"]
-    return str(Path(image).parent) if STUDY.synthetic else image
+    return PLAN.scan_source(scan_id)
 
 
 def ingest_source_args(wc):
-    """How `tumorburden ingest` is told the patient's sources, one per scan: the file lists discovery
-    wrote (dicom_root), else the image paths of scans.tsv (after `--`: a path is never read as an option)."""
-    images = [scan_row(s)["image"] for s in scans_of(wc)]
-    return ["--series-list", *images] if DICOM_ROOT else ["--", *images]
+    return PLAN.ingest_sources(wc.patient_id, DICOM_ROOT)
 
 
 def truth_folders():
-    """truth/scans/<patient_id>/ of every patient of the synthetic trial (<scan_id>/ inside)."""
-    if not STUDY.synthetic:
-        return []
-    return expand(f"{R}/truth/scans/{{patient_id}}", patient_id=sorted(set(SCANS["patient_id"])))
-
-
-def _is_dicom_path(image):
-    return not str(image).endswith((".nii", ".nii.gz"))
+    return PLAN.truth_folders()
 
 
 def is_dicom_source(scan_id):
-    return _is_dicom_path(scan_row(scan_id)["image"])
+    return PLAN.is_dicom_source(scan_id)
 
 
-@once_per_scan_table
 def dicom_scans_of_patient():
-    """patient -> their scans whose source is a DICOM folder (a NIfTI source has no series for a
-    DICOM-SEG to reference)."""
-    by_patient = {}
-    for scan_id, patient, image in zip(SCANS.index, SCANS.loc[:, "patient_id"], SCANS.loc[:, "image"]):
-        if _is_dicom_path(image):
-            by_patient.setdefault(patient, []).append(scan_id)
-    return by_patient
+    return PLAN.dicom_scans_of_patient()
 
 
 def dicom_seg_inputs(wc):
-    scans = dicom_scans_of_patient()[wc.patient_id]
-    return {"segmented": f"{R}/qc/segment/{wc.patient_id}.tsv", "sources": sorted({scan_source(s) for s in scans})}
+    return PLAN.dicom_seg_inputs(wc.patient_id)
 
 
 def dicom_segmentations_of_patient(wc):
-    return [f"{R}/scans/{s}/segmentation.nii.gz" for s in dicom_scans_of_patient()[wc.patient_id]]
+    return PLAN.dicom_segmentations_of_patient(wc.patient_id)
 
 
 def dicom_series_of_patient(wc):
-    return [scan_row(s)["image"] for s in dicom_scans_of_patient()[wc.patient_id]]
+    return PLAN.dicom_series_of_patient(wc.patient_id)
 
 
 def dicom_seg_targets(wildcards=None):
-    """dicom_seg/<patient_id>/ (a DICOM-SEG per DICOM-sourced scan) for every patient with one."""
-    return [f"{R}/dicom_seg/{p}" for p in dicom_scans_of_patient()]
+    return PLAN.dicom_seg_targets()
 
 
 # Lesions (lesions.smk): each patient's reference scan for registration.
-from tumorburden.baseline import reference_scans
-
-@once_per_scan_table
 def reference_scan_of_patient():
-    """patient -> reference scan."""
-    scans = SCANS.loc[:, ["patient_id", "scan_id", "days"]]
-    return reference_scans(scans.reset_index(drop=True).astype({"days": float}))
-
-
-def reference_of(wc):
-    return reference_scan_of_patient()[scan_row(wc.scan_id)["patient_id"]]
+    return PLAN.reference_scan_of_patient()
 
 
 # On a SLURM cluster (executor slurm), before the first sbatch: every rule's and group's request

@@ -2,7 +2,6 @@
 # and Table 1 per cohort and endpoint. burden.parquet gives the scan schedule (time-varying Cox,
 # landmark eligibility) and the RECIST sum of diameters (C-index comparison).
 
-PREDICTION_KEYS = ("model_sets", "horizons_days", "calibration_groups", "rmst_tau_days")  # survival_prediction's
 
 
 rule survival:
@@ -32,7 +31,7 @@ rule survival:
     log:
         f"{R}/logs/survival.log",
     params:
-        settings=settings("survival", without=PREDICTION_KEYS),
+        settings=settings("survival", without=PREDICTION_KEYS),  # workflow_plan.py
         out=lambda wc, output: str(Path(output.km).parent),
     conda:
         ENV

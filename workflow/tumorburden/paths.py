@@ -26,6 +26,9 @@ DEFAULT_BUNDLE = "models/tumorburden_ct"  # segmentation.bundle: the shipped dem
 # figures.km_groupings (the figures read their default from here): KM figure names, and so the
 # cohort ID limit, are built from them, and this module must not import the figures.
 KM_GROUPINGS = ("none", "baseline_volume_median")
+# The cohort name of the analysis of all cohorts together (survival.pooled): survival tables, figure
+# names and the workflow's targets spell it so.
+POOLED = "all"
 
 # The longest file names built around each kind of ID (`{}` is the ID). A DICOM date lies
 # in 0001..9999, so a dicom_root scan's day is at most 7 digits with its sign; a fourth study

@@ -25,6 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from tumorburden import tables
+from tumorburden.figures import names
 from tumorburden.figures import settings as fsettings
 from tumorburden.figures import style
 from tumorburden.figures.km import time_ticks
@@ -304,9 +305,9 @@ def write_burden_figures(burden_path: Path, features_path: Path, clinical_path: 
     written = []
     series = pct_change_series(burden, features)
     fig, _ = spaghetti_figure(series, features, s, colours)
-    written += style.save(fig, out_dir / "spaghetti", s["formats"], int(s["dpi"]))
+    written += style.save(fig, out_dir / names.SPAGHETTI_STEM, s["formats"], int(s["dpi"]))
     fig, _ = waterfall_figure(features, s, colours)
-    written += style.save(fig, out_dir / "waterfall", s["formats"], int(s["dpi"]))
+    written += style.save(fig, out_dir / names.WATERFALL_STEM, s["formats"], int(s["dpi"]))
     per_page = int(s["swimmer_max_patients"])
     for cohort, pages in swimmer_pages(clinical, per_page).items():
         pts = clinical[clinical["cohort"].astype(str) == cohort].sort_values("patient_id", kind="mergesort")
@@ -316,6 +317,6 @@ def write_burden_figures(burden_path: Path, features_path: Path, clinical_path: 
             fig, _ = swimmer_figure(chunk, burden[burden["patient_id"].isin(chunk["patient_id"])],
                                     features[features["patient_id"].isin(chunk["patient_id"])], title, s,
                                     colours.get(cohort, "black"))
-            written += style.save(fig, out_dir / f"swimmer_{cohort}_p{page + 1}", s["formats"], int(s["dpi"]))
+            written += style.save(fig, out_dir / names.swimmer_stem(cohort, page + 1), s["formats"], int(s["dpi"]))
     log.info("wrote %d burden figures", len(written) // max(len(s["formats"]), 1))
     return written

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from matplotlib.image import imread
 
+from tumorburden.figures import names
 from tumorburden.figures import settings as fsettings
 from tumorburden.figures import style
 
@@ -65,7 +66,7 @@ def write_contact_sheets(overlays: list[Path], out_dir: Path, settings: dict | N
     for page in range(pages):
         chunk = overlays[page * per_page:(page + 1) * per_page]
         fig, _ = contact_sheet_figure(chunk, cols, f"Segmentation QC overlays, page {page + 1} of {pages}")
-        written += style.save(fig, Path(out_dir) / f"contact_sheet_p{page + 1}", s["formats"], int(s["dpi"]))
+        written += style.save(fig, Path(out_dir) / names.contact_sheet_stem(page + 1), s["formats"], int(s["dpi"]))
     log.info("wrote %d contact sheet page(s) of %d overlays", pages, len(overlays))
     return written
 

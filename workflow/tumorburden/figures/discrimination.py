@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.transforms import blended_transform_factory
 
+from tumorburden.figures import names
 from tumorburden.figures import settings as fsettings
 from tumorburden.figures import style
 from tumorburden.figures.km import read_survival_table, time_ticks
@@ -201,7 +202,7 @@ def write_c_index_figure(survival_dir: Path, out_dir: Path, settings: dict | Non
     colours = style.cohort_colours(cohorts or perf["cohort"].unique(), s["cohort_colours"])
     fig, _ = c_index_figure(perf, diff, colours)
     log.info("wrote c_index")
-    return style.save(fig, Path(out_dir) / "c_index", s["formats"], int(s["dpi"]))
+    return style.save(fig, Path(out_dir) / names.C_INDEX_STEM, s["formats"], int(s["dpi"]))
 
 
 def write_td_auc_figures(td_auc_path: Path, out_dir: Path, settings: dict | None = None,
@@ -212,5 +213,5 @@ def write_td_auc_figures(td_auc_path: Path, out_dir: Path, settings: dict | None
     written = []
     for endpoint in endpoints or fsettings.endpoint_order(td["endpoint"].unique()):
         fig, _ = td_auc_figure(td, endpoint, s, colours)
-        written += style.save(fig, Path(out_dir) / f"td_auc_{endpoint}", s["formats"], int(s["dpi"]))
+        written += style.save(fig, Path(out_dir) / names.td_auc_stem(endpoint), s["formats"], int(s["dpi"]))
     return written

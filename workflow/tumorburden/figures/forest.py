@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tumorburden.figures import names
 from tumorburden.figures import settings as fsettings
 from tumorburden.figures import style
 from tumorburden.figures.km import read_survival_table
@@ -140,6 +141,6 @@ def write_forest_figures(survival_dir: Path, out_dir: Path, settings: dict | Non
     written = []
     for endpoint in endpoints or fsettings.endpoint_order(cox["endpoint"].unique()):
         fig, _ = forest_figure(cox[cox["endpoint"] == endpoint], endpoint, colours)
-        written += style.save(fig, Path(out_dir) / f"forest_{endpoint}", s["formats"], int(s["dpi"]))
+        written += style.save(fig, Path(out_dir) / names.forest_stem(endpoint), s["formats"], int(s["dpi"]))
         log.info("wrote forest_%s", endpoint)
     return written

@@ -28,6 +28,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from tumorburden import tables
+from tumorburden.figures import names
 from tumorburden.figures import settings as fsettings
 from tumorburden.figures import style
 from tumorburden.survival import km as km_stats
@@ -256,12 +257,12 @@ def write_km_figures(survival_dir: Path, out_dir: Path, settings: dict | None = 
             lr = logrank[(logrank["cohort"] == cohort) & (logrank["endpoint"] == endpoint)
                          & _stratifier_rows(logrank, grouping)]
             if "test" in lr.columns:  # the pooled set is stratified by cohort, as its Cox model is
-                pooled = (lr["test"] == "stratified").any() and cohort == "all"
+                pooled = (lr["test"] == "stratified").any() and cohort == style.POOLED
                 lr = lr[lr["test"] == ("stratified" if pooled else "logrank")]
             fig, _, _ = km_figure(sel, lr.iloc[0].to_dict() if len(lr) else None,
                                   cox_row(cox, cohort, endpoint, s["km_hr_term"]), style.cohort_title(cohort),
                                   endpoint, s, medians_of(summary, cohort, endpoint, grouping), grouping, colours)
-            stem = out_dir / f"km_{cohort}_{endpoint}_{style.slug(grouping)}"
+            stem = out_dir / names.km_stem(cohort, endpoint, grouping)
             written += style.save(fig, stem, s["formats"], int(s["dpi"]))
             log.info("wrote %s", stem.name)
     return written

@@ -7,6 +7,7 @@ when it builds the DAG.
 
 from __future__ import annotations
 
+import json
 import math
 
 from tumorburden.paths import KM_GROUPINGS
@@ -33,6 +34,18 @@ INTERNAL = {
 
 def resolve(settings: dict | None) -> dict:
     return {**DEFAULTS, **INTERNAL, **(settings or {})}
+
+
+# kinetics keys the figures draw with: months on time axes, the volumetric response thresholds
+SHARED_KINETICS = ("days_per_month", "volumetric_pr_pct", "volumetric_pd_pct")
+
+
+def rule_settings(config: dict) -> str:
+    """The figures' `--settings` JSON from the whole config: the figures section and the kinetics
+    keys the figures share (one setting, one value: the months of a KM axis are kinetics')."""
+    kinetics = config.get("kinetics") or {}
+    chosen = {**(config.get("figures") or {}), **{k: kinetics[k] for k in SHARED_KINETICS if k in kinetics}}
+    return json.dumps(chosen, sort_keys=True)
 
 
 ENDPOINT_LABELS = {"pfs": "Progression-free survival", "os": "Overall survival"}

@@ -20,7 +20,7 @@ import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tumorburden.paths import slug  # noqa: F401  (file names of figures)
+from tumorburden.paths import POOLED, slug  # noqa: F401  (the pooled cohort; file names of figures)
 
 # fontTools logs every glyph-subsetting step at INFO while PDFs embed fonts; keep run logs readable.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
@@ -49,7 +49,6 @@ RESPONSE_LABELS = {"CR": "Complete response", "PR": "Partial response", "SD": "S
                    "PD": "Progressive disease", "NE": "Not evaluable"}
 # Cohorts take these in turn (sorted by name); they avoid the response colours' blue/sky/vermillion.
 COHORT_PALETTE = [OKABE_ITO["green"], OKABE_ITO["purple"], OKABE_ITO["yellow"], "#6A3D9A", "#A6761D", "#1B9E77"]
-POOLED = "all"
 
 
 def style_context():

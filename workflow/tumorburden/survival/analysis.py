@@ -26,6 +26,7 @@ import pandas as pd
 
 from tumorburden import tables
 from tumorburden.baseline import baseline_scans
+from tumorburden.paths import POOLED
 from tumorburden.study import read_clinical_table
 from tumorburden.survival import concordance, cox, cutpoints, km
 
@@ -68,7 +69,6 @@ DEFAULTS = {
     "rmst_tau_days": 730,           # restricted mean survival time up to tau
 }
 
-POOLED = "all"
 LOG_FEATURES = ("baseline_volume_ml",)   # entered as ln(V + volume_offset_ml)
 TV_TERM = "log_current_burden_ml"
 

@@ -10,8 +10,10 @@ be checked in R.
         --covariates age,sex --horizon 365 --bootstrap 200 --seed 1 --out validate.csv
 
 The table is TSV (or CSV by extension); rows with a missing value in a used column are left out
-and counted (n_dropped). The event column must be coded 0/1 (R's lung codes 1/2: recode first).
-A model that cannot be fitted is a row with its reason, never a crash.
+and counted (n_dropped). The event column must be coded 0/1 (R's lung codes 1/2: recode first)
+and times must be numbers >= 0: any other value stops every command before it fits anything, in
+one line naming the table and the first bad row. A model that cannot be fitted on good data (too
+few events, a separated covariate) is a row with its reason, never a crash.
 """
 
 from __future__ import annotations
@@ -51,15 +53,16 @@ def _outcome(df, duration, event, used):
 def km_command(df, duration, event, group=None, conf_type="log", alpha=0.05, times=()) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(curves, summary): the step function per group and n, events, median with CI."""
     d, dropped, problem = _outcome(df, duration, event, [duration, event] + ([group] if group else []))
+    _stop_on(problem, df, duration, event)
     groups = sorted(d[group].astype(str).unique()) if group else ["all"]
     curves, summary = [], []
     for g in groups:
         sub = d if not group else d[d[group].astype(str) == g]
         row = {"group": g, "n": len(sub), "events": int(sub[event].clip(0, 1).sum()), "n_dropped": dropped,
                "conf_type": conf_type}
-        if problem or sub.empty:
+        if sub.empty:
             summary.append({**row, "median_days": math.nan, "median_lower": math.nan, "median_upper": math.nan,
-                            "status": f"not estimated: {problem or 'no rows'}"})
+                            "status": "not estimated: no rows"})
             continue
         t = km.km_table(sub[duration], sub[event], alpha, conf_type)
         curves.append(t.assign(group=g))
@@ -78,10 +81,8 @@ def logrank_command(df, duration, event, group, strata=None, trend=False) -> pd.
         raise ValueError("logrank needs --group COL (the groups to compare)")
     used = [duration, event, group] + ([strata] if strata else [])
     d, dropped, problem = _outcome(df, duration, event, used)
+    _stop_on(problem, df, duration, event)
     levels = sorted(d[group].unique())
-    if problem:
-        return pd.DataFrame([{"groups": ",".join(map(str, levels)), "n": len(d), "chisq": math.nan, "df": 0,
-                              "p": math.nan, "n_dropped": dropped, "status": f"not tested: {problem}"}])
     r = km.logrank(d[duration], d[event], d[group].to_numpy(), strata=d[strata].to_numpy() if strata else None,
                    trend=trend, levels=levels)
     test = "trend" if trend else "stratified" if strata else "logrank"
@@ -91,11 +92,8 @@ def logrank_command(df, duration, event, group, strata=None, trend=False) -> pd.
 def cox_command(df, duration, event, covariates, strata=None, ties="efron", alpha=0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not covariates:
         raise ValueError("cox needs --covariates a,b,... (the model's terms)")
-    d, dropped, problem = _outcome(df, duration, event, [duration, event, *covariates] + ([strata] if strata else []))
-    if problem:
-        rows = [{"term": c, "hr": math.nan, "n": len(d), "n_dropped": dropped, "status": f"not fitted: {problem}"}
-                for c in covariates]
-        return pd.DataFrame(rows), pd.DataFrame([{"term": "GLOBAL", "status": f"not tested: {problem}"}])
+    _, _, problem = _outcome(df, duration, event, [duration, event, *covariates] + ([strata] if strata else []))
+    _stop_on(problem, df, duration, event)
     rows, zph = cox.fit_cox(df, duration, event, covariates, strata=strata, ties=ties, alpha=alpha,
                             min_patients=2, min_events=1)
     return pd.DataFrame(rows), pd.DataFrame(zph)
@@ -139,8 +137,8 @@ def validate_command(df, duration, event, covariates, horizons, n_boot, seed, ti
 
 
 def _stop_on(problem, df, duration, event) -> None:
-    """A bad outcome stops score, rmst and validate before any fitting, naming the first bad row
-    (1-based, after the header) so it can be fixed."""
+    """A bad outcome stops every command before any fitting, naming the first bad row (1-based,
+    after the header) so it can be fixed."""
     if not problem:
         return
     t = pd.to_numeric(df[duration], errors="coerce")
@@ -179,20 +177,24 @@ def run(args) -> None:
     covariates = [c.strip() for c in (args.covariates or "").split(",") if c.strip()]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _action(args, df, covariates, out)
+    except ValueError as exc:  # a bad table or option: say which table
+        raise ValueError(f"{args.table}: {exc}") from None
+    print(f"wrote {out}")
+
+
+def _action(args, df, covariates, out) -> None:
     if args.action == "km":
         times = _numbers(args.times)
         curve, summary = km_command(df, args.duration, args.event, args.group, args.ci, args.alpha, times)
         summary.to_csv(out, index=False, float_format="%.10g")
         curve.to_csv(out.with_name(out.stem + "_curve.csv"), index=False, float_format="%.10g")
     elif args.action in ("score", "rmst", "validate"):
-        try:
-            _prediction_action(args, df, covariates, out)
-        except ValueError as exc:
-            raise ValueError(f"{args.table}: {exc}") from None
+        _prediction_action(args, df, covariates, out)
     elif args.action == "logrank":
         logrank_command(df, args.duration, args.event, args.group, args.strata, args.trend).to_csv(
             out, index=False, float_format="%.10g")
     else:
         rows, zph = cox_command(df, args.duration, args.event, covariates, args.strata, args.ties, args.alpha)
         (rows if args.action == "cox" else zph).to_csv(out, index=False, float_format="%.10g")
-    print(f"wrote {out}")
