@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -119,3 +120,6 @@ def orthanc_factory(tmp_path):
 def orthanc(orthanc_factory) -> Orthanc:
     """An empty Orthanc (no login) on a free loopback port."""
     return orthanc_factory()
+
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "imaging"))  # dicomgen: the imaging tests' DICOM writer

@@ -90,6 +90,17 @@ def cmd_discover(a):
              {**_ingest_defaults(), **_settings(a.settings)}, override=override)
 
 
+def cmd_pacs_pull(a):
+    from tumorburden.pacs.pull import pull
+    from tumorburden.study import baseline_dates, read_patient_map, read_series_override, read_table
+
+    clinical = read_table(Path(a.clinical))
+    override = read_series_override(Path(a.series_override)) if a.series_override else None
+    pull(_settings(a.dicomweb), read_patient_map(Path(a.patient_map), clinical),
+         baseline_dates(clinical, Path(a.clinical)), Path(a.results_dir), Path(a.private_dir),
+         {**_ingest_defaults(), **_settings(a.settings)}, override=override)
+
+
 def _ingest_defaults() -> dict:
     from tumorburden.imaging.ingest import DEFAULTS
 
@@ -307,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private-dir", required=True, help="where the file lists of chosen series go (outside results/)")
     _add_settings(p)
     p.set_defaults(func=cmd_discover)
+
+    p = sub.add_parser("pacs", help="a DICOMweb server (study.dicomweb): pull the study's scans, push SEG + SR back")
+    pacs = p.add_subparsers(dest="pacs_command", required=True)
+    p = pacs.add_parser("pull", help="find each mapped patient's studies (QIDO-RS), choose one series per study from "
+                        "their metadata, retrieve only those (WADO-RS) into the private cache; writes what discover writes")
+    p.add_argument("--dicomweb", required=True, help="study.dicomweb as JSON (url, credentials_env or netrc, workers)")
+    p.add_argument("--clinical", required=True, help="clinical.tsv with a baseline_date column")
+    p.add_argument("--patient-map", required=True, help="table dicom_patient_id -> patient_id")
+    p.add_argument("--series-override", default=None, help="table scan_id -> series_uid (or exclude)")
+    p.add_argument("--results-dir", required=True, help="results/<name>: writes manifest/ and qc/ingest_exclusions.tsv")
+    p.add_argument("--private-dir", required=True, help="the private area: the cache of pulled files and the series lists")
+    _add_settings(p)
+    p.set_defaults(func=cmd_pacs_pull)
 
     p = sub.add_parser("merge-exclusions", help="append exclusion tables (stage, patient_id, scan_id, reason) to another")
     p.add_argument("--into", required=True)

@@ -7,7 +7,9 @@ HOST login USER password PASSWORD`) whose entry for the server's host is used. A
 `user:password@` in it is refused, so a password cannot reach a log through the URL.
 
 Every failure is a `PacsError` whose message names the server (its URL, never a password), what
-was asked, and what to do: unreachable, wrong credentials, an answer that is not DICOMweb.
+was asked, and what to do: unreachable, wrong credentials, an answer that is not DICOMweb. The
+messages hold no UID or hospital ID (they reach logs under results/); callers add the study's
+patient_id or scan_id.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 log = logging.getLogger(__name__)
+# dicomweb-client logs every request with its study and series UIDs; logs live under results/
+logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 
 DEFAULTS = {"url": None, "credentials_env": None, "netrc": None, "push_url": None, "workers": 4,
             "timeout_s": 60}
@@ -138,25 +142,25 @@ class Pacs:
     def series_of(self, study_uid: str, modality: str | None = None) -> list[dict]:
         """QIDO-RS: the series of a study (DICOM JSON), optionally of one modality (e.g. SEG)."""
         filters = {"Modality": modality} if modality else None
-        return self.call(f"QIDO-RS search for the series of study {study_uid}", self.client.search_for_series,
+        return self.call("QIDO-RS search for the series of a study", self.client.search_for_series,
                          study_uid, search_filters=filters, get_remaining=True)
 
     def series_metadata(self, study_uid: str, series_uid: str) -> list[dict]:
         """WADO-RS metadata (every instance's header, no pixel data) of one series."""
-        return self.call(f"WADO-RS metadata of series {series_uid}", self.client.retrieve_series_metadata,
+        return self.call("WADO-RS metadata of a series", self.client.retrieve_series_metadata,
                          study_uid, series_uid)
 
     def instance(self, study_uid: str, series_uid: str, sop_uid: str):
         """WADO-RS: one instance as a pydicom Dataset."""
-        return self.call(f"WADO-RS retrieve of instance {sop_uid} of series {series_uid}",
+        return self.call("WADO-RS retrieve of an instance",
                          self.client.retrieve_instance, study_uid, series_uid, sop_uid)
 
     def iter_series(self, study_uid: str, series_uid: str):
         """WADO-RS: a series' instances as pydicom Datasets, streamed as they arrive."""
-        it = self.call(f"WADO-RS retrieve of series {series_uid}", self.client.iter_series, study_uid, series_uid)
+        it = self.call("WADO-RS retrieve of a series", self.client.iter_series, study_uid, series_uid)
         while True:
             try:
-                ds = self.call(f"WADO-RS retrieve of series {series_uid}", next, it)
+                ds = self.call("WADO-RS retrieve of a series", next, it)
             except StopIteration:
                 return
             yield ds
