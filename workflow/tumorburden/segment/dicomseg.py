@@ -22,7 +22,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from tumorburden import labels as L
-from tumorburden.imaging.deidentify import deidentify
+from tumorburden.imaging.deidentify import UID_ROOT, deidentify
 from tumorburden.imaging.volume import load_nifti
 from tumorburden.segment.engine import labels_to_grid
 
@@ -87,6 +87,31 @@ def series_affine_ras(datasets: list[pydicom.Dataset]) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
+def pacs_uid(namespace: str, source_uid: str, kind: str) -> str:
+    """A UID for an object meant for the hospital's PACS, derived from the pseudonymous scan
+    (`namespace`), the hospital UID it derives from and what it is ("seg", "sr-series", ...)."""
+    return pydicom.uid.generate_uid(UID_ROOT, entropy_srcs=["tumorburden-pacs", namespace, str(source_uid), kind])
+
+
+def stamp(ds: pydicom.Dataset, source: pydicom.Dataset, namespace: str) -> None:
+    """What highdicom makes up on each run (dates and times of now, a random dimension
+    organization UID) set to the source study's date and a UID derived from the scan, so that an
+    object written again is the same bytes."""
+    day, clock = str(source.get("StudyDate", "") or "19000101"), str(source.get("StudyTime", "") or "000000")
+    for what in ("InstanceCreation", "Content", "Series"):
+        if f"{what}Date" in ds or what != "Series":
+            setattr(ds, f"{what}Date", day)
+            setattr(ds, f"{what}Time", clock)
+    for item in ds.get("ContributingEquipmentSequence") or []:
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = day + clock
+    dimension_uid = pacs_uid(namespace, source.get("SeriesInstanceUID", ""), "dimension-organization")
+    for name in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in ds.get(name) or []:
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dimension_uid
+
+
 def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, patient_id: str, namespace: str = "",
                     pacs_out: Path | None = None, model_name: str = "tumorburden", model_version: str = "1",
                     settings: dict | None = None) -> Path:
@@ -118,13 +143,15 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
             for k in missing:
                 setattr(ds, k, "")
         log.info("source series lacks %s; written empty in the SEG", ", ".join(missing))
-    uid_root = hd.UID()
+    # UIDs derived from the scan and its source series, the content date the study's: a rerun writes
+    # the same bytes, and a second push to the PACS replaces the object instead of adding one
+    seg_series_uid, uid_root = (pacs_uid(namespace, datasets[0].SeriesInstanceUID, kind) for kind in ("seg-series", "seg"))
     seg_ds = hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
+        series_instance_uid=seg_series_uid,
         series_number=9001,
         sop_instance_uid=uid_root,
         instance_number=1,
@@ -136,6 +163,7 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
         transfer_syntax_uid=pydicom.uid.RLELossless,
         omit_empty_frames=False,
     )
+    stamp(seg_ds, datasets[0], namespace)
     if pacs_out is not None:
         Path(pacs_out).parent.mkdir(parents=True, exist_ok=True)
         seg_ds.save_as(pacs_out)
