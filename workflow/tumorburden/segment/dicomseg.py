@@ -1,4 +1,8 @@
-"""DICOM-SEG out: the label map as a highdicom LABELMAP Segmentation that references the source series.
+"""DICOM-SEG out: the label map as a highdicom BINARY Segmentation that references the source series.
+
+BINARY (one bit per pixel, a frame per segment and slice, empty frames left out, JPEG 2000
+lossless) rather than the Label Map Segmentation SOP class of 2024: PACS viewers and validators
+(dicom3tools' dciodvfy in Debian 12) do not know that one yet.
 
 The NIfTI label map lives on the RAS grid of image.nii.gz; the SEG frames must follow the
 source slices. Each source slice's geometry gives a grid, and the labels are brought onto
@@ -149,7 +153,7 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
     seg_ds = hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
         series_instance_uid=seg_series_uid,
         series_number=9001,
@@ -160,10 +164,14 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
         software_versions=str(model_version)[:64],
         device_serial_number="0",
         series_description="tumorburden segmentation",
-        transfer_syntax_uid=pydicom.uid.RLELossless,
-        omit_empty_frames=False,
+        transfer_syntax_uid=pydicom.uid.JPEG2000Lossless,
+        omit_empty_frames=True,
     )
     stamp(seg_ds, datasets[0], namespace)
+    if seg_ds.get("PatientIdentityRemoved") == "YES" and "DeidentificationMethod" not in seg_ds:
+        # highdicom copies the flag from the source but not the method it requires (Type 1C)
+        seg_ds.DeidentificationMethod = str(datasets[0].get("DeidentificationMethod", "") or
+                                            "source series marked PatientIdentityRemoved")[:64]
     if pacs_out is not None:
         Path(pacs_out).parent.mkdir(parents=True, exist_ok=True)
         seg_ds.save_as(pacs_out)
@@ -178,7 +186,7 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
 
 
 def read_dicom_seg_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(label array, RAS affine) of a LABELMAP DICOM-SEG written by write_dicom_seg."""
+    """(label array, RAS affine) of a DICOM-SEG written by write_dicom_seg."""
     import highdicom as hd
 
     seg = hd.seg.segread(str(path))
