@@ -65,6 +65,19 @@ def _measurement(name, value: float, unit) -> hd.sr.Measurement | None:
     return hd.sr.Measurement(name=name, value=float(value), unit=unit)
 
 
+def _source_evidence(seg: pydicom.Dataset) -> list[pydicom.Dataset]:
+    """The CT instances the SEG references, as the evidence list of the SR needs them (UIDs only:
+    the SR cites them, it does not copy them)."""
+    out = []
+    for series in seg.get("ReferencedSeriesSequence") or []:
+        for ref in series.ReferencedInstanceSequence:
+            ds = pydicom.Dataset()
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = seg.StudyInstanceUID, series.SeriesInstanceUID
+            ds.SOPClassUID, ds.SOPInstanceUID = ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID
+            out.append(ds)
+    return out
+
+
 def build_report(seg: pydicom.Dataset, lesions: pd.DataFrame, burden: pd.Series | None, *, patient_id: str,
                  scan_id: str, namespace: str, salt: str, series_uid: str, sop_uid: str,
                  stamp_from: pydicom.Dataset) -> hd.sr.Comprehensive3DSR:
@@ -119,7 +132,7 @@ def build_report(seg: pydicom.Dataset, lesions: pd.DataFrame, burden: pd.Series 
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=codes.LN.CTUnspecifiedBodyRegion,
                                      imaging_measurements=groups)
     sr = hd.sr.Comprehensive3DSR(
-        evidence=[seg], content=report[0], series_instance_uid=series_uid, series_number=SR_SERIES_NUMBER,
+        evidence=[seg] + _source_evidence(seg), content=report[0], series_instance_uid=series_uid, series_number=SR_SERIES_NUMBER,
         sop_instance_uid=sop_uid, instance_number=1, manufacturer="tumorburden", is_complete=True)
     sr.SeriesDescription = "tumorburden measurements"
     stamp(sr, stamp_from, namespace)
