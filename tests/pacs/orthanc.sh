@@ -10,6 +10,7 @@
 #
 # Loopback only: Orthanc 1.10 cannot bind to 127.0.0.1 alone, so "RemoteAccessAllowed": false makes
 # it refuse every request that does not come from this machine. The DICOM (DIMSE) port is off.
+# A stored instance sent again replaces the old one ("OverwriteInstances"), as a re-push expects.
 # HTTP basic auth when ORTHANC_CREDENTIALS=user:password is set in the environment (read from the
 # environment rather than the command line, so it does not show in `ps`).
 # Needs: orthanc, orthanc-dicomweb (Debian), curl, python3.
@@ -50,6 +51,7 @@ start() {
   "RegisteredUsers": $users,
   "HttpCompressionEnabled": false,
   "StableAge": 1,
+  "OverwriteInstances": true,
   "Plugins": ["$plugin"],
   "DicomWeb": {"Enable": true, "Root": "/dicom-web/", "StudiesMetadata": "Full", "SeriesMetadata": "Full"}
 }

@@ -101,6 +101,15 @@ def cmd_pacs_pull(a):
          {**_ingest_defaults(), **_settings(a.settings)}, override=override)
 
 
+def cmd_pacs_push(a):
+    from tumorburden.pacs.push import push_patient
+
+    push_patient(a.patient_id, a.scan_id, private_seg_dir=Path(a.private_seg_dir), public_seg_dir=Path(a.public_seg_dir),
+                 lesions_path=Path(a.lesions), burden_path=Path(a.burden), namespace=a.uid_namespace,
+                 private_sr_dir=Path(a.private_sr_dir), public_sr_dir=Path(a.public_sr_dir),
+                 dicomweb=_settings(a.dicomweb) or None, receipt=Path(a.receipt))
+
+
 def _ingest_defaults() -> dict:
     from tumorburden.imaging.ingest import DEFAULTS
 
@@ -331,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private-dir", required=True, help="the private area: the cache of pulled files and the series lists")
     _add_settings(p)
     p.set_defaults(func=cmd_pacs_pull)
+    p = pacs.add_parser("push", help="per scan of a patient: write the SR TID 1500 (identified for the PACS, "
+                        "pseudonymised for results/) and STOW-RS the identified SEG + SR to the server")
+    p.add_argument("--patient-id", required=True)
+    p.add_argument("--scan-id", nargs="+", required=True, help="the patient's scans with a DICOM-SEG")
+    p.add_argument("--private-seg-dir", required=True, help="private/<name>/dicom_seg/<patient_id>")
+    p.add_argument("--public-seg-dir", required=True, help="results/<name>/dicom_seg/<patient_id>")
+    p.add_argument("--lesions", required=True, help="tables/lesions.parquet")
+    p.add_argument("--burden", required=True, help="tables/burden.parquet")
+    p.add_argument("--uid-namespace", required=True, help="the study's name (UIDs are derived from it)")
+    p.add_argument("--private-sr-dir", required=True, help="where the identified SRs go")
+    p.add_argument("--public-sr-dir", required=True, help="where the pseudonymised SRs go (results/)")
+    p.add_argument("--dicomweb", default=None, help="study.dicomweb as JSON; absent: write the SRs, push nothing")
+    p.add_argument("--receipt", required=True, help="pacs/pushed/<patient_id>.tsv: what was sent")
+    p.set_defaults(func=cmd_pacs_push)
 
     p = sub.add_parser("merge-exclusions", help="append exclusion tables (stage, patient_id, scan_id, reason) to another")
     p.add_argument("--into", required=True)

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 # dicomweb-client logs every request with its study and series UIDs; logs live under results/
 logging.getLogger("dicomweb_client").setLevel(logging.WARNING)
 
+# WADO-RS in the transfer syntax the server stores (the reader decodes what the CT is compressed
+# with): asking for explicit little endian makes a server transcode, and Orthanc 1.10 answers
+# HTTP 500 for a JPEG 2000 SEG
+AS_STORED = (("application/dicom", "*"),)
+
 DEFAULTS = {"url": None, "credentials_env": None, "netrc": None, "push_url": None, "workers": 4,
             "timeout_s": 60}
 
@@ -153,11 +158,12 @@ class Pacs:
     def instance(self, study_uid: str, series_uid: str, sop_uid: str):
         """WADO-RS: one instance as a pydicom Dataset."""
         return self.call("WADO-RS retrieve of an instance",
-                         self.client.retrieve_instance, study_uid, series_uid, sop_uid)
+                         self.client.retrieve_instance, study_uid, series_uid, sop_uid, media_types=AS_STORED)
 
     def iter_series(self, study_uid: str, series_uid: str):
         """WADO-RS: a series' instances as pydicom Datasets, streamed as they arrive."""
-        it = self.call("WADO-RS retrieve of a series", self.client.iter_series, study_uid, series_uid)
+        it = self.call("WADO-RS retrieve of a series", self.client.iter_series, study_uid, series_uid,
+                       media_types=AS_STORED)
         while True:
             try:
                 ds = self.call("WADO-RS retrieve of a series", next, it)

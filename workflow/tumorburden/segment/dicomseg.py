@@ -1,7 +1,7 @@
 """DICOM-SEG out: the label map as a highdicom BINARY Segmentation that references the source series.
 
-BINARY (one bit per pixel, a frame per segment and slice, empty frames left out, JPEG 2000
-lossless) rather than the Label Map Segmentation SOP class of 2024: PACS viewers and validators
+BINARY (one bit per pixel, a frame per segment and slice, empty frames left out; uncompressed:
+JPEG 2000 costs ~20 ms a frame, and dciodvfy cannot read the deflated transfer syntax) rather than the Label Map Segmentation SOP class of 2024: PACS viewers and validators
 (dicom3tools' dciodvfy in Debian 12) do not know that one yet.
 
 The NIfTI label map lives on the RAS grid of image.nii.gz; the SEG frames must follow the
@@ -164,7 +164,7 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
         software_versions=str(model_version)[:64],
         device_serial_number="0",
         series_description="tumorburden segmentation",
-        transfer_syntax_uid=pydicom.uid.JPEG2000Lossless,
+        transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
         omit_empty_frames=True,
     )
     stamp(seg_ds, datasets[0], namespace)
