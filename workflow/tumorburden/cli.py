@@ -278,7 +278,9 @@ def cmd_check_study(a):
 
     # the run's config: config/config.yaml updated with the user's, as Snakemake merges --configfile
     study = check_study(merged_config(_settings(a.settings)), Path(a.schemas))
-    scans = f"{len(study.scans)} scans" if study.scans is not None else f"scans to be discovered under {study.dicom_root}"
+    scans = (f"{len(study.scans)} scans" if study.scans is not None
+             else f"scans to be pulled from {study.dicomweb['url']}" if study.dicomweb
+             else f"scans to be discovered under {study.dicom_root}")
     print(f"ok: {len(study.clinical)} patients, {scans}")
 
 
