@@ -72,6 +72,15 @@ def main() -> None:
         series = work / "series"
         write_series(series, a.slices, a.matrix)
         files = sorted(series.iterdir())
+        import pydicom
+
+        frame_of_reference = pydicom.uid.generate_uid()
+        for f in files:  # what a hospital's CT has and the ingest benchmark's writer leaves out
+            ds = pydicom.dcmread(f)
+            ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Bench^Patient", "19500101", "F"
+            ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "101500", "1", "A1", ""
+            ds.FrameOfReferenceUID = frame_of_reference
+            ds.save_as(f)
         rest = url.rsplit("/dicom-web", 1)[0]
         with requests.Session() as s:
             for f in files:
@@ -109,8 +118,6 @@ def main() -> None:
             rows["sr"].append(_timed(lambda: write_reports(
                 out / "seg_pacs.dcm", out / "seg.dcm", lesions, burden, patient_id="B01", scan_id="B01_d0",
                 namespace="bench/B01/B01_d0", private_out=out / "sr_pacs.dcm", public_out=out / "sr.dcm")))
-            import pydicom
-
             pacs = connect({"url": url})
             rows["stow"].append(_timed(lambda: pacs.store(
                 [pydicom.dcmread(out / "seg_pacs.dcm"), pydicom.dcmread(out / "sr_pacs.dcm")], "benchmark"), pid))
