@@ -189,3 +189,4 @@ def test_unreachable_server_and_wrong_credentials_stop_the_pull(orthanc_factory,
     with pytest.raises(PacsError, match=f"{url} unreachable"):
         pull({"url": url}, pmap, baseline, tmp_path / "r", tmp_path / "p", _settings())
     assert not (tmp_path / "r/manifest").exists()
+

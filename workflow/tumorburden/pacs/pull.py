@@ -71,6 +71,8 @@ def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) 
             studies = pacs.studies_of(hospital_id)
         except PacsError as exc:
             raise PacsError(f"patient {pid}: {exc}") from None
+        # QIDO matching may be case-insensitive or read * and ? as wildcards: keep exact matches only
+        studies = [st for st in studies if str(_value(st, "00100020") or "") == hospital_id]
         if not studies:
             exclusions.append({"stage": "ingest", "patient_id": pid, "scan_id": "",
                                "reason": f"no study on DICOMweb server {url} for this patient's hospital ID "
