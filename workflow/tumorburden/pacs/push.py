@@ -31,7 +31,10 @@ def push_patient(patient_id: str, scan_ids: list[str], *, private_seg_dir: Path,
     """Write each scan's SR (both copies) and STOW-RS the SEG + SR of each scan when `dicomweb`."""
     lesions = tables.read(lesions_path, "lesions")
     burden = tables.read(burden_path, "burden").set_index("scan_id", drop=False)
-    pacs = connect(dicomweb, push=True) if dicomweb else None
+    try:
+        pacs = connect(dicomweb, push=True) if dicomweb else None
+    except PacsError as exc:
+        raise PacsError(f"patient {patient_id}: {exc}; nothing was pushed") from None
     rows = []
     for i, scan_id in enumerate(scan_ids, 1):
         private_seg = inside(Path(private_seg_dir), Path(private_seg_dir) / f"{scan_id}.dcm")
