@@ -23,6 +23,7 @@ Both copies are the same bytes on every run (derived UIDs, the study's date for 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from pathlib import Path
@@ -90,9 +91,13 @@ def build_report(seg: pydicom.Dataset, lesions: pd.DataFrame, burden: pd.Series 
             uid=pydicom.uid.generate_uid(UID_ROOT, entropy_srcs=[salt, "tumorburden device"]), name="tumorburden"))
     context = hd.sr.ObservationContext(observer_device_context=observer)
     groups = []
+    # from_segmentation walks the SEG's frames (seconds on a 300-slice SEG): once per segment, not per lesion
+    referenced: dict[int, hd.sr.ReferencedSegment] = {}
     present = lesions[lesions["volume_ml"] > 0].sort_values(["track_id", "lesion"])
     for row in present.itertuples():
         segment = NODE_SEGMENT if row.organ == "node" else LESION_SEGMENT
+        if segment not in referenced:
+            referenced[segment] = hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=segment)
         measurements = [m for m in (
             _measurement(codes.SCT.Volume, row.volume_ml, MILLILITER),
             _measurement(codes.SCT.LongAxis, row.longest_diameter_mm, codes.UCUM.Millimeter),
@@ -104,7 +109,7 @@ def build_report(seg: pydicom.Dataset, lesions: pd.DataFrame, burden: pd.Series 
             tracking_identifier=hd.sr.TrackingIdentifier(
                 uid=tracking_uid(salt, namespace, patient_id, row.track_id),
                 identifier=f"lesion track {int(row.track_id)}"),
-            referenced_segment=hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=segment),
+            referenced_segment=copy.deepcopy(referenced[segment]),
             finding_type=codes.SCT.Neoplasm,
             finding_sites=[hd.sr.FindingSite(site)] if site is not None else None,
             algorithm_id=algorithm,
