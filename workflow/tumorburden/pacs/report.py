@@ -91,13 +91,14 @@ def build_report(seg: pydicom.Dataset, lesions: pd.DataFrame, burden: pd.Series 
             uid=pydicom.uid.generate_uid(UID_ROOT, entropy_srcs=[salt, "tumorburden device"]), name="tumorburden"))
     context = hd.sr.ObservationContext(observer_device_context=observer)
     groups = []
-    # from_segmentation walks the SEG's frames (seconds on a 300-slice SEG): once per segment, not per lesion
     referenced: dict[int, hd.sr.ReferencedSegment] = {}
     present = lesions[lesions["volume_ml"] > 0].sort_values(["track_id", "lesion"])
     for row in present.itertuples():
         segment = NODE_SEGMENT if row.organ == "node" else LESION_SEGMENT
-        if segment not in referenced:
-            referenced[segment] = hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=segment)
+        if segment not in referenced:  # the CT series as the SEG's source: one reference, not one per slice
+            referenced[segment] = hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=segment,
+                source_series=hd.sr.SourceSeriesForSegmentation(seg.ReferencedSeriesSequence[0].SeriesInstanceUID))
         measurements = [m for m in (
             _measurement(codes.SCT.Volume, row.volume_ml, MILLILITER),
             _measurement(codes.SCT.LongAxis, row.longest_diameter_mm, codes.UCUM.Millimeter),
