@@ -296,3 +296,27 @@ def test_dicom_root_with_scans_is_one_line(tmp_path, schemas_dir):
         check_study(merged_config(cfg), schemas_dir)
     assert str(info.value) == ("config keys study.dicom_root and study.scans are both set: a study is either a scans "
                                "table or a DICOM export; remove one of them")
+
+
+def test_dicomweb_study_is_a_dicom_root_study_on_the_private_cache(tmp_path, schemas_dir):
+    from tumorburden.study import config_problem, load_study
+
+    cfg = write_study(tmp_path)
+    clinical = pd.read_csv(cfg["study"]["clinical"], sep="\t", dtype=str)
+    clinical["baseline_date"] = "2024-01-01"
+    clinical.to_csv(tmp_path / "clinical_dated.tsv", sep="\t", index=False)
+    pd.DataFrame({"dicom_patient_id": ["H1"], "patient_id": [clinical["patient_id"][0]]}).to_csv(
+        tmp_path / "patients.tsv", sep="\t", index=False)
+    study_cfg = {"name": "web", "clinical": str(tmp_path / "clinical_dated.tsv"), "patient_map": str(tmp_path / "patients.tsv"),
+                 "dicomweb": {"url": "http://127.0.0.1:8042/dicom-web", "credentials_env": "TB_PACS"}}
+    study = load_study(merged_config({"study": study_cfg}), schemas_dir)
+    assert study.dicom_root == Path("private/web/pacs") and study.dicomweb["url"].endswith("/dicom-web")
+    assert study.scans is None
+    with pytest.raises(StudyError, match="study.dicomweb and study.scans are both set"):
+        check_study(merged_config({"study": {**study_cfg, "scans": cfg["study"]["scans"]}}), schemas_dir)
+    assert "dicomweb.url" in config_problem({"study": {**study_cfg, "dicomweb": {"url": "pacs:8042"}}}, schemas_dir)
+    # no key for a password: credentials come from the environment or a netrc file
+    assert "password" in config_problem({"study": {**study_cfg, "dicomweb": {"url": "http://p/dw", "password": "x"}}},
+                                        schemas_dir)
+    no_map = {k: v for k, v in study_cfg.items() if k != "patient_map"}
+    assert "patient_map" in config_problem({"study": no_map}, schemas_dir)

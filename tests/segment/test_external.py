@@ -78,6 +78,20 @@ def test_de_identified_dicom_seg_is_the_same_on_every_run(series, tmp_path):
     assert uids[0] == uids[1]
 
 
+def test_both_copies_are_byte_identical_on_a_rerun(series, tmp_path):
+    """Derived UIDs and the study's date in place of now: the PACS copy pushed again replaces itself."""
+    folder, _, _ = series
+    for run in ("a", "b"):
+        dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / f"{run}.dcm", patient_id="S-01",
+                                 namespace="study/S-01/scan", pacs_out=tmp_path / f"{run}_pacs.dcm", settings=IMAGING)
+    assert (tmp_path / "a.dcm").read_bytes() == (tmp_path / "b.dcm").read_bytes()
+    assert (tmp_path / "a_pacs.dcm").read_bytes() == (tmp_path / "b_pacs.dcm").read_bytes()
+    other = dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / "c.dcm", patient_id="S-01",
+                                     namespace="study/S-01/other-scan", pacs_out=tmp_path / "c_pacs.dcm", settings=IMAGING)
+    assert pydicom.dcmread(tmp_path / "c_pacs.dcm").SOPInstanceUID != pydicom.dcmread(tmp_path / "a_pacs.dcm").SOPInstanceUID
+    assert pydicom.dcmread(other).SOPInstanceUID != pydicom.dcmread(tmp_path / "a.dcm").SOPInstanceUID
+
+
 def test_dicom_seg_as_external_mask_gives_the_lesions(series, tmp_path):
     folder, image, labels = series
     out = dicomseg.write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", tmp_path / "seg.dcm", patient_id="S-01",

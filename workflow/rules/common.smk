@@ -1,4 +1,5 @@
 # Config and study loading: everything is checked here, before any job runs.
+import json
 import os
 import sys
 from pathlib import Path

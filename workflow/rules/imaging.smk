@@ -3,6 +3,8 @@
 # - study.dicom_root: the `discover` checkpoint indexes the export (headers only), applies the
 #   header-level QC and the series choice, so rejected studies never enter the DAG; its manifest
 #   then names the scans, and each scan's ingest reads exactly the chosen series' files.
+#   study.dicomweb: the same checkpoint runs `tumorburden pacs pull`, which makes that choice on a
+#   DICOMweb server's metadata and retrieves only the chosen series (docs/pacs.md).
 
 if DICOM_ROOT:
 
@@ -22,7 +24,11 @@ if DICOM_ROOT:
         log:
             f"{R}/logs/discover.log",
         params:
-            root=str(STUDY.dicom_root),
+            # study.dicomweb: the same outputs from a DICOMweb server (tumorburden.pacs.pull), its
+            # chosen series pulled into the private area's cache
+            stage=["pacs", "pull"] if STUDY.dicomweb else ["discover"],
+            source=[f"--dicomweb={json.dumps(STUDY.dicomweb, sort_keys=True)}"] if STUDY.dicomweb
+            else [f"--dicom-root={STUDY.dicom_root}"],
             settings=settings("imaging"),
             private=PRIVATE,
             results=R,
@@ -31,7 +37,7 @@ if DICOM_ROOT:
         conda:
             ENV
         shell:
-            "tumorburden discover --dicom-root={params.root:q} --clinical={input.clinical:q}"
+            "tumorburden {params.stage:q} {params.source:q} --clinical={input.clinical:q}"
             " --patient-map={input.patient_map:q} {params.override:q} --results-dir={params.results:q}"
             " --private-dir={params.private:q} --settings={params.settings:q} > {log:q} 2>&1"
 

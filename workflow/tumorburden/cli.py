@@ -106,6 +106,26 @@ def cmd_discover(a):
              {**_ingest_defaults(), **_settings(a.settings)}, override=override)
 
 
+def cmd_pacs_pull(a):
+    from tumorburden.pacs.pull import pull
+    from tumorburden.study import baseline_dates, read_patient_map, read_series_override, read_table
+
+    clinical = read_table(Path(a.clinical))
+    override = read_series_override(Path(a.series_override)) if a.series_override else None
+    pull(_settings(a.dicomweb), read_patient_map(Path(a.patient_map), clinical),
+         baseline_dates(clinical, Path(a.clinical)), Path(a.results_dir), Path(a.private_dir),
+         {**_ingest_defaults(), **_settings(a.settings)}, override=override)
+
+
+def cmd_pacs_push(a):
+    from tumorburden.pacs.push import push_patient
+
+    push_patient(a.patient_id, a.scan_id, private_seg_dir=Path(a.private_seg_dir), public_seg_dir=Path(a.public_seg_dir),
+                 lesions_path=Path(a.lesions), burden_path=Path(a.burden), namespace=a.uid_namespace,
+                 private_sr_dir=Path(a.private_sr_dir), public_sr_dir=Path(a.public_sr_dir),
+                 dicomweb=_settings(a.dicomweb) or None, receipt=Path(a.receipt))
+
+
 def _ingest_defaults() -> dict:
     from tumorburden.imaging.ingest import DEFAULTS
 
@@ -321,7 +341,9 @@ def cmd_check_study(a):
 
     # the run's config: config/config.yaml updated with the user's, as Snakemake merges --configfile
     study = check_study(merged_config(_settings(a.settings)), Path(a.schemas))
-    scans = f"{len(study.scans)} scans" if study.scans is not None else f"scans to be discovered under {study.dicom_root}"
+    scans = (f"{len(study.scans)} scans" if study.scans is not None
+             else f"scans to be pulled from {study.dicomweb['url']}" if study.dicomweb
+             else f"scans to be discovered under {study.dicom_root}")
     print(f"ok: {len(study.clinical)} patients, {scans}")
 
 
@@ -376,6 +398,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--private-dir", required=True, help="where the file lists of chosen series go (outside results/)")
     _add_settings(p)
     p.set_defaults(func=cmd_discover)
+
+    p = sub.add_parser("pacs", help="a DICOMweb server (study.dicomweb): pull the study's scans, push SEG + SR back")
+    pacs = p.add_subparsers(dest="pacs_command", required=True)
+    p = pacs.add_parser("pull", help="find each mapped patient's studies (QIDO-RS), choose one series per study from "
+                        "their metadata, retrieve only those (WADO-RS) into the private cache; writes what discover writes")
+    p.add_argument("--dicomweb", required=True, help="study.dicomweb as JSON (url, credentials_env or netrc, workers)")
+    p.add_argument("--clinical", required=True, help="clinical.tsv with a baseline_date column")
+    p.add_argument("--patient-map", required=True, help="table dicom_patient_id -> patient_id")
+    p.add_argument("--series-override", default=None, help="table scan_id -> series_uid (or exclude)")
+    p.add_argument("--results-dir", required=True, help="results/<name>: writes manifest/ and qc/ingest_exclusions.tsv")
+    p.add_argument("--private-dir", required=True, help="the private area: the cache of pulled files and the series lists")
+    _add_settings(p)
+    p.set_defaults(func=cmd_pacs_pull)
+    p = pacs.add_parser("push", help="per scan of a patient: write the SR TID 1500 (identified for the PACS, "
+                        "pseudonymised for results/) and STOW-RS the identified SEG + SR to the server")
+    p.add_argument("--patient-id", required=True)
+    p.add_argument("--scan-id", nargs="+", required=True, help="the patient's scans with a DICOM-SEG")
+    p.add_argument("--private-seg-dir", required=True, help="private/<name>/dicom_seg/<patient_id>")
+    p.add_argument("--public-seg-dir", required=True, help="results/<name>/dicom_seg/<patient_id>")
+    p.add_argument("--lesions", required=True, help="tables/lesions.parquet")
+    p.add_argument("--burden", required=True, help="tables/burden.parquet")
+    p.add_argument("--uid-namespace", required=True, help="the study's name (UIDs are derived from it)")
+    p.add_argument("--private-sr-dir", required=True, help="where the identified SRs go")
+    p.add_argument("--public-sr-dir", required=True, help="where the pseudonymised SRs go (results/)")
+    p.add_argument("--dicomweb", default=None, help="study.dicomweb as JSON; absent: write the SRs, push nothing")
+    p.add_argument("--receipt", required=True, help="pacs/pushed/<patient_id>.tsv: what was sent")
+    p.set_defaults(func=cmd_pacs_push)
 
     p = sub.add_parser("merge-exclusions", help="append exclusion tables (stage, patient_id, scan_id, reason) to another")
     p.add_argument("--into", required=True)

@@ -56,6 +56,9 @@ class Study:
     patient_map_path: Path | None = None
     series_override_path: Path | None = None
     private_dir: Path | None = None
+    # dicomweb studies (study.dicomweb): a dicom_root study whose root is the private area's cache,
+    # filled by the pull (`tumorburden pacs pull`) instead of discovery
+    dicomweb: dict | None = None
 
 
 def config_problem(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> str | None:
@@ -88,6 +91,10 @@ def check_config(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> None:
     if study_cfg.get("dicom_root") and study_cfg.get("scans"):
         raise StudyError("config keys study.dicom_root and study.scans are both set: a study is either a scans "
                          "table or a DICOM export; remove one of them")
+    other = [k for k in ("scans", "dicom_root") if study_cfg.get(k)]
+    if study_cfg.get("dicomweb") and other:
+        raise StudyError(f"config keys study.dicomweb and study.{other[0]} are both set: a study comes from a "
+                         "DICOMweb server or from a scans table or DICOM export; remove one of them")
     problem = config_problem(config, schemas_dir)
     if problem:
         raise StudyError(problem)
@@ -169,7 +176,7 @@ def load_study(config: dict, schemas_dir: Path) -> Study:
     """Load and check the study named by `config` (the whole config dict)."""
     study_cfg = config.get("study") or {}
     name = study_cfg.get("name", "study")
-    if study_cfg.get("dicom_root"):
+    if study_cfg.get("dicom_root") or study_cfg.get("dicomweb"):
         return _load_dicom_root_study(config, schemas_dir)
     if study_cfg.get("clinical") or study_cfg.get("scans"):
         clinical_path = Path(study_cfg["clinical"])
@@ -418,14 +425,18 @@ def private_dir(config: dict) -> Path:
 def _load_dicom_root_study(config: dict, schemas_dir: Path) -> Study:
     study_cfg = config["study"]
     name = study_cfg["name"]
-    root = Path(study_cfg["dicom_root"])
+    source = "dicomweb" if study_cfg.get("dicomweb") else "dicom_root"
     if study_cfg.get("scans"):
-        raise StudyError("config: study.dicom_root and study.scans are both set; name one (a scans table or a DICOM root)")
+        raise StudyError(f"config: study.{source} and study.scans are both set; name one (a scans table or a DICOM source)")
     for key in ("clinical", "patient_map"):
         if not study_cfg.get(key):
-            raise StudyError(f"config: study.dicom_root needs study.{key} (see config/README.md)")
-    if not root.is_dir():
-        raise StudyError(f"{root}: study.dicom_root is not a folder")
+            raise StudyError(f"config: study.{source} needs study.{key} (see config/README.md)")
+    if source == "dicomweb":
+        root = private_dir(config) / "pacs"  # the pull's cache (tumorburden.pacs.pull.CACHE)
+    else:
+        root = Path(study_cfg["dicom_root"])
+        if not root.is_dir():
+            raise StudyError(f"{root}: study.dicom_root is not a folder")
     clinical_path = Path(study_cfg["clinical"])
     clinical = read_table(clinical_path)
     check_clinical(clinical, clinical_path, schemas_dir, config)
@@ -439,7 +450,8 @@ def _load_dicom_root_study(config: dict, schemas_dir: Path) -> Study:
     cohorts = sorted(clinical["cohort"].astype(str).unique())
     scans_path = results_dir(config) / "manifest" / "scans.tsv"
     return Study(name, clinical, None, clinical_path, scans_path, False, cohorts, dicom_root=root,
-                 patient_map_path=map_path, series_override_path=override_path, private_dir=private_dir(config))
+                 patient_map_path=map_path, series_override_path=override_path, private_dir=private_dir(config),
+                 dicomweb=study_cfg.get("dicomweb"))
 
 
 def baseline_dates(clinical: pd.DataFrame, path: Path) -> dict[str, str]:

@@ -128,6 +128,15 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "time_to_volumetric_progression_days": "float",
         "stein_model": "str",
     },
+    # pacs/pushed/<patient_id>.tsv: what `tumorburden pacs push` sent, one row per scan
+    "pushed": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "n_lesions": "int",
+        "seg_bytes": "int",
+        "sr_bytes": "int",
+        "server": "str",
+    },
     # qc/exclusions.tsv
     "exclusions": {
         "stage": "str",

@@ -33,6 +33,7 @@ from pydicom.uid import generate_uid
 PROFILE_TABLE = "dicomfields_2026c"  # PS3.15 Table E.1-1 of DICOM 2026c, as dicom-anonymizer ships it
 UID_ROOT = "1.2.826.0.1.3680043.8.498."  # pydicom's root: hashed UIDs under it are unique by construction
 METHOD = "PS3.15 Basic Profile; UIDs from the pseudonym"  # LO: at most 64 characters
+DUMMY_DATE = "19000101"
 
 
 def _profile() -> tuple[dict, set]:
@@ -99,6 +100,11 @@ def deidentify(ds: Dataset, patient_id: str, namespace: str) -> Dataset:
     for item in list(_nested(out))[1:]:
         present = {t: single[t] for t in ((e.tag.group, e.tag.element) for e in item) if t in single}
         anonymize_dataset(item, extra_anonymization_rules=present, delete_private_tags=True, base_rules_gen=dict)
+    # the profile's dummy date, 00010101, is refused by validators (dciodvfy); 19000101 says as little
+    for item in _nested(out):
+        for elem in item:
+            if elem.VR == "DA" and str(elem.value) == "00010101":
+                elem.value = DUMMY_DATE
     out.PatientID = patient_id
     out.PatientName = patient_id
     out.PatientIdentityRemoved = "YES"

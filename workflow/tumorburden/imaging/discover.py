@@ -102,16 +102,23 @@ def _iso(dicom_date: str) -> str | None:
 
 
 def discover(root: Path, patient_map: pd.DataFrame, baseline: dict[str, str], results: Path, private: Path,
-             settings: dict, override: pd.DataFrame | None = None) -> dict:
+             settings: dict, override: pd.DataFrame | None = None, records: list[dict] | None = None,
+             exclusions: list[dict] | None = None) -> dict:
     """Index `root`, choose one series per study, write the manifest and exclusions.
 
     patient_map: columns dicom_patient_id, patient_id. baseline: patient_id -> ISO date.
-    Returns counts for the log; raises SeriesError under on_bad_scan: fail."""
+    records: the headers when they come from elsewhere than the files under root (a DICOMweb
+    server's metadata, `tumorburden.pacs.pull`; their paths are where the files will be), with
+    that source's own `exclusions` rows. Returns counts for the log; raises SeriesError under
+    on_bad_scan: fail."""
     root, results, private = Path(root), Path(results), Path(private)
-    files = list_files(root)
-    log.info("%s: %d files; reading headers with %d worker(s)", root, len(files), settings["workers"])
-    records = read_headers(files, workers=settings["workers"],
-                           progress=lambda i, n: log.info("headers: %d/%d files", i, n))
+    if records is None:
+        files = list_files(root)
+        log.info("%s: %d files; reading headers with %d worker(s)", root, len(files), settings["workers"])
+        records = read_headers(files, workers=settings["workers"],
+                               progress=lambda i, n: log.info("headers: %d/%d files", i, n))
+    else:
+        files = [rec["path"] for rec in records]
     to_patient = dict(zip(patient_map["dicom_patient_id"].astype(str), patient_map["patient_id"].astype(str)))
     redact = Redactor()
     unmapped_label: dict[str, str] = {}
@@ -128,7 +135,7 @@ def discover(root: Path, patient_map: pd.DataFrame, baseline: dict[str, str], re
     def rel(path: str) -> str:
         return redact(os.path.relpath(path, root))
 
-    exclusions: list[dict] = []
+    exclusions = list(exclusions or [])
     for rec in records:
         if rec["status"] == "unreadable":
             exclusions.append({"stage": "ingest", "patient_id": "", "scan_id": "",

@@ -194,6 +194,13 @@ def _read_header(path: str) -> dict:
             return {"path": path, "status": "unreadable", "why": f"damaged DICOM header ({type(exc).__name__})"}
         return {"path": path, "status": "not_dicom"}
     meta = getattr(ds, "file_meta", None)
+    return header_record(ds, path, _text(meta.get("TransferSyntaxUID")) if meta is not None else "")
+
+
+def header_record(ds, path: str, transfer_syntax: str = "") -> dict:
+    """The record of read_header from a data set already in memory (e.g. the DICOM JSON metadata
+    of a DICOMweb server, read with pydicom's Dataset.from_json), `path` being where its file is
+    or will be."""
     ds = _Fast(ds)
     sop = _text(ds.get("SOPClassUID"))
     rec = {
@@ -214,7 +221,7 @@ def _read_header(path: str) -> dict:
         "kernel": _text(ds.get("ConvolutionKernel")),
         "contrast_agent": _text(ds.get("ContrastBolusAgent")),
         "thickness": _float(ds.get("SliceThickness")),
-        "transfer_syntax": _text(meta.get("TransferSyntaxUID")) if meta is not None else "",
+        "transfer_syntax": transfer_syntax,
         "rows": _int(ds.get("Rows")),
         "cols": _int(ds.get("Columns")),
         "tilt": _float(ds.get("GantryDetectorTilt")),

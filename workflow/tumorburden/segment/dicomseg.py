@@ -1,4 +1,8 @@
-"""DICOM-SEG out: the label map as a highdicom LABELMAP Segmentation that references the source series.
+"""DICOM-SEG out: the label map as a highdicom BINARY Segmentation that references the source series.
+
+BINARY (one bit per pixel, a frame per segment and slice, empty frames left out; uncompressed:
+JPEG 2000 costs ~20 ms a frame, and dciodvfy cannot read the deflated transfer syntax) rather than the Label Map Segmentation SOP class of 2024: PACS viewers and validators
+(dicom3tools' dciodvfy in Debian 12) do not know that one yet.
 
 The NIfTI label map lives on the RAS grid of image.nii.gz; the SEG frames must follow the
 source slices. Each source slice's geometry gives a grid, and the labels are brought onto
@@ -22,7 +26,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from tumorburden import labels as L
-from tumorburden.imaging.deidentify import deidentify
+from tumorburden.imaging.deidentify import UID_ROOT, deidentify
 from tumorburden.imaging.volume import load_nifti
 from tumorburden.segment.engine import labels_to_grid
 
@@ -87,6 +91,31 @@ def series_affine_ras(datasets: list[pydicom.Dataset]) -> np.ndarray:
     return LPS_TO_RAS @ lps
 
 
+def pacs_uid(namespace: str, source_uid: str, kind: str) -> str:
+    """A UID for an object meant for the hospital's PACS, derived from the pseudonymous scan
+    (`namespace`), the hospital UID it derives from and what it is ("seg", "sr-series", ...)."""
+    return pydicom.uid.generate_uid(UID_ROOT, entropy_srcs=["tumorburden-pacs", namespace, str(source_uid), kind])
+
+
+def stamp(ds: pydicom.Dataset, source: pydicom.Dataset, namespace: str) -> None:
+    """What highdicom makes up on each run (dates and times of now, a random dimension
+    organization UID) set to the source study's date and a UID derived from the scan, so that an
+    object written again is the same bytes."""
+    day, clock = str(source.get("StudyDate", "") or "19000101"), str(source.get("StudyTime", "") or "000000")
+    for what in ("InstanceCreation", "Content", "Series"):
+        if f"{what}Date" in ds or what != "Series":
+            setattr(ds, f"{what}Date", day)
+            setattr(ds, f"{what}Time", clock)
+    for item in ds.get("ContributingEquipmentSequence") or []:
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = day + clock
+    dimension_uid = pacs_uid(namespace, source.get("SeriesInstanceUID", ""), "dimension-organization")
+    for name in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in ds.get(name) or []:
+            if "DimensionOrganizationUID" in item:
+                item.DimensionOrganizationUID = dimension_uid
+
+
 def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, patient_id: str, namespace: str = "",
                     pacs_out: Path | None = None, model_name: str = "tumorburden", model_version: str = "1",
                     settings: dict | None = None) -> Path:
@@ -118,13 +147,15 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
             for k in missing:
                 setattr(ds, k, "")
         log.info("source series lacks %s; written empty in the SEG", ", ".join(missing))
-    uid_root = hd.UID()
+    # UIDs derived from the scan and its source series, the content date the study's: a rerun writes
+    # the same bytes, and a second push to the PACS replaces the object instead of adding one
+    seg_series_uid, uid_root = (pacs_uid(namespace, datasets[0].SeriesInstanceUID, kind) for kind in ("seg-series", "seg"))
     seg_ds = hd.seg.Segmentation(
         source_images=datasets,
         pixel_array=frames,
-        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
+        series_instance_uid=seg_series_uid,
         series_number=9001,
         sop_instance_uid=uid_root,
         instance_number=1,
@@ -133,9 +164,14 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
         software_versions=str(model_version)[:64],
         device_serial_number="0",
         series_description="tumorburden segmentation",
-        transfer_syntax_uid=pydicom.uid.RLELossless,
-        omit_empty_frames=False,
+        transfer_syntax_uid=pydicom.uid.ExplicitVRLittleEndian,
+        omit_empty_frames=True,
     )
+    stamp(seg_ds, datasets[0], namespace)
+    if seg_ds.get("PatientIdentityRemoved") == "YES" and "DeidentificationMethod" not in seg_ds:
+        # highdicom copies the flag from the source but not the method it requires (Type 1C)
+        seg_ds.DeidentificationMethod = str(datasets[0].get("DeidentificationMethod", "") or
+                                            "source series marked PatientIdentityRemoved")[:64]
     if pacs_out is not None:
         Path(pacs_out).parent.mkdir(parents=True, exist_ok=True)
         seg_ds.save_as(pacs_out)
@@ -150,7 +186,7 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
 
 
 def read_dicom_seg_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(label array, RAS affine) of a LABELMAP DICOM-SEG written by write_dicom_seg."""
+    """(label array, RAS affine) of a DICOM-SEG written by write_dicom_seg."""
     import highdicom as hd
 
     seg = hd.seg.segread(str(path))

@@ -1,0 +1,144 @@
+"""DICOMweb pull and push against a local Orthanc (tests/pacs/orthanc.sh), with a disk copy as peer.
+
+Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP]
+
+Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
+`tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
+discovery's series choice, WADO-RS retrieval of the series streamed in one request, each
+instance written atomically), against its peer in the same round: `shutil.copy` of the same
+files from disk to an empty folder (page cache warm). Push: per round the DICOM-SEG of an
+N-slice label map on that series (both copies, as segment_dicom writes them), the SR of 20
+lesions (both copies) and the STOW-RS of SEG + SR. Prints a Markdown table: medians of the
+rounds, wall seconds and CPU seconds (this process; Orthanc's from /proc beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "workflow"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _orthanc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _timed(fn, orthanc_pid: int | None = None):
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    server0 = _orthanc_cpu(orthanc_pid) if orthanc_pid else 0.0
+    fn()
+    return (time.perf_counter() - wall0, time.process_time() - cpu0,
+            (_orthanc_cpu(orthanc_pid) - server0) if orthanc_pid else 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--slices", type=int, default=300)
+    ap.add_argument("--matrix", type=int, default=512)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--dir", default=None)
+    a = ap.parse_args()
+
+    import numpy as np
+    import pandas as pd
+    import requests
+
+    from ingest_read import write_series  # the ingest benchmark's series writer
+    from tumorburden import labels as L
+    from tumorburden.imaging.ingest import DEFAULTS
+    from tumorburden.imaging.volume import Volume, save_nifti
+    from tumorburden.pacs.client import connect
+    from tumorburden.pacs.pull import pull
+    from tumorburden.pacs.report import write_reports
+    from tumorburden.segment.dicomseg import read_series, series_affine_ras, write_dicom_seg
+
+    work = Path(tempfile.mkdtemp(prefix="pacs-bench-", dir=a.dir))
+    script = ROOT / "tests" / "pacs" / "orthanc.sh"
+    url, pid = subprocess.run([str(script), "start", str(work / "orthanc")], check=True, capture_output=True,
+                              text=True).stdout.split()
+    pid = int(pid)
+    try:
+        series = work / "series"
+        write_series(series, a.slices, a.matrix)
+        files = sorted(series.iterdir())
+        import pydicom
+
+        frame_of_reference = pydicom.uid.generate_uid()
+        for f in files:  # what a hospital's CT has and the ingest benchmark's writer leaves out
+            ds = pydicom.dcmread(f)
+            ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Bench^Patient", "19500101", "F"
+            ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "101500", "1", "A1", ""
+            ds.FrameOfReferenceUID = frame_of_reference
+            ds.save_as(f)
+        rest = url.rsplit("/dicom-web", 1)[0]
+        with requests.Session() as s:
+            for f in files:
+                s.post(f"{rest}/instances", data=f.read_bytes(), timeout=60).raise_for_status()
+        size_mb = sum(f.stat().st_size for f in files) / 1e6
+        pmap = pd.DataFrame({"dicom_patient_id": ["BENCH"], "patient_id": ["B01"]})
+        rows = {"pull": [], "copy": [], "seg": [], "sr": [], "stow": []}
+        for r in range(a.rounds):
+            private, copy_to = work / f"private{r}", work / f"copy{r}"
+            copy_to.mkdir()
+            rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.name) for f in files]))
+            rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
+                                                    work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            if r == 0:  # a label map on the series' grid: tissue everywhere, 20 lesions
+                cached = sorted((private / "pacs").rglob("*.dcm"))
+                ds = read_series([str(p) for p in cached])
+                labels = np.zeros((a.matrix, a.matrix, a.slices), np.uint8)
+                labels[50:-50, 60:-60, :] = L.VAT
+                labels[30:50, 60:-60, :] = L.SAT
+                labels[50:70, 60:-60, :] = L.MUSCLE
+                for k in range(20):
+                    z = 10 + k * (a.slices - 20) // 20
+                    labels[100 + 15 * k:110 + 15 * k, 200:215, z:z + 6] = L.LESION
+                save_nifti(Volume(labels, series_affine_ras(ds)), work / "seg.nii.gz", dtype=np.uint8)
+                lesions = pd.DataFrame({
+                    "patient_id": "B01", "scan_id": "B01_d0", "days": 0.0, "lesion": range(1, 21), "track_id": range(1, 21),
+                    "status": "baseline", "volume_ml": 0.5, "longest_diameter_mm": 12.0, "short_axis_mm": 8.0,
+                    "centroid_x_mm": 0.0, "centroid_y_mm": 0.0, "centroid_z_mm": 0.0, "mean_hu": 40.0, "organ": "liver"})
+                burden = pd.Series({"total_volume_ml": 10.0, "n_lesions": 20, "sld_mm": 240.0, "muscle_ml": 1.0,
+                                    "sat_ml": 1.0, "vat_ml": 1.0})
+            out = work / f"push{r}"
+            rows["seg"].append(_timed(lambda: write_dicom_seg(
+                work / "seg.nii.gz", [str(p) for p in cached], out / "seg.dcm", patient_id="B01", namespace="bench/B01/B01_d0",
+                pacs_out=out / "seg_pacs.dcm")))
+            rows["sr"].append(_timed(lambda: write_reports(
+                out / "seg_pacs.dcm", out / "seg.dcm", lesions, burden, patient_id="B01", scan_id="B01_d0",
+                namespace="bench/B01/B01_d0", private_out=out / "sr_pacs.dcm", public_out=out / "sr.dcm")))
+            pacs = connect({"url": url})
+            rows["stow"].append(_timed(lambda: pacs.store(
+                [pydicom.dcmread(out / "seg_pacs.dcm"), pydicom.dcmread(out / "sr_pacs.dcm")], "benchmark"), pid))
+        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+        ratio = statistics.median(p[0] / c[0] for p, c in zip(rows["pull"], rows["copy"]))
+        seg_mb = (out / "seg_pacs.dcm").stat().st_size / 1e6
+        print(f"series: {a.slices} x {a.matrix}x{a.matrix} int16, {size_mb:.0f} MB; {a.rounds} rounds (medians)\n")
+        print("| step | wall s | CPU s (this process) | CPU s (Orthanc) |")
+        print("| --- | --- | --- | --- |")
+        for key, name in (("copy", f"disk copy of the {a.slices} files (peer)"),
+                          ("pull", f"pull of the series from Orthanc (QIDO + metadata + choice + WADO-RS)"),
+                          ("seg", f"DICOM-SEG, both copies ({seg_mb:.1f} MB each)"), ("sr", "SR TID 1500 of 20 lesions, both copies"),
+                          ("stow", "STOW-RS of SEG + SR")):
+            w, c, s = med[key]
+            print(f"| {name} | {w:.2f} | {c:.2f} | {s:.2f} |")
+        print(f"\npull / disk copy (median of per-round ratios): {ratio:.1f}x")
+        print(f"push of one scan (SEG + SR + STOW): {sum(med[k][0] for k in ('seg', 'sr', 'stow')):.2f} s")
+    finally:
+        subprocess.run([str(script), "stop", str(pid)], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Pull from a real Orthanc: the same choice as discovery of the same files, only the chosen series
+fetched, resumable, and the faults in one line."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pydicom
+import pytest
+from dicomgen import write_series
+
+from tumorburden.imaging.discover import discover
+from tumorburden.imaging.ingest import DEFAULTS
+from tumorburden.pacs.client import PacsError, connect
+from tumorburden.pacs.pull import fetch, index, pull
+from tumorburden.study import baseline_dates, read_patient_map
+
+SECRETS = ("HOSP123", "HOSP456", "HOSP999", "Doe", "Jane", "19500101")
+P1 = dict(patient_id="HOSP123", patient_name="Doe^Jane", birth_date="19500101")
+
+
+def make_export(root: Path, n_big: int = 7, rows: int = 12) -> None:
+    """P01 (HOSP123): a study with a topogram, a 3 mm and a 5 mm portal venous series, and a later
+    study; HOSP999, on the server but not in the patient map. P02 (HOSP456) has nothing."""
+    a = root / "HOSP123_DOE_JANE"
+    write_series(a / "s1", study_uid="1.2.5.1", study_date="20240105", n=2, series_number=1,
+                 description="Topogram", image_type=["ORIGINAL", "PRIMARY", "LOCALIZER"], uid="1.2.5.1.1", **P1)
+    write_series(a / "s2", study_uid="1.2.5.1", study_date="20240105", step=3.0, uid="1.2.5.1.2", n=n_big,
+                 rows=rows, cols=rows, description="Abdomen portal venous 3.0 Doe", **P1)
+    write_series(a / "s3", study_uid="1.2.5.1", study_date="20240105", step=5.0, uid="1.2.5.1.3",
+                 description="Abdomen portal venous 5.0", series_number=3, **P1)
+    write_series(a / "s4", study_uid="1.2.5.2", study_date="20240301", step=2.0, uid="1.2.5.2.1", **P1)
+    write_series(root / "other", study_uid="1.2.7.1", study_date="20240110", uid="1.2.7.1.1",
+                 patient_id="HOSP999", patient_name="Poe^Ann", birth_date="19700101", n=3)
+
+
+@pytest.fixture()
+def study(tmp_path):
+    clinical = pd.DataFrame({"patient_id": ["P01", "P02"], "cohort": ["lung", "melanoma"], "pfs_days": [100, 200],
+                             "pfs_event": [1, 0], "os_days": [300, 400], "os_event": [0, 0],
+                             "baseline_date": ["2024-01-01", "2024-01-15"]})
+    clinical.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
+    pd.DataFrame({"dicom_patient_id": ["HOSP123", "HOSP456"], "patient_id": ["P01", "P02"]}).to_csv(
+        tmp_path / "patients.tsv", sep="\t", index=False)
+    clinical = pd.read_csv(tmp_path / "clinical.tsv", sep="\t", dtype=str)
+    return read_patient_map(tmp_path / "patients.tsv", clinical), baseline_dates(clinical, tmp_path / "clinical.tsv")
+
+
+def _upload(orthanc, root: Path) -> None:
+    orthanc.upload(sorted(p for p in root.rglob("*") if p.is_file()))
+
+
+def _settings():
+    return {**DEFAULTS, "workers": 1}
+
+
+def _cached(private: Path) -> dict[str, list[Path]]:
+    return {d.name: sorted(d.glob("*.dcm")) for d in (private / "pacs").glob("*/*") if d.is_dir()}
+
+
+def test_pull_chooses_as_discovery_does_and_fetches_only_the_chosen(orthanc, study, tmp_path, caplog):
+    make_export(tmp_path / "export")
+    _upload(orthanc, tmp_path / "export")
+    pmap, baseline = study
+    discover(tmp_path / "export", pmap, baseline, tmp_path / "disk", tmp_path / "disk_private", _settings())
+    caplog.set_level("INFO")
+    pull({"url": orthanc.url, "workers": 2}, pmap, baseline, tmp_path / "results", tmp_path / "private", _settings())
+
+    keys = ["patient_id", "scan_id", "days", "status", "reason", "series_uid", "series_number", "description",
+            "n_slices", "slice_thickness_mm", "findings"]
+    disk = pd.read_parquet(tmp_path / "disk_private/manifest/series.parquet")[keys].sort_values("series_uid")
+    server = pd.read_parquet(tmp_path / "private/manifest/series.parquet")[keys].sort_values("series_uid")
+    pd.testing.assert_frame_equal(disk.reset_index(drop=True), server.reset_index(drop=True))
+    assert (tmp_path / "disk/manifest/scans.tsv").read_text().count("\n") == 3  # header + P01's two scans
+    scans = pd.read_csv(tmp_path / "results/manifest/scans.tsv", sep="\t")
+    assert list(scans["scan_id"]) == ["P01_d4", "P01_d60"]
+
+    # only the chosen series travelled; every cached instance is the server's, pixel for pixel
+    cached = _cached(tmp_path / "private")
+    assert sorted(cached) == ["1.2.5.1.2", "1.2.5.2.1"]
+    originals = {pydicom.dcmread(p).SOPInstanceUID: p for p in (tmp_path / "export").rglob("*.dcm")}
+    for files in cached.values():
+        assert len(files) == 7
+        for f in files:
+            ds = pydicom.dcmread(f)
+            assert ds.SOPInstanceUID == f.stem
+            assert ds.PixelData == pydicom.dcmread(originals[f.stem]).PixelData
+    for scan_id in scans["scan_id"]:
+        listing = json.loads((tmp_path / f"private/series/{scan_id}.json").read_text())
+        assert all(Path(f).exists() for f in listing["files"])
+
+    excl = pd.read_csv(tmp_path / "results/qc/ingest_exclusions.tsv", sep="\t")
+    p02 = excl[excl["patient_id"] == "P02"]["reason"].tolist()
+    assert len(p02) == 1 and orthanc.url in p02[0] and "no study" in p02[0] and "patient map line 3" in p02[0]
+    for path in (tmp_path / "results").rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("latin-1")
+            assert not any(s in text for s in SECRETS), path
+    assert not any(s in caplog.text for s in SECRETS + ("1.2.5.1.2",))
+    assert "pull done: 2 series, 14 instances (14 fetched" in caplog.text
+
+
+def test_rerun_fetches_only_what_is_missing(orthanc, study, tmp_path, caplog):
+    make_export(tmp_path / "export")
+    _upload(orthanc, tmp_path / "export")
+    pmap, baseline = study
+    args = ({"url": orthanc.url}, pmap, baseline, tmp_path / "results", tmp_path / "private", _settings())
+    pull(*args)
+    files = _cached(tmp_path / "private")["1.2.5.1.2"]
+    before = {f: f.stat().st_mtime_ns for f in files}
+    files[0].unlink()
+    files[3].unlink()
+    files[3].with_name(files[3].name + ".part").write_bytes(b"half a file")  # an interrupted write
+    caplog.set_level("INFO")
+    pull(*args)
+    assert "scan P01_d4 (series number 2): 5 of 7 instances already pulled; fetching the 2 missing" in caplog.text
+    assert "pull done: 2 series, 14 instances (2 fetched" in caplog.text
+    for f, mtime in before.items():
+        assert pydicom.dcmread(f).SOPInstanceUID == f.stem
+        if f not in (files[0], files[3]):
+            assert f.stat().st_mtime_ns == mtime  # not fetched again
+
+
+def test_series_vanishing_mid_pull_is_one_line_naming_the_scan(orthanc, study, tmp_path):
+    make_export(tmp_path / "export")
+    _upload(orthanc, tmp_path / "export")
+    pmap, baseline = study
+    pacs = connect({"url": orthanc.url})
+    records, exclusions = index(pacs, pmap, tmp_path / "private/pacs")
+    discover(tmp_path / "private/pacs", pmap, baseline, tmp_path / "results", tmp_path / "private", _settings(),
+             records=records, exclusions=exclusions)
+    orthanc.delete_series("1.2.5.2.1")  # after the choice, before the retrieval
+    with pytest.raises(PacsError) as err:
+        fetch(pacs, tmp_path / "private", workers=1)
+    msg = str(err.value)
+    assert "\n" not in msg and "scan P01_d60" in msg and "vanished" in msg and orthanc.url in msg and "re-run" in msg
+    assert "1.2.5.2.1" not in msg
+
+
+def test_server_killed_mid_pull_then_restarted_resumes(orthanc, study, tmp_path, caplog):
+    # one big series (120 slices of 256 x 256), so the kill lands while it streams
+    make_export(tmp_path / "export", n_big=120, rows=256)
+    _upload(orthanc, tmp_path / "export")
+    pmap, baseline = study
+    args = ({"url": orthanc.url, "workers": 1}, pmap, baseline, tmp_path / "results", tmp_path / "private", _settings())
+    folder = tmp_path / "private/pacs/1.2.5.1/1.2.5.1.2"
+    failure = []
+
+    def run():
+        try:
+            pull(*args)
+        except PacsError as exc:
+            failure.append(str(exc))
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while not list(folder.glob("*.dcm")) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    orthanc.kill()
+    worker.join(60)
+    assert failure, "the pull finished before the server was killed"
+    msg = failure[0]
+    assert "\n" not in msg and orthanc.url in msg and "scan P01_d4" in msg and "re-run" in msg
+    have = sorted(folder.glob("*.dcm"))
+    assert 0 < len(have) < 120
+    for f in have:  # whatever has the final name is whole
+        assert pydicom.dcmread(f).pixel_array.shape == (256, 256)
+
+    orthanc.restart()
+    caplog.set_level("INFO")
+    pull(*args)
+    assert f"{len(have)} of 120 instances already pulled; fetching the {120 - len(have)} missing" in caplog.text
+    assert len(list(folder.glob("*.dcm"))) == 120
+
+
+def test_unreachable_server_and_wrong_credentials_stop_the_pull(orthanc_factory, study, tmp_path, monkeypatch):
+    pmap, baseline = study
+    server = orthanc_factory("radiology:s3cret")
+    monkeypatch.setenv("TB_PACS", "radiology:nope")
+    with pytest.raises(PacsError, match="refused the credentials"):
+        pull({"url": server.url, "credentials_env": "TB_PACS"}, pmap, baseline, tmp_path / "r", tmp_path / "p", _settings())
+    url = server.url
+    server.stop()
+    with pytest.raises(PacsError, match=f"{url} unreachable"):
+        pull({"url": url}, pmap, baseline, tmp_path / "r", tmp_path / "p", _settings())
+    assert not (tmp_path / "r/manifest").exists()
+
