@@ -36,7 +36,7 @@ rule measure:
 rule track:
     input:
         scans=SCANS_TSV,
-        lesions=scan_files(f"{R}/scans/{{scan_id}}/lesions.parquet"),
+        lesions=tracked_lesions,  # a reviewed scan's own lesions (review.smk)
         transforms=scan_files(f"{R}/scans/{{scan_id}}/to_reference.json"),
     output:
         table=f"{R}/tables/lesions.parquet",

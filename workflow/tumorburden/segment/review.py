@@ -312,3 +312,20 @@ def review_file_name(sop_instance_uid: str, modality: str) -> str:
     """A file name for a downloaded review that does not carry the hospital's UID (Snakemake's log
     prints input paths)."""
     return f"{modality.lower()}-{hashlib.sha256(sop_instance_uid.encode()).hexdigest()[:20]}.dcm"
+
+
+def write_reviewed_segmentation(image_path: Path, segmentation_path: Path, review_path: Path, out: Path) -> str:
+    """Write the scan's label map with the review's lesions in place of the model's; returns the
+    review's kind (SEG or RTSTRUCT)."""
+    from tumorburden.imaging.volume import load_nifti, save_nifti
+
+    image = load_nifti(image_path, dtype=np.float32, what="CT image")
+    ai = load_nifti(segmentation_path, dtype=np.uint8, what="segmentation")
+    if not image.same_grid(ai):
+        raise ReviewError(f"{segmentation_path}: grid {ai.shape} does not match the image {image_path} grid {image.shape}")
+    review = read_review(review_path, image)
+    labels = apply_review(np.asarray(ai.array), review)
+    save_nifti(Volume(labels, image.affine), out, dtype=np.uint8)
+    log.info("%s: %d lesion voxel(s) reviewed in place of the model's %d", review_path,
+             int(np.count_nonzero(review)), int(np.count_nonzero(np.isin(ai.array, L.LESION_LABELS))))
+    return review_modality(Path(review_path)) or "?"

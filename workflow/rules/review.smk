@@ -1,0 +1,53 @@
+# A radiologist's review: per reviewed scan its own measurement (the model's segmentation and every
+# other scan's measurement stay as they are), then the model-vs-radiologist table of the study.
+
+
+def review_file(wc):
+    return str(reviews()[wc.scan_id])
+
+
+rule measure_review:
+    """The reviewed scan's label map (the review's lesions in place of the model's, the model's tissues
+    kept), its lesions, and its row of the review table."""
+    input:
+        image=f"{R}/scans/{{scan_id}}/image.nii.gz",
+        segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
+        ai_lesions=f"{R}/scans/{{scan_id}}/lesions.parquet",
+        review=review_file,
+    output:
+        segmentation=f"{R}/scans/{{scan_id}}/review/segmentation.nii.gz",
+        lesions=f"{R}/scans/{{scan_id}}/review/lesions.parquet",
+        agreement=f"{R}/scans/{{scan_id}}/review/agreement.parquet",
+    log:
+        f"{R}/logs/measure_review/{{scan_id}}.log",
+    params:
+        # what measuring and comparing read: the lesions section and the review's Dice threshold
+        settings=lambda wc: json.dumps({**(config.get("lesions") or {}),
+                                        "same_lesion_dice": REVIEW.get("same_lesion_dice", 0.9)}, sort_keys=True),
+        patient=lambda wc: scan_row(wc.scan_id)["patient_id"],
+    conda:
+        ENV
+    shell:
+        "tumorburden review --image={input.image:q} --segmentation={input.segmentation:q}"
+        " --ai-lesions={input.ai_lesions:q} --review={input.review:q} --patient-id={params.patient:q}"
+        " --scan-id={wildcards.scan_id:q} --segmentation-out={output.segmentation:q}"
+        " --lesions-out={output.lesions:q} --agreement-out={output.agreement:q}"
+        " --settings={params.settings:q} > {log:q} 2>&1"
+
+
+rule review_table:
+    input:
+        scans=SCANS_TSV,
+        lesions=scan_files(f"{R}/scans/{{scan_id}}/lesions.parquet"),
+        agreement=lambda wc: [f"{R}/scans/{s}/review/agreement.parquet" for s in sorted(reviews())],
+    output:
+        table=f"{R}/tables/review.parquet",
+        csv=report(f"{R}/tables/review.csv", caption="../report/table_review.rst", category="Quality control",
+                   subcategory="Review"),
+    log:
+        f"{R}/logs/review_table.log",
+    conda:
+        ENV
+    shell:
+        "tumorburden review-table --scans-table={input.scans:q} --lesions {input.lesions:q}"
+        " --agreement {input.agreement:q} --out={output.table:q} > {log:q} 2>&1"
