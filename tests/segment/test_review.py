@@ -4,16 +4,14 @@ with pydicom from known polygons, placed on the scan's grid, and matched to thei
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 from tumorburden import labels as L
 from tumorburden.imaging.ingest import ingest
 from tumorburden.segment.review import ReviewError, apply_review, index_reviews, read_review
 from tumorburden.segment.run import read_mask
 from tumorburden.synth.dicom import SeriesInfo, hu_to_stored, write_ct_series
+from review_objects import write_rtstruct, write_seg
 
 SHAPE = (48, 40, 24)  # columns (LPS x), rows (LPS y), slices
 PIXEL, SLICE = 5.0, 4.0
@@ -48,65 +46,15 @@ def _voxel_lps(i, j, k):
 
 
 def _write_seg(datasets, labelmap, segments, path, description="corrected"):
-    """labelmap: (column, row, slice) array of segment numbers; segments: number -> (label, category, type)."""
-    import highdicom as hd
-
-    algorithm = hd.AlgorithmIdentificationSequence(name="other tool", version="1", family=codes.DCM.ArtificialIntelligence)
-    descriptions = [hd.seg.SegmentDescription(
-        segment_number=n, segment_label=name, segmented_property_category=category, segmented_property_type=kind,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL if n % 2 else hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC,
-        algorithm_identification=None if n % 2 else algorithm)
-        for n, (name, category, kind) in sorted(segments.items())]
-    seg = hd.seg.Segmentation(
-        source_images=datasets, pixel_array=np.ascontiguousarray(np.transpose(labelmap, (2, 1, 0))).astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(), series_number=42, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="radiology", manufacturer_model_name="viewer", software_versions="1", device_serial_number="1",
-        series_description=description)
-    seg.save_as(path)
-    return path
+    """labelmap: (column, row, slice) array of segment numbers."""
+    return write_seg(datasets, np.transpose(labelmap, (2, 1, 0)), segments, path, description)
 
 
-def _rtstruct(datasets, rois, path, description="review", reference=True, study_uid=None):
+def _rtstruct(datasets, rois, path, description="review", reference=True):
     """rois: name -> list of (k, [(x, y) in LPS mm]) closed planar contours on slice k."""
-    ref = datasets[0]
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = RTStructureSetStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = RTStructureSetStorage, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality, ds.SeriesDescription = "RTSTRUCT", description
-    ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = ref.PatientID, study_uid or ref.StudyInstanceUID, generate_uid()
-    ds.StructureSetLabel = "review"
-    frame = Dataset()
-    frame.FrameOfReferenceUID = ref.FrameOfReferenceUID
-    if reference:
-        series = Dataset()
-        series.SeriesInstanceUID = ref.SeriesInstanceUID
-        study = Dataset()
-        study.ReferencedSOPInstanceUID = ref.StudyInstanceUID
-        study.RTReferencedSeriesSequence = Sequence([series])
-        frame.RTReferencedStudySequence = Sequence([study])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
-    ds.StructureSetROISequence, ds.ROIContourSequence = Sequence(), Sequence()
-    for number, (name, contours) in enumerate(rois.items(), start=1):
-        roi = Dataset()
-        roi.ROINumber, roi.ROIName, roi.ReferencedFrameOfReferenceUID = number, name, ref.FrameOfReferenceUID
-        ds.StructureSetROISequence.append(roi)
-        item = Dataset()
-        item.ReferencedROINumber = number
-        item.ContourSequence = Sequence()
-        for k, points in contours:
-            c = Dataset()
-            c.ContourGeometricType = "CLOSED_PLANAR"
-            c.NumberOfContourPoints = len(points)
-            z = ORIGIN_LPS[2] + k * SLICE
-            c.ContourData = [f"{v:.6g}" for x, y in points for v in (x, y, z)]
-            item.ContourSequence.append(c)
-        ds.ROIContourSequence.append(item)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    contours = {name: [np.array([(x, y, ORIGIN_LPS[2] + k * SLICE) for x, y in points]) for k, points in items]
+                for name, items in rois.items()}
+    return write_rtstruct(datasets[0], contours, path, description, refer_to_series=reference)
 
 
 def _square(i0, i1, j0, j1):

@@ -196,6 +196,18 @@ class ReviewObject:
     frame_of_reference: str = ""
 
 
+def referenced_series(ds: pydicom.Dataset) -> set[str]:
+    """The series a SEG (ReferencedSeriesSequence) or an RTSTRUCT (through its frame of reference's
+    RTReferencedSeriesSequence) says it was drawn on."""
+    refs = {str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])
+            if "SeriesInstanceUID" in item}
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
+        for study in frame.get("RTReferencedStudySequence", []):
+            refs |= {str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])
+                     if "SeriesInstanceUID" in s}
+    return refs
+
+
 def read_review_header(path: Path) -> ReviewObject | None:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -204,11 +216,7 @@ def read_review_header(path: Path) -> ReviewObject | None:
     modality = str(ds.get("Modality", ""))
     if modality not in MODALITIES:
         return None
-    refs = {str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])
-            if "SeriesInstanceUID" in item}
-    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
-        for study in frame.get("RTReferencedStudySequence", []):
-            refs |= {str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])}
+    refs = referenced_series(ds)
     frame = str(ds.get("FrameOfReferenceUID", ""))
     if not frame and ds.get("ReferencedFrameOfReferenceSequence"):
         frame = str(ds.ReferencedFrameOfReferenceSequence[0].get("FrameOfReferenceUID", ""))
@@ -221,6 +229,8 @@ def review_objects(folder: Path) -> list[ReviewObject]:
     objects = []
     for root, _, files in os.walk(folder):
         for name in sorted(files):
+            if name.endswith(".part"):  # a download not yet complete (fetch_reviews)
+                continue
             found = read_review_header(Path(root) / name)
             if found is not None:
                 objects.append(found)
@@ -329,3 +339,44 @@ def write_reviewed_segmentation(image_path: Path, segmentation_path: Path, revie
     log.info("%s: %d lesion voxel(s) reviewed in place of the model's %d", review_path,
              int(np.count_nonzero(review)), int(np.count_nonzero(np.isin(ai.array, L.LESION_LABELS))))
     return review_modality(Path(review_path)) or "?"
+
+
+# ---------------------------------------------------------------- reviews found on a DICOMweb server
+
+def fetch_reviews(client, folder: Path, studies: dict[str, set[str]], series_description: str | None = None) -> list[Path]:
+    """Download the review series of the given studies from a DICOMweb server into the review folder.
+
+    `client`: a dicomweb_client.DICOMwebClient (the session the pull uses, with its credentials).
+    `studies`: StudyInstanceUID -> the series a review there may reference (the scan's CT series and
+    our DICOM-SEG of it). A SEG or RTSTRUCT series of such a study is a review when it references one
+    of them (read from its WADO-RS metadata, no pixels) or, with `series_description`, when its
+    description matches; our own SEG series are left alone. Each instance is written once (a rerun
+    skips what is there; a file is renamed into place only when complete), named by a hash of its
+    SOP Instance UID. Returns the review files, present or new."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pattern = series_description.lower() if series_description else None
+    paths = []
+    for study_uid, referable in sorted(studies.items()):
+        for modality in MODALITIES:
+            for found in client.search_for_series(study_instance_uid=study_uid, search_filters={"Modality": modality}):
+                series_uid = str((found.get("0020000E", {}).get("Value") or [""])[0])
+                if not series_uid or series_uid in referable:
+                    continue
+                description = str((found.get("0008103E", {}).get("Value") or [""])[0])
+                wanted = bool(pattern) and fnmatch.fnmatch(description.lower(), pattern)
+                if not wanted:
+                    metadata = client.retrieve_series_metadata(study_uid, series_uid)
+                    wanted = any(referenced_series(pydicom.Dataset.from_json(m, bulk_data_uri_handler=lambda *a: b""))
+                                 & referable for m in metadata)
+                if not wanted:
+                    continue
+                for ds in client.retrieve_series(study_uid, series_uid):
+                    path = folder / review_file_name(str(ds.SOPInstanceUID), modality)
+                    if not path.exists():
+                        partial = path.with_suffix(".part")
+                        ds.save_as(partial, enforce_file_format=True)
+                        partial.replace(path)
+                        log.info("review %s of a scan's study downloaded to %s", modality, path)
+                    paths.append(path)
+    return paths
