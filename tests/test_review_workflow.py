@@ -63,6 +63,17 @@ def review_round_trip(workdir):
     proc = snakemake(workdir, TINY, "--touch")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert _pending(workdir, TINY) == {}
+    # a review of a study the trial does not have stops the run before any job, in one line naming it
+    stray = workdir / "stray"
+    stray.mkdir()
+    elsewhere = _series(results, pd.read_csv(results / "synthetic" / "scans.tsv", sep="\t").iloc[0])[0]
+    elsewhere.StudyInstanceUID = pydicom.uid.generate_uid()
+    write_rtstruct(elsewhere, {"lesion": [pixel_outline(elsewhere, 40, 42, 40, 42)]}, stray / "stray.dcm")
+    proc = snakemake(workdir, {**TINY, "review": {"dir": str(stray)}}, "-n")
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tumorburden:")]
+    assert proc.returncode != 0 and len(lines) == 1, proc.stderr[-2000:]
+    assert "stray.dcm: this RTSTRUCT belongs to no scan of the study" in lines[0]
+
     before = {p: p.stat().st_mtime_ns for p in (results / "scans").rglob("*") if p.is_file()}
     burden_before = pd.read_parquet(results / "tables" / "burden.parquet").set_index("scan_id")
     drawn = write_reviews(results, workdir / "review")

@@ -296,3 +296,10 @@ def test_dicom_root_with_scans_is_one_line(tmp_path, schemas_dir):
         check_study(merged_config(cfg), schemas_dir)
     assert str(info.value) == ("config keys study.dicom_root and study.scans are both set: a study is either a scans "
                                "table or a DICOM export; remove one of them")
+
+
+def test_review_dir_that_is_not_a_folder_names_the_key(tmp_path, schemas_dir):
+    expect_check_error(tmp_path, schemas_dir, config={"review": {"dir": str(tmp_path / "absent")}},
+                       match=r"^config key review.dir: .*absent is not a folder; make it")
+    (tmp_path / "reviews").mkdir()
+    check_study(merged_config({**write_study(tmp_path), "review": {"dir": str(tmp_path / "reviews")}}), schemas_dir)

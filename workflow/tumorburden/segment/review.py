@@ -35,6 +35,8 @@ from tumorburden import labels as L
 from tumorburden.imaging.volume import Volume, axial_axis
 
 log = logging.getLogger(__name__)
+# highdicom logs the SOP Instance UIDs it reads at INFO: the hospital's UIDs would reach the step's log
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 DEFAULTS = {
     "dir": None,  # the folder the radiologist's SEG / RTSTRUCT objects are put in
