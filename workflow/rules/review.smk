@@ -2,10 +2,6 @@
 # other scan's measurement stay as they are), then the model-vs-radiologist table of the study.
 
 
-def review_file(wc):
-    return str(reviews()[wc.scan_id])
-
-
 rule measure_review:
     """The reviewed scan's label map (the review's lesions in place of the model's, the model's tissues
     kept), its lesions, and its row of the review table."""
@@ -13,13 +9,15 @@ rule measure_review:
         image=f"{R}/scans/{{scan_id}}/image.nii.gz",
         segmentation=f"{R}/scans/{{scan_id}}/segmentation.nii.gz",
         ai_lesions=f"{R}/scans/{{scan_id}}/lesions.parquet",
-        review=review_file,
+        review=lambda wc: str(reviews()[wc.scan_id]),
     output:
         segmentation=f"{R}/scans/{{scan_id}}/review/segmentation.nii.gz",
         lesions=f"{R}/scans/{{scan_id}}/review/lesions.parquet",
         agreement=f"{R}/scans/{{scan_id}}/review/agreement.parquet",
     log:
         f"{R}/logs/measure_review/{{scan_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/measure_review/{{scan_id}}.tsv",
     params:
         # what measuring and comparing read: the lesions section and the review's Dice threshold
         settings=lambda wc: json.dumps({**(config.get("lesions") or {}),
