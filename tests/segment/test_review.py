@@ -163,3 +163,22 @@ def test_reviews_are_matched_to_their_scan_by_header(scan, tmp_path):
     _rtstruct(datasets, {"lesion": [(6, _square(2, 3, 2, 3))]}, folder / "c.dcm")
     with pytest.raises(ReviewError, match=r"a\.dcm and .*c\.dcm: two reviews of scan S1"):
         index_reviews(folder, scans, series_description="*review*")
+
+
+def test_our_own_seg_as_review_gives_its_lesions_back(scan, tmp_path):
+    """A review that is our DICOM-SEG left as it was (the radiologist confirmed everything): its lesion and
+    node segments are the label map's, its tissue segments are left out."""
+    from tumorburden.imaging.volume import Volume, save_nifti
+    from tumorburden.segment.dicomseg import write_dicom_seg
+
+    root, _, image = scan
+    labels = np.zeros(image.shape, np.uint8)
+    labels[image.array > -500] = L.VAT
+    labels[BLOCK] = L.LESION
+    labels[30:33, 25:28, 12:14] = L.NODE_LESION
+    save_nifti(Volume(labels, image.affine), tmp_path / "seg.nii.gz", dtype=np.uint8)
+    ours = write_dicom_seg(tmp_path / "seg.nii.gz", root / "dicom", tmp_path / "ours.dcm", patient_id="P1",
+                           namespace="t", pacs_out=tmp_path / "pacs.dcm", settings=IMAGING)
+    for path in (ours, tmp_path / "pacs.dcm"):
+        review = read_review(path, image)
+        np.testing.assert_array_equal(review, np.where(np.isin(labels, L.LESION_LABELS), labels, 0))
