@@ -4,15 +4,19 @@ depends on it reruns; the reviewed scans' burden is the volume the radiologist d
 
 import shutil
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from pydicom.sr.codedict import codes
+from scipy import ndimage
 
 from review_objects import LESION, pixel_outline, write_rtstruct, write_seg
+from tumorburden import labels as L
 from workflow_run import TINY, snakemake
 
-VOXEL_ML = 4.0 ** 3 / 1000  # the tiny trial's 4 mm voxels
+VOXEL_ML = 4.0 ** 3 / 1000  # the tiny trial's 4 mm voxels: one is above lesions.min_volume_ml
 PER_SCAN = {"ingest", "segment", "measure", "synth_render", "segment_dicom"}
 DOWNSTREAM = {"measure_review", "review_table", "track", "burden", "features", "survival", "survival_prediction",
               "burden_figures", "c_index_figure", "forest_figures", "km_figures", "prediction_figures",
@@ -27,21 +31,30 @@ def _series(results, scan):
 
 
 def write_reviews(results, folder):
-    """A SEG for one scan (two cubes: 6^3 and 4^3 voxels) and an RTSTRUCT for another (5 x 5 pixels on
-    3 slices); returns scan_id -> (kind, lesion count, volume in mL) as drawn."""
+    """For one scan a SEG that is the simulation's true lesions (the radiologist as good as the truth),
+    for another an RTSTRUCT of one square lesion (5 x 5 pixels on 3 slices); returns scan_id -> (kind,
+    lesion count, volume in mL) as drawn."""
     scans = pd.read_csv(results / "synthetic" / "scans.tsv", sep="\t")
     followups = scans[scans.groupby("patient_id").cumcount() == 1].sort_values("scan_id")
     seg_scan, rt_scan = followups.iloc[0], followups.iloc[1]
     folder.mkdir()
     datasets = _series(results, seg_scan)
-    frames = np.zeros((len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)), np.uint8)
-    frames[50:56, 40:46, 40:46] = 1
-    frames[70:74, 50:54, 30:34] = 2
-    write_seg(datasets, frames, {1: ("Lesion 1", *LESION), 2: ("Lesion 2", *LESION)}, folder / "corrected-seg.dcm")
+    truth = nib.load(results / "truth" / "scans" / seg_scan.patient_id / seg_scan.scan_id / "labels.nii.gz")
+    # the truth lies on the scan's grid, which is the series' own: voxel (i, j, k) = column i, row j, slice k
+    (x0, y0, z0), (row_mm, col_mm) = datasets[0].ImagePositionPatient, datasets[0].PixelSpacing
+    assert list(datasets[0].ImageOrientationPatient) == [1, 0, 0, 0, 1, 0]
+    step = float(datasets[1].ImagePositionPatient[2]) - float(z0)
+    np.testing.assert_allclose(truth.affine, [[-col_mm, 0, 0, -x0], [0, -row_mm, 0, -y0], [0, 0, step, z0], [0, 0, 0, 1]])
+    labels = np.asarray(truth.dataobj).astype(np.uint8)
+    frames = np.transpose(np.select([labels == L.LESION, labels == L.NODE_LESION], [1, 2], 0), (2, 1, 0))
+    segments = {1: ("lesion", *LESION), 2: ("lymph node lesion", LESION[0], codes.SCT.LymphNode)}
+    write_seg(datasets, frames, {n: segments[n] for n in np.unique(frames) if n}, folder / "corrected-seg.dcm")
+    lesion = np.isin(labels, L.LESION_LABELS)
+    n_true = ndimage.label(lesion, structure=np.ones((3, 3, 3)))[1]  # every component is >= min_volume_ml here
     datasets = _series(results, rt_scan)
     contours = [pixel_outline(datasets[k], 44, 48, 44, 48) for k in (60, 61, 62)]
     write_rtstruct(datasets[0], {"GTV 1": contours}, folder / "structures.dcm", description="radiologist review")
-    return {seg_scan.scan_id: ("SEG", 2, (6 ** 3 + 4 ** 3) * VOXEL_ML),
+    return {seg_scan.scan_id: ("SEG", n_true, int(lesion.sum()) * VOXEL_ML),
             rt_scan.scan_id: ("RTSTRUCT", 1, 5 * 5 * 3 * VOXEL_ML)}
 
 
