@@ -8,6 +8,8 @@ from tumorburden.figures import settings as figure_settings
 from tumorburden.imaging import ingest
 from tumorburden.kinetics import burden, features
 from tumorburden.lesions import measure, track
+from tumorburden.lesions import review as lesion_review
+from tumorburden.segment import review as segment_review
 from tumorburden.segment import run as segment_run
 from tumorburden.segment import train as segment_train
 from tumorburden.survival import analysis
@@ -33,6 +35,7 @@ def test_default_config_matches_schema(config, repo_root):
         ("survival", analysis.DEFAULTS, set()),
         ("synthetic", trial.DEFAULTS, set()),
         ("figures", figure_settings.DEFAULTS, set()),
+        ("review", {**segment_review.DEFAULTS, **lesion_review.DEFAULTS}, set()),
     ],
 )
 def test_code_defaults_equal_config(config, section, defaults, internal):

@@ -320,3 +320,10 @@ def test_dicomweb_study_is_a_dicom_root_study_on_the_private_cache(tmp_path, sch
                                         schemas_dir)
     no_map = {k: v for k, v in study_cfg.items() if k != "patient_map"}
     assert "patient_map" in config_problem({"study": no_map}, schemas_dir)
+
+
+def test_review_dir_that_is_not_a_folder_names_the_key(tmp_path, schemas_dir):
+    expect_check_error(tmp_path, schemas_dir, config={"review": {"dir": str(tmp_path / "absent")}},
+                       match=r"^config key review.dir: .*absent is not a folder; make it")
+    (tmp_path / "reviews").mkdir()
+    check_study(merged_config({**write_study(tmp_path), "review": {"dir": str(tmp_path / "reviews")}}), schemas_dir)

@@ -83,6 +83,8 @@ def final_targets():
         targets.append(f"{R}/manifest/series.parquet")
     if DICOM_SEG and not DICOM_ROOT:
         targets += dicom_seg_targets()  # segment.smk
+    if REVIEW.get("dir"):
+        targets.append(f"{R}/tables/review.parquet")  # review.smk
     return targets
 
 
@@ -159,6 +161,45 @@ def dicom_seg_targets(wildcards=None):
 # Lesions (lesions.smk): each patient's reference scan for registration.
 def reference_scan_of_patient():
     return PLAN.reference_scan_of_patient()
+
+
+# Review (review.smk): a radiologist's corrected segmentations in review.dir, each matched to its scan
+# by its header when the DAG is built; a reviewed scan's lesions reach `track` from its own rule, so
+# nothing of the model's segmentation or of any other scan reruns.
+REVIEW = section(config, "review")
+
+
+def _index_reviews():
+    from tumorburden.segment.review import ReviewError, index_reviews
+
+    rows = PLAN.scan_rows()
+    ours = {s: f"{PRIVATE}/dicom_seg/{row['patient_id']}/{s}.dcm" for s, row in rows.items()}
+    try:
+        return index_reviews(Path(REVIEW["dir"]), {s: row["image"] for s, row in rows.items()},
+                             REVIEW["series_description"], ours)
+    except ReviewError as exc:
+        sys.exit(f"tumorburden: {' '.join(str(exc).split())}")
+
+
+def reviews():
+    """scan_id -> the scan's review object (segment/review.py: index_reviews); {} without review.dir."""
+    return PLAN.once_per_scan_table("reviews", _index_reviews) if REVIEW["dir"] else {}
+
+
+if REVIEW["dir"] and not DICOM_ROOT:
+    reviews()  # a review that fits no scan stops the run here, before any job
+
+
+def reviewed_lesions(wildcards=None):
+    """The reviewed scans' own lesion tables (review.smk), which `track` reads in place of the model's."""
+    return [f"{R}/scans/{s}/review/lesions.parquet" for s in sorted(reviews())]
+
+
+def tracked_lesions(wildcards=None):
+    """Each scan's lesion table for `track`: the reviewed one where the radiologist reviewed the scan."""
+    found = reviews()
+    return [f"{R}/scans/{s}/review/lesions.parquet" if s in found else f"{R}/scans/{s}/lesions.parquet"
+            for s in SCANS.index]
 
 
 # On a SLURM cluster (executor slurm), before the first sbatch: every rule's and group's request

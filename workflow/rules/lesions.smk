@@ -39,7 +39,8 @@ rule measure:
 rule track:
     input:
         scans=SCANS_TSV,
-        measured=patient_files(f"{R}/qc/measure/{{patient_id}}.tsv"),
+        measured=patient_files(f"{R}/qc/measure/{{patient_id}}.tsv"),  # every scan's lesions and transform
+        reviewed=reviewed_lesions,  # a reviewed scan's own lesions (review.smk), read in place of the model's
     output:
         table=f"{R}/tables/lesions.parquet",
         csv=f"{R}/tables/lesions.csv",
@@ -47,7 +48,7 @@ rule track:
         f"{R}/logs/track.log",
     params:
         settings=settings("lesions"),
-        lesions=scan_files(f"{R}/scans/{{scan_id}}/lesions.parquet"),
+        lesions=tracked_lesions,
         transforms=scan_files(f"{R}/scans/{{scan_id}}/to_reference.json"),
     conda:
         ENV

@@ -261,6 +261,21 @@ def cmd_track(a):
                 transform_paths=[Path(p) for p in a.transforms] if a.transforms else None)
 
 
+def cmd_review(a):
+    from tumorburden.lesions.review import measure_review
+    from tumorburden.segment.review import write_reviewed_segmentation
+
+    kind = write_reviewed_segmentation(Path(a.image), Path(a.segmentation), Path(a.review), Path(a.segmentation_out))
+    measure_review(Path(a.image), Path(a.segmentation), Path(a.segmentation_out), Path(a.ai_lesions), a.patient_id,
+                   a.scan_id, kind, Path(a.lesions_out), Path(a.agreement_out), settings=_settings(a.settings))
+
+
+def cmd_review_table(a):
+    from tumorburden.lesions.review import review_table
+
+    review_table(Path(a.scans_table), [Path(p) for p in a.lesions], [Path(p) for p in a.agreement or []], Path(a.out))
+
+
 def cmd_burden(a):
     from tumorburden.kinetics.burden import write_burden
 
@@ -517,6 +532,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_settings(p)
     p.set_defaults(func=cmd_track)
+
+    p = sub.add_parser("review", help="a radiologist's review of one scan (DICOM-SEG or RTSTRUCT): the reviewed "
+                       "segmentation, its lesions, and its agreement with the model's")
+    p.add_argument("--image", required=True, help="image.nii.gz of the scan")
+    p.add_argument("--segmentation", required=True, help="the model's segmentation.nii.gz of the scan")
+    p.add_argument("--ai-lesions", required=True, help="the model's lesions.parquet of the scan")
+    p.add_argument("--review", required=True, help="the radiologist's DICOM-SEG or RT Structure Set")
+    p.add_argument("--patient-id", required=True)
+    p.add_argument("--scan-id", required=True)
+    p.add_argument("--segmentation-out", required=True, help="review/segmentation.nii.gz")
+    p.add_argument("--lesions-out", required=True, help="review/lesions.parquet")
+    p.add_argument("--agreement-out", required=True, help="review/agreement.parquet (the scan's row of tables/review)")
+    _add_settings(p)
+    p.set_defaults(func=cmd_review)
+
+    p = sub.add_parser("review-table", help="every scan reviewed or not, with the model-vs-radiologist agreement: "
+                       "tables/review.parquet")
+    p.add_argument("--scans-table", required=True)
+    p.add_argument("--lesions", nargs="+", required=True, help="the model's per-scan lesions.parquet files")
+    p.add_argument("--agreement", nargs="*", default=None, help="review/agreement.parquet of each reviewed scan")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_review_table)
 
     p = sub.add_parser("burden", help="burden per scan: tables/burden.parquet")
     p.add_argument("--lesions", required=True, help="tables/lesions.parquet")

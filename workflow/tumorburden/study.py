@@ -139,6 +139,11 @@ def _check_config_paths(config: dict) -> None:
             where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
             found = "is a folder, not a file" if path.is_dir() else "is a file, not a folder" if path.exists() else "does not exist"
             raise StudyError(f"config key study.{key}: {value}{where} {found}; fix the path")
+    review = (config.get("review") or {}).get("dir")
+    if review is not None and not Path(review).expanduser().is_dir():
+        where = "" if Path(review).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise StudyError(f"config key review.dir: {review}{where} is not a folder; make it, or point it at the "
+                         "folder the radiologist's DICOM-SEG / RTSTRUCT objects are put in")
     segmentation = config.get("segmentation") or {}
     if segmentation.get("engine", "monai") == "monai":
         _check_bundle(segmentation.get("bundle", DEFAULT_BUNDLE))

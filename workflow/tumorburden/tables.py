@@ -87,6 +87,24 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "mean_hu": "float",
         "organ": "str",
     },
+    # tables/review.parquet (one row per scan) and scans/<scan_id>/review/agreement.parquet (the
+    # reviewed scan's row): the model's lesions against the radiologist's (lesions/review.py)
+    "review": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "reviewed": "bool",
+        "review_kind": "str",  # SEG | RTSTRUCT | none
+        "ai_n_lesions": "int",
+        "reviewed_n_lesions": "int",
+        "lesions_confirmed": "int",
+        "lesions_edited": "int",
+        "lesions_added": "int",
+        "lesions_removed": "int",
+        "ai_volume_ml": "float",
+        "reviewed_volume_ml": "float",
+        "volume_difference_ml": "float",
+        "dice": "float",
+    },
     # tables/burden.parquet: one row per scan
     "burden": {
         "patient_id": "str",

@@ -131,7 +131,8 @@ class StudyPlan:
         self.synthetic = synthetic
         self._cache: dict[str, tuple[int, object]] = {}
 
-    def _once_per_scan_table(self, name: str, compute: Callable[[], object]):
+    def once_per_scan_table(self, name: str, compute: Callable[[], object]):
+        """compute(), kept under `name` while the scan table is the same object."""
         key = id(self.scans.index)  # a DiscoveredScans re-read gives a new index object
         hit = self._cache.get(name)
         if hit is None or hit[0] != key:
@@ -141,7 +142,7 @@ class StudyPlan:
     # per scan
     def scan_rows(self) -> dict[str, dict]:
         """scan_id -> its row as a dict (a DataFrame lookup per job was a tenth of the DAG build)."""
-        return self._once_per_scan_table("scan_rows", lambda: self.scans.to_dict("index"))
+        return self.once_per_scan_table("scan_rows", lambda: self.scans.to_dict("index"))
 
     def scan_row(self, scan_id: str) -> dict:
         return self.scan_rows()[scan_id]
@@ -170,7 +171,7 @@ class StudyPlan:
 
     # per patient
     def patients(self) -> list[str]:
-        return self._once_per_scan_table("patients", lambda: sorted(set(self.scans["patient_id"])))
+        return self.once_per_scan_table("patients", lambda: sorted(set(self.scans["patient_id"])))
 
     def scans_of_patient(self) -> dict[str, list[str]]:
         """patient -> their scan ids, in the table's order."""
@@ -179,7 +180,7 @@ class StudyPlan:
             for scan_id, patient in zip(self.scans.index, self.scans.loc[:, "patient_id"]):
                 by_patient.setdefault(patient, []).append(scan_id)
             return by_patient
-        return self._once_per_scan_table("scans_of_patient", compute)
+        return self.once_per_scan_table("scans_of_patient", compute)
 
     def scans_of(self, patient_id: str) -> list[str]:
         return self.scans_of_patient()[patient_id]
@@ -217,7 +218,7 @@ class StudyPlan:
                 if is_dicom_path(image):
                     by_patient.setdefault(patient, []).append(scan_id)
             return by_patient
-        return self._once_per_scan_table("dicom_scans_of_patient", compute)
+        return self.once_per_scan_table("dicom_scans_of_patient", compute)
 
     def dicom_seg_inputs(self, patient_id: str) -> dict:
         """The DICOM-SEG job's inputs: the patient's segment record (their segmentations) and the
@@ -241,7 +242,7 @@ class StudyPlan:
         def compute():
             scans = self.scans.loc[:, ["patient_id", "scan_id", "days"]]
             return reference_scans(scans.reset_index(drop=True).astype({"days": float})).to_dict()
-        return self._once_per_scan_table("reference_scan_of_patient", compute)
+        return self.once_per_scan_table("reference_scan_of_patient", compute)
 
     def reference_of(self, scan_id: str) -> str:
         return self.reference_scan_of_patient()[self.patient_of(scan_id)]

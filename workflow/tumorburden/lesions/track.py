@@ -29,8 +29,8 @@ Per patient, scans in order of `days` (then scan_id):
 track_id is unique within a patient (1, 2, ... in order of appearance).
 
 The scan of a per-scan lesion table is its `scan_id` column, or, for a table without
-rows, the name of the folder that holds it (results/<name>/scans/<scan_id>/lesions.parquet)
-or else the file's stem.
+rows, the name of the folder that holds it (results/<name>/scans/<scan_id>/lesions.parquet, or
+.../<scan_id>/review/lesions.parquet for a reviewed scan) or else the file's stem.
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def _scan_of(path: Path, table: pd.DataFrame, known: set[str]) -> str:
         raise ValueError(f"{path}: lesions of several scans in one per-scan table ({', '.join(map(str, ids[:3]))})")
     if len(ids) == 1:
         return str(ids[0])
-    for candidate in (path.parent.name, path.stem):
+    # scans/<scan_id>/lesions.parquet, scans/<scan_id>/review/lesions.parquet (a reviewed scan's)
+    folder = path.parent.parent.name if path.parent.name == "review" else path.parent.name
+    for candidate in (folder, path.stem):
         if candidate in known:
             return candidate
     raise ValueError(f"{path}: empty lesion table and neither its folder nor its name is a scan_id of the scans table")

@@ -28,18 +28,8 @@ from tumorburden import labels as L
 
 log = logging.getLogger(__name__)
 
-# Names a model may give its output channels -> our label. Lower-case, spaces/dashes -> "_".
-ALIASES = {
-    "background": L.BACKGROUND, "bg": L.BACKGROUND, "_background_": L.BACKGROUND,
-    "lesion": L.LESION, "lesions": L.LESION, "tumor": L.LESION, "tumour": L.LESION,
-    "metastasis": L.LESION, "metastases": L.LESION, "cancer": L.LESION,
-    "skeletal_muscle": L.MUSCLE, "muscle": L.MUSCLE,
-    "subcutaneous_fat": L.SAT, "subcutaneous_adipose_tissue": L.SAT, "sat": L.SAT,
-    "visceral_fat": L.VAT, "visceral_adipose_tissue": L.VAT, "vat": L.VAT, "torso_fat": L.VAT,
-    "lymph_node_lesion": L.NODE_LESION, "node_lesion": L.NODE_LESION, "lymph_node_metastasis": L.NODE_LESION,
-    "lung": L.LUNG, "lungs": L.LUNG,
-    "liver": L.LIVER,
-}
+# Names a model may give its output channels -> our label (labels.py, shared with a radiologist's review).
+ALIASES = L.ALIASES
 
 # What `tumorburden` keys default to when a user's bundle does not say.
 PREPROCESSING_DEFAULTS = {
@@ -54,8 +44,7 @@ class BundleError(ValueError):
     """A bundle that cannot be used; the message names the file and what to do."""
 
 
-def _norm(name: str) -> str:
-    return str(name).strip().lower().replace(" ", "_").replace("-", "_")
+_norm = L.normalise_name
 
 
 @dataclass

@@ -9,7 +9,8 @@ Engines (`engine` in the segmentation settings):
 External segmentations (scans.tsv):
   mask       a lesion mask that replaces the engine's lesions: a NIfTI label map (nonzero =
              lesion) or a DICOM-SEG (every segment not named as one of our tissues = lesion),
-             on any grid that covers the lesions: it is brought onto the scan's grid
+             on any grid that covers the lesions: it is brought onto the scan's grid; or an RT
+             Structure Set, its lesion ROIs' contours filled on the scan's slices
   bodycomp   a TotalSegmentator `--task tissue_types` output folder: its skeletal_muscle,
              subcutaneous_fat and torso_fat masks replace the engine's body composition
 """
@@ -259,11 +260,16 @@ def _outside_scan(data: np.ndarray, affine: np.ndarray, image: Volume) -> str | 
 
 
 def read_mask(path: Path, image: Volume) -> np.ndarray:
-    """A boolean lesion mask on the image's grid, from a NIfTI label map or a DICOM-SEG."""
+    """A boolean lesion mask on the image's grid, from a NIfTI label map, a DICOM-SEG or an RT
+    Structure Set (its ROIs named as our labels: segment/review.py)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: external lesion mask not found; fix the mask column of scans.tsv")
     if _is_dicom(path):
+        from tumorburden.segment.review import rasterise_rtstruct, review_modality
+
+        if review_modality(path) == "RTSTRUCT":  # contours filled on the image's own slices
+            return rasterise_rtstruct(path, image) > 0
         data, affine = read_dicom_seg_lesions(path)
     else:
         # checked at the door as every NIfTI: geometry, NaN voxels (NaN != 0 would count as lesion)
