@@ -66,6 +66,11 @@ DEFAULTS = {
     "horizons_days": [180, 365, 730],
     "calibration_groups": 5,        # quantile groups of predicted survival (rms::calibrate "KM")
     "rmst_tau_days": 730,           # restricted mean survival time up to tau
+    # dynamic prediction (survival/landmark.py, dynamic.py): landmark super-model, dynamic accuracy
+    "landmarks_days": [0, 90, 180, 270, 365],
+    "landmark_window_days": 180,
+    "landmark_covariates": ["log_burden", "log_burden_slope", "new_lesion"],
+    "landmark_baseline": "strata",  # strata (a baseline hazard per landmark) | smooth (one, with f(s) terms)
 }
 
 POOLED = "all"
