@@ -3,6 +3,10 @@
 # landmark eligibility) and the RECIST sum of diameters (C-index comparison).
 
 PREDICTION_KEYS = ("model_sets", "horizons_days", "calibration_groups", "rmst_tau_days")  # survival_prediction's
+DYNAMIC_KEYS = ("landmarks_days", "landmark_window_days", "landmark_covariates", "landmark_baseline")  # survival_dynamic's
+# Other dynamic models' predictions (dynamic_prediction schema) scored beside the landmark model:
+# the joint model's rule adds its table here (issue 19, deliverable 3).
+DYNAMIC_EXTRA_PREDICTIONS = []
 
 
 rule survival:
@@ -32,7 +36,7 @@ rule survival:
     log:
         f"{R}/logs/survival.log",
     params:
-        settings=settings("survival", without=PREDICTION_KEYS),
+        settings=settings("survival", without=PREDICTION_KEYS + DYNAMIC_KEYS),
         out=lambda wc, output: str(Path(output.km).parent),
     conda:
         ENV
@@ -78,7 +82,7 @@ rule survival_prediction:
     log:
         f"{R}/logs/survival_prediction.log",
     params:
-        settings=settings("survival"),
+        settings=settings("survival", without=DYNAMIC_KEYS),
         out=lambda wc, output: str(Path(output.validation).parent),
         truth=lambda wc, input: [f"--truth={input.truth}"] if input.truth else [],
     conda:
@@ -86,3 +90,38 @@ rule survival_prediction:
     shell:
         "tumorburden prediction --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
         " {params.truth:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
+
+
+# Dynamic prediction: the landmark super-model (and the baseline-only Cox model) predict survival
+# over the next landmark_window_days at every scan; their dynamic accuracy (Brier, IPA, AUC per
+# landmark), with any model of DYNAMIC_EXTRA_PREDICTIONS beside them.
+rule survival_dynamic:
+    input:
+        features=f"{R}/tables/features.parquet",
+        burden=f"{R}/tables/burden.parquet",
+        clinical=CLINICAL_TSV,
+        extra=DYNAMIC_EXTRA_PREDICTIONS,
+    output:
+        landmark_model=report(
+            f"{R}/survival/landmark_model.csv", caption="../report/table_landmark_model.rst", category="Tables",
+            subcategory="Dynamic prediction",
+        ),
+        predictions=f"{R}/survival/dynamic_predictions.parquet",
+        predictions_csv=f"{R}/survival/dynamic_predictions.csv",
+        dynamic_accuracy=report(
+            f"{R}/survival/dynamic_accuracy.csv", caption="../report/table_dynamic_accuracy.rst", category="Tables",
+            subcategory="Dynamic prediction",
+        ),
+    log:
+        f"{R}/logs/survival_dynamic.log",
+    benchmark:
+        f"{R}/benchmarks/survival_dynamic.tsv"
+    params:
+        settings=settings("survival", without=PREDICTION_KEYS),
+        out=lambda wc, output: str(Path(output.landmark_model).parent),
+        extra=lambda wc, input: [f"--predictions={p}" for p in input.extra],
+    conda:
+        ENV
+    shell:
+        "tumorburden dynamic --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
+        " {params.extra:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"

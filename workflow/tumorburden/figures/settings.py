@@ -21,6 +21,7 @@ DEFAULTS = {
     "contact_sheet_columns": 6,         # QC contact sheet: overlays per row ...
     "contact_sheet_rows": 8,            # ... and rows per page
     "cohort_colours": {},               # cohort -> colour, overriding the automatic palette
+    "dynamic_patients": ["SYN-001", "SYN-002", "SYN-003"],  # per-patient dynamic-prediction figures
 }
 
 # Not in the config: set by the issue (300 dpi, PDF + PNG) or taken from another section.

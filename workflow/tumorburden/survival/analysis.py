@@ -70,7 +70,7 @@ DEFAULTS = {
     "landmarks_days": [0, 90, 180, 270, 365],
     "landmark_window_days": 180,
     "landmark_covariates": ["log_burden", "log_burden_slope", "new_lesion"],
-    "landmark_baseline": "strata",  # strata (a baseline hazard per landmark) | smooth (one, with f(s) terms)
+    "landmark_baseline": "smooth",  # smooth (one baseline hazard, f(s) terms) | strata (a baseline hazard per landmark)
 }
 
 POOLED = "all"
