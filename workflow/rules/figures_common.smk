@@ -1,12 +1,18 @@
 # The figures' outputs, shared by figures.smk and `rule all` (final_targets in common.smk).
+from snakemake.logging import logger
+
 from tumorburden.figures.settings import DEFAULTS as FIGURE_DEFAULTS
-from tumorburden.figures.settings import KM_OVERALL, contact_sheet_pages, swimmer_pages
+from tumorburden.figures.settings import KM_OVERALL, contact_sheet_pages, dynamic_patients, swimmer_pages
 from tumorburden.paths import slug as figure_slug
 
 FIGURES = {**FIGURE_DEFAULTS, **(config.get("figures") or {})}
 KM_GROUPINGS = {figure_slug(g): g for g in FIGURES["km_groupings"]}
 SWIMMER_PAGES = swimmer_pages(STUDY.clinical, FIGURES["swimmer_max_patients"])
 REPORT_DIR = Path(workflow.basedir) / "workflow" / "report"
+DYNAMIC_PATIENTS, _absent = dynamic_patients(FIGURES["dynamic_patients"], STUDY.clinical["patient_id"])
+if _absent:
+    logger.warning(f"figures.dynamic_patients: {', '.join(_absent)} not in the study's clinical.tsv; no dynamic-"
+                   "prediction figure for them (set figures.dynamic_patients to study IDs of this study)")
 
 
 def figure_settings():
@@ -68,7 +74,7 @@ def figure_targets():
     """The figures `rule all` asks for (figures whose tables exist in this release)."""
     # plain paths: the report flags belong to the rules that write the files
     figures = km_outputs() + forest_outputs() + c_index_outputs() + td_auc_outputs() + burden_outputs()
-    figures += prediction_outputs()
+    figures += prediction_outputs() + dynamic_outputs()
     if not DICOM_ROOT:  # a dicom_root study's scans (and so its pages) are known only after discovery
         figures += contact_sheet_outputs()
     return [str(f) for f in figures]
@@ -136,4 +142,16 @@ def prediction_outputs():
         f"{R}/figures/model_comparison", "model_comparison.rst", "Survival", "Prediction model",
         {"figure": "model comparison"},
     )
+    return files
+
+
+def dynamic_outputs():
+    """Per selected patient and endpoint: burden over time above, the updated prediction below."""
+    files = []
+    for patient in DYNAMIC_PATIENTS:
+        for endpoint in ENDPOINTS:
+            files += figure_files(
+                f"{R}/figures/dynamic_{figure_slug(patient)}_{endpoint}", "dynamic.rst", "Survival",
+                "Dynamic prediction", {"patient": patient, "endpoint": endpoint.upper()},
+            )
     return files

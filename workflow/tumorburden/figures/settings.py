@@ -105,5 +105,12 @@ def swimmer_pages(clinical, max_patients: int) -> dict[str, int]:
             for c, n in clinical.groupby("cohort", sort=True).size().items()}
 
 
+def dynamic_patients(configured, patients) -> tuple[list[str], list[str]]:
+    """(figured, absent): the configured patients the study has, in the configured order, and
+    those it lacks (the rule draws the first; the workflow names the second in a warning)."""
+    known = {str(p) for p in patients}
+    return [str(p) for p in configured if str(p) in known], [str(p) for p in configured if str(p) not in known]
+
+
 def contact_sheet_pages(n_scans: int, columns: int, rows: int) -> int:
     return max(1, math.ceil(n_scans / (int(columns) * int(rows))))

@@ -1,0 +1,58 @@
+"""End to end: rule survival_dynamic and the dynamic-prediction figures of the shared tiny run."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorburden import tables
+from tumorburden.figures import dynamic as dynamic_figures
+from tumorburden.figures import settings as fsettings
+from tumorburden.survival import landmark
+from tumorburden.survival.analysis import DEFAULTS
+
+pytestmark = pytest.mark.e2e
+
+
+def check_dynamic_outputs(r):
+    """What the run's dynamic tables and figures must show (also run by hand on a copy of a run)."""
+    clinical = pd.read_csv(r / "synthetic/clinical.tsv", sep="\t", dtype={"patient_id": str})
+    burden = tables.read(r / "tables/burden.parquet", "burden")
+    pred = tables.read(r / "survival/dynamic_predictions.parquet", "dynamic_prediction")
+    acc = tables.read(r / "survival/dynamic_accuracy.csv", "dynamic_accuracy")
+    model = tables.read(r / "survival/landmark_model.csv", "landmark_model")
+    w = float(DEFAULTS["landmark_window_days"])
+    cohorts = sorted(clinical["cohort"].unique()) + ["all"]
+    # every cohort x endpoint has both models' rows (fitted or with the reason) and a row per landmark
+    for cohort in cohorts:
+        for endpoint in ("pfs", "os"):
+            m = model[(model["cohort"] == cohort) & (model["endpoint"] == endpoint)]
+            assert {landmark.LANDMARK_MODEL, landmark.BASELINE_MODEL} <= set(m["model"]), (cohort, endpoint)
+            a = acc[(acc["cohort"] == cohort) & (acc["endpoint"] == endpoint)]
+            assert sorted(a["landmark_days"].unique()) == sorted(float(s) for s in DEFAULTS["landmarks_days"])
+    # a prediction is made only while the patient is at risk, from a scan on or before the landmark
+    days = burden.set_index("scan_id")["days"]
+    p = pred.merge(clinical[["patient_id", "pfs_days", "os_days"]], on="patient_id")
+    end = np.where(p["endpoint"] == "pfs", p["pfs_days"], p["os_days"])
+    assert (p["landmark_days"] < end).all()
+    assert (p["scan_id"].map(days) <= p["landmark_days"]).all()
+    assert p["predicted_survival"].between(0, 1).all()
+    assert set(p["window_days"]) == {w * f for f in (0.25, 0.5, 0.75, 1.0)}
+    # the scored patients at a landmark are those at risk there
+    ok = acc[acc["status"] == "ok"]
+    for row in ok.itertuples():
+        sel = clinical if row.cohort == "all" else clinical[clinical["cohort"] == row.cohort]
+        assert row.n_at_risk == int((sel[f"{row.endpoint}_days"] > row.landmark_days).sum())
+    # the figures: one per selected patient and endpoint, a column per scan with a prediction
+    for patient in fsettings.DEFAULTS["dynamic_patients"]:
+        for endpoint in ("pfs", "os"):
+            stem = r / "figures" / dynamic_figures.figure_stem(patient, endpoint)
+            assert stem.with_suffix(".pdf").stat().st_size > 0 and stem.with_suffix(".png").stat().st_size > 0
+            t, e = clinical.set_index("patient_id").loc[patient, [f"{endpoint}_days", f"{endpoint}_event"]]
+            _, drawn = dynamic_figures.dynamic_figure(patient, endpoint, pred, burden, (float(t), int(e)))
+            mine = burden[(burden["patient_id"] == patient) & (burden["days"].clip(lower=0) < t)
+                          & (burden["days"] <= max(DEFAULTS["landmarks_days"]))]
+            assert list(drawn) == list(mine.sort_values("days")["scan_id"])[:dynamic_figures.MAX_COLUMNS]
+
+
+def test_dynamic_tables_and_figures_of_the_run(synthetic_run):
+    check_dynamic_outputs(synthetic_run)
