@@ -153,6 +153,19 @@ def test_super_model_equals_r_coxph_on_pbcseq(pbc_landmark, baseline):
     assert fit["loglik"] == pytest.approx(ref[("-", "loglik")], rel=1e-10)
 
 
+@pytest.mark.parametrize("baseline", ["strata", "smooth"])
+def test_predicted_survival_equals_r_survfit_on_pbcseq(pbc_landmark, baseline):
+    ref = _r_reference()
+    ref = ref[(ref["model"] == baseline) & ref["statistic"].str.startswith("predicted_survival_")]
+    fit = landmark.fit_landmark(pbc_landmark, PBC_COVARIATES, PBC_LANDMARKS, baseline)
+    rows = sorted({int(t.removeprefix("row")) for t in ref["term"]})
+    got = landmark.predict_landmark(fit, pbc_landmark.iloc[[r - 1 for r in rows]], [PBC_WINDOW / 2, PBC_WINDOW])
+    for i, r in enumerate(rows):
+        for j, u in enumerate([PBC_WINDOW / 2, PBC_WINDOW]):
+            want = ref[(ref["term"] == f"row{r}") & (ref["statistic"] == f"predicted_survival_{u:g}")]["value"]
+            assert got[i, j] == pytest.approx(float(want.iloc[0]), rel=1e-6), (r, u)
+
+
 def test_score_residuals_sum_to_the_score_zero_at_the_maximum(pbc_landmark):
     fit = landmark.fit_landmark(pbc_landmark, PBC_COVARIATES, PBC_LANDMARKS, "smooth")
     X = landmark.landmark_design(pbc_landmark, PBC_COVARIATES, 0, 1825, "smooth").to_numpy(float)

@@ -7,7 +7,8 @@
 # status 2; transplant censored). The visits play the scans: "burden" = bilirubin, the
 # "new lesion" flag = ascites seen at any visit so far. Writes <dir>/pbcseq.csv (the visits),
 # <dir>/landmark_data.csv (the stacked landmark data, for the record) and
-# <dir>/landmark_reference.csv: model, term, statistic, value (coef, robust se), with the
+# <dir>/landmark_reference.csv: model, term, statistic, value (coef, robust and naive se, the
+# predicted survival of a few stacked rows from survfit), with the
 # R and survival versions in the rows of model "version".
 #
 # Landmark data (van Houwelingen 2007; dynpred's cutLM): at each s in LANDMARKS the patients
@@ -84,5 +85,21 @@ for (m in list(list("strata", fs), list("smooth", fm))) {
     add(m[[1]], term, "se", naive[j])
   }
   add(m[[1]], "-", "loglik", fit$loglik[2])
+}
+# predicted survival from s to s + u (u = W/2, W) for a few stacked rows: survfit.coxph's curve for
+# the row's covariates (Efron baseline, delayed entry), S(s + u) / S(s)
+pick <- c(1, 300, 700, 1100, 1400, 1552)
+for (m in list(list("strata", fs), list("smooth", fm))) {
+  nd <- lm[pick, ]
+  sf <- survfit(m[[2]], newdata = nd)
+  for (k in seq_along(pick)) {
+    s <- nd$landmark[k]
+    curve <- sf[k]
+    at <- summary(curve, times = c(s, s + W / 2, s + W), extend = TRUE)$surv
+    for (u in c(W / 2, W)) {
+      add(m[[1]], paste0("row", pick[k]), paste0("predicted_survival_", u),
+          at[if (u == W) 3 else 2] / at[1])
+    }
+  }
 }
 write.csv(do.call(rbind, rows), file.path(out, "landmark_reference.csv"), row.names = FALSE)
