@@ -156,7 +156,7 @@ rule dynamic_figures:
     log:
         f"{R}/logs/figures/dynamic.log",
     params:
-        out=f"{R}/figures",
+        out=lambda wc, output: str(Path(output[0]).parent),
         patients=",".join(DYNAMIC_PATIENTS),
         endpoints=",".join(ENDPOINTS),
         settings=figure_settings(),
