@@ -64,6 +64,18 @@ def test_models_are_scored_on_the_patients_every_model_predicts_for():
     assert got["a"]["auc"] == pytest.approx(alone["a"]["auc"], rel=1e-12)
 
 
+def test_a_model_without_predictions_at_a_landmark_does_not_stop_the_others_being_scored():
+    data = outcome_frame()
+    rng = np.random.default_rng(3)
+    a = pd.concat([tidy(data, s, 200.0, rng.uniform(size=len(data)), "a") for s in (0.0, 100.0)])
+    scan_days_only = tidy(data, 0.0, 200.0, rng.uniform(size=len(data)), "b")  # only at s = 0
+    got = dynamic.accuracy_rows({}, data, pd.concat([a, scan_days_only]), [0.0, 100.0], 200.0, 0.05)
+    at_100 = rows_by_model(got, 100.0)
+    assert at_100["b"]["status"] == "not scored: no prediction at this landmark and window"
+    assert at_100["a"]["status"] == "ok" and at_100["a"]["n"] == int((data["time"] > 100).sum())
+    assert rows_by_model(got, 0.0)["b"]["status"] == "ok"
+
+
 def small_study(n=60, seed=4):
     """A burden table and outcomes where the hazard rises with the current burden."""
     rng = np.random.default_rng(seed)

@@ -181,14 +181,23 @@ def accuracy_rows(key: dict, data: pd.DataFrame, pred: pd.DataFrame, grid, windo
         p = pred[np.isclose(pred["landmark_days"], s) & np.isclose(pred["window_days"], window)]
         wide = p.pivot_table(index="patient_id", columns="model", values="predicted_survival", aggfunc="first")
         wide = wide.reindex(index=at_risk["patient_id"], columns=models)
+        # a model that predicts nobody at this landmark (e.g. one that predicts only at scan days)
+        # gets its own row and does not shrink the others' common patients to none
+        silent = [m for m in models if wide[m].isna().all()]
+        rows += [{**base, "model": m, "n_at_risk": len(at_risk),
+                  "status": "not scored: no prediction at this landmark and window"} for m in silent]
+        scored = [m for m in models if m not in silent]
+        if not scored:
+            continue
+        wide = wide[scored]
         complete = wide.notna().all(axis=1).to_numpy()
         d = at_risk[complete]
         n_unpredicted = int((~complete).sum())
         if len(d) == 0:
             rows += [{**base, "model": m, "n_at_risk": len(at_risk), "n_unpredicted": n_unpredicted,
-                      "status": "not scored: no patient with a prediction from every model"} for m in models]
+                      "status": "not scored: no patient with a prediction from every model"} for m in scored]
             continue
-        risks = {m: 1.0 - wide.loc[complete, m].to_numpy(float) for m in models}
+        risks = {m: 1.0 - wide.loc[complete, m].to_numpy(float) for m in scored}
         sc = score.score_at(d["time"].to_numpy(float) - s, d["event"].to_numpy(float), risks, [window], alpha)
         for r in sc.to_dict("records"):
             r.pop("time_days")
