@@ -4,9 +4,6 @@
 
 PREDICTION_KEYS = ("model_sets", "horizons_days", "calibration_groups", "rmst_tau_days")  # survival_prediction's
 DYNAMIC_KEYS = ("landmarks_days", "landmark_window_days", "landmark_covariates", "landmark_baseline")  # survival_dynamic's
-# Other dynamic models' predictions (dynamic_prediction schema) scored beside the landmark model:
-# the joint model's rule adds its table here (issue 19, deliverable 3).
-DYNAMIC_EXTRA_PREDICTIONS = []
 
 
 rule survival:
@@ -92,15 +89,21 @@ rule survival_prediction:
         " {params.truth:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
+def dynamic_extra_predictions():
+    """Other dynamic models' predictions (the dynamic_prediction schema's columns) scored beside the
+    landmark model: the joint model's (rule survival_joint, issue 19) where the workflow has it."""
+    return [rules.survival_joint.output.predictions] if rules.has("survival_joint") else []
+
+
 # Dynamic prediction: the landmark super-model (and the baseline-only Cox model) predict survival
 # over the next landmark_window_days at every scan; their dynamic accuracy (Brier, IPA, AUC per
-# landmark), with any model of DYNAMIC_EXTRA_PREDICTIONS beside them.
+# landmark), with any model of dynamic_extra_predictions() beside them.
 rule survival_dynamic:
     input:
         features=f"{R}/tables/features.parquet",
         burden=f"{R}/tables/burden.parquet",
         clinical=CLINICAL_TSV,
-        extra=DYNAMIC_EXTRA_PREDICTIONS,
+        extra=lambda wc: dynamic_extra_predictions(),
     output:
         landmark_model=report(
             f"{R}/survival/landmark_model.csv", caption="../report/table_landmark_model.rst", category="Tables",
