@@ -296,3 +296,12 @@ def test_dicom_root_with_scans_is_one_line(tmp_path, schemas_dir):
         check_study(merged_config(cfg), schemas_dir)
     assert str(info.value) == ("config keys study.dicom_root and study.scans are both set: a study is either a scans "
                                "table or a DICOM export; remove one of them")
+
+
+def test_an_unknown_landmark_covariate_stops_before_any_job(tmp_path, schemas_dir):
+    message = expect_check_error(tmp_path, schemas_dir, config={"survival": {"landmark_covariates": [
+        "log_burden", "tumour_mood"]}}, match="survival.landmark_covariates: 'tumour_mood'")
+    assert "clinical.tsv" in message
+    # a clinical.tsv column is a valid (fixed) landmark covariate
+    cfg = write_study(tmp_path)
+    check_study(merged_config({**cfg, "survival": {"landmark_covariates": ["log_burden", "age"]}}), schemas_dir)

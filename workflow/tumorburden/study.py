@@ -79,7 +79,23 @@ def check_study(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> "Study":
     merged with the user's) and the study's tables; the Snakefile and `tumorburden check-study`
     both call this, so they stop on the same inputs with the same one-line message."""
     check_config(config, schemas_dir)
-    return load_study(config, schemas_dir)
+    study = load_study(config, schemas_dir)
+    _check_landmark_covariates(config, study)
+    return study
+
+
+# What survival/landmark.py takes from each scan for the landmark super-model; named here so that
+# the study check knows them (a landmark covariate is one of these or a clinical.tsv column).
+LANDMARK_SCAN_COVARIATES = ("log_burden", "log_burden_change", "log_burden_slope", "new_lesion")
+
+
+def _check_landmark_covariates(config: dict, study: "Study") -> None:
+    covariates = ((config.get("survival") or {}).get("landmark_covariates")) or ()
+    for c in covariates:
+        if c not in LANDMARK_SCAN_COVARIATES and c not in study.clinical.columns:
+            raise StudyError(f"config key survival.landmark_covariates: {c!r} is neither a scan covariate "
+                             f"({', '.join(LANDMARK_SCAN_COVARIATES)}) nor a column of {study.clinical_path}; "
+                             "choose one of those")
 
 
 def check_config(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> None:

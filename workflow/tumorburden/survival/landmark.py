@@ -47,9 +47,10 @@ from scipy.linalg import LinAlgWarning
 from scipy.stats import norm
 
 from tumorburden.baseline import baseline_scans
+from tumorburden.study import LANDMARK_SCAN_COVARIATES
 from tumorburden.survival import cox
 
-SCAN_COVARIATES = ("log_burden", "log_burden_change", "log_burden_slope", "new_lesion")
+SCAN_COVARIATES = LANDMARK_SCAN_COVARIATES
 LANDMARK_MODEL = "landmark super-model"
 BASELINE_MODEL = "baseline Cox"
 BASELINES = ("strata", "smooth")
