@@ -43,9 +43,9 @@ def dynamic_figure(patient_id: str, endpoint: str, predictions: pd.DataFrame, bu
     drawn: dict = {}
     n = max(1, len(columns))
     with style.style_context():
-        fig = style.new_figure(style.DOUBLE_COLUMN_MM if n > 2 else style.SINGLE_COLUMN_MM, 85.0)
+        fig = style.new_figure(style.DOUBLE_COLUMN_MM if n > 2 else style.SINGLE_COLUMN_MM, 92.0)
         axes = fig.subplots(2, n, squeeze=False, sharey="row", sharex=True)
-        fig.subplots_adjust(left=0.09 if n > 2 else 0.16, right=0.985, top=0.86, bottom=0.13, wspace=0.08,
+        fig.subplots_adjust(left=0.09 if n > 2 else 0.16, right=0.985, top=0.87, bottom=0.19, wspace=0.08,
                             hspace=0.12)
         months = scans["days"].to_numpy(float) / dpm
         volume = scans["total_volume_ml"].to_numpy(float)
@@ -85,7 +85,7 @@ def dynamic_figure(patient_id: str, endpoint: str, predictions: pd.DataFrame, bu
         axes[0, 0].set_ylabel("Tumour volume (mL)")
         axes[1, 0].set_ylabel(f"Predicted\n{endpoint.upper()}")
         if models:
-            fig.legend(loc="upper right", bbox_to_anchor=(0.985, 0.999), ncol=min(len(models), 3))
+            fig.legend(loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=min(len(models), 3))
         fig.text(0.01, 0.995, f"{patient_id}: {fsettings.endpoint_label(endpoint).lower()}, updated at each scan",
                  va="top", fontweight="bold", fontsize=7.5)
     return fig, drawn
