@@ -143,6 +143,17 @@ def test_dynamic_tables_follow_their_schemas_and_score_every_landmark():
         + ["f1", "f2"]
 
 
+def test_a_covariate_constant_among_those_at_risk_is_left_out_and_named():
+    burden, data = small_study()
+    burden = burden.assign(n_new_lesions=0)  # nobody shows a new lesion
+    s = {**dynamic.DEFAULTS, "landmarks_days": [0, 100, 200], "landmark_covariates": ["log_burden", "new_lesion"]}
+    out = dynamic.dynamic_rows("lung", "os", data, landmark.scan_history(burden, 0.1), s)
+    lm = pd.DataFrame(out["landmark_model"])
+    lm = lm[lm["model"] == landmark.LANDMARK_MODEL].set_index("term")
+    assert lm.loc["new_lesion", "status"] == "not in model: constant among the patients at risk at the landmarks"
+    assert lm.loc["log_burden", "status"] == "ok" and "new_lesion:f1" not in lm.index
+
+
 @pytest.mark.parametrize("change, message", [
     ({"landmark_covariates": ["tumour_mood"]}, "landmark_covariates 'tumour_mood'"),
     ({"landmarks_days": [90]}, "at least two distinct landmarks"),

@@ -102,8 +102,10 @@ def _terms(key, fit: dict, s: dict) -> list[dict]:
             "n_rows": fit["n_rows"], "n_patients": fit["n_patients"], "events": fit["events"],
             "n_dropped": fit["n_dropped"]}
     rows = [{**base, **r, "status": "ok"} for r in fit["terms"].to_dict("records")]
+    why = "constant at the baseline scan" if fit["kind"] == landmark.BASELINE_MODEL else \
+        "constant among the patients at risk at the landmarks"
     for c in fit.get("dropped", []):
-        rows.append({**base, "term": c, "status": "not in model: constant at the baseline scan"})
+        rows.append({**base, "term": c, "status": f"not in model: {why}"})
     return rows
 
 

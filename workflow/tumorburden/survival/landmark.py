@@ -255,11 +255,17 @@ def fit_landmark(lm: pd.DataFrame, covariates: list[str], landmarks, baseline: s
     grid = sorted(float(s) for s in landmarks)
     s0, sL = grid[0], grid[-1]
     d = lm.dropna(subset=covariates).reset_index(drop=True)
+    # a covariate that nobody at risk varies in (e.g. the new-lesion flag for PFS: a new lesion is
+    # progression, so it is 0 for everyone still at risk) is left out and named
+    dropped = [c for c in covariates if d[c].nunique(dropna=True) <= 1]
+    covariates = [c for c in covariates if c not in dropped]
+    if not covariates:
+        raise NotFitted(f"every covariate is constant among the patients at risk ({', '.join(dropped)})")
     X = landmark_design(d, covariates, s0, sL, baseline)
     strata = _strata(d, (["landmark_days"] if baseline == "strata" else []) + list(strata_cols or []))
     fit = fit_cox_counting(X, d["landmark_days"], d["stop"], d["status"], strata, d["patient_id"], alpha)
     return {**fit, "kind": LANDMARK_MODEL, "covariates": covariates, "baseline": baseline, "s0": s0, "sL": sL,
-            "grid": grid, "strata_cols": list(strata_cols or []), "reference": d, "n_rows": len(d),
+            "grid": grid, "strata_cols": list(strata_cols or []), "reference": d, "n_rows": len(d), "dropped": dropped,
             "n_patients": int(d["patient_id"].nunique()), "events": int(d["status"].sum()),
             "n_dropped": len(lm) - len(d)}
 
