@@ -132,6 +132,7 @@ def final_targets():
         f"{R}/survival/cox.csv",
         f"{R}/survival/performance.csv",
         f"{R}/survival/validation.csv",
+        f"{R}/survival/joint_model.csv",
     ]
     targets += figure_targets()  # workflow/rules/figures.smk
     if STUDY.synthetic:

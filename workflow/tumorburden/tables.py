@@ -379,6 +379,40 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "delta_c_upper": "float",
         "lr_p": "float",
     },
+    # survival/joint_model.csv: joint model of ln burden and survival per cohort x endpoint
+    # (survival/joint.py): one row per parameter; hr columns on the association and covariate terms
+    "joint_model": {
+        "cohort": "str",
+        "endpoint": "str",
+        "association": "str",   # value | value+slope
+        "term": "str",
+        "estimate": "float",
+        "se": "float",
+        "lower": "float",
+        "upper": "float",
+        "p": "float",
+        "hr": "float",
+        "hr_lower": "float",
+        "hr_upper": "float",
+        "note": "str",
+        "status": "str",        # ok | not fitted: <reason> | not converged: <reason>
+        "n_patients": "int",
+        "n_events": "int",
+        "n_scans": "int",
+        "loglik": "float",
+    },
+    # survival/joint_predictions.parquet: P(T > landmark + window | T > landmark, scans up to the
+    # landmark) per patient and scan (the landmark is the scan's day, at least 0)
+    "joint_predictions": {
+        "cohort": "str",
+        "endpoint": "str",
+        "patient_id": "str",
+        "scan_id": "str",
+        "landmark_days": "float",
+        "window_days": "float",
+        "model": "str",
+        "predicted_survival": "float",
+    },
     # survival/table1.csv: baseline characteristics, long format
     "table1": {
         "cohort": "str",
