@@ -293,13 +293,14 @@ def fit_mixed_model(data: JointData) -> MixedModelFit:
 
 
 def _gls_information(data: JointData, D, sigma):
-    info = np.zeros((2, 2))
-    for i in range(data.n):  # only for the fixed effects' SEs, once per fit: n small 2 x 2 products
-        k = data.mask[i]
-        Z = np.stack([np.ones(k.sum()), data.t[i, k]], -1)
-        S = Z @ D @ Z.T + sigma ** 2 * np.eye(k.sum())
-        info += Z.T @ np.linalg.solve(S, Z)
-    return info
+    """sum_i X_i' Sigma_i^-1 X_i with X_i = Z_i = (1, t): by Woodbury, A_i - A_i P_i^-1 A_i,
+    A_i = Z_i'Z_i / sigma^2, P_i = D^-1 + A_i."""
+    m = data.mask.astype(float)
+    t = data.t
+    ztz = np.stack([np.stack([m.sum(1), (t * m).sum(1)], -1), np.stack([(t * m).sum(1), (t * t * m).sum(1)], -1)], -2)
+    A = ztz / sigma ** 2
+    V = np.linalg.inv(np.linalg.inv(D)[None] + A)
+    return (A - A @ V @ A).sum(0)
 
 
 def numerical_hessian(f, x, step=1e-4):
