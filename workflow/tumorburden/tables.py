@@ -421,6 +421,31 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "n": "int",
         "summary": "str",
     },
+    # truth/patients.parquet: the synthetic trial's truth per patient (synth/trial.py); t_progression_days
+    # and progression_day are NaN when no progression was seen, progression_visit (the scheduled visit
+    # number under survival_model visits, the scan index under baseline) is null then
+    "truth_patients": {
+        "patient_id": "str",
+        "cohort": "str",
+        "growth_g": "float",
+        "decay_d": "float",
+        "responder": "bool",
+        "baseline_volume_ml": "float",
+        "v0_total_ml": "float",
+        "n_lesions_baseline": "int",
+        "lp": "float",
+        "t_progression_days": "float",
+        "t_death_days": "float",
+        "censor_days": "float",
+        "accrual_days": "float",
+        "progression_observed": "bool",
+        "n_new_lesions": "int",
+        "progression_visit": "int",
+        "progression_day": "float",
+        "progression_cause": "str",
+        "t_new_lesion_days": "float",
+        "missed_visits": "int",
+    },
     # truth/scores.csv: a synthetic run scored against its truth
     "scores": {
         "stage": "str",
