@@ -144,3 +144,9 @@ def test_tables_say_why_a_set_is_not_fitted_and_reject_unknown_covariates(simula
     assert len(out["joint_predictions"]) == 0
     with pytest.raises(ValueError, match="joint covariates 'ecog' is not a column of clinical.tsv"):
         joint.joint_tables(features, clinical, burden, {"joint": {"covariates": ["ecog"]}})
+
+
+def test_numerical_hessian_of_a_quadratic_form_is_exact():
+    A = np.array([[2.0, 0.3, -0.1], [0.3, 1.0, 0.2], [-0.1, 0.2, 4.0]])
+    H = joint.numerical_hessian(lambda x: 0.5 * x @ A @ x, np.array([0.5, -2.0, 3.0]))
+    assert np.allclose(H, A, rtol=1e-6)
