@@ -69,7 +69,7 @@ def test_gauss_hermite_rule_gives_normal_moments():
 
 @pytest.fixture(scope="module")
 def simulated():
-    lon, surv = simulate(250, np.random.default_rng(11))
+    lon, surv = simulate(200, np.random.default_rng(11))
     return lon, surv, joint.joint_data(lon, surv)
 
 
@@ -144,6 +144,8 @@ def test_tables_say_why_a_set_is_not_fitted_and_reject_unknown_covariates(simula
     assert len(out["joint_predictions"]) == 0
     with pytest.raises(ValueError, match="joint covariates 'ecog' is not a column of clinical.tsv"):
         joint.joint_tables(features, clinical, burden, {"joint": {"covariates": ["ecog"]}})
+    with pytest.raises(ValueError, match="joint covariates 'sex' of clinical.tsv is not numeric"):
+        joint.joint_tables(features, clinical.assign(sex="F"), burden, {"joint": {"covariates": ["sex"]}})
 
 
 def test_numerical_hessian_of_a_quadratic_form_is_exact():

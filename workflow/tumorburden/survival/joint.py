@@ -528,6 +528,10 @@ def joint_tables(features, clinical, burden, settings=None, path="clinical.tsv")
     unknown = [c for c in j["covariates"] if c not in clinical.columns]
     if unknown:
         raise ValueError(f"survival settings: joint covariates {unknown[0]!r} is not a column of {path}")
+    text = [c for c in j["covariates"] if not pd.api.types.is_numeric_dtype(clinical[c])]
+    if text:
+        raise ValueError(f"survival settings: joint covariates {text[0]!r} of {path} is not numeric "
+                         f"(code it as numbers, e.g. 0/1, or leave it out)")
     rows, preds = [], []
     for cohort, endpoint, data in analysis_sets(features, clinical, s, path, [], burden):
         r, p = joint_rows(cohort, endpoint, data, burden, s, j)
