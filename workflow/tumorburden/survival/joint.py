@@ -217,9 +217,12 @@ def legendre_grid(upper: np.ndarray, knots: np.ndarray, nodes: int) -> tuple[np.
 def cumulative_hazard(intercept, slope, s, ws, log_lam, lin, alpha, alpha_s):
     """H(upper | u) = sum_k lambda_k sum_q w exp(lin + alpha m(s) + alpha_s slope), for trajectories
     m(s) = intercept + slope * s: intercept, slope (R, G); s, ws (R, K, Q); lin (R,). (R, G)."""
-    expo = alpha * (intercept[:, :, None, None] + slope[:, :, None, None] * s[:, None])
-    per_piece = np.einsum("rgkq,rkq->rgk", np.exp(expo), ws)
-    return per_piece @ np.exp(log_lam) * np.exp(lin[:, None] + alpha_s * slope)
+    # laid out (R, K, G, Q) so that the weighted sum over Q is one batched matmul
+    expo = slope[:, None, :, None] * s[:, :, None, :]
+    expo += intercept[:, None, :, None]
+    expo *= alpha
+    per_piece = (np.exp(expo, out=expo) @ ws[..., None])[..., 0]
+    return np.einsum("rkg,k->rg", per_piece, np.exp(log_lam)) * np.exp(lin[:, None] + alpha_s * slope)
 
 
 def piece_of(time, knots):
