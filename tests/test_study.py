@@ -296,3 +296,11 @@ def test_dicom_root_with_scans_is_one_line(tmp_path, schemas_dir):
         check_study(merged_config(cfg), schemas_dir)
     assert str(info.value) == ("config keys study.dicom_root and study.scans are both set: a study is either a scans "
                                "table or a DICOM export; remove one of them")
+
+
+def test_joint_model_covariates_must_be_numeric_columns(tmp_path, schemas_dir):
+    joint = {"survival": {"joint": {"covariates": ["smoker"]}}}
+    expect_check_error(tmp_path, schemas_dir, config=joint,
+                       match=r"clinical.tsv: survival.joint.covariates names 'smoker', which is not a column")
+    expect_check_error(tmp_path, schemas_dir, clinical=CLINICAL.assign(smoker=[1, "yes"]), config=joint,
+                       match=r"clinical.tsv line 3 \(patient_id=P02\): smoker 'yes' is not a number")
