@@ -17,7 +17,8 @@ def one_patient(y, days, time_days, event):
     return joint.joint_data(lon, pd.DataFrame({"patient_id": ["A"], "time": [time_days], "event": [event]}))
 
 
-def test_one_patient_without_random_effects_equals_closed_form():
+@pytest.mark.parametrize("alpha_s", [None, -0.9])
+def test_one_patient_without_random_effects_equals_closed_form(alpha_s):
     # D -> 0 (SDs e^-25): the scans are independent normals around b0 + b1 t and the hazard is
     # lam_k exp(alpha (b0 + b1 t)); its integral over each piece is closed-form
     y = np.array([3.1, 3.3, 3.2, 3.6])
@@ -25,13 +26,16 @@ def test_one_patient_without_random_effects_equals_closed_form():
     T, knot = 300 / 365.25, 100 / 365.25
     data = one_patient(y, days, 300.0, 1)
     b0, b1, sigma, lam1, lam2, alpha = 3.0, 0.8, 0.3, 0.2, 0.5, 0.7
-    layout = joint.Layout(n_pieces=2, n_covariates=0, slope=False)
-    th = np.array([b0, b1, math.log(sigma), -25.0, 0.0, -25.0, math.log(lam1), math.log(lam2), alpha])
+    layout = joint.Layout(n_pieces=2, n_covariates=0, slope=alpha_s is not None)
+    th = np.array([b0, b1, math.log(sigma), -25.0, 0.0, -25.0, math.log(lam1), math.log(lam2), alpha,
+                   *([] if alpha_s is None else [alpha_s])])
     got = joint.loglik_terms(th, data, np.array([knot]), layout, joint.Quadrature())[0]
     t = days / 365.25
     k = alpha * b1
-    H = math.exp(alpha * b0) * (lam1 * (math.exp(k * knot) - 1) / k + lam2 * (math.exp(k * T) - math.exp(k * knot)) / k)
-    expected = stats.norm.logpdf(y, b0 + b1 * t, sigma).sum() + math.log(lam2) + alpha * (b0 + b1 * T) - H
+    slope_term = 0.0 if alpha_s is None else alpha_s * b1
+    H = math.exp(alpha * b0 + slope_term) * (lam1 * (math.exp(k * knot) - 1) / k
+                                             + lam2 * (math.exp(k * T) - math.exp(k * knot)) / k)
+    expected = stats.norm.logpdf(y, b0 + b1 * t, sigma).sum() + math.log(lam2) + alpha * (b0 + b1 * T) + slope_term - H
     assert got == pytest.approx(expected, rel=1e-10)
 
 
