@@ -371,7 +371,10 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
         v = -loglik_terms(th, data, knots, layout, quad, grid).sum()
         return v if np.isfinite(v) else 1e300
 
-    res = optimize.minimize(negll, th0, method="L-BFGS-B", options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6})
+    options = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6}
+    res = optimize.minimize(negll, th0, method="L-BFGS-B", options=options)
+    if not res.success:  # a line search that stalls on finite-difference noise: restart once from there
+        res = optimize.minimize(negll, res.x, method="L-BFGS-B", options=options)
     theta = res.x
     cov = np.full((layout.size, layout.size), np.nan)
     if hessian:
@@ -506,7 +509,7 @@ def joint_rows(cohort, endpoint, data, burden, s, j):
         return [{**key, "term": "", "status": f"not fitted: {problem}", "n_patients": jd.n,
                  "n_events": int(jd.event.sum()), "n_scans": int(jd.mask.sum())}], None
     fit = fit_joint(jd, j["association"], j["baseline_hazard_pieces"], Quadrature(j["hermite_nodes"], j["legendre_nodes"]))
-    status = "ok" if fit.converged else f"not converged: {fit.message}"
+    status = "ok" if fit.converged else f"not converged (L-BFGS-B: {fit.message.strip(' :') or 'line search failed'})"
     if not np.isfinite(fit.cov).all() or (np.diag(fit.cov) <= 0).any():
         status = "ok; observed information not positive definite: SEs unreliable" if fit.converged else status
     corr = _derived(fit.theta, fit.layout)[3]
