@@ -305,3 +305,11 @@ def test_an_unknown_landmark_covariate_stops_before_any_job(tmp_path, schemas_di
     # a clinical.tsv column is a valid (fixed) landmark covariate
     cfg = write_study(tmp_path)
     check_study(merged_config({**cfg, "survival": {"landmark_covariates": ["log_burden", "age"]}}), schemas_dir)
+
+
+def test_joint_model_covariates_must_be_numeric_columns(tmp_path, schemas_dir):
+    joint = {"survival": {"joint": {"covariates": ["smoker"]}}}
+    expect_check_error(tmp_path, schemas_dir, config=joint,
+                       match=r"clinical.tsv: survival.joint.covariates names 'smoker', which is not a column")
+    expect_check_error(tmp_path, schemas_dir, clinical=CLINICAL.assign(smoker=[1, "yes"]), config=joint,
+                       match=r"clinical.tsv line 3 \(patient_id=P02\): smoker 'yes' is not a number")

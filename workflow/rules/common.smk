@@ -133,6 +133,7 @@ def final_targets():
         f"{R}/survival/performance.csv",
         f"{R}/survival/validation.csv",
         f"{R}/survival/dynamic_accuracy.csv",
+        f"{R}/survival/joint_model.csv",
     ]
     targets += figure_targets()  # workflow/rules/figures.smk
     if STUDY.synthetic:

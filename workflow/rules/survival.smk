@@ -4,6 +4,7 @@
 
 PREDICTION_KEYS = ("model_sets", "horizons_days", "calibration_groups", "rmst_tau_days")  # survival_prediction's
 DYNAMIC_KEYS = ("landmarks_days", "landmark_window_days", "landmark_covariates", "landmark_baseline")  # survival_dynamic's
+JOINT_KEYS = ("joint",)  # survival_joint's own
 
 
 rule survival:
@@ -33,7 +34,7 @@ rule survival:
     log:
         f"{R}/logs/survival.log",
     params:
-        settings=settings("survival", without=PREDICTION_KEYS + DYNAMIC_KEYS),
+        settings=settings("survival", without=PREDICTION_KEYS + DYNAMIC_KEYS + JOINT_KEYS),
         out=lambda wc, output: str(Path(output.km).parent),
     conda:
         ENV
@@ -79,7 +80,7 @@ rule survival_prediction:
     log:
         f"{R}/logs/survival_prediction.log",
     params:
-        settings=settings("survival", without=DYNAMIC_KEYS),
+        settings=settings("survival", without=DYNAMIC_KEYS + JOINT_KEYS),
         out=lambda wc, output: str(Path(output.validation).parent),
         truth=lambda wc, input: [f"--truth={input.truth}"] if input.truth else [],
     conda:
@@ -87,6 +88,30 @@ rule survival_prediction:
     shell:
         "tumorburden prediction --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
         " {params.truth:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
+
+
+# Joint model of ln burden and survival (survival.joint) per cohort x endpoint, and every patient's
+# dynamic survival prediction at each of its scans.
+rule survival_joint:
+    input:
+        features=f"{R}/tables/features.parquet",
+        burden=f"{R}/tables/burden.parquet",
+        clinical=CLINICAL_TSV,
+    output:
+        model=report(f"{R}/survival/joint_model.csv", caption="../report/table_joint_model.rst", category="Tables",
+                     subcategory="Joint model"),
+        predictions=f"{R}/survival/joint_predictions.parquet",
+    log:
+        f"{R}/logs/survival_joint.log",
+    benchmark:
+        f"{R}/benchmarks/survival_joint.tsv"
+    params:
+        settings=settings("survival", without=PREDICTION_KEYS + DYNAMIC_KEYS),
+    conda:
+        ENV
+    shell:
+        "tumorburden joint --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
+        " --model={output.model:q} --predictions={output.predictions:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
 def dynamic_extra_predictions():

@@ -222,6 +222,13 @@ def cmd_dynamic(a):
                   extra_predictions=[Path(p) for p in a.predictions or []])
 
 
+def cmd_joint(a):
+    from tumorburden.survival.joint import write_joint
+
+    write_joint(Path(a.features), Path(a.clinical), Path(a.burden), Path(a.model), Path(a.predictions),
+                settings=_settings(a.settings))
+
+
 def _cohorts(a):
     """The study's cohorts from clinical.tsv, so a cohort has one colour in every figure."""
     if not getattr(a, "clinical", None):
@@ -472,6 +479,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True, help="results/<name>/survival")
     _add_settings(p)
     p.set_defaults(func=cmd_dynamic)
+
+    p = sub.add_parser("joint", help="joint model of ln burden and survival per cohort x endpoint (ML, "
+                       "Gauss-Hermite), with every patient's dynamic survival prediction at each scan")
+    p.add_argument("--features", required=True)
+    p.add_argument("--clinical", required=True)
+    p.add_argument("--burden", required=True, help="tables/burden.parquet (the burden at every scan)")
+    p.add_argument("--model", required=True, help="output: survival/joint_model.csv (+ .parquet)")
+    p.add_argument("--predictions", required=True, help="output: survival/joint_predictions.parquet")
+    _add_settings(p)
+    p.set_defaults(func=cmd_joint)
 
     p = sub.add_parser("figures", help="publication figures from the tables: km, forest, c-index, td-auc, burden, "
                        "contact-sheet")

@@ -364,9 +364,22 @@ def _check_unique(df: pd.DataFrame, path: Path, column: str) -> None:
 
 
 def check_clinical(clinical: pd.DataFrame, path: Path, schemas_dir: Path, config: dict | None = None) -> None:
-    covariates = tuple(((config or {}).get("survival") or {}).get("covariates") or ())
+    survival = (config or {}).get("survival") or {}
+    joint_covariates = tuple((survival.get("joint") or {}).get("covariates") or ())
+    covariates = tuple(survival.get("covariates") or ()) + joint_covariates
     _check_rows(clinical, path, _schema(schemas_dir, "clinical"), "patient_id", config,
                 optional=OPTIONAL_CLINICAL + covariates)
+    for column in joint_covariates:  # the joint model's hazard takes them as numbers
+        if column not in clinical.columns:
+            raise StudyError(f"{path}: survival.joint.covariates names {column!r}, which is not a column; "
+                             f"add it or remove it from survival.joint.covariates")
+        values = pd.to_numeric(clinical[column], errors="coerce")
+        bad = np.flatnonzero((values.isna() & clinical[column].notna()).to_numpy())
+        if len(bad):
+            i = int(bad[0])
+            raise StudyError(f"{path} line {i + 2} (patient_id={clinical['patient_id'].iloc[i]}): {column} "
+                             f"{clinical[column].iloc[i]!r} is not a number, and survival.joint.covariates enters it "
+                             f"in the hazard as one; code it as numbers (e.g. 0/1) or remove it from the list")
     _check_unique(clinical, path, "patient_id")
     pfs, os_ = pd.to_numeric(clinical["pfs_days"]), pd.to_numeric(clinical["os_days"])
     for i in np.flatnonzero((os_ < pfs).to_numpy()):
