@@ -6,7 +6,7 @@ import pytest
 from tumorburden.cli import build_parser, main
 
 STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "register", "track", "burden",
-          "features", "survival", "prediction", "dynamic", "figures", "score", "check-study", "discover", "merge-exclusions",
+          "features", "survival", "prediction", "dynamic", "joint", "figures", "score", "check-study", "discover", "merge-exclusions",
           "segment-dicom", "segment-train", "segment-evaluate"]
 
 

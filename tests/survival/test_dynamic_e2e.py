@@ -29,15 +29,16 @@ def check_dynamic_outputs(r):
             assert {landmark.LANDMARK_MODEL, landmark.BASELINE_MODEL} <= set(m["model"]), (cohort, endpoint)
             a = acc[(acc["cohort"] == cohort) & (acc["endpoint"] == endpoint)]
             assert sorted(a["landmark_days"].unique()) == sorted(float(s) for s in DEFAULTS["landmarks_days"])
-    # a prediction is made only while the patient is at risk, from a scan on or before the landmark
+    # the landmark and baseline models predict only while the patient is at risk, from a scan on or
+    # before the landmark (other models, e.g. the joint model, keep their own rules)
     days = burden.set_index("scan_id")["days"]
     p = pred.merge(clinical[["patient_id", "pfs_days", "os_days"]], on="patient_id")
+    p = p[p["model"].isin([landmark.LANDMARK_MODEL, landmark.BASELINE_MODEL])]
     end = np.where(p["endpoint"] == "pfs", p["pfs_days"], p["os_days"])
     assert (p["landmark_days"] < end).all()
     assert (p["scan_id"].map(days) <= p["landmark_days"]).all()
-    assert p["predicted_survival"].between(0, 1).all()
-    ours = p["model"].isin([landmark.LANDMARK_MODEL, landmark.BASELINE_MODEL])
-    assert set(p.loc[ours, "window_days"]) == {w * f for f in (0.25, 0.5, 0.75, 1.0)}
+    assert pred["predicted_survival"].between(0, 1).all()
+    assert set(p["window_days"]) == {w * f for f in (0.25, 0.5, 0.75, 1.0)}
     # the scored patients at a landmark are those at risk there
     ok = acc[acc["status"] == "ok"]
     for row in ok.itertuples():
@@ -50,9 +51,15 @@ def check_dynamic_outputs(r):
             assert stem.with_suffix(".pdf").stat().st_size > 0 and stem.with_suffix(".png").stat().st_size > 0
             t, e = clinical.set_index("patient_id").loc[patient, [f"{endpoint}_days", f"{endpoint}_event"]]
             _, drawn = dynamic_figures.dynamic_figure(patient, endpoint, pred, burden, (float(t), int(e)))
-            mine = burden[(burden["patient_id"] == patient) & (burden["days"].clip(lower=0) < t)
-                          & (burden["days"] <= max(DEFAULTS["landmarks_days"]))]
-            assert list(drawn) == list(mine.sort_values("days")["scan_id"])[:dynamic_figures.MAX_COLUMNS]
+            scans = burden[burden["patient_id"] == patient].sort_values("days")
+            cohort = clinical.set_index("patient_id").loc[patient, "cohort"]
+            made = pred[(pred["patient_id"] == patient) & (pred["endpoint"] == endpoint) & (pred["cohort"] == cohort)]
+            at_scan = made["landmark_days"].to_numpy() == made["scan_id"].map(days).clip(lower=0).to_numpy()
+            expected = [sc for sc in scans["scan_id"] if sc in set(made.loc[at_scan, "scan_id"])]
+            assert list(drawn) == expected[:dynamic_figures.MAX_COLUMNS]
+            # every scan at which the landmark and baseline models predict (at risk, within the grid) is a column
+            ours = scans[(scans["days"].clip(lower=0) < t) & (scans["days"] <= max(DEFAULTS["landmarks_days"]))]
+            assert set(ours["scan_id"][:dynamic_figures.MAX_COLUMNS]) <= set(drawn)
 
 
 def test_dynamic_tables_and_figures_of_the_run(synthetic_run):
