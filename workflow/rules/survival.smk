@@ -3,7 +3,8 @@
 # landmark eligibility) and the RECIST sum of diameters (C-index comparison).
 
 PREDICTION_KEYS = ("model_sets", "horizons_days", "calibration_groups", "rmst_tau_days")  # survival_prediction's
-DYNAMIC_KEYS = ("landmarks_days", "landmark_window_days", "landmark_covariates", "landmark_baseline")  # survival_dynamic's
+# survival_dynamic's
+DYNAMIC_KEYS = ("landmarks_days", "landmark_window_days", "landmark_covariates", "landmark_baseline")
 JOINT_KEYS = ("joint",)  # survival_joint's own
 
 
