@@ -27,7 +27,7 @@ from tumorburden.synth import trial as synth  # noqa: E402
 
 def main() -> int:
     n_boot = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    tr = synth.design_trial({"size": "impact", "seed": 20261122})
+    tr = synth.design_trial({"size": "impact", "seed": 20261122, "survival_model": {"model": "baseline"}})
     d = tr.clinical.merge(tr.patients[["patient_id", "baseline_volume_ml"]], on="patient_id")
     t, e, risk = d["pfs_days"].to_numpy(), d["pfs_event"].to_numpy().astype(bool), d["baseline_volume_ml"].to_numpy()
     W = concordance.bootstrap_counts(len(t), n_boot, np.random.default_rng(7))

@@ -35,7 +35,8 @@ from tumorburden.synth import trial as synth  # noqa: E402
 
 def one_trial(args) -> list[dict]:
     seed, n = args
-    tr = synth.design_trial({"size": "impact", "seed": seed, "n_patients": n})
+    tr = synth.design_trial({"size": "impact", "seed": seed, "n_patients": n,
+                               "survival_model": {"model": "baseline"}})
     true_hr = float(tr.model["hazard_ratios"]["per_log_volume"])
     d = tr.clinical.merge(tr.patients[["patient_id", "v0_total_ml", "growth_g"]], on="patient_id")
     d["log_volume"] = np.log(d["v0_total_ml"])

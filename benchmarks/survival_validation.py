@@ -62,7 +62,7 @@ def naive(time_, event, X, idx):
 def main() -> int:
     n_boot = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     n_peer = int(sys.argv[2]) if len(sys.argv) > 2 else 10
-    tr = synth.design_trial({"size": "impact", "seed": 20261122})
+    tr = synth.design_trial({"size": "impact", "seed": 20261122, "survival_model": {"model": "baseline"}})
     d = tr.clinical.merge(tr.patients[["patient_id", "baseline_volume_ml", "growth_g"]], on="patient_id")
     d["log_baseline_volume_ml"] = np.log(d["baseline_volume_ml"] + 0.1)
     jobs = []

@@ -327,3 +327,20 @@ def test_review_dir_that_is_not_a_folder_names_the_key(tmp_path, schemas_dir):
                        match=r"^config key review.dir: .*absent is not a folder; make it")
     (tmp_path / "reviews").mkdir()
     check_study(merged_config({**write_study(tmp_path), "review": {"dir": str(tmp_path / "reviews")}}), schemas_dir)
+
+
+def test_an_unknown_landmark_covariate_stops_before_any_job(tmp_path, schemas_dir):
+    message = expect_check_error(tmp_path, schemas_dir, config={"survival": {"landmark_covariates": [
+        "log_burden", "tumour_mood"]}}, match="survival.landmark_covariates: 'tumour_mood'")
+    assert "clinical.tsv" in message
+    # a clinical.tsv column is a valid (fixed) landmark covariate
+    cfg = write_study(tmp_path)
+    check_study(merged_config({**cfg, "survival": {"landmark_covariates": ["log_burden", "age"]}}), schemas_dir)
+
+
+def test_joint_model_covariates_must_be_numeric_columns(tmp_path, schemas_dir):
+    joint = {"survival": {"joint": {"covariates": ["smoker"]}}}
+    expect_check_error(tmp_path, schemas_dir, config=joint,
+                       match=r"clinical.tsv: survival.joint.covariates names 'smoker', which is not a column")
+    expect_check_error(tmp_path, schemas_dir, clinical=CLINICAL.assign(smoker=[1, "yes"]), config=joint,
+                       match=r"clinical.tsv line 3 \(patient_id=P02\): smoker 'yes' is not a number")

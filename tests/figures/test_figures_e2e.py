@@ -23,6 +23,7 @@ def expected_figures(r):
     stems += ["forest_pfs", "forest_os", "c_index", "td_auc_pfs", "td_auc_os", "spaghetti", "waterfall"]
     stems += ["calibration_pfs", "calibration_os", "decision_curve_pfs", "decision_curve_os", "model_comparison"]
     stems += [f"swimmer_{c}_p1" for c in cohorts]  # 10 patients: one page per cohort
+    stems += [f"dynamic_{p}_{e}" for p in fsettings.DEFAULTS["dynamic_patients"] for e in ("pfs", "os")]
     return stems
 
 

@@ -43,12 +43,17 @@ def test_survival_figures_per_endpoint():
     assert _stems(names.c_index_figures()) == ["figures/c_index"]
     assert _stems(names.prediction_figures(["pfs"])) == ["figures/calibration_pfs", "figures/decision_curve_pfs",
                                                          "figures/model_comparison"]
+    dynamic = names.dynamic_figures(["SYN-001", "P 2"], ["pfs", "os"])
+    assert _stems(dynamic) == ["figures/dynamic_SYN-001_pfs", "figures/dynamic_SYN-001_os", "figures/dynamic_P-2_pfs",
+                               "figures/dynamic_P-2_os"]
+    assert dynamic[1].labels == {"patient": "SYN-001", "endpoint": "OS"}
 
 
 def test_each_figure_is_a_pdf_and_a_png_with_a_caption_that_exists(repo_root):
     every = (names.km_figures(["lung"], ["pfs"], ["none"]) + names.forest_figures(["pfs"])
              + names.c_index_figures() + names.td_auc_figures(["pfs"]) + names.burden_figures({"lung": 1})
-             + names.contact_sheet_figures(1) + names.prediction_figures(["pfs"]))
+             + names.contact_sheet_figures(1) + names.prediction_figures(["pfs"])
+             + names.dynamic_figures(["SYN-001"], ["pfs"]))
     assert every[0].files("results/x") == ["results/x/figures/km_lung_pfs_none.pdf",
                                            "results/x/figures/km_lung_pfs_none.png"]
     for f in every:
@@ -67,5 +72,5 @@ def test_figure_modules_and_rules_take_their_file_names_from_here(repo_root):
     rules = (repo_root / "workflow" / "rules" / "figures_common.smk").read_text()
     rules += (repo_root / "workflow" / "rules" / "figures.smk").read_text()
     for stem in ("km_", "forest_", "c_index", "td_auc_", "spaghetti", "waterfall", "swimmer_", "contact_sheet_p",
-                 "calibration_", "decision_curve_", "model_comparison"):
+                 "calibration_", "decision_curve_", "model_comparison", "dynamic_"):
         assert not re.search(rf"{{R}}/(figures|qc)/{stem}", rules), stem  # (logs/figures/ are logs)

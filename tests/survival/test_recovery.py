@@ -9,7 +9,7 @@ from tumorburden.synth import trial as synth
 
 @pytest.fixture(scope="module")
 def impact_trial():
-    return synth.design_trial({"size": "impact"})  # 600 patients, the config's seed
+    return synth.design_trial({"size": "impact", "survival_model": {"model": "baseline"}})  # 600 patients, the config's seed
 
 
 @pytest.mark.parametrize("endpoint", ["pfs", "os"])

@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import numpy as np
@@ -38,6 +39,19 @@ def _perfect_results(out, trial, results):
          "hr_lower": 1.0, "hr_upper": 1.2, "p": 0.01, "n": 3, "events": 2, "status": "ok",
          "coef": 0.095, "se": 0.05, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01,
          "zph_global_p": 0.5, "nonproportional": False},
+        # the visits model's truth: HR of death per unit of the current ln burden (1.6)
+        {"cohort": "all", "endpoint": "os", "model": "time_varying", "term": "log_current_burden_ml", "hr": 1.7,
+         "hr_lower": 1.3, "hr_upper": 2.2, "p": 0.01, "n": 3, "events": 2, "status": "ok",
+         "coef": 0.53, "se": 0.14, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01,
+         "zph_global_p": 0.5, "nonproportional": False},
+        {"cohort": "lung", "endpoint": "os", "model": "time_varying", "term": "log_current_burden_ml", "hr": 1.1,
+         "hr_lower": 1.0, "hr_upper": 1.2, "p": 0.01, "n": 3, "events": 2, "status": "ok",
+         "coef": 0.095, "se": 0.05, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01,
+         "zph_global_p": 0.5, "nonproportional": False},
+        {"cohort": "all", "endpoint": "pfs", "model": "time_varying", "term": "log_current_burden_ml", "hr": 5.0,
+         "hr_lower": 4.0, "hr_upper": 6.0, "p": 0.01, "n": 3, "events": 2, "status": "ok",
+         "coef": 1.6, "se": 0.1, "wald_p": 0.01, "lr_p": 0.01, "score_p": 0.01,
+         "zph_global_p": 0.5, "nonproportional": False},
     ])
     tables.write(cox, results / "survival" / "cox.csv", "cox")
 
@@ -74,9 +88,20 @@ def test_perfect_run_scores_perfectly(tiny_run, tmp_path):
         fitted = scores[scores["metric"].str.startswith(f"{param}_median_abs_rel_error")]
         assert len(fitted) == 2 and (fitted["value"].isna().all() or fitted["value"].nunique() == 1), fitted
     hr = scores[scores["metric"] == "hr_log_volume_ci_covers"]
-    # ln-scale term: 1.5 lies in 1.2-2.1; log2 term: true HR 1.5**ln2 = 1.32 lies outside 1.0-1.2
+    # the visits model (the default): only the OS models on the current burden estimate its truth,
+    # 1.6 lies in 1.3-2.2 and not in 1.0-1.2; baseline-volume and PFS rows have no truth there
     assert list(hr["value"]) == [1.0, 0.0]
+    assert all("log_current_burden_ml" in d and "true HR 1.6" in d for d in hr["detail"])
     assert pd.read_csv(tmp_path / "scores.csv").shape == scores.shape
+
+    # the baseline model: the truth is per unit of ln(baseline volume); ln-scale term: 1.5 lies in
+    # 1.2-2.1; log2 term: true HR 1.5**ln2 = 1.32 lies outside 1.0-1.2
+    truth = tmp_path / "truth-baseline"
+    shutil.copytree(out / "truth", truth)
+    (truth / "model.json").write_text(json.dumps({"survival_model": "baseline", "hazard_ratios": {"per_log_volume": 1.5}}))
+    scores = write_scores(truth, results, tmp_path / "scores-baseline.csv")
+    hr = scores[scores["metric"] == "hr_log_volume_ci_covers"]
+    assert list(hr["value"]) == [1.0, 0.0]
 
 
 def test_errors_are_measured_and_missing_inputs_are_reported(tiny_run, tmp_path):

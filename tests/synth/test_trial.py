@@ -10,6 +10,9 @@ from tumorburden.synth.trial import (
 )
 
 
+BASELINE = {"survival_model": {"model": "baseline"}}  # today's first model: Weibull times of baseline covariates
+
+
 def _frames(trial):
     return {"clinical": trial.clinical, "scans": trial.scans, "patients": trial.patients, "lesions": trial.lesions}
 
@@ -58,7 +61,7 @@ def test_ids_cohorts_and_columns():
 
 
 def test_schedule_rules():
-    s = resolve_settings({"n_patients": 40})
+    s = resolve_settings({"n_patients": 40, **BASELINE})
     trial = design_trial(s)
     lo, hi = s["visit_interval_days"]
     pts = trial.patients.set_index("patient_id")
@@ -75,7 +78,7 @@ def test_schedule_rules():
 
 
 def test_survival_consistency():
-    trial = design_trial({"n_patients": 60})
+    trial = design_trial({"n_patients": 60, **BASELINE})
     c = trial.clinical.merge(trial.patients, on=["patient_id", "cohort"])
     assert np.all(c["pfs_days"] <= c["os_days"])
     assert np.all(c["pfs_event"] >= c["os_event"])  # death is a PFS event
@@ -90,7 +93,7 @@ def test_survival_consistency():
 def test_hazard_ratios_are_recovered_from_true_event_times():
     from lifelines import CoxPHFitter
 
-    trial = design_trial({"n_patients": 600})
+    trial = design_trial({"n_patients": 600, **BASELINE})
     p = trial.patients
     df = pd.DataFrame({
         "t": p["t_death_days"], "e": 1, "cohort": p["cohort"],
@@ -108,7 +111,7 @@ def test_stein_volume_at_known_times():
 
 
 def test_lesion_volumes_follow_stein_and_new_lesions_follow_progression():
-    trial = design_trial({"n_patients": 30})
+    trial = design_trial({"n_patients": 30, **BASELINE})
     pts = trial.patients.set_index("patient_id")
     cap = volume_cap_ml([0.7, 0.7, 0.7])
     checked = 0

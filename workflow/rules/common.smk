@@ -8,6 +8,8 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from tumorburden.paths import ID_REGEX  # noqa: E402
 from tumorburden.study import StudyError, check_study, private_dir, results_dir  # noqa: E402
 from tumorburden.workflow_plan import (  # noqa: E402
+    DYNAMIC_KEYS,
+    JOINT_KEYS,
     PREDICTION_KEYS,
     DiscoveredScans,
     StudyPlan,
@@ -75,6 +77,8 @@ def final_targets():
         f"{R}/survival/cox.csv",
         f"{R}/survival/performance.csv",
         f"{R}/survival/validation.csv",
+        f"{R}/survival/dynamic_accuracy.csv",
+        f"{R}/survival/joint_model.csv",
     ]
     targets += figure_targets()  # workflow/rules/figures_common.smk
     if STUDY.synthetic:

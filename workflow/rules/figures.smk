@@ -145,3 +145,25 @@ rule prediction_figures:
     shell:
         "tumorburden figures prediction --survival-dir={params.survival:q} --clinical={input.clinical:q}"
         " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
+
+
+rule dynamic_figures:
+    input:
+        predictions=f"{R}/survival/dynamic_predictions.parquet",
+        burden=f"{R}/tables/burden.parquet",
+        clinical=CLINICAL_TSV,
+    output:
+        dynamic_outputs(),
+    log:
+        f"{R}/logs/figures/dynamic.log",
+    params:
+        out=lambda wc, output: str(Path(output[0]).parent),
+        patients=",".join(DYNAMIC_PATIENTS),
+        endpoints=",".join(ENDPOINTS),
+        settings=figure_settings(),
+    conda:
+        ENV
+    shell:
+        "tumorburden figures dynamic --predictions={input.predictions:q} --burden={input.burden:q}"
+        " --clinical={input.clinical:q} --patients={params.patients:q} --endpoints={params.endpoints:q}"
+        " --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"

@@ -1,12 +1,18 @@
 # The figures' outputs, shared by figures.smk and `rule all` (final_targets in common.smk). Their
 # file names, captions and labels come from workflow/tumorburden/figures/names.py, the names the
 # figure modules write.
+from snakemake.logging import logger
+
 from tumorburden.figures import names as figure_names
-from tumorburden.figures.settings import contact_sheet_pages, rule_settings, swimmer_pages
+from tumorburden.figures.settings import contact_sheet_pages, dynamic_patients, rule_settings, swimmer_pages
 
 FIGURES = section(config, "figures")
 SWIMMER_PAGES = swimmer_pages(STUDY.clinical, FIGURES["swimmer_max_patients"])
 REPORT_DIR = Path(workflow.basedir) / "workflow" / "report"
+DYNAMIC_PATIENTS, _absent = dynamic_patients(FIGURES["dynamic_patients"], STUDY.clinical["patient_id"])
+if _absent:
+    logger.warning(f"figures.dynamic_patients: {', '.join(_absent)} not in the study's clinical.tsv; no dynamic-"
+                   "prediction figure for them (set figures.dynamic_patients to study IDs of this study)")
 
 
 def figure_settings():
@@ -59,7 +65,11 @@ def figure_targets():
     """The figures `rule all` asks for."""
     # plain paths: the report flags belong to the rules that write the files
     figures = km_outputs() + forest_outputs() + c_index_outputs() + td_auc_outputs() + burden_outputs()
-    figures += prediction_outputs()
+    figures += prediction_outputs() + dynamic_outputs()
     if not DICOM_ROOT:  # a dicom_root study's scans (and so its pages) are known only after discovery
         figures += contact_sheet_outputs()
     return [str(f) for f in figures]
+
+
+def dynamic_outputs():
+    return figure_files(figure_names.dynamic_figures(DYNAMIC_PATIENTS, ENDPOINTS))

@@ -3,7 +3,6 @@
 # landmark eligibility) and the RECIST sum of diameters (C-index comparison).
 
 
-
 rule survival:
     input:
         features=f"{R}/tables/features.parquet",
@@ -31,7 +30,7 @@ rule survival:
     log:
         f"{R}/logs/survival.log",
     params:
-        settings=settings("survival", without=PREDICTION_KEYS),  # workflow_plan.py
+        settings=settings("survival", without=PREDICTION_KEYS + DYNAMIC_KEYS + JOINT_KEYS),  # workflow_plan.py
         out=lambda wc, output: str(Path(output.km).parent),
     conda:
         ENV
@@ -77,7 +76,7 @@ rule survival_prediction:
     log:
         f"{R}/logs/survival_prediction.log",
     params:
-        settings=settings("survival"),
+        settings=settings("survival", without=DYNAMIC_KEYS + JOINT_KEYS),
         out=lambda wc, output: str(Path(output.validation).parent),
         truth=lambda wc, input: [f"--truth={input.truth}"] if input.truth else [],
     conda:
@@ -85,3 +84,68 @@ rule survival_prediction:
     shell:
         "tumorburden prediction --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
         " {params.truth:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"
+
+
+# Joint model of ln burden and survival (survival.joint) per cohort x endpoint, and every patient's
+# dynamic survival prediction at each of its scans.
+rule survival_joint:
+    input:
+        features=f"{R}/tables/features.parquet",
+        burden=f"{R}/tables/burden.parquet",
+        clinical=CLINICAL_TSV,
+    output:
+        model=report(f"{R}/survival/joint_model.csv", caption="../report/table_joint_model.rst", category="Tables",
+                     subcategory="Joint model"),
+        predictions=f"{R}/survival/joint_predictions.parquet",
+    log:
+        f"{R}/logs/survival_joint.log",
+    benchmark:
+        f"{R}/benchmarks/survival_joint.tsv"
+    params:
+        settings=settings("survival", without=PREDICTION_KEYS + DYNAMIC_KEYS),
+    conda:
+        ENV
+    shell:
+        "tumorburden joint --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
+        " --model={output.model:q} --predictions={output.predictions:q} --settings={params.settings:q} > {log:q} 2>&1"
+
+
+def dynamic_extra_predictions():
+    """Other dynamic models' predictions (the dynamic_prediction schema's columns) scored beside the
+    landmark model: the joint model's (rule survival_joint, issue 19) where the workflow has it."""
+    return [rules.survival_joint.output.predictions] if rules.has("survival_joint") else []
+
+
+# Dynamic prediction: the landmark super-model (and the baseline-only Cox model) predict survival
+# over the next landmark_window_days at every scan; their dynamic accuracy (Brier, IPA, AUC per
+# landmark), with any model of dynamic_extra_predictions() beside them.
+rule survival_dynamic:
+    input:
+        features=f"{R}/tables/features.parquet",
+        burden=f"{R}/tables/burden.parquet",
+        clinical=CLINICAL_TSV,
+        extra=lambda wc: dynamic_extra_predictions(),
+    output:
+        landmark_model=report(
+            f"{R}/survival/landmark_model.csv", caption="../report/table_landmark_model.rst", category="Tables",
+            subcategory="Dynamic prediction",
+        ),
+        predictions=f"{R}/survival/dynamic_predictions.parquet",
+        predictions_csv=f"{R}/survival/dynamic_predictions.csv",
+        dynamic_accuracy=report(
+            f"{R}/survival/dynamic_accuracy.csv", caption="../report/table_dynamic_accuracy.rst", category="Tables",
+            subcategory="Dynamic prediction",
+        ),
+    log:
+        f"{R}/logs/survival_dynamic.log",
+    benchmark:
+        f"{R}/benchmarks/survival_dynamic.tsv"
+    params:
+        settings=settings("survival", without=PREDICTION_KEYS),
+        out=lambda wc, output: str(Path(output.landmark_model).parent),
+        extra=lambda wc, input: [f"--predictions={p}" for p in input.extra],
+    conda:
+        ENV
+    shell:
+        "tumorburden dynamic --features={input.features:q} --burden={input.burden:q} --clinical={input.clinical:q}"
+        " {params.extra:q} --out-dir={params.out:q} --settings={params.settings:q} > {log:q} 2>&1"

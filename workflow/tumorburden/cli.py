@@ -313,6 +313,20 @@ def cmd_prediction(a):
                      burden=Path(a.burden) if a.burden else None, truth=Path(a.truth) if a.truth else None)
 
 
+def cmd_dynamic(a):
+    from tumorburden.survival.dynamic import write_dynamic
+
+    write_dynamic(Path(a.features), Path(a.clinical), Path(a.burden), Path(a.out_dir), settings=_settings(a.settings),
+                  extra_predictions=[Path(p) for p in a.predictions or []])
+
+
+def cmd_joint(a):
+    from tumorburden.survival.joint import write_joint
+
+    write_joint(Path(a.features), Path(a.clinical), Path(a.burden), Path(a.model), Path(a.predictions),
+                settings=_settings(a.settings))
+
+
 def _cohorts(a):
     """The study's cohorts from clinical.tsv, so a cohort has one colour in every figure."""
     if not getattr(a, "clinical", None):
@@ -341,6 +355,11 @@ def cmd_figures(a):
         from tumorburden.figures import prediction
 
         prediction.write_prediction_figures(Path(a.survival_dir), out, settings=s)
+    elif a.kind == "dynamic":
+        from tumorburden.figures import dynamic
+
+        dynamic.write_dynamic_figures(Path(a.predictions), Path(a.burden), Path(a.clinical) if a.clinical else None,
+                                      out, a.patients.split(","), a.endpoints.split(","), settings=s)
     elif a.kind == "contact-sheet":
         contact_sheet.write_contact_sheets([Path(p) for p in a.overlays], out, settings=s)
 
@@ -618,6 +637,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(func=cmd_prediction)
 
+    p = sub.add_parser("dynamic", help="landmark super-model, dynamic predictions at every scan and their accuracy "
+                       "(Brier, IPA, AUC per landmark) beside the baseline Cox model and any other dynamic model")
+    p.add_argument("--features", required=True)
+    p.add_argument("--clinical", required=True)
+    p.add_argument("--burden", required=True, help="tables/burden.parquet (the scans' burden over time)")
+    p.add_argument("--predictions", action="append", metavar="TABLE",
+                   help="another model's predictions in the dynamic_prediction schema (Parquet or CSV; e.g. the "
+                   "joint model's), scored beside the landmark model; repeatable")
+    p.add_argument("--out-dir", required=True, help="results/<name>/survival")
+    _add_settings(p)
+    p.set_defaults(func=cmd_dynamic)
+
+    p = sub.add_parser("joint", help="joint model of ln burden and survival per cohort x endpoint (ML, "
+                       "Gauss-Hermite), with every patient's dynamic survival prediction at each scan")
+    p.add_argument("--features", required=True)
+    p.add_argument("--clinical", required=True)
+    p.add_argument("--burden", required=True, help="tables/burden.parquet (the burden at every scan)")
+    p.add_argument("--model", required=True, help="output: survival/joint_model.csv (+ .parquet)")
+    p.add_argument("--predictions", required=True, help="output: survival/joint_predictions.parquet")
+    _add_settings(p)
+    p.set_defaults(func=cmd_joint)
+
     p = sub.add_parser("figures", help="publication figures from the tables: km, forest, c-index, td-auc, burden, "
                        "contact-sheet")
     figs = p.add_subparsers(dest="kind", required=True, metavar="KIND")
@@ -635,6 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
     f = figs.add_parser("burden", help="spaghetti, waterfall and swimmer plots")
     f.add_argument("--burden", required=True, help="tables/burden.parquet")
     f.add_argument("--features", required=True, help="tables/features.parquet")
+    f = figs.add_parser("dynamic", help="per patient and endpoint: burden over time above, the survival prediction "
+                        "updated at each scan below")
+    f.add_argument("--predictions", required=True, help="survival/dynamic_predictions.parquet")
+    f.add_argument("--burden", required=True, help="tables/burden.parquet")
+    f.add_argument("--patients", required=True, help="comma-separated study IDs")
+    f.add_argument("--endpoints", default="pfs,os", help="comma-separated endpoints (default pfs,os)")
     f = figs.add_parser("contact-sheet", help="pages of per-scan QC overlays")
     f.add_argument("--overlays", nargs="+", required=True, help="qc/overlays/<scan_id>.png files, in order")
     for kind, f in figs.choices.items():

@@ -82,7 +82,23 @@ def check_study(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> "Study":
     merged with the user's) and the study's tables; the Snakefile and `tumorburden check-study`
     both call this, so they stop on the same inputs with the same one-line message."""
     check_config(config, schemas_dir)
-    return load_study(config, schemas_dir)
+    study = load_study(config, schemas_dir)
+    _check_landmark_covariates(config, study)
+    return study
+
+
+# What survival/landmark.py takes from each scan for the landmark super-model; named here so that
+# the study check knows them (a landmark covariate is one of these or a clinical.tsv column).
+LANDMARK_SCAN_COVARIATES = ("log_burden", "log_burden_change", "log_burden_slope", "new_lesion")
+
+
+def _check_landmark_covariates(config: dict, study: "Study") -> None:
+    covariates = ((config.get("survival") or {}).get("landmark_covariates")) or ()
+    for c in covariates:
+        if c not in LANDMARK_SCAN_COVARIATES and c not in study.clinical.columns:
+            raise StudyError(f"config key survival.landmark_covariates: {c!r} is neither a scan covariate "
+                             f"({', '.join(LANDMARK_SCAN_COVARIATES)}) nor a column of {study.clinical_path}; "
+                             "choose one of those")
 
 
 def check_config(config: dict, schemas_dir: Path = SCHEMAS_DIR) -> None:
@@ -360,9 +376,22 @@ def _check_unique(df: pd.DataFrame, path: Path, column: str) -> None:
 
 
 def check_clinical(clinical: pd.DataFrame, path: Path, schemas_dir: Path, config: dict | None = None) -> None:
-    covariates = tuple(((config or {}).get("survival") or {}).get("covariates") or ())
+    survival = (config or {}).get("survival") or {}
+    joint_covariates = tuple((survival.get("joint") or {}).get("covariates") or ())
+    covariates = tuple(survival.get("covariates") or ()) + joint_covariates
     _check_rows(clinical, path, _schema(schemas_dir, "clinical"), "patient_id", config,
                 optional=OPTIONAL_CLINICAL + covariates)
+    for column in joint_covariates:  # the joint model's hazard takes them as numbers
+        if column not in clinical.columns:
+            raise StudyError(f"{path}: survival.joint.covariates names {column!r}, which is not a column; "
+                             f"add it or remove it from survival.joint.covariates")
+        values = pd.to_numeric(clinical[column], errors="coerce")
+        bad = np.flatnonzero((values.isna() & clinical[column].notna()).to_numpy())
+        if len(bad):
+            i = int(bad[0])
+            raise StudyError(f"{path} line {i + 2} (patient_id={clinical['patient_id'].iloc[i]}): {column} "
+                             f"{clinical[column].iloc[i]!r} is not a number, and survival.joint.covariates enters it "
+                             f"in the hazard as one; code it as numbers (e.g. 0/1) or remove it from the list")
     _check_unique(clinical, path, "patient_id")
     pfs, os_ = pd.to_numeric(clinical["pfs_days"]), pd.to_numeric(clinical["os_days"])
     for i in np.flatnonzero((os_ < pfs).to_numpy()):

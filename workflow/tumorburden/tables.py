@@ -441,6 +441,95 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "delta_c_upper": "float",
         "lr_p": "float",
     },
+    # survival/landmark_model.csv: the landmark super-model's and the baseline-only Cox model's terms
+    # (survival/landmark.py); robust SEs clustered on patients
+    "landmark_model": {
+        "cohort": "str",
+        "endpoint": "str",
+        "model": "str",
+        "term": "str",
+        "coef": "float",
+        "se": "float",
+        "robust_se": "float",
+        "hr": "float",
+        "hr_lower": "float",
+        "hr_upper": "float",
+        "p": "float",
+        "n_rows": "int",
+        "n_patients": "int",
+        "events": "int",
+        "status": "str",
+    },
+    # survival/dynamic_predictions.parquet: what every dynamic model hands over (landmark super-model,
+    # baseline Cox, joint model): P(alive and event-free at landmark + window | scans up to scan_id)
+    "dynamic_prediction": {
+        "cohort": "str",
+        "endpoint": "str",
+        "patient_id": "str",
+        "scan_id": "str",
+        "landmark_days": "float",
+        "window_days": "float",
+        "model": "str",
+        "predicted_survival": "float",
+    },
+    # survival/joint_model.csv: joint model of ln burden and survival per cohort x endpoint
+    # (survival/joint.py): one row per parameter; hr columns on the association and covariate terms
+    "joint_model": {
+        "cohort": "str",
+        "endpoint": "str",
+        "association": "str",   # value | value+slope
+        "term": "str",
+        "estimate": "float",
+        "se": "float",
+        "lower": "float",
+        "upper": "float",
+        "p": "float",
+        "hr": "float",
+        "hr_lower": "float",
+        "hr_upper": "float",
+        "note": "str",
+        "status": "str",        # ok | not fitted: <reason> | not converged: <reason>
+        "n_patients": "int",
+        "n_events": "int",
+        "n_scans": "int",
+        "loglik": "float",
+    },
+    # survival/joint_predictions.parquet: P(T > landmark + window | T > landmark, scans up to the
+    # landmark) per patient and scan (the landmark is the scan's day, at least 0)
+    "joint_predictions": {
+        "cohort": "str",
+        "endpoint": "str",
+        "patient_id": "str",
+        "scan_id": "str",
+        "landmark_days": "float",
+        "window_days": "float",
+        "model": "str",
+        "predicted_survival": "float",
+    },
+    # survival/dynamic_accuracy.csv: Brier, IPA and AUC for (s, s + w] among those at risk at s
+    # (survival/dynamic.py, with score.py's IPCW estimators)
+    "dynamic_accuracy": {
+        "cohort": "str",
+        "endpoint": "str",
+        "landmark_days": "float",
+        "window_days": "float",
+        "model": "str",
+        "n_at_risk": "int",
+        "n": "int",
+        "cases": "int",
+        "controls": "int",
+        "censored_before": "int",
+        "brier": "float",
+        "brier_se": "float",
+        "brier_lower": "float",
+        "brier_upper": "float",
+        "ipa": "float",
+        "auc": "float",
+        "auc_se": "float",
+        "auc_lower": "float",
+        "auc_upper": "float",
+        "status": "str",
+    },
     # survival/table1.csv: baseline characteristics, long format
     "table1": {
         "cohort": "str",
@@ -448,6 +537,31 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "level": "str",
         "n": "int",
         "summary": "str",
+    },
+    # truth/patients.parquet: the synthetic trial's truth per patient (synth/trial.py); t_progression_days
+    # and progression_day are NaN when no progression was seen, progression_visit (the scheduled visit
+    # number under survival_model visits, the scan index under baseline) is null then
+    "truth_patients": {
+        "patient_id": "str",
+        "cohort": "str",
+        "growth_g": "float",
+        "decay_d": "float",
+        "responder": "bool",
+        "baseline_volume_ml": "float",
+        "v0_total_ml": "float",
+        "n_lesions_baseline": "int",
+        "lp": "float",
+        "t_progression_days": "float",
+        "t_death_days": "float",
+        "censor_days": "float",
+        "accrual_days": "float",
+        "progression_observed": "bool",
+        "n_new_lesions": "int",
+        "progression_visit": "int",
+        "progression_day": "float",
+        "progression_cause": "str",
+        "t_new_lesion_days": "float",
+        "missed_visits": "int",
     },
     # truth/scores.csv: a synthetic run scored against its truth
     "scores": {

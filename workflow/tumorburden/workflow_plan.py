@@ -27,6 +27,9 @@ from tumorburden.study import default_config
 # Keys of the `survival` section that only the prediction models read (`tumorburden prediction`):
 # the `survival` rule leaves them out of its settings, so that editing them does not redo it.
 PREDICTION_KEYS = ("model_sets", "horizons_days", "calibration_groups", "rmst_tau_days")
+# ... and those only the dynamic (`tumorburden dynamic`) and joint (`tumorburden joint`) models read.
+DYNAMIC_KEYS = ("landmarks_days", "landmark_window_days", "landmark_covariates", "landmark_baseline")
+JOINT_KEYS = ("joint",)
 
 
 def settings_json(config: dict, section: str, without=()) -> str:

@@ -75,6 +75,10 @@ def decision_curve_stem(endpoint: str) -> str:
 MODEL_COMPARISON_STEM = "model_comparison"
 
 
+def dynamic_stem(patient_id: str, endpoint: str) -> str:
+    return f"dynamic_{slug(patient_id)}_{endpoint}"
+
+
 # What each figure rule writes, for the workflow.
 def km_figures(cohorts, endpoints, groupings) -> list[FigureFile]:
     """One per analysed cohort x endpoint x figures.km_groupings (groupings with the same file
@@ -129,3 +133,9 @@ def prediction_figures(endpoints) -> list[FigureFile]:
     files.append(FigureFile(f"{FIGURES_DIR}/{MODEL_COMPARISON_STEM}", "model_comparison.rst", "Survival",
                             "Prediction model", {"figure": "model comparison"}))
     return files
+
+
+def dynamic_figures(patients, endpoints) -> list[FigureFile]:
+    """Per selected patient and endpoint: burden over time above, the updated prediction below."""
+    return [FigureFile(f"{FIGURES_DIR}/{dynamic_stem(p, e)}", "dynamic.rst", "Survival", "Dynamic prediction",
+                       {"patient": p, "endpoint": e.upper()}) for p in patients for e in endpoints]

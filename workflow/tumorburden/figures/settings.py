@@ -22,6 +22,7 @@ DEFAULTS = {
     "contact_sheet_columns": 6,         # QC contact sheet: overlays per row ...
     "contact_sheet_rows": 8,            # ... and rows per page
     "cohort_colours": {},               # cohort -> colour, overriding the automatic palette
+    "dynamic_patients": ["SYN-001", "SYN-002", "SYN-003"],  # per-patient dynamic-prediction figures
 }
 
 # Not in the config: set by the issue (300 dpi, PDF + PNG) or taken from another section.
@@ -115,6 +116,13 @@ def swimmer_pages(clinical, max_patients: int) -> dict[str, int]:
     """cohort -> number of swimmer pages (every patient of clinical.tsv is drawn once)."""
     return {str(c): max(1, math.ceil(int(n) / int(max_patients)))
             for c, n in clinical.groupby("cohort", sort=True).size().items()}
+
+
+def dynamic_patients(configured, patients) -> tuple[list[str], list[str]]:
+    """(figured, absent): the configured patients the study has, in the configured order, and
+    those it lacks (the rule draws the first; the workflow names the second in a warning)."""
+    known = {str(p) for p in patients}
+    return [str(p) for p in configured if str(p) in known], [str(p) for p in configured if str(p) not in known]
 
 
 def contact_sheet_pages(n_scans: int, columns: int, rows: int) -> int:

@@ -89,7 +89,9 @@ def render_training_scans(s: dict) -> list[tuple[np.ndarray, np.ndarray]]:
     out = []
     for g, (matrix, pixel, slice_mm) in enumerate(s["grids"]):
         trial = design_trial({"seed": int(s["trial_seed"]), "n_patients": int(s["n_patients"]),
-                              "matrix": int(matrix), "pixel_mm": float(pixel), "slice_mm": float(slice_mm)})
+                              "matrix": int(matrix), "pixel_mm": float(pixel), "slice_mm": float(slice_mm),
+                              # the trial the shipped bundle was trained on (the first survival model)
+                              "survival_model": {"model": "baseline"}})
         grid = trial.model["grid"]
         rng = np.random.default_rng(np.random.SeedSequence([int(s["seed"]), g]))
         # every grid gets other scans, and scans with lesions are preferred: they carry the rare class

@@ -67,6 +67,20 @@ DEFAULTS = {
     "horizons_days": [180, 365, 730],
     "calibration_groups": 5,        # quantile groups of predicted survival (rms::calibrate "KM")
     "rmst_tau_days": 730,           # restricted mean survival time up to tau
+    # dynamic prediction (survival/landmark.py, dynamic.py): landmark super-model, dynamic accuracy
+    "landmarks_days": [0, 90, 180, 270, 365],
+    "landmark_window_days": 180,
+    "landmark_covariates": ["log_burden", "log_burden_slope", "new_lesion"],
+    "landmark_baseline": "smooth",  # smooth (one baseline hazard, f(s) terms) | strata (a baseline hazard per landmark)
+    # joint model of log burden and survival (survival/joint.py, rule survival_joint)
+    "joint": {
+        "association": "value",     # value: current ln burden | value+slope: and its current slope
+        "baseline_hazard_pieces": 7,  # piecewise-constant h0, knots at event-time quantiles (JM's 6 inner knots)
+        "hermite_nodes": 7,         # Gauss-Hermite nodes per random effect (7 x 7 product rule, adaptive)
+        "legendre_nodes": 5,        # Gauss-Legendre nodes per piece of h0 in the cumulative hazard
+        "covariates": [],           # clinical.tsv columns (numbers) entering the hazard beside the burden
+        "windows_days": [180, 365], # dynamic predictions: P(T > t + w | T > t, scans up to t)
+    },
 }
 
 LOG_FEATURES = ("baseline_volume_ml",)   # entered as ln(V + volume_offset_ml)

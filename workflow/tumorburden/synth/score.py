@@ -409,11 +409,22 @@ def _score_survival(model: dict | None, results_dir: Path, sc: _Scores) -> None:
         sc.skip("survival", "hr_log_volume", reason)
         return
     term = cox["term"].astype(str).str.lower()
-    rows = cox[term.str.contains("log") & term.str.contains("volume")]
-    if rows.empty:
-        sc.skip("survival", "hr_log_volume", "cox.csv has no term with 'log' and 'volume'")
-        return
-    hr_ln = float(model["hazard_ratios"]["per_log_volume"])
+    if model.get("survival_model") == "visits":
+        # the truth is the death hazard's association with the *current* burden: only the OS models
+        # with the burden as a time-varying covariate estimate it
+        rows = cox[term.str.contains("log") & term.str.contains("current") & term.str.contains("burden")
+                   & (cox["endpoint"] == "os")]
+        hr_ln = float(model["hazard_ratios"]["death_per_log_current_volume"])
+        if rows.empty:
+            sc.skip("survival", "hr_log_volume", "cox.csv has no OS row with a log current burden term "
+                    "(the visits model's truth is the death hazard's association with the current burden)")
+            return
+    else:
+        rows = cox[term.str.contains("log") & term.str.contains("volume")]
+        hr_ln = float(model["hazard_ratios"]["per_log_volume"])
+        if rows.empty:
+            sc.skip("survival", "hr_log_volume", "cox.csv has no term with 'log' and 'volume'")
+            return
     for r in rows.itertuples(index=False):
         t = str(r.term).lower()
         # the truth is per unit of ln(volume); a log2 / log10 term is per ln(2) / ln(10) of that

@@ -15,13 +15,14 @@ import datetime as dt
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tumorburden.synth import phantom
+from tumorburden import tables
+from tumorburden.synth import phantom, visits
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,14 @@ DEFAULTS: dict = {
         "non_responder": {"g": [0.004, 0.5], "d": [0.002, 0.6]},
     },
     "survival_model": {
+        "model": "visits",
+        # visits: the faithful trial (synth/visits.py); baseline: Weibull times from baseline covariates
+        "visit_every_days": 56,
+        "visit_window_days": 7,
+        "missed_visit_probability": 0.1,
+        "new_lesion_median_days": {"lung": 450, "melanoma": 540},
+        "death_hr_per_log_burden": 1.6,
+        "death_hr_per_slope": 1.0,
         "hr_per_log_volume": 1.5,
         "hr_per_growth": 1.3,
         "reference_volume_ml": 30.0,
@@ -55,6 +64,8 @@ DEFAULTS: dict = {
         "median_death_days": {"lung": 600, "melanoma": 900},
     },
 }
+
+SURVIVAL_MODELS = ("visits", "baseline")
 
 SIZES = {
     "demo": {"n_patients": 24, "matrix": 128, "pixel_mm": 3.0, "slice_mm": 3.0},
@@ -93,7 +104,18 @@ def resolve_settings(settings: dict | None) -> dict:
     cohorts = s["cohorts"] or {}
     if not cohorts or any(float(v) < 0 for v in cohorts.values()) or sum(map(float, cohorts.values())) <= 0:
         raise ValueError("synthetic.cohorts must map cohort names to non-negative shares with a positive sum")
+    sm = s["survival_model"]
+    if sm["model"] not in SURVIVAL_MODELS:
+        raise ValueError(f"synthetic.survival_model.model {sm['model']!r} is unknown "
+                         f"(use one of {', '.join(SURVIVAL_MODELS)})")
+    if not 0.0 <= float(sm["missed_visit_probability"]) < 1.0:
+        raise ValueError(f"synthetic.survival_model.missed_visit_probability {sm['missed_visit_probability']} "
+                         "must be in [0, 1)")
+    if not 0 <= 2 * int(sm["visit_window_days"]) < float(sm["visit_every_days"]):
+        raise ValueError(f"synthetic.survival_model.visit_window_days {sm['visit_window_days']} must be >= 0 and "
+                         f"under half of visit_every_days ({sm['visit_every_days']}) so visits keep their order")
     for key, table in (
+        ("survival_model.new_lesion_median_days", s["survival_model"]["new_lesion_median_days"]),
         ("kinetics.responder_fraction", s["kinetics"]["responder_fraction"]),
         ("survival_model.median_progression_days", s["survival_model"]["median_progression_days"]),
         ("survival_model.median_death_days", s["survival_model"]["median_death_days"]),
@@ -157,6 +179,14 @@ class Trial:
     patients: pd.DataFrame  # truth per patient: kinetics, survival times, body geometry
     lesions: pd.DataFrame  # truth per lesion x scan: volumes, diameters, centres, semi-axes
     model: dict  # the generative model: hazard ratios, Weibull scales, censoring, grid, seed
+    # per patient: what its true lesion volumes are made of (v0, g, d, cap, v_new, t_new), for true_volume
+    courses: dict = field(default_factory=dict, repr=False)
+
+    def true_volume(self, patient_id: str, t) -> np.ndarray:
+        """The patient's true total tumour volume (mL) at any times t (days), new lesions included."""
+        c = self.courses[patient_id]
+        vol, _ = lesion_volumes(t, c["v0"], c["g"], c["d"], c["cap"], c["v_new"], c["t_new"])
+        return np.nansum(vol, axis=1)
 
     def truth_scans(self) -> pd.DataFrame:
         """True burden per scan (every scan, including ones without lesions)."""
@@ -272,7 +302,7 @@ def _place_lesions(rng, body, sites, semi_max, pid):
     return centres
 
 
-def _design_patient(i: int, cohort: str, s: dict) -> dict:
+def _design_patient(i: int, cohort: str, s: dict, place: bool = True) -> dict:
     rng = np.random.default_rng(np.random.SeedSequence(int(s["seed"]), spawn_key=(i,)))
     pid = f"SYN-{i + 1:03d}"
     kin, sm = s["kinetics"], s["survival_model"]
@@ -297,6 +327,120 @@ def _design_patient(i: int, cohort: str, s: dict) -> dict:
     sites = _draw_sites(rng, cohort, n_base)
     v0_total = float(v0.sum())
 
+    if sm["model"] == "visits":
+        c = _visits_course(rng, cohort, s, g, d, v0, ratios, sites)
+    else:
+        c = _baseline_course(rng, cohort, s, g, d, v0, ratios, v0_total)
+    days_arr, vol, new_ratios, n_new = c["days"], c["vol"], c["new_ratios"], c["n_new"]
+    new_sites = c["new_sites"] if "new_sites" in c else _draw_sites(rng, cohort, n_new)
+    v_new = c["v_new"]
+
+    all_ratios = np.vstack([ratios, new_ratios])
+    all_sites = sites + new_sites
+    # placement needs each lesion's largest size over the scans it appears on
+    never_seen = np.isnan(vol).all(axis=0)
+    vmax = np.where(never_seen, np.concatenate([v0, v_new]), np.nan_to_num(vol, nan=0.0).max(axis=0))
+    centres = _place_lesions(rng, body, all_sites, semi_axes(vmax, all_ratios), pid) if place \
+        else np.full((len(all_sites), 3), np.nan)
+
+    return {
+        **c, "pid": pid, "cohort": cohort, "age": age, "sex": sex, "ecog": ecog, "body": body,
+        "responder": responder, "g": g, "d": d, "n_base": n_base, "v0_total": v0_total,
+        "ratios": all_ratios, "sites": all_sites, "centres": centres,
+    }
+
+
+def lesion_volumes(t, v0, g, d, cap, v_new=(), t_new=math.inf) -> tuple[np.ndarray, np.ndarray]:
+    """(volume, d volume / dt) of every lesion at times t (rows): the baseline lesions' Stein
+    curves and the new lesions' growth exp(g (t - t_new)) from their onset, each capped as
+    rendered (a capped lesion does not grow). NaN volume = the new lesion is not there yet."""
+    t = np.asarray(t, float)[:, None]
+    v0, v_new = np.asarray(v0, float), np.asarray(v_new, float)
+    tt = np.maximum(t, 0.0)
+    base = np.where(t >= 0, v0 * (np.exp(-d * tt) + np.exp(g * tt) - 1.0), v0 * np.exp(g * np.minimum(t, 0.0)))
+    base_rate = np.where(t >= 0, v0 * (-d * np.exp(-d * tt) + g * np.exp(g * tt)), g * base)
+    new = v_new * np.exp(g * (t - t_new))
+    vol = np.concatenate([base, np.where(t >= t_new, new, np.nan)], axis=1)
+    rate = np.concatenate([base_rate, np.where(t >= t_new, g * new, 0.0)], axis=1)
+    capped = vol >= cap
+    return np.where(capped, cap, vol), np.where(capped, 0.0, rate)
+
+
+def _visits_course(rng, cohort, s, g, d, v0, ratios, sites) -> dict:
+    """The faithful trial (synth/visits.py): scheduled visits with windows and missed visits,
+    progression = the first attended visit whose true lesions show RECIST PD or a new lesion, death
+    drawn from a hazard on the current true burden and its slope."""
+    sm = s["survival_model"]
+    n_base = len(v0)
+    shape = float(sm["weibull_shape"])
+    u_death, u_new = 1.0 - rng.random(2)  # in (0, 1]
+    accrual = float(rng.uniform(0.0, float(s["accrual_days"])))
+    dropout_rate = float(s["dropout_per_year"]) / 365.25
+    dropout = float(rng.exponential(1.0 / dropout_rate)) if dropout_rate > 0 else math.inf
+    censor = max(min(float(s["study_days"]) - accrual, dropout), 0.0)
+    baseline_day = -int(rng.integers(0, 15))
+    n_sched = int(s["max_followups"])
+    sched_days, attended = visits.schedule(rng, float(sm["visit_every_days"]), int(sm["visit_window_days"]),
+                                           float(sm["missed_visit_probability"]), n_sched)
+    n_new = int(rng.integers(1, 4))
+    new_ratios = rng.uniform(0.7, 1.0, size=(n_new, 3))
+    v_new = rng.uniform(0.2, 1.5, size=n_new)
+    new_sites = _draw_sites(rng, cohort, n_new)
+
+    # new lesions appear together at a Weibull time, sooner the faster the disease grows
+    lp_new = math.log(sm["hr_per_growth"]) * (g - sm["reference_growth"]) / GROWTH_UNIT
+    t_new = _weibull_time(u_new, float(sm["new_lesion_median_days"][cohort]), shape, lp_new)
+    cap = volume_cap_ml(np.vstack([ratios, new_ratios]))
+
+    # death: hazard on the current true burden, inverted on a one-day grid up to the study's end
+    grid = np.arange(0.0, float(s["study_days"]) + visits.HAZARD_STEP_DAYS, visits.HAZARD_STEP_DAYS)
+    vol_g, rate_g = lesion_volumes(grid, v0, g, d, cap, v_new, t_new)
+    total = np.maximum(np.nansum(vol_g, axis=1), visits.MIN_BURDEN_ML)
+    log_burden, slope = np.log(total), rate_g.sum(axis=1) / total
+    alpha, beta = math.log(sm["death_hr_per_log_burden"]), math.log(sm["death_hr_per_slope"])
+    scale = _weibull_scale(float(sm["median_death_days"][cohort]), shape)
+    log_ref = math.log(sm["reference_volume_ml"])
+    t_death = visits.death_time(u_death, grid, log_burden, slope, scale, shape, alpha, beta, log_ref, GROWTH_UNIT)
+    lp = alpha * (log_burden[0] - log_ref) + beta * slope[0] / GROWTH_UNIT  # the hazard's at day 0
+
+    # the attended visits while alive and on study; assessment stops at the first progression
+    all_ratios = np.vstack([ratios, new_ratios])
+
+    def diameters(days):
+        vol, _ = lesion_volumes(days, v0, g, d, cap, v_new, t_new)
+        semi = semi_axes(np.nan_to_num(vol, nan=0.0), all_ratios)
+        return vol, 2.0 * semi[..., :2].max(axis=-1), 2.0 * semi[..., :2].min(axis=-1)
+
+    _, longest0, short0 = diameters([float(baseline_day)])
+    targets = visits.choose_targets(longest0[0, :n_base], short0[0, :n_base], sites)
+
+    def sld_at(days):
+        _, longest, short = diameters(days)
+        return visits.sum_of_diameters(longest[:, :n_base], short[:, :n_base], sites, targets)
+
+    a = visits.assess(baseline_day, sched_days, attended, min(t_death, censor), sld_at, t_new)
+    days_arr, k, cause = a.days, a.visit, a.cause
+    vol, _, _ = diameters(days_arr)
+    if k is not None:
+        pfs_days, pfs_event = float(days_arr[-1]), True
+    elif t_death <= censor:
+        pfs_days, pfs_event, cause = t_death, True, "death"
+    else:  # censored at the last attended assessment (day 0 without one)
+        pfs_days, pfs_event, cause = max(float(days_arr[-1]), 0.0), False, "censored"
+    course = {"v0": v0, "g": g, "d": d, "cap": cap, "v_new": v_new, "t_new": t_new}
+    return {"lp": lp, "t_prog": pfs_days if k is not None else math.nan, "t_death": t_death, "censor": censor,
+            "accrual": accrual, "days": days_arr, "vol": vol, "new_ratios": new_ratios, "v_new": v_new,
+            "new_sites": new_sites, "n_new": n_new, "progressed": k is not None,
+            "progression_day": pfs_days if k is not None else math.nan,
+            "progression_visit": k, "progression_cause": cause, "pfs_days": pfs_days, "pfs_event": pfs_event,
+            "t_new_lesion": t_new, "missed_visits": a.missed, "course": course}
+
+
+def _baseline_course(rng, cohort, s, g, d, v0, ratios, v0_total) -> dict:
+    """Today's first model: progression and death as Weibull times of the baseline covariates; scans
+    until the first one on or after the progression time. (New lesions' sites are drawn after.)"""
+    sm = s["survival_model"]
+    n_base = len(v0)
     # survival: Weibull PH for progression and death with one linear predictor
     shape = float(sm["weibull_shape"])
     lp = math.log(sm["hr_per_log_volume"]) * (math.log(v0_total) - math.log(sm["reference_volume_ml"])) + math.log(
@@ -329,7 +473,6 @@ def _design_patient(i: int, cohort: str, s: dict) -> dict:
     n_new = int(rng.integers(1, 4)) if progressed else 0
     new_ratios = rng.uniform(0.7, 1.0, size=(n_new, 3))
     v_new = rng.uniform(0.2, 1.5, size=n_new)
-    new_sites = _draw_sites(rng, cohort, n_new)
 
     # volume of every lesion at every scan (NaN = not there yet)
     cap = volume_cap_ml(np.vstack([ratios, new_ratios]))
@@ -341,20 +484,17 @@ def _design_patient(i: int, cohort: str, s: dict) -> dict:
         vol[:, n_base:] = np.where(after[:, None], grown, np.nan)
     vol = np.minimum(vol, cap[None, :])
 
-    all_ratios = np.vstack([ratios, new_ratios])
-    all_sites = sites + new_sites
-    # placement needs each lesion's largest size over the scans it appears on
-    never_seen = np.isnan(vol).all(axis=0)
-    vmax = np.where(never_seen, np.concatenate([v0, v_new]), np.nan_to_num(vol, nan=0.0).max(axis=0))
-    centres = _place_lesions(rng, body, all_sites, semi_axes(vmax, all_ratios), pid)
-
-    return {
-        "pid": pid, "cohort": cohort, "age": age, "sex": sex, "ecog": ecog, "body": body,
-        "responder": responder, "g": g, "d": d, "n_base": n_base, "v0_total": v0_total, "lp": lp,
-        "t_prog": t_prog, "t_death": t_death, "censor": censor, "accrual": accrual,
-        "days": days_arr, "vol": vol, "ratios": all_ratios, "sites": all_sites, "centres": centres,
-        "progressed": progressed, "n_new": n_new,
-    }
+    return {"lp": lp, "t_prog": t_prog, "t_death": t_death, "censor": censor, "accrual": accrual,
+            "days": days_arr, "vol": vol, "new_ratios": new_ratios, "v_new": v_new, "n_new": n_new,
+            "progressed": progressed,
+            "progression_day": float(days_arr[-1]) if progressed else math.nan,
+            "progression_visit": len(days_arr) - 1 if progressed else None,
+            "progression_cause": "progression" if progressed
+            else ("death" if t_death <= censor else "censored"),
+            "pfs_days": min(t_prog, followup_end), "pfs_event": min(t_prog, t_death) <= censor,
+            "t_new_lesion": t_prog if progressed else math.nan, "missed_visits": 0,
+            "course": {"v0": v0, "g": g, "d": d, "cap": cap, "v_new": v_new,
+                       "t_new": t_prog if progressed else math.inf}}
 
 
 def _line_of_therapy(i: int, s: dict) -> int:
@@ -381,19 +521,29 @@ def truth_scan_dirs(truth_dir: Path) -> dict[str, Path]:
 
 def design_trial(settings: dict | None) -> Trial:
     """Draw the whole trial (no images): fast enough for Snakemake parse time."""
+    return _trial(settings, place=True)
+
+
+def simulate_trial(settings: dict | None) -> Trial:
+    """The trial at table level: the same patients, visits, true lesion volumes and diameters, PFS
+    and OS as `design_trial`, without placing the lesions in a body (centroids NaN) and so without
+    anything to render. For simulation studies (joint-model recovery, study design)."""
+    return _trial(settings, place=False)
+
+
+def _trial(settings: dict | None, place: bool) -> Trial:
     s = resolve_settings(settings)
     grid = grid_of(s)
     cohorts = _allocate_cohorts(s["cohorts"], s["n_patients"])
-    pats = [_design_patient(i, c, s) for i, c in enumerate(cohorts)]
+    pats = [_design_patient(i, c, s, place) for i, c in enumerate(cohorts)]
 
     clinical_rows, scan_rows, patient_rows, lesion_parts = [], [], [], []
     for i, p in enumerate(pats):
         pid = p["pid"]
         stop = min(p["t_death"], p["censor"])
-        pfs_event = min(p["t_prog"], p["t_death"]) <= p["censor"]
         clinical_rows.append({
             "patient_id": pid, "cohort": p["cohort"],
-            "pfs_days": round(min(p["t_prog"], stop), 2), "pfs_event": int(pfs_event),
+            "pfs_days": round(p["pfs_days"], 2), "pfs_event": int(p["pfs_event"]),
             "os_days": round(stop, 2), "os_event": int(p["t_death"] <= p["censor"]),
             "age": p["age"], "sex": p["sex"], "ecog": p["ecog"],
             "line_of_therapy": _line_of_therapy(i, s),
@@ -433,22 +583,96 @@ def design_trial(settings: dict | None) -> Trial:
             "t_progression_days": p["t_prog"], "t_death_days": p["t_death"], "censor_days": p["censor"],
             "accrual_days": p["accrual"], "day0_date": day0.isoformat(),
             "progression_observed": bool(p["progressed"]), "n_new_lesions": p["n_new"],
+            "progression_visit": p["progression_visit"], "progression_day": p["progression_day"],
+            "progression_cause": p["progression_cause"], "t_new_lesion_days": p["t_new_lesion"],
+            "missed_visits": p["missed_visits"],
             "body_a_mm": b.a, "body_b_mm": b.b, "sat_mm": b.sat, "muscle_mm": b.muscle,
         })
 
     lesions = pd.concat(lesion_parts, ignore_index=True)
     lesions["new"] = lesions["new"].astype(bool)
+    patients = pd.DataFrame(patient_rows)
+    patients["progression_visit"] = patients["progression_visit"].astype("Int64")
     trial = Trial(
         clinical=pd.DataFrame(clinical_rows),
         scans=pd.DataFrame(scan_rows),
-        patients=pd.DataFrame(patient_rows),
+        patients=tables.check(patients, "truth_patients", "(synthetic trial)"),
         lesions=lesions,
         model=_model_description(s, grid),
+        courses={p["pid"]: p["course"] for p in pats},
     )
     return trial
 
 
 def _model_description(s: dict, grid: dict) -> dict:
+    if s["survival_model"]["model"] == "visits":
+        return _visits_description(s, grid)
+    return {"survival_model": "baseline", **_baseline_description(s, grid)}
+
+
+def _visits_description(s: dict, grid: dict) -> dict:
+    sm = s["survival_model"]
+    shape = float(sm["weibull_shape"])
+    cohorts = list(s["cohorts"])
+    alpha, beta = math.log(sm["death_hr_per_log_burden"]), math.log(sm["death_hr_per_slope"])
+    return {
+        "survival_model": "visits",
+        "seed": int(s["seed"]),
+        "size": s["size"],
+        "n_patients": s["n_patients"],
+        "cohorts": {c: float(v) for c, v in s["cohorts"].items()},
+        "death_hazard": "h0(t) exp(alpha (ln V(t) - ln reference_volume_ml) + beta (dV/dt / V)(t) / 0.001), "
+        "V(t) the true total volume of every lesion present (mL), h0 Weibull; drawn by inverting the "
+        f"cumulative hazard on a {visits.HAZARD_STEP_DAYS:g}-day grid, held constant after study_days",
+        "association": {"log_burden": alpha, "slope_per_0.001_per_day": beta},
+        "hazard_ratios": {
+            "death_per_log_current_volume": float(sm["death_hr_per_log_burden"]),
+            "death_per_slope_0.001_per_day": float(sm["death_hr_per_slope"]),
+        },
+        "reference": {"volume_ml": float(sm["reference_volume_ml"])},
+        "linear_predictor": "lp in truth/patients: the death hazard's log relative hazard at day 0",
+        "baseline_hazard": {
+            "family": "weibull, H0(t) = (t / scale)^shape",
+            "shape": shape,
+            "scale_death_days": {c: _weibull_scale(float(sm["median_death_days"][c]), shape) for c in cohorts},
+            "median_death_days": {c: float(sm["median_death_days"][c]) for c in cohorts},
+        },
+        "new_lesions": {
+            "rule": "1-3 new lesions appear together at a Weibull time (shape weibull_shape) with relative "
+            "hazard hr_per_growth per 0.001/day of g above reference_growth",
+            "median_days": {c: float(sm["new_lesion_median_days"][c]) for c in cohorts},
+            "hr_per_growth_0.001_per_day": float(sm["hr_per_growth"]),
+        },
+        "progression": {
+            "rule": f"first attended visit at which the true target lesions' sum of diameters is >= "
+            f"{1 + visits.PD_PCT / 100:g} x nadir and >= nadir + {visits.PD_ABS_MM:g} mm (RECIST 1.1 PD), or a "
+            "new lesion exists; targets: <= 5 measurable lesions at baseline (>= 10 mm; nodes short axis "
+            ">= 15 mm), <= 2 per site",
+            "visit_every_days": float(sm["visit_every_days"]),
+            "visit_window_days": int(sm["visit_window_days"]),
+            "missed_visit_probability": float(sm["missed_visit_probability"]),
+            "max_followups": int(s["max_followups"]),
+        },
+        "endpoints": {
+            "pfs": "day of the progression visit; else death, if before censoring; else censored at the last "
+            "attended visit (day 0 without one)",
+            "os": "t_death, censored",
+        },
+        "censoring": {
+            "accrual_days": float(s["accrual_days"]),
+            "study_days": float(s["study_days"]),
+            "dropout_per_year": float(s["dropout_per_year"]),
+            "rule": "min(study_days - accrual (uniform in [0, accrual_days]), exponential dropout)",
+        },
+        "kinetics": s["kinetics"],
+        "lesion_model": "stein: V0 (exp(-d t) + exp(g t) - 1) for t >= 0, V0 exp(g t) before; "
+        f"new lesions V exp(g (t - t_new_lesion)); semi-axes capped at {MAX_SEMI_AXIS_MM} mm",
+        "image": {"noise_hu": float(s["noise_hu"]), "blur_mm": float(s["blur_mm"])},
+        "grid": grid,
+    }
+
+
+def _baseline_description(s: dict, grid: dict) -> dict:
     sm = s["survival_model"]
     shape = float(sm["weibull_shape"])
     cohorts = list(s["cohorts"])

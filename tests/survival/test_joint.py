@@ -1,0 +1,158 @@
+"""The joint model (survival/joint.py) on hand-computable pieces, its quadrature, one recovery
+on data from tests/survival/joint_dgp.py, the dynamic predictions and the tables."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import integrate, stats
+
+from joint_dgp import TRUTH, simulate
+from tumorburden.survival import joint
+
+
+def one_patient(y, days, time_days, event):
+    lon = pd.DataFrame({"patient_id": "A", "scan_id": [f"A{k}" for k in range(len(y))], "days": days, "y": y})
+    return joint.joint_data(lon, pd.DataFrame({"patient_id": ["A"], "time": [time_days], "event": [event]}))
+
+
+@pytest.mark.parametrize("alpha_s", [None, -0.9])
+def test_one_patient_without_random_effects_equals_closed_form(alpha_s):
+    # D -> 0 (SDs e^-25): the scans are independent normals around b0 + b1 t and the hazard is
+    # lam_k exp(alpha (b0 + b1 t)); its integral over each piece is closed-form
+    y = np.array([3.1, 3.3, 3.2, 3.6])
+    days = np.array([-5.0, 60.0, 120.0, 200.0])
+    T, knot = 300 / 365.25, 100 / 365.25
+    data = one_patient(y, days, 300.0, 1)
+    b0, b1, sigma, lam1, lam2, alpha = 3.0, 0.8, 0.3, 0.2, 0.5, 0.7
+    layout = joint.Layout(n_pieces=2, n_covariates=0, slope=alpha_s is not None)
+    th = np.array([b0, b1, math.log(sigma), -25.0, 0.0, -25.0, math.log(lam1), math.log(lam2), alpha,
+                   *([] if alpha_s is None else [alpha_s])])
+    got = joint.loglik_terms(th, data, np.array([knot]), layout, joint.Quadrature())[0]
+    t = days / 365.25
+    k = alpha * b1
+    slope_term = 0.0 if alpha_s is None else alpha_s * b1
+    H = math.exp(alpha * b0 + slope_term) * (lam1 * (math.exp(k * knot) - 1) / k
+                                             + lam2 * (math.exp(k * T) - math.exp(k * knot)) / k)
+    expected = stats.norm.logpdf(y, b0 + b1 * t, sigma).sum() + math.log(lam2) + alpha * (b0 + b1 * T) + slope_term - H
+    assert got == pytest.approx(expected, rel=1e-10)
+
+
+def test_legendre_cumulative_hazard_converges_to_closed_form():
+    knots = np.array([0.3, 1.1])
+    upper = np.array([0.2, 0.9, 2.5])
+    a, c = np.array([[3.0], [2.0], [4.0]]), np.array([[0.5], [-1.0], [2.0]])
+    log_lam = np.log([0.1, 0.3, 0.2])
+    alpha = 0.6
+    edges = np.array([0.0, 0.3, 1.1, np.inf])
+    exact = []
+    for r in range(3):
+        total = 0.0
+        for kk in range(3):
+            lo, hi = edges[kk], min(edges[kk + 1], upper[r])
+            if hi > lo:
+                total += math.exp(log_lam[kk]) * integrate.quad(lambda s: math.exp(alpha * (a[r, 0] + c[r, 0] * s)), lo, hi,
+                                                                epsabs=0, epsrel=1e-13)[0]
+        exact.append(total)
+    errors = []
+    for q in (1, 2, 5):
+        H = joint.cumulative_hazard(a, c, *joint.legendre_grid(upper, knots, q), log_lam, np.zeros(3), alpha, 0.0)
+        errors.append(np.max(np.abs(H[:, 0] / exact - 1)))
+    assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-9
+
+
+def test_gauss_hermite_rule_gives_normal_moments():
+    # E exp(k'Z), Z ~ N(0, I): exp(|k|^2 / 2); the rule is exact for polynomials of degree < 2n
+    z, w = joint.gauss_hermite_2d(9)
+    assert w.sum() == pytest.approx(1.0, abs=1e-14)
+    assert (w * z[:, 0] ** 2 * z[:, 1] ** 2).sum() == pytest.approx(1.0, abs=1e-12)
+    k = np.array([0.8, -0.5])
+    assert (w * np.exp(z @ k)).sum() == pytest.approx(math.exp(k @ k / 2), rel=1e-7)
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    lon, surv = simulate(200, np.random.default_rng(11))
+    return lon, surv, joint.joint_data(lon, surv)
+
+
+def truth_theta(data, knots):
+    L = np.linalg.cholesky(np.array([[TRUTH["sd0"] ** 2, TRUTH["rho"] * TRUTH["sd0"] * TRUTH["sd1"]],
+                                     [TRUTH["rho"] * TRUTH["sd0"] * TRUTH["sd1"], TRUTH["sd1"] ** 2]]))
+    return np.concatenate([[TRUTH["b0"], TRUTH["b1"], math.log(TRUTH["sigma"]), math.log(L[0, 0]), L[1, 0],
+                            math.log(L[1, 1])], np.full(len(knots) + 1, math.log(TRUTH["lam0"])), [TRUTH["alpha"]]])
+
+
+def test_marginal_likelihood_converges_in_hermite_nodes(simulated):
+    _, _, data = simulated
+    knots = joint.hazard_knots(data.time, data.event, 7)
+    layout = joint.Layout(len(knots) + 1, 0, False)
+    th = truth_theta(data, knots)
+    ll = {n: joint.loglik_terms(th, data, knots, layout, joint.Quadrature(n, 5)).sum() for n in (3, 7, 15)}
+    assert abs(ll[7] - ll[15]) < 1e-6 and abs(ll[3] - ll[15]) > abs(ll[7] - ll[15])
+
+
+@pytest.fixture(scope="module")
+def fitted(simulated):
+    _, _, data = simulated
+    return data, joint.fit_joint(data)
+
+
+def test_fit_recovers_the_association_and_the_trajectory(fitted):
+    data, fit = fitted
+    assert fit.converged
+    for name, true in (("alpha_value", TRUTH["alpha"]), ("beta_intercept", TRUTH["b0"]), ("beta_time", TRUTH["b1"])):
+        est, se = fit.estimate(name)
+        assert 0 < se < 0.5 and abs(est - true) < 3 * se, (name, est, se)
+
+
+def test_no_association_predicts_the_baseline_survival(simulated):
+    # alpha = 0: P(T > t + w | T > t) = exp(-lam0 w) whatever the scans say
+    _, _, data = simulated
+    layout = joint.Layout(1, 0, False)
+    theta = truth_theta(data, np.zeros(0))
+    theta[-1] = 0.0
+    fit = joint.JointFit(theta=theta, cov=np.eye(layout.size), layout=layout, knots=np.zeros(0),
+                         quad=joint.Quadrature(), loglik=0.0, converged=True, message="", n_patients=data.n,
+                         n_events=0, n_scans=0)
+    pred = joint.dynamic_survival(fit, data, [0.5])
+    assert len(pred) == data.mask.sum()
+    assert np.allclose(pred["predicted_survival"], math.exp(-TRUTH["lam0"] * 0.5), rtol=1e-12)
+
+
+def test_predictions_use_only_the_scans_up_to_the_landmark_and_follow_the_burden(fitted):
+    data, fit = fitted
+    pred = joint.dynamic_survival(fit, data, [0.5]).set_index("scan_id")["predicted_survival"]
+    i = int(np.argmax(data.mask.sum(1)))
+    changed = joint.JointData(**{**data.__dict__, "y": data.y.copy()})
+    changed.y[i, 2:] += 2.0  # the burden grows after the patient's second scan
+    again = joint.dynamic_survival(fit, changed, [0.5]).set_index("scan_id")["predicted_survival"]
+    sid = data.scan_id[i]
+    assert again[sid[0]] == pred[sid[0]] and again[sid[1]] == pred[sid[1]]
+    assert again[sid[2]] < pred[sid[2]]  # alpha > 0: more burden, lower predicted survival
+
+
+def test_tables_say_why_a_set_is_not_fitted_and_reject_unknown_covariates(simulated):
+    lon, surv, _ = simulated
+    patients = surv["patient_id"].iloc[:8]
+    features = pd.DataFrame({"patient_id": patients, "cohort": "lung", "baseline_scan_id": [f"{p}-S0" for p in patients]})
+    lon = lon[lon["patient_id"].isin(patients)]
+    burden = pd.DataFrame({"patient_id": lon["patient_id"], "scan_id": lon["scan_id"], "days": lon["days"],
+                           "total_volume_ml": np.exp(lon["y"]) - 0.1, "sld_mm": 50.0})
+    clinical = surv[surv["patient_id"].isin(patients)].rename(columns={"time": "os_days", "event": "os_event"})
+    clinical = clinical.assign(cohort="lung", pfs_days=clinical["os_days"], pfs_event=clinical["os_event"])
+    out = joint.joint_tables(features, clinical, burden, {"min_patients": 10})
+    assert set(out["joint_model"]["status"]) == {"not fitted: 8 patients with a scan before their pfs time (min_patients 10)",
+                                                 "not fitted: 8 patients with a scan before their os time (min_patients 10)"}
+    assert len(out["joint_predictions"]) == 0
+    with pytest.raises(ValueError, match="joint covariates 'ecog' is not a column of clinical.tsv"):
+        joint.joint_tables(features, clinical, burden, {"joint": {"covariates": ["ecog"]}})
+    with pytest.raises(ValueError, match="joint covariates 'sex' of clinical.tsv is not numeric"):
+        joint.joint_tables(features, clinical.assign(sex="F"), burden, {"joint": {"covariates": ["sex"]}})
+
+
+def test_numerical_hessian_of_a_quadratic_form_is_exact():
+    A = np.array([[2.0, 0.3, -0.1], [0.3, 1.0, 0.2], [-0.1, 0.2, 4.0]])
+    H = joint.numerical_hessian(lambda x: 0.5 * x @ A @ x, np.array([0.5, -2.0, 3.0]))
+    assert np.allclose(H, A, rtol=1e-6)
