@@ -110,21 +110,16 @@ rule survival_joint:
         " --model={output.model:q} --predictions={output.predictions:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
-def dynamic_extra_predictions():
-    """Other dynamic models' predictions (the dynamic_prediction schema's columns) scored beside the
-    landmark model: the joint model's (rule survival_joint, issue 19) where the workflow has it."""
-    return [rules.survival_joint.output.predictions] if rules.has("survival_joint") else []
-
-
 # Dynamic prediction: the landmark super-model (and the baseline-only Cox model) predict survival
 # over the next landmark_window_days at every scan; their dynamic accuracy (Brier, IPA, AUC per
-# landmark), with any model of dynamic_extra_predictions() beside them.
+# landmark), with the other dynamic models' predictions (the dynamic_prediction schema's columns:
+# the joint model's) scored beside them.
 rule survival_dynamic:
     input:
         features=f"{R}/tables/features.parquet",
         burden=f"{R}/tables/burden.parquet",
         clinical=CLINICAL_TSV,
-        extra=lambda wc: dynamic_extra_predictions(),
+        extra=[rules.survival_joint.output.predictions],
     output:
         landmark_model=report(
             f"{R}/survival/landmark_model.csv", caption="../report/table_landmark_model.rst", category="Tables",
