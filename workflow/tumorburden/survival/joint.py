@@ -281,7 +281,11 @@ def fit_mixed_model(data: JointData) -> MixedModelFit:
 
     def negll(th):
         L = np.array([[math.exp(th[3]), 0.0], [th[4], math.exp(th[5])]])
-        return -longitudinal_posterior(y, t, m, th[:2], math.exp(th[2]), L)[0].sum()
+        try:
+            v = -longitudinal_posterior(y, t, m, th[:2], math.exp(th[2]), L)[0].sum()
+        except np.linalg.LinAlgError:  # a step to a singular random-effects covariance: outside the model
+            return 1e300
+        return v if np.isfinite(v) else 1e300
 
     res = optimize.minimize(negll, start, method="BFGS", options={"gtol": 1e-8, "maxiter": 2000})
     res = optimize.minimize(negll, res.x, method="Nelder-Mead",
@@ -368,7 +372,10 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
     grid = legendre_grid(data.time, knots, quad.legendre)
 
     def negll(th):
-        v = -loglik_terms(th, data, knots, layout, quad, grid).sum()
+        try:
+            v = -loglik_terms(th, data, knots, layout, quad, grid).sum()
+        except np.linalg.LinAlgError:  # a step to a singular random-effects covariance: outside the model
+            return 1e300
         return v if np.isfinite(v) else 1e300
 
     options = {"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6}
@@ -508,7 +515,14 @@ def joint_rows(cohort, endpoint, data, burden, s, j):
         log.warning("%s %s joint model not fitted: %s", cohort, endpoint, problem)
         return [{**key, "term": "", "status": f"not fitted: {problem}", "n_patients": jd.n,
                  "n_events": int(jd.event.sum()), "n_scans": int(jd.mask.sum())}], None
-    fit = fit_joint(jd, j["association"], j["baseline_hazard_pieces"], Quadrature(j["hermite_nodes"], j["legendre_nodes"]))
+    try:
+        fit = fit_joint(jd, j["association"], j["baseline_hazard_pieces"],
+                        Quadrature(j["hermite_nodes"], j["legendre_nodes"]))
+    except np.linalg.LinAlgError as exc:
+        problem = f"the model cannot be estimated on these data ({exc}: a random-effects covariance that is singular)"
+        log.warning("%s %s joint model not fitted: %s", cohort, endpoint, problem)
+        return [{**key, "term": "", "status": f"not fitted: {problem}", "n_patients": jd.n,
+                 "n_events": int(jd.event.sum()), "n_scans": int(jd.mask.sum())}], None
     status = "ok" if fit.converged else f"not converged (L-BFGS-B: {fit.message.strip(' :') or 'line search failed'})"
     if not np.isfinite(fit.cov).all() or (np.diag(fit.cov) <= 0).any():
         status = "ok; observed information not positive definite: SEs unreliable" if fit.converged else status
