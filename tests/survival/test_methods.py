@@ -131,7 +131,7 @@ def test_groups_by_tertiles_and_cutoff():
     assert g.tolist()[:6] == ["low"] * 3 + ["high"] * 3 and pd.isna(g.iloc[6])
 
 
-def test_standalone_cli_on_any_table(tmp_path):
+def test_standalone_cli_on_any_table(tmp_path, capsys):
     f, c = simulate(n=60, seed=17)
     c.to_csv(tmp_path / "t.tsv", sep="\t", index=False)
     assert cli.main(["survival", "km", "--table", str(tmp_path / "t.tsv"), "--duration", "pfs_days", "--event",
@@ -144,5 +144,8 @@ def test_standalone_cli_on_any_table(tmp_path):
                      "pfs_event", "--covariates", "cohort", "--out", str(tmp_path / "cox.csv")]) == 0
     assert pd.read_csv(tmp_path / "cox.csv")["term"].tolist() == ["cohort[melanoma]"]
     assert cli.main(["survival", "logrank", "--table", str(tmp_path / "t.tsv"), "--duration", "pfs_days", "--event",
-                     "os_days", "--group", "cohort", "--out", str(tmp_path / "lr.csv")]) == 0
-    assert pd.read_csv(tmp_path / "lr.csv")["status"].iloc[0].startswith("not tested: os_days has codes other than 0/1")
+                     "os_days", "--group", "cohort", "--out", str(tmp_path / "lr.csv")]) == 1
+    # a bad column stops the command in one line naming the table and its first bad row, and writes nothing
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "t.tsv: os_days has codes other than 0/1" in error[0] and "(first: row 1)" in error[0]
+    assert not (tmp_path / "lr.csv").exists()
