@@ -344,3 +344,18 @@ def test_joint_model_covariates_must_be_numeric_columns(tmp_path, schemas_dir):
                        match=r"clinical.tsv: survival.joint.covariates names 'smoker', which is not a column")
     expect_check_error(tmp_path, schemas_dir, clinical=CLINICAL.assign(smoker=[1, "yes"]), config=joint,
                        match=r"clinical.tsv line 3 \(patient_id=P02\): smoker 'yes' is not a number")
+
+
+def test_review_dir_defaults_to_the_private_folder_of_a_dicomweb_study(tmp_path, monkeypatch):
+    from tumorburden.study import review_dir
+
+    monkeypatch.chdir(tmp_path)
+    web = {"study": {"name": "trial", "dicomweb": {"url": "http://pacs:8042/dicom-web"}}}
+    assert review_dir(web) is None  # nothing fetched yet: no review step
+    assert review_dir(web, existing=False) == Path("private/trial/reviews")  # where fetch_reviews downloads
+    (tmp_path / "private/trial/reviews").mkdir(parents=True)
+    assert review_dir(web) == Path("private/trial/reviews")
+    assert review_dir({**web, "review": {"dir": "/data/reviews"}}) == Path("/data/reviews")
+    assert review_dir({"study": {"name": "trial", "dicom_root": "/data/export"}}) is None
+    private = {"study": {**web["study"], "private_dir": str(tmp_path / "secret")}}
+    assert review_dir(private, existing=False) == tmp_path / "secret/reviews"

@@ -2,13 +2,17 @@
 scan's CT series and our own SEG; fetch_reviews downloads only the reviews, and the folder route
 matches them to their scan."""
 
+import json
+
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 from dicomweb_client import DICOMwebClient
 from pydicom.sr.codedict import codes
 
 from review_objects import LESION, pixel_outline, write_rtstruct, write_seg
+from tumorburden.cli import main
 from tumorburden.segment.review import ReviewError, fetch_reviews, index_reviews
 from tumorburden.synth.dicom import SeriesInfo, hu_to_stored, write_ct_series
 
@@ -55,3 +59,62 @@ def test_fetch_reviews_downloads_only_the_reviews_of_the_scans_studies(orthanc, 
     # two reviews of one scan: the folder route asks which one counts
     with pytest.raises(ReviewError, match="two reviews of scan S1"):
         index_reviews(folder, {"S1": str(tmp_path / "ct")}, series_description="*review*")
+
+
+def test_fetch_reviews_command_takes_each_scans_review_once_and_names_no_hospital_uid(orthanc_factory, tmp_path,
+                                                                                      monkeypatch, caplog, capsys):
+    """`tumorburden pacs fetch-reviews` (the fetch_reviews rule) from the private side only: the scans table's
+    series lists and our SEG copies; wrong credentials and a stopped server are one line; a rerun fetches nothing."""
+    server = orthanc_factory("radiology:s3cret")
+    private = tmp_path / "private"
+    ct = {"S1": _ct(private / "pacs" / "a", "P1"), "S2": _ct(private / "pacs" / "b", "P2")}
+    rows = []
+    for scan_id, pid in (("S1", "P1"), ("S2", "P2")):
+        listing = private / "series" / f"{scan_id}.json"
+        listing.parent.mkdir(parents=True, exist_ok=True)
+        files = sorted(str(p) for p in (private / "pacs" / ("a" if scan_id == "S1" else "b")).glob("*.dcm"))
+        listing.write_text(json.dumps({"scan_id": scan_id, "series_uid": ct[scan_id][0].SeriesInstanceUID, "files": files}))
+        rows.append({"patient_id": pid, "scan_id": scan_id, "days": 0.0, "image": str(listing)})
+    scans = tmp_path / "scans.tsv"
+    pd.DataFrame(rows).to_csv(scans, sep="\t", index=False)
+    frames = np.zeros((6, 16, 16), np.uint8)
+    frames[2:4, 5:9, 5:9] = 1
+    ours = private / "dicom_seg" / "P1" / "S1.dcm"
+    ours.parent.mkdir(parents=True)
+    write_seg(ct["S1"], frames, {1: ("lesion", *LESION)}, ours, description="tumorburden segmentation")
+    objects = tmp_path / "objects"
+    objects.mkdir()
+    write_seg(ct["S1"], frames, {1: ("Lesion 1", *LESION)}, objects / "corrected.dcm")
+    write_rtstruct(ct["S2"][0], {"GTV": [pixel_outline(ct["S2"][3], 4, 6, 4, 6)]}, objects / "rs.dcm")
+    uploaded = [*(private / "pacs").rglob("*.dcm"), ours, *objects.glob("*.dcm")]
+    assert server.upload(uploaded) == 12 + 3
+    folder = tmp_path / "reviews"
+    argv = ["pacs", "fetch-reviews", f"--dicomweb={json.dumps({'url': server.url, 'credentials_env': 'TB_PACS'})}",
+            f"--scans-table={scans}", f"--private-seg-dir={private / 'dicom_seg'}", f"--review-dir={folder}"]
+    hospital = {ds.SeriesInstanceUID for d in ct.values() for ds in d} | {ds.StudyInstanceUID for d in ct.values()
+                                                                          for ds in d}
+    hospital |= {pydicom.dcmread(p).SOPInstanceUID for p in objects.glob("*.dcm")} | {"P1", "P2"}
+
+    monkeypatch.setenv("TB_PACS", "radiology:nope")
+    assert main(argv) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"DICOMweb server {server.url} refused the credentials" in line and "nope" not in line
+
+    monkeypatch.setenv("TB_PACS", "radiology:s3cret")
+    caplog.set_level("INFO")
+    assert main(argv) == 0
+    got = sorted(folder.iterdir())
+    assert sorted(pydicom.dcmread(p).Modality for p in got) == ["RTSTRUCT", "SEG"]
+    assert "scan S1: SEG review" in caplog.text and "scan S2: RTSTRUCT review" in caplog.text
+    assert "2 new" in caplog.text
+    assert not [u for u in hospital if u in caplog.text or any(u in p.name for p in got)]
+
+    stamps = {p: p.stat().st_mtime_ns for p in got}
+    caplog.clear()
+    assert main(argv) == 0
+    assert "0 new" in caplog.text and {p: p.stat().st_mtime_ns for p in folder.iterdir()} == stamps
+
+    server.stop()
+    assert main(argv) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"DICOMweb server {server.url} unreachable" in line

@@ -6,7 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from tumorburden.paths import ID_REGEX  # noqa: E402
-from tumorburden.study import StudyError, check_study, private_dir, results_dir  # noqa: E402
+from tumorburden.study import StudyError, check_study, private_dir, results_dir, review_dir  # noqa: E402
 from tumorburden.workflow_plan import (  # noqa: E402
     DYNAMIC_KEYS,
     JOINT_KEYS,
@@ -167,10 +167,11 @@ def reference_scan_of_patient():
     return PLAN.reference_scan_of_patient()
 
 
-# Review (review.smk): a radiologist's corrected segmentations in review.dir, each matched to its scan
+# Review (review.smk): a radiologist's corrected segmentations in the review folder, each matched to its scan
 # by its header when the DAG is built; a reviewed scan's lesions reach `track` from its own rule, so
 # nothing of the model's segmentation or of any other scan reruns.
-REVIEW = section(config, "review")
+# review.dir, or for a dicomweb study the private folder `snakemake fetch_reviews` fills (study.review_dir)
+REVIEW = {**section(config, "review"), "dir": review_dir(config)}
 
 
 def _index_reviews():

@@ -1,10 +1,11 @@
 # A DICOMweb study's results back to the server (docs/pacs.md): `snakemake push_results` writes each
 # scan's SR TID 1500 beside its DICOM-SEG and sends both (the identified copies, from the private
-# area) by STOW-RS. Not part of `rule all`: a push to the hospital's PACS is asked for by name.
+# area) by STOW-RS; `snakemake fetch_reviews` downloads the radiologist's corrections into the review
+# folder (docs/review.md). Neither is part of `rule all`: the hospital's PACS is reached when asked.
 
 if STUDY.dicomweb:
 
-    localrules: push_patient, push_results  # the PACS is reached from this machine, not a cluster node
+    localrules: push_patient, push_results, fetch_reviews  # the PACS is reached from this machine, not a cluster node
 
     rule push_patient:
         input:
@@ -34,3 +35,23 @@ if STUDY.dicomweb:
         """Every patient's SEG + SR sent to study.dicomweb (push_url when set)."""
         input:
             lambda wc: expand(f"{R}/pacs/pushed/{{patient_id}}.tsv", patient_id=sorted(dicom_scans_of_patient())),
+
+    rule fetch_reviews:
+        """The radiologist's SEG / RTSTRUCT of each scan, from study.dicomweb into the review folder
+        (review.dir, else private/<name>/reviews), where the next run takes them. No output: asked for,
+        it always asks the server again (what is already downloaded is not fetched twice)."""
+        input:
+            scans=SCANS_TSV,  # discovery's table: each scan's series list, in the private area
+        log:
+            f"{R}/logs/fetch_reviews.log",
+        params:
+            dicomweb=json.dumps(STUDY.dicomweb, sort_keys=True),
+            segs=f"{PRIVATE}/dicom_seg",
+            folder=str(review_dir(config, existing=False)),
+            description=REVIEW["series_description"] or "",
+        conda:
+            ENV
+        shell:
+            "tumorburden pacs fetch-reviews --dicomweb={params.dicomweb:q} --scans-table={input.scans:q}"
+            " --private-seg-dir={params.segs:q} --review-dir={params.folder:q}"
+            " --series-description={params.description:q} > {log:q} 2>&1"

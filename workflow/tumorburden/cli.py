@@ -126,6 +126,13 @@ def cmd_pacs_push(a):
                  dicomweb=_settings(a.dicomweb) or None, receipt=Path(a.receipt))
 
 
+def cmd_pacs_fetch_reviews(a):
+    from tumorburden.pacs.reviews import fetch_study_reviews
+
+    fetch_study_reviews(_settings(a.dicomweb), Path(a.scans_table), Path(a.private_seg_dir), Path(a.review_dir),
+                        a.series_description or None)
+
+
 def _ingest_defaults() -> dict:
     from tumorburden.imaging.ingest import DEFAULTS
 
@@ -433,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p)
     p.set_defaults(func=cmd_discover)
 
-    p = sub.add_parser("pacs", help="a DICOMweb server (study.dicomweb): pull the study's scans, push SEG + SR back")
+    p = sub.add_parser("pacs", help="a DICOMweb server (study.dicomweb): pull the study's scans, push SEG + SR back, "
+                       "fetch the radiologist's reviews")
     pacs = p.add_subparsers(dest="pacs_command", required=True)
     p = pacs.add_parser("pull", help="find each mapped patient's studies (QIDO-RS), choose one series per study from "
                         "their metadata, retrieve only those (WADO-RS) into the private cache; writes what discover writes")
@@ -459,6 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dicomweb", default=None, help="study.dicomweb as JSON; absent: write the SRs, push nothing")
     p.add_argument("--receipt", required=True, help="pacs/pushed/<patient_id>.tsv: what was sent")
     p.set_defaults(func=cmd_pacs_push)
+    p = pacs.add_parser("fetch-reviews", help="download the radiologist's SEG / RTSTRUCT reviews of the study's scans "
+                        "(those referencing a scan's series or our SEG of it, or matching --series-description) into "
+                        "the review folder; what is there already is not fetched again")
+    p.add_argument("--dicomweb", required=True, help="study.dicomweb as JSON (url, credentials_env or netrc)")
+    p.add_argument("--scans-table", required=True, help="manifest/scans.tsv: each scan's series list (private)")
+    p.add_argument("--private-seg-dir", required=True, help="private/<name>/dicom_seg: our identified SEGs")
+    p.add_argument("--review-dir", required=True, help="review.dir, or private/<name>/reviews (keep it out of results/)")
+    p.add_argument("--series-description", default=None, help="review.series_description (fnmatch pattern)")
+    p.set_defaults(func=cmd_pacs_fetch_reviews)
 
     p = sub.add_parser("merge-exclusions", help="append exclusion tables (stage, patient_id, scan_id, reason) to another")
     p.add_argument("--into", required=True)

@@ -456,6 +456,23 @@ def private_dir(config: dict) -> Path:
     return inside(Path("private"), Path("private") / study_cfg.get("name", "study"))
 
 
+REVIEWS = "reviews"  # under the private area: a dicomweb study's reviews, fetched from the server
+
+
+def review_dir(config: dict, existing: bool = True) -> Path | None:
+    """The folder of the radiologist's review objects (docs/review.md): `review.dir`; for a DICOMweb
+    study without it, `<private>/reviews`, where `snakemake fetch_reviews` downloads the reviews from
+    the server. With `existing`, that default counts only once the folder exists (no review step
+    before a fetch). None: no review step."""
+    configured = (config.get("review") or {}).get("dir")
+    if configured:
+        return Path(configured)
+    if not (config.get("study") or {}).get("dicomweb"):
+        return None
+    folder = private_dir(config) / REVIEWS
+    return folder if folder.is_dir() or not existing else None
+
+
 def _load_dicom_root_study(config: dict, schemas_dir: Path) -> Study:
     study_cfg = config["study"]
     name = study_cfg["name"]

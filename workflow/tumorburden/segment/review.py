@@ -44,6 +44,9 @@ DEFAULTS = {
 }
 MODALITIES = ("SEG", "RTSTRUCT")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# WADO-RS in the transfer syntax the server stores (as the pull asks, pacs.client.AS_STORED): asking for
+# another makes the server transcode, and Orthanc 1.10 answers HTTP 500 for a JPEG 2000 SEG
+AS_STORED = (("application/dicom", "*"),)
 # A contour is drawn on a slice: its points lie this close (in slices) to one slice of the scan.
 ON_SLICE_TOLERANCE = 0.25
 
@@ -320,6 +323,24 @@ def index_reviews(folder: Path, scan_images: dict[str, str], series_description:
     return found
 
 
+def review_references(scan_images: dict[str, str], our_segs: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """StudyInstanceUID -> the series a review in that study may reference: each scan's source series
+    (from its first file's header) and our DICOM-SEG of the scan when it exists. Read from the private
+    side only (the scans' files, our identified SEG copies): what `fetch_reviews` asks the server for."""
+    studies: dict[str, set[str]] = {}
+    for scan_id, image in sorted(scan_images.items()):
+        study, series = _series_of(_dicom_files(str(image)), first_only=True)
+        if not study:
+            continue  # a NIfTI source: no series a review could reference
+        refs = studies.setdefault(study, set())
+        refs |= series
+        seg = (our_segs or {}).get(scan_id)
+        header = read_review_header(Path(seg)) if seg and Path(seg).is_file() else None
+        if header is not None:
+            refs.add(header.series_uid)
+    return studies
+
+
 def review_file_name(sop_instance_uid: str, modality: str) -> str:
     """A file name for a downloaded review that does not carry the hospital's UID (Snakemake's log
     prints input paths)."""
@@ -361,7 +382,8 @@ def fetch_reviews(client, folder: Path, studies: dict[str, set[str]], series_des
     paths = []
     for study_uid, referable in sorted(studies.items()):
         for modality in MODALITIES:
-            for found in client.search_for_series(study_instance_uid=study_uid, search_filters={"Modality": modality}):
+            for found in client.search_for_series(study_instance_uid=study_uid, search_filters={"Modality": modality},
+                                                  get_remaining=True):
                 series_uid = str((found.get("0020000E", {}).get("Value") or [""])[0])
                 if not series_uid or series_uid in referable:
                     continue
@@ -373,7 +395,7 @@ def fetch_reviews(client, folder: Path, studies: dict[str, set[str]], series_des
                                  & referable for m in metadata)
                 if not wanted:
                     continue
-                for ds in client.retrieve_series(study_uid, series_uid):
+                for ds in client.retrieve_series(study_uid, series_uid, media_types=AS_STORED):
                     path = folder / review_file_name(str(ds.SOPInstanceUID), modality)
                     if not path.exists():
                         partial = path.with_suffix(".part")
