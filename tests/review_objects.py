@@ -2,12 +2,20 @@
 highdicom on a CT series, and an RT Structure Set written with pydicom from given contours."""
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
 
 LESION = (codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm)
+
+
+def sorted_slices(paths):
+    """The data sets of a CT series' files, in slice order (along the normal of their orientation)."""
+    datasets = [pydicom.dcmread(f) for f in paths]
+    normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
+    return sorted(datasets, key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
 
 
 def write_seg(datasets, frames, segments, path, description="corrected"):

@@ -12,9 +12,9 @@ import pytest
 from pydicom.sr.codedict import codes
 from scipy import ndimage
 
-from review_objects import LESION, pixel_outline, write_rtstruct, write_seg
+from review_objects import LESION, pixel_outline, sorted_slices, write_rtstruct, write_seg
 from tumorburden import labels as L
-from workflow_run import TINY, snakemake
+from workflow_run import TINY, pending_jobs, snakemake
 
 VOXEL_ML = 4.0 ** 3 / 1000  # the tiny trial's 4 mm voxels: one is above lesions.min_volume_ml
 PER_SCAN = {"ingest", "segment", "measure", "synth_render", "segment_dicom"}
@@ -24,10 +24,7 @@ DOWNSTREAM = {"measure_review", "review_table", "track", "burden", "features", "
 
 
 def _series(results, scan):
-    files = sorted((results / "synthetic" / "dicom" / scan.patient_id / scan.scan_id).glob("*.dcm"))
-    datasets = [pydicom.dcmread(f) for f in files]
-    normal = np.cross(*np.reshape(np.asarray(datasets[0].ImageOrientationPatient, float), (2, 3)))
-    return sorted(datasets, key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
+    return sorted_slices(sorted((results / "synthetic" / "dicom" / scan.patient_id / scan.scan_id).glob("*.dcm")))
 
 
 def write_reviews(results, folder):
@@ -58,24 +55,13 @@ def write_reviews(results, folder):
             rt_scan.scan_id: ("RTSTRUCT", 1, 5 * 5 * 3 * VOXEL_ML)}
 
 
-def _pending(workdir, config, *targets):
-    proc = snakemake(workdir, config, *targets, "-n", "--quiet", "rules")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    counts = {}
-    for line in (proc.stdout + proc.stderr).splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
-            counts[parts[0]] = int(parts[1])
-    return counts
-
-
 def review_round_trip(workdir):
     """The checks, on a finished tiny run's working directory (a copy: it is changed)."""
     results = workdir / "results" / "tiny"
     # the copy's files are older than this checkout's model weights: mark them up to date first
     proc = snakemake(workdir, TINY, "--touch")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _pending(workdir, TINY) == {}
+    assert pending_jobs(workdir, TINY) == {}
     # a review of a study the trial does not have stops the run before any job, in one line naming it
     stray = workdir / "stray"
     stray.mkdir()
@@ -92,7 +78,7 @@ def review_round_trip(workdir):
     drawn = write_reviews(results, workdir / "review")
     config = {**TINY, "review": {"dir": str(workdir / "review")}}
 
-    pending = _pending(workdir, config)
+    pending = pending_jobs(workdir, config)
     assert pending.get("measure_review") == 2 and pending.get("review_table") == 1
     assert set(pending) <= DOWNSTREAM and not set(pending) & PER_SCAN, pending
 
@@ -118,7 +104,7 @@ def review_round_trip(workdir):
     assert not review.loc[others, "reviewed"].any()
     # every other scan's burden is the model's, as before (its patient's tracks may differ, its volume not)
     pd.testing.assert_series_equal(burden.loc[others, "total_volume_ml"], burden_before.loc[others, "total_volume_ml"])
-    assert _pending(workdir, config, *targets) == {}
+    assert pending_jobs(workdir, config, *targets) == {}
 
 
 @pytest.mark.e2e

@@ -31,6 +31,18 @@ def snakemake(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedP
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=2700)
 
 
+def pending_jobs(workdir: Path, config: dict, *targets: str) -> dict[str, int]:
+    """rule -> number of jobs a dry run (`snakemake -n`) of `targets` would run; {} when all is up to date."""
+    proc = snakemake(workdir, config, *targets, "-n", "--quiet", "rules")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] != "total":
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
 # What a run of the whole study writes from every scan's outputs: Snakemake does not regenerate a
 # missing intermediate file under outputs that are present and newer, so a seeded copy drops them.
 STUDY_OUTPUTS = ["tables", "survival", "figures", "truth/scores.csv", "qc/exclusions.tsv", "report.html"]

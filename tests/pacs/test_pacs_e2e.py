@@ -1,5 +1,7 @@
 """A small synthetic trial uploaded to a real Orthanc, run from the server, pushed back; the SEG and
-SR read back from the server with highdicom and compared with lesions.parquet."""
+SR read back from the server with highdicom and compared with lesions.parquet. Then the review round
+trip on the same run: a radiologist's corrected SEG and an RT Structure Set stored on the server,
+`snakemake fetch_reviews`, and only the reviewed scans' downstream reruns."""
 
 from __future__ import annotations
 
@@ -14,15 +16,19 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from workflow_run import TINY, snakemake
+from review_objects import LESION, pixel_outline, sorted_slices, write_rtstruct, write_seg
+from workflow_run import TINY, pending_jobs, snakemake
 
 from tumorburden.cli import main
 from tumorburden.imaging.volume import load_nifti
+from tumorburden.labels import NODE_LESION
 from tumorburden.pacs.client import connect
 from tumorburden.segment.dicomseg import read_dicom_seg_labels
 from tumorburden.segment.engine import labels_to_grid
 
 SECRETS = ("HOSP-0", "HOSP-1", "Smith", "Johnny", "19491231")
+# jobs that read a scan's pixels or the server's series: a review must not rerun any of them
+PER_SCAN = {"discover", "ingest", "segment", "measure", "segment_dicom", "push_patient"}
 
 
 def _hospital_export(tmp_path: Path) -> tuple[Path, list[str]]:
@@ -145,3 +151,83 @@ def test_pull_run_push_and_read_back(orthanc, tmp_path):
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert {p: p.read_bytes() for p in (private / "dicom_sr").rglob("*.dcm")} == before
     assert len(_server_objects(pacs, ["HOSP-0", "HOSP-1"], "SR")) == len(scans)
+
+    hospital_uids |= _review_round_trip(tmp_path, config, orthanc, scans)
+    for path in out.rglob("*"):  # the review's objects carry the hospital's identity too: none of it in results/
+        if path.is_file():
+            text = path.read_bytes().decode("latin-1")
+            assert not [s for s in SECRETS + tuple(hospital_uids) if s in text], path
+
+
+def _block_without_node_lesion(segmentation: Path, size: int, n_slices: int) -> tuple[int, int]:
+    """(first pixel, middle slice) of a block of size x size pixels (the same rows as columns, so the same
+    voxels whichever in-plane axis comes first) on the 3 middle slices where the model found no lymph-node
+    lesion: a reviewed 'lesion' voxel the model called a node stays one (docs/review.md), which would make
+    the reviewed block two lesions."""
+    labels = load_nifti(segmentation, dtype=np.uint8).array
+    assert labels.shape[2] == n_slices
+    k = n_slices // 2
+    for first in range(labels.shape[0] // 2 - 8, 8, -3):
+        if not (labels[first:first + size, first:first + size, k - 1:k + 2] == NODE_LESION).any():
+            return first, k
+    raise AssertionError(f"{segmentation}: no block free of lymph-node lesions")
+
+
+def _review_round_trip(workdir: Path, config: dict, orthanc, scans: pd.DataFrame) -> set[str]:
+    """On the finished run: a corrected SEG (one cube lesion in place of the model's) for a scan of the first
+    patient and an RT Structure Set (one square on three slices) for a scan of the second, stored on the
+    server; `snakemake fetch_reviews` takes them into the private review folder; then only those scans'
+    measure_review and the study steps after them rerun, and their burden is what the radiologist drew.
+    Returns the UIDs of the review objects (the hospital's)."""
+    out, private = workdir / "results/pacs", workdir / "private/pacs"
+    by_patient = scans.sort_values(["patient_id", "days"]).groupby("patient_id")["scan_id"]
+    seg_scan, rt_scan = by_patient.last().iloc[0], by_patient.first().iloc[1]
+    slices = {s: sorted_slices([workdir / f for f in json.loads((private / f"series/{s}.json").read_text())["files"]])
+              for s in (seg_scan, rt_scan)}
+    voxel_ml = {}
+    for s, datasets in slices.items():  # from the headers, not from what the pipeline wrote
+        row_mm, col_mm = (float(v) for v in datasets[0].PixelSpacing)
+        step = abs(float(datasets[1].ImagePositionPatient[2]) - float(datasets[0].ImagePositionPatient[2]))
+        voxel_ml[s] = row_mm * col_mm * step / 1000
+    objects = workdir / "review-objects"
+    objects.mkdir()
+    datasets = slices[seg_scan]
+    first, k = _block_without_node_lesion(out / f"scans/{seg_scan}/segmentation.nii.gz", 4, len(datasets))
+    frames = np.zeros((len(datasets), datasets[0].Rows, datasets[0].Columns), np.uint8)
+    frames[k - 1:k + 2, first:first + 4, first:first + 4] = 1  # 3 slices x 4 x 4 pixels
+    write_seg(datasets, frames, {1: ("Lesion 1", *LESION)}, objects / "corrected.dcm", description="corrected by Dr X")
+    datasets = slices[rt_scan]
+    first, k = _block_without_node_lesion(out / f"scans/{rt_scan}/segmentation.nii.gz", 5, len(datasets))
+    contours = [pixel_outline(datasets[j], first, first + 4, first, first + 4) for j in (k - 1, k, k + 1)]  # 3 x 5 x 5
+    write_rtstruct(datasets[0], {"GTV 1": contours}, objects / "structures.dcm")
+    drawn = {seg_scan: ("SEG", 3 * 4 * 4 * voxel_ml[seg_scan]), rt_scan: ("RTSTRUCT", 5 * 5 * 3 * voxel_ml[rt_scan])}
+    assert orthanc.upload(sorted(objects.glob("*.dcm"))) == 2
+    burden_before = pd.read_parquet(out / "tables/burden.parquet").set_index("scan_id")
+    before = {p: p.stat().st_mtime_ns for p in (out / "scans").rglob("*") if p.is_file()}
+
+    proc = snakemake(workdir, config, "fetch_reviews")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    fetched = sorted((private / "reviews").iterdir())  # review.dir unset: the dicomweb study's default
+    assert sorted(pydicom.dcmread(p).Modality for p in fetched) == ["RTSTRUCT", "SEG"]
+    log = (out / "logs/fetch_reviews.log").read_text()
+    assert f"scan {seg_scan}: SEG review" in log and f"scan {rt_scan}: RTSTRUCT review" in log, log
+
+    # a plain run now: no scan's ingest, segmentation or measurement, the two reviews measured once each
+    pending = pending_jobs(workdir, config)
+    assert pending.get("measure_review") == 2 and not set(pending) & PER_SCAN, pending
+    targets = ["results/pacs/tables/burden.parquet", "results/pacs/tables/review.parquet"]
+    assert pending_jobs(workdir, config, *targets) == {"measure_review": 2, "review_table": 1, "track": 1, "burden": 1}
+    proc = snakemake(workdir, config, *targets)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [p for p, t in before.items() if p.stat().st_mtime_ns != t] == []
+    burden = pd.read_parquet(out / "tables/burden.parquet").set_index("scan_id")
+    review = pd.read_parquet(out / "tables/review.parquet").set_index("scan_id")
+    for scan_id, (kind, volume_ml) in drawn.items():
+        assert burden.loc[scan_id, "total_volume_ml"] == pytest.approx(volume_ml, rel=1e-9)
+        assert burden.loc[scan_id, "n_lesions"] == 1
+        assert review.loc[scan_id, "reviewed"] and review.loc[scan_id, "review_kind"] == kind
+    others = [s for s in burden.index if s not in drawn]
+    assert others and not review.loc[others, "reviewed"].any()
+    pd.testing.assert_series_equal(burden.loc[others, "total_volume_ml"], burden_before.loc[others, "total_volume_ml"])
+    return {uid for p in objects.glob("*.dcm") for uid in (pydicom.dcmread(p).SOPInstanceUID,
+                                                           pydicom.dcmread(p).SeriesInstanceUID)}
