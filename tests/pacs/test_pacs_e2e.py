@@ -37,19 +37,24 @@ def _hospital_export(tmp_path: Path) -> tuple[Path, list[str]]:
     assert main(["synth-trial", f"--settings={settings}", f"--out-dir={tmp_path / 'trial'}"]) == 0
     scans = pd.read_csv(tmp_path / "trial/synthetic/scans.tsv", sep="\t", dtype=str)
     counts = scans.groupby("patient_id").size()
-    chosen = sorted(counts[counts == 2].index)[:2]
+    # two patients, each with their first two scans (baseline and first follow-up): the trial's design
+    # gives most patients more, and two scans each are all the round trip needs
+    chosen = sorted(counts[counts >= 2].index)[:2]
+    assert len(chosen) == 2, counts
     export = tmp_path / "export"
     for n, pid in enumerate(chosen):
-        rendered = tmp_path / "render" / pid
-        assert main(["synth-render", f"--settings={settings}", f"--patient-id={pid}", f"--dicom-dir={rendered}",
-                     f"--truth-dir={tmp_path / 'truth' / pid}"]) == 0
-        for path in sorted(rendered.rglob("*.dcm")):
-            ds = pydicom.dcmread(path)
-            ds.PatientID, ds.PatientName, ds.PatientBirthDate = f"HOSP-{n}", "Smith^Johnny", "19491231"
-            del ds.PatientIdentityRemoved
-            out = export / path.relative_to(rendered)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ds.save_as(out)
+        mine = scans[scans["patient_id"] == pid]
+        for scan_id in mine.sort_values("days", key=lambda d: d.astype(float))["scan_id"][:2]:
+            rendered = tmp_path / "render" / scan_id
+            assert main(["synth-render", f"--settings={settings}", f"--scan-id={scan_id}", f"--dicom-dir={rendered}",
+                         f"--truth-dir={tmp_path / 'truth' / scan_id}"]) == 0
+            for path in sorted(rendered.rglob("*.dcm")):
+                ds = pydicom.dcmread(path)
+                ds.PatientID, ds.PatientName, ds.PatientBirthDate = f"HOSP-{n}", "Smith^Johnny", "19491231"
+                del ds.PatientIdentityRemoved
+                out = export / scan_id / path.relative_to(rendered)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                ds.save_as(out)
     patients = pd.read_parquet(tmp_path / "trial/truth/patients.parquet").set_index("patient_id")
     clinical = pd.read_csv(tmp_path / "trial/synthetic/clinical.tsv", sep="\t", dtype={"patient_id": str})
     clinical = clinical[clinical["patient_id"].isin(chosen)]
