@@ -30,14 +30,17 @@ def _hospital_export(tmp_path: Path) -> tuple[Path, list[str]]:
     settings = json.dumps(TINY["synthetic"])
     assert main(["synth-trial", f"--settings={settings}", f"--out-dir={tmp_path / 'trial'}"]) == 0
     scans = pd.read_csv(tmp_path / "trial/synthetic/scans.tsv", sep="\t", dtype=str)
+    # the two patients with the fewest scans (at least 2), their first two scans: a baseline and a follow-up
     counts = scans.groupby("patient_id").size()
-    chosen = sorted(counts[counts == 2].index)[:2]
+    chosen = sorted(counts[counts >= 2].index, key=lambda p: (counts[p], p))[:2]
+    by_day = scans.assign(days=scans["days"].astype(float)).sort_values("days")
+    kept = set(by_day.groupby("patient_id").head(2)["scan_id"])
     export = tmp_path / "export"
     for n, pid in enumerate(chosen):
         rendered = tmp_path / "render" / pid
         assert main(["synth-render", f"--settings={settings}", f"--patient-id={pid}", f"--dicom-dir={rendered}",
                      f"--truth-dir={tmp_path / 'truth' / pid}"]) == 0
-        for path in sorted(rendered.rglob("*.dcm")):
+        for path in sorted(p for p in rendered.rglob("*.dcm") if p.relative_to(rendered).parts[0] in kept):
             ds = pydicom.dcmread(path)
             ds.PatientID, ds.PatientName, ds.PatientBirthDate = f"HOSP-{n}", "Smith^Johnny", "19491231"
             del ds.PatientIdentityRemoved
@@ -46,7 +49,7 @@ def _hospital_export(tmp_path: Path) -> tuple[Path, list[str]]:
             ds.save_as(out)
     patients = pd.read_parquet(tmp_path / "trial/truth/patients.parquet").set_index("patient_id")
     clinical = pd.read_csv(tmp_path / "trial/synthetic/clinical.tsv", sep="\t", dtype={"patient_id": str})
-    clinical = clinical[clinical["patient_id"].isin(chosen)]
+    clinical = clinical[clinical["patient_id"].isin(chosen)]  # (their outcomes as simulated)
     clinical["baseline_date"] = [patients.loc[p, "day0_date"] for p in clinical["patient_id"]]
     clinical.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
     pd.DataFrame({"dicom_patient_id": ["HOSP-0", "HOSP-1"], "patient_id": chosen}).to_csv(
