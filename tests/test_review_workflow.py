@@ -19,8 +19,8 @@ from workflow_run import TINY, pending_jobs, snakemake
 VOXEL_ML = 4.0 ** 3 / 1000  # the tiny trial's 4 mm voxels: one is above lesions.min_volume_ml
 PER_SCAN = {"ingest", "segment", "measure", "synth_render", "segment_dicom"}
 DOWNSTREAM = {"measure_review", "review_table", "track", "burden", "features", "survival", "survival_prediction",
-              "burden_figures", "c_index_figure", "forest_figures", "km_figures", "prediction_figures",
-              "td_auc_figures", "score_against_truth", "all"}
+              "survival_joint", "survival_dynamic", "burden_figures", "c_index_figure", "forest_figures", "km_figures",
+              "prediction_figures", "td_auc_figures", "dynamic_figures", "score_against_truth", "all"}
 
 
 def _series(results, scan):

@@ -67,6 +67,25 @@ def test_recovers_a_known_motion_across_grids(reference):
     assert info["rotation_deg"] == pytest.approx(4.0, abs=0.5)
 
 
+def test_the_transform_does_not_depend_on_the_callers_itk_threads(reference):
+    """Bit for bit, whatever ITK's thread pool (a resumed run must give the tables of an uninterrupted
+    one); the caller's setting is left as it was."""
+    import SimpleITK as sitk
+
+    moving = render((3.0, 3.0, 5.0), (110, 80, 48), (-160.0, -120.0, -100.0), motion_matrix(4.0, (12.0, -8.0, 15.0)))
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    results = []
+    try:
+        for threads in (1, 4):
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            results.append(register.rigid_matrix(moving, reference))
+            assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == threads
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+    (m1, info1), (m4, info4) = results
+    assert np.array_equal(m1, m4) and info1["metric"] == info4["metric"]
+
+
 def test_register_scan_files(tmp_path, reference):
     save_nifti(reference, tmp_path / "ref.nii.gz")
     rec = register.register_scan(tmp_path / "ref.nii.gz", tmp_path / "ref.nii.gz", "S0", "S0",

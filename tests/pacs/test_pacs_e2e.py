@@ -36,28 +36,26 @@ def _hospital_export(tmp_path: Path) -> tuple[Path, list[str]]:
     settings = json.dumps(TINY["synthetic"])
     assert main(["synth-trial", f"--settings={settings}", f"--out-dir={tmp_path / 'trial'}"]) == 0
     scans = pd.read_csv(tmp_path / "trial/synthetic/scans.tsv", sep="\t", dtype=str)
+    # the two patients with the fewest scans (at least 2), their first two scans: a baseline and a follow-up
     counts = scans.groupby("patient_id").size()
-    # two patients, each with their first two scans (baseline and first follow-up): the trial's design
-    # gives most patients more, and two scans each are all the round trip needs
-    chosen = sorted(counts[counts >= 2].index)[:2]
-    assert len(chosen) == 2, counts
+    chosen = sorted(counts[counts >= 2].index, key=lambda p: (counts[p], p))[:2]
+    by_day = scans.assign(days=scans["days"].astype(float)).sort_values("days")
+    kept = set(by_day.groupby("patient_id").head(2)["scan_id"])
     export = tmp_path / "export"
     for n, pid in enumerate(chosen):
-        mine = scans[scans["patient_id"] == pid]
-        for scan_id in mine.sort_values("days", key=lambda d: d.astype(float))["scan_id"][:2]:
-            rendered = tmp_path / "render" / scan_id
-            assert main(["synth-render", f"--settings={settings}", f"--scan-id={scan_id}", f"--dicom-dir={rendered}",
-                         f"--truth-dir={tmp_path / 'truth' / scan_id}"]) == 0
-            for path in sorted(rendered.rglob("*.dcm")):
-                ds = pydicom.dcmread(path)
-                ds.PatientID, ds.PatientName, ds.PatientBirthDate = f"HOSP-{n}", "Smith^Johnny", "19491231"
-                del ds.PatientIdentityRemoved
-                out = export / scan_id / path.relative_to(rendered)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                ds.save_as(out)
+        rendered = tmp_path / "render" / pid
+        assert main(["synth-render", f"--settings={settings}", f"--patient-id={pid}", f"--dicom-dir={rendered}",
+                     f"--truth-dir={tmp_path / 'truth' / pid}"]) == 0
+        for path in sorted(p for p in rendered.rglob("*.dcm") if p.relative_to(rendered).parts[0] in kept):
+            ds = pydicom.dcmread(path)
+            ds.PatientID, ds.PatientName, ds.PatientBirthDate = f"HOSP-{n}", "Smith^Johnny", "19491231"
+            del ds.PatientIdentityRemoved
+            out = export / path.relative_to(rendered)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            ds.save_as(out)
     patients = pd.read_parquet(tmp_path / "trial/truth/patients.parquet").set_index("patient_id")
     clinical = pd.read_csv(tmp_path / "trial/synthetic/clinical.tsv", sep="\t", dtype={"patient_id": str})
-    clinical = clinical[clinical["patient_id"].isin(chosen)]
+    clinical = clinical[clinical["patient_id"].isin(chosen)]  # (their outcomes as simulated)
     clinical["baseline_date"] = [patients.loc[p, "day0_date"] for p in clinical["patient_id"]]
     clinical.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
     pd.DataFrame({"dicom_patient_id": ["HOSP-0", "HOSP-1"], "patient_id": chosen}).to_csv(

@@ -95,26 +95,30 @@ def cmd_ingest(a):
                dtype=a.dtype)
 
 
-def cmd_discover(a):
-    from tumorburden.imaging.discover import discover
+def _discovery_args(a) -> tuple[list, dict]:
+    """What discovery reads, from a folder (discover) or a DICOMweb server (pacs pull): the patient
+    map, the baseline dates, the output folders and the settings; and the series override."""
     from tumorburden.study import baseline_dates, read_patient_map, read_series_override, read_table
 
     clinical = read_table(Path(a.clinical))
     override = read_series_override(Path(a.series_override)) if a.series_override else None
-    discover(Path(a.dicom_root), read_patient_map(Path(a.patient_map), clinical),
-             baseline_dates(clinical, Path(a.clinical)), Path(a.results_dir), Path(a.private_dir),
-             {**_ingest_defaults(), **_settings(a.settings)}, override=override)
+    return ([read_patient_map(Path(a.patient_map), clinical), baseline_dates(clinical, Path(a.clinical)),
+             Path(a.results_dir), Path(a.private_dir), {**_ingest_defaults(), **_settings(a.settings)}],
+            {"override": override})
+
+
+def cmd_discover(a):
+    from tumorburden.imaging.discover import discover
+
+    args, options = _discovery_args(a)
+    discover(Path(a.dicom_root), *args, **options)
 
 
 def cmd_pacs_pull(a):
     from tumorburden.pacs.pull import pull
-    from tumorburden.study import baseline_dates, read_patient_map, read_series_override, read_table
 
-    clinical = read_table(Path(a.clinical))
-    override = read_series_override(Path(a.series_override)) if a.series_override else None
-    pull(_settings(a.dicomweb), read_patient_map(Path(a.patient_map), clinical),
-         baseline_dates(clinical, Path(a.clinical)), Path(a.results_dir), Path(a.private_dir),
-         {**_ingest_defaults(), **_settings(a.settings)}, override=override)
+    args, options = _discovery_args(a)
+    pull(_settings(a.dicomweb), *args, **options)
 
 
 def cmd_pacs_push(a):

@@ -12,6 +12,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# The columns of an IPCW Brier / IPA / AUC score (survival/score.py), at a horizon (score) or in a
+# landmark window (dynamic_accuracy).
+_SCORE_COLUMNS = {
+    "n": "int",
+    "cases": "int",
+    "controls": "int",
+    "censored_before": "int",
+    "brier": "float",
+    "brier_se": "float",
+    "brier_lower": "float",
+    "brier_upper": "float",
+    "ipa": "float",
+    "auc": "float",
+    "auc_se": "float",
+    "auc_lower": "float",
+    "auc_upper": "float",
+    "status": "str",
+}
+
 SCHEMAS: dict[str, dict[str, str]] = {
     # scans/<scan_id>/lesions.parquet: one row per lesion of one scan
     "scan_lesions": {
@@ -269,20 +288,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "endpoint": "str",
         "time_days": "float",
         "model": "str",
-        "n": "int",
-        "cases": "int",
-        "controls": "int",
-        "censored_before": "int",
-        "brier": "float",
-        "brier_se": "float",
-        "brier_lower": "float",
-        "brier_upper": "float",
-        "ipa": "float",
-        "auc": "float",
-        "auc_se": "float",
-        "auc_lower": "float",
-        "auc_upper": "float",
-        "status": "str",
+        **_SCORE_COLUMNS,
     },
     # survival/score_contrast.csv: model - reference at each horizon, influence-function CIs, as
     # riskRegression::Score's contrasts (survival/score.py)
@@ -515,20 +521,7 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "window_days": "float",
         "model": "str",
         "n_at_risk": "int",
-        "n": "int",
-        "cases": "int",
-        "controls": "int",
-        "censored_before": "int",
-        "brier": "float",
-        "brier_se": "float",
-        "brier_lower": "float",
-        "brier_upper": "float",
-        "ipa": "float",
-        "auc": "float",
-        "auc_se": "float",
-        "auc_lower": "float",
-        "auc_upper": "float",
-        "status": "str",
+        **_SCORE_COLUMNS,
     },
     # survival/table1.csv: baseline characteristics, long format
     "table1": {

@@ -56,14 +56,21 @@ def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
         raise ValueError(f"{segmentation}: grid {seg.shape} does not match the image {image} grid {img.shape} "
                          "(segment the ingested image again)")
     labels = np.asarray(seg.array).astype(np.uint8, copy=False)
-    lesions = measure_lesions(img, labels, s)
+    lesions = write_scan_lesions(img, labels, patient_id, scan_id, lesions_out, s)
+    tables.write(tissue_table(labels, img.voxel_ml, patient_id, scan_id), tissue_out, "scan_tissue")
+    log.info("%s: %d lesion(s), %.1f mL", scan_id, len(lesions), lesions["volume_ml"].sum() if len(lesions) else 0.0)
+    return lesions
+
+
+def write_scan_lesions(img: Volume, labels: np.ndarray, patient_id: str, scan_id: str, out: Path,
+                       settings: dict) -> pd.DataFrame:
+    """The scan's lesion table (schema scan_lesions) from its label map, written to `out`; returned."""
+    lesions = measure_lesions(img, labels, settings)
     lesions.insert(0, "scan_id", scan_id)
     lesions.insert(0, "patient_id", patient_id)
     if lesions.empty:
         lesions = tables.empty("scan_lesions")
-    tables.write(lesions, lesions_out, "scan_lesions")
-    tables.write(tissue_table(labels, img.voxel_ml, patient_id, scan_id), tissue_out, "scan_tissue")
-    log.info("%s: %d lesion(s), %.1f mL", scan_id, len(lesions), lesions["volume_ml"].sum() if len(lesions) else 0.0)
+    tables.write(lesions, out, "scan_lesions")
     return lesions
 
 

@@ -10,7 +10,7 @@ scan of the patient is registered to it with SimpleITK:
   the table at different positions start close;
 - a rigid (Euler 3-D) transform maximises Mattes mutual information inside the reference's
   body mask, three levels (shrink 4, 2, 1), regular-step gradient descent, fixed sampling
-  seed and one thread, so the same scans give the same transform;
+  seed and one ITK thread throughout, so the same scans give the same transform, bit for bit;
 - a result that rotates more than ``registration_max_rotation_deg`` is implausible for a
   patient lying on a CT table: the identity is used instead and the file says why.
 
@@ -71,6 +71,21 @@ def _isotropic(image, mm: float):
 
 def rigid_matrix(moving: Volume, reference: Volume, settings: dict | None = None) -> tuple[np.ndarray, dict]:
     """(4x4 RAS matrix from `moving`'s mm to `reference`'s mm, info) by rigid registration."""
+    import SimpleITK as sitk
+
+    # One ITK thread for the whole registration (smoothing, resampling, the metric's work units), not
+    # only the optimiser's: with ITK's pool the metric's sums were split by thread scheduling, and the
+    # same two scans gave transforms a few 1e-7 apart from run to run (a resumed run's tables then
+    # differed from an uninterrupted one's). The job is a one-thread job in the workflow anyway.
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _rigid_matrix(moving, reference, settings)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _rigid_matrix(moving: Volume, reference: Volume, settings: dict | None = None) -> tuple[np.ndarray, dict]:
     import SimpleITK as sitk
 
     s = {**DEFAULTS, **(settings or {})}

@@ -28,7 +28,7 @@ from tumorburden import labels as L
 from tumorburden import tables
 from tumorburden.imaging.volume import load_nifti
 from tumorburden.lesions.measure import DEFAULTS as MEASURE_DEFAULTS
-from tumorburden.lesions.measure import measure_lesions
+from tumorburden.lesions.measure import write_scan_lesions
 from tumorburden.study import read_scans_table
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,7 @@ def measure_review(image: Path, ai_segmentation: Path, reviewed_segmentation: Pa
         if not img.same_grid(seg):
             raise ValueError(f"{path}: grid {seg.shape} does not match the image {image} grid {img.shape}")
     reviewed_labels = np.asarray(reviewed.array).astype(np.uint8, copy=False)
-    lesions = measure_lesions(img, reviewed_labels, s)
-    lesions.insert(0, "scan_id", scan_id)
-    lesions.insert(0, "patient_id", patient_id)
-    if lesions.empty:
-        lesions = tables.empty("scan_lesions")
-    tables.write(lesions, lesions_out, "scan_lesions")
+    lesions = write_scan_lesions(img, reviewed_labels, patient_id, scan_id, lesions_out, s)
     model = tables.read(ai_lesions, "scan_lesions")
     row = {
         "patient_id": patient_id,

@@ -610,6 +610,28 @@ def _model_description(s: dict, grid: dict) -> dict:
     return {"survival_model": "baseline", **_baseline_description(s, grid)}
 
 
+def _trial_size(s: dict) -> dict:
+    return {"seed": int(s["seed"]), "size": s["size"], "n_patients": s["n_patients"],
+            "cohorts": {c: float(v) for c, v in s["cohorts"].items()}}
+
+
+def _shared_description(s: dict, grid: dict, new_lesions_from: str) -> dict:
+    """What both survival models' descriptions say alike: censoring, kinetics, lesions, image, grid."""
+    return {
+        "censoring": {
+            "accrual_days": float(s["accrual_days"]),
+            "study_days": float(s["study_days"]),
+            "dropout_per_year": float(s["dropout_per_year"]),
+            "rule": "min(study_days - accrual (uniform in [0, accrual_days]), exponential dropout)",
+        },
+        "kinetics": s["kinetics"],
+        "lesion_model": "stein: V0 (exp(-d t) + exp(g t) - 1) for t >= 0, V0 exp(g t) before; "
+        f"new lesions V exp(g (t - {new_lesions_from})); semi-axes capped at {MAX_SEMI_AXIS_MM} mm",
+        "image": {"noise_hu": float(s["noise_hu"]), "blur_mm": float(s["blur_mm"])},
+        "grid": grid,
+    }
+
+
 def _visits_description(s: dict, grid: dict) -> dict:
     sm = s["survival_model"]
     shape = float(sm["weibull_shape"])
@@ -617,10 +639,7 @@ def _visits_description(s: dict, grid: dict) -> dict:
     alpha, beta = math.log(sm["death_hr_per_log_burden"]), math.log(sm["death_hr_per_slope"])
     return {
         "survival_model": "visits",
-        "seed": int(s["seed"]),
-        "size": s["size"],
-        "n_patients": s["n_patients"],
-        "cohorts": {c: float(v) for c, v in s["cohorts"].items()},
+        **_trial_size(s),
         "death_hazard": "h0(t) exp(alpha (ln V(t) - ln reference_volume_ml) + beta (dV/dt / V)(t) / 0.001), "
         "V(t) the true total volume of every lesion present (mL), h0 Weibull; drawn by inverting the "
         f"cumulative hazard on a {visits.HAZARD_STEP_DAYS:g}-day grid, held constant after study_days",
@@ -658,17 +677,7 @@ def _visits_description(s: dict, grid: dict) -> dict:
             "attended visit (day 0 without one)",
             "os": "t_death, censored",
         },
-        "censoring": {
-            "accrual_days": float(s["accrual_days"]),
-            "study_days": float(s["study_days"]),
-            "dropout_per_year": float(s["dropout_per_year"]),
-            "rule": "min(study_days - accrual (uniform in [0, accrual_days]), exponential dropout)",
-        },
-        "kinetics": s["kinetics"],
-        "lesion_model": "stein: V0 (exp(-d t) + exp(g t) - 1) for t >= 0, V0 exp(g t) before; "
-        f"new lesions V exp(g (t - t_new_lesion)); semi-axes capped at {MAX_SEMI_AXIS_MM} mm",
-        "image": {"noise_hu": float(s["noise_hu"]), "blur_mm": float(s["blur_mm"])},
-        "grid": grid,
+        **_shared_description(s, grid, new_lesions_from="t_new_lesion"),
     }
 
 
@@ -681,10 +690,7 @@ def _baseline_description(s: dict, grid: dict) -> dict:
     # PFS = min(T_prog, T_death): Weibull hazards with one shape add, so PFS is Weibull PH too
     scale_pfs = {c: (scale_p[c] ** -shape + scale_d[c] ** -shape) ** (-1.0 / shape) for c in cohorts}
     return {
-        "seed": int(s["seed"]),
-        "size": s["size"],
-        "n_patients": s["n_patients"],
-        "cohorts": {c: float(v) for c, v in s["cohorts"].items()},
+        **_trial_size(s),
         "linear_predictor": "ln(hr_per_log_volume) * (ln v0_total_ml - ln reference_volume_ml)"
         " + ln(hr_per_growth) * (growth_g - reference_growth) / 0.001",
         "hazard_ratios": {
@@ -706,17 +712,7 @@ def _baseline_description(s: dict, grid: dict) -> dict:
             "median_death_days": {c: float(sm["median_death_days"][c]) for c in cohorts},
         },
         "endpoints": {"pfs": "min(t_progression, t_death), censored", "os": "t_death, censored"},
-        "censoring": {
-            "accrual_days": float(s["accrual_days"]),
-            "study_days": float(s["study_days"]),
-            "dropout_per_year": float(s["dropout_per_year"]),
-            "rule": "min(study_days - accrual (uniform in [0, accrual_days]), exponential dropout)",
-        },
-        "kinetics": s["kinetics"],
-        "lesion_model": "stein: V0 (exp(-d t) + exp(g t) - 1) for t >= 0, V0 exp(g t) before; "
-        f"new lesions V exp(g (t - t_progression)); semi-axes capped at {MAX_SEMI_AXIS_MM} mm",
-        "image": {"noise_hu": float(s["noise_hu"]), "blur_mm": float(s["blur_mm"])},
-        "grid": grid,
+        **_shared_description(s, grid, new_lesions_from="t_progression"),
     }
 
 
