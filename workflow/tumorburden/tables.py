@@ -500,18 +500,6 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "n_scans": "int",
         "loglik": "float",
     },
-    # survival/joint_predictions.parquet: P(T > landmark + window | T > landmark, scans up to the
-    # landmark) per patient and scan (the landmark is the scan's day, at least 0)
-    "joint_predictions": {
-        "cohort": "str",
-        "endpoint": "str",
-        "patient_id": "str",
-        "scan_id": "str",
-        "landmark_days": "float",
-        "window_days": "float",
-        "model": "str",
-        "predicted_survival": "float",
-    },
     # survival/dynamic_accuracy.csv: Brier, IPA and AUC for (s, s + w] among those at risk at s
     # (survival/dynamic.py, with score.py's IPCW estimators)
     "dynamic_accuracy": {
@@ -579,6 +567,11 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "status": "str",
     },
 }
+
+# survival/joint_predictions.parquet: P(T > landmark + window | T > landmark, scans up to the
+# landmark) per patient and scan (the landmark is the scan's day, at least 0): the joint model's
+# rows of the dynamic_prediction table, which the dynamic accuracy scores beside the others.
+SCHEMAS["joint_predictions"] = SCHEMAS["dynamic_prediction"]
 
 _KIND_CHECK = {
     "str": lambda s: pd.api.types.is_string_dtype(s) or pd.api.types.is_object_dtype(s),
