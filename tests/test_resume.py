@@ -58,11 +58,12 @@ def test_killed_run_resumes_without_recomputing_finished_patients(synthetic_run,
         record = results / "qc" / "measure" / f"{patient}.tsv"
         return record.exists() and record.resolve() not in incomplete_outputs(tmp_path)
 
-    # First run, killed once the first reset patient is measured and recorded as done (segment
-    # takes both cores, so the patients' jobs finish one after another).
+    # First run, killed once the first reset patient is measured and recorded as done. Each measure
+    # job is given both cores (a scheduling claim only: the step is serial), so the patients' measure
+    # jobs run one after another; side by side, both had finished by the time the first was seen.
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", *targets]
+           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "--set-threads", "measure=2", *targets]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     with open(tmp_path / "killed.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
