@@ -63,7 +63,7 @@ def test_killed_run_resumes_without_recomputing_finished_patients(synthetic_run,
     # jobs run one after another; side by side, both had finished by the time the first was seen.
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(TINY))
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
-           "--configfile", str(tmp_path / "config.yaml"), "--cores", "2", "--set-threads", "measure=2", *targets]
+           "--configfile", str(tmp_path / "config.yaml"), "--set-threads", "measure=2", "--cores", "2", *targets]
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     with open(tmp_path / "killed.log", "w") as log:
         run = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
