@@ -30,8 +30,9 @@ if DICOM_ROOT:
             source=[f"--dicomweb={json.dumps(STUDY.dicomweb, sort_keys=True)}"] if STUDY.dicomweb
             else [f"--dicom-root={STUDY.dicom_root}"],
             settings=settings("imaging"),
-            private=PRIVATE,
-            results=R,
+            # the folders the outputs name (the command writes more files under them)
+            private=lambda wc, output: str(Path(output.private_series).parents[1]),
+            results=lambda wc, output: str(Path(output.series).parents[1]),
             override=lambda wc, input: [f"--series-override={input.override[0]}"] if input.override else [],
         threads: (config.get("imaging") or {}).get("workers", 2)
         conda:
