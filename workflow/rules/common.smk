@@ -87,7 +87,7 @@ def final_targets():
         targets.append(f"{R}/manifest/series.parquet")
     if DICOM_SEG and not DICOM_ROOT:
         targets += dicom_seg_targets()  # segment.smk
-    if REVIEW.get("dir"):
+    if REVIEW["dir"]:
         targets.append(f"{R}/tables/review.parquet")  # review.smk
     return targets
 

@@ -247,9 +247,6 @@ class StudyPlan:
             return reference_scans(scans.reset_index(drop=True).astype({"days": float})).to_dict()
         return self.once_per_scan_table("reference_scan_of_patient", compute)
 
-    def reference_of(self, scan_id: str) -> str:
-        return self.reference_scan_of_patient()[self.patient_of(scan_id)]
-
     def truth_folders(self) -> list[str]:
         """truth/scans/<patient_id>/ of every patient of a synthetic trial (<scan_id>/ inside); [] otherwise."""
         if not self.synthetic:
