@@ -23,12 +23,17 @@ demo: setup
 	$(BIN)/snakemake --report results/synthetic-demo/report.html
 	@echo "Results in results/synthetic-demo/: report.html (every figure and table), tables/, survival/, figures/; every stage scored against the synthetic truth in results/synthetic-demo/truth/scores.csv"
 
+# Two pytest-xdist workers, one test module to a worker at a time (module fixtures built once), in
+# the order tests/conftest.py gives: the SLURM tests' waiting overlaps the unit tests' computing.
+TEST_WORKERS ?= 2
+XDIST := -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(XDIST)
 
 # The edit loop: unit tests only, no Snakemake run (the `e2e` marker); a few minutes on 2 cores.
 test-fast: setup
-	$(BIN)/python -m pytest -m "not e2e"
+	$(BIN)/python -m pytest $(XDIST) -m "not e2e"
 
 lint: setup
 	$(BIN)/snakemake --lint

@@ -2,7 +2,6 @@
 highdicom, an RT Structure Set written with pydicom), and only those scans' review step and what
 depends on it reruns; the reviewed scans' burden is the volume the radiologist drew."""
 
-import shutil
 
 import nibabel as nib
 import numpy as np
@@ -14,7 +13,7 @@ from scipy import ndimage
 
 from review_objects import LESION, pixel_outline, sorted_slices, write_rtstruct, write_seg
 from tumorburden import labels as L
-from workflow_run import TINY, pending_jobs, snakemake
+from workflow_run import TINY, copy_run, pending_jobs, snakemake
 
 VOXEL_ML = 4.0 ** 3 / 1000  # the tiny trial's 4 mm voxels: one is above lesions.min_volume_ml
 PER_SCAN = {"ingest", "segment", "measure", "synth_render", "segment_dicom"}
@@ -110,5 +109,5 @@ def review_round_trip(workdir):
 @pytest.mark.e2e
 def test_a_review_reruns_only_its_scans_downstream(synthetic_run, tmp_path):
     workdir = tmp_path / "run"
-    shutil.copytree(synthetic_run.parents[1], workdir, symlinks=True)
+    copy_run(synthetic_run.parents[1], workdir)
     review_round_trip(workdir)

@@ -1,13 +1,16 @@
 """Running the workflow from tests: the tiny synthetic trial and a Snakemake call."""
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 import yaml
+from filelock import FileLock
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -23,12 +26,33 @@ TINY = {
 }
 
 
+def workdir_lock(workdir: Path) -> FileLock:
+    """Held by whoever runs Snakemake in, or copies from, a workdir. `make test` runs the suite on two
+    pytest-xdist workers, and the shared run's workdir is read by tests on both: one test's Snakemake
+    call (a report, a target, a dry run that takes Snakemake's own lock) must not overlap another's
+    call or copy there. The lock file lives outside every test's folder (tests check that a run
+    writes nothing beside its own outputs)."""
+    key = hashlib.sha1(str(workdir.resolve()).encode()).hexdigest()[:16]
+    locks = Path(tempfile.gettempdir()) / "tumorburden-test-locks"
+    locks.mkdir(exist_ok=True)
+    return FileLock(str(locks / f"{key}.lock"))
+
+
 def snakemake(workdir: Path, config: dict, *extra: str) -> subprocess.CompletedProcess:
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     cmd = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
            "--configfile", str(workdir / "config.yaml"), "--cores", "2", *extra]
-    return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=2700)
+    with workdir_lock(workdir):
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=2700)
+
+
+def copy_run(run: Path, dest: Path) -> None:
+    """Copy a finished run's folder (a results folder or a whole workdir; modification times kept)
+    while no test runs Snakemake in it."""
+    workdir = run if (run / "config.yaml").exists() else run.parents[1]
+    with workdir_lock(workdir):
+        shutil.copytree(run, dest, symlinks=True)
 
 
 def pending_jobs(workdir: Path, config: dict, *targets: str) -> dict[str, int]:
@@ -54,7 +78,7 @@ def seed_from_run(run: Path, results: Path, patient_ids) -> set[str]:
     segmentation, lesions, registration, QC, the patients' job records, logs, benchmarks) and the
     study-level outputs, so that the next run recomputes exactly those. The synthetic rendering and
     truth are kept. Returns the scan ids that were reset."""
-    shutil.copytree(run, results)
+    copy_run(run, results)
     scans = pd.read_csv(run / "synthetic" / "scans.tsv", sep="\t", dtype={"scan_id": str, "patient_id": str})
     reset = set(scans.loc[scans["patient_id"].isin(set(patient_ids)), "scan_id"])
     ids = reset | set(patient_ids)

@@ -22,7 +22,7 @@ import pytest
 
 import yaml
 
-from workflow_run import BIN, ROOT, TINY, seed_from_run
+from workflow_run import BIN, ROOT, TINY, copy_run, seed_from_run
 
 SCRIPT = ROOT / "tests/cluster/localhost-slurm.sh"
 TOOLS = ["munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun"]
@@ -266,7 +266,7 @@ def test_gpu_request_reaches_slurm_for_segmentation_only(gpu_cluster, synthetic_
     monkeypatch.setenv("SLURM_CONF", str(state / "slurm.conf"))
     workdir = tmp_path / "run"
     name = TINY["study"]["name"]
-    shutil.copytree(synthetic_run, workdir / "results" / name)
+    copy_run(synthetic_run, workdir / "results" / name)
     patient = sorted(pd.read_csv(synthetic_run / "synthetic" / "scans.tsv", sep="\t")["patient_id"])[0]
     target = f"results/{name}/qc/segment/{patient}.tsv"  # the patient's segmentation job
     # the request is the segment rule's whatever its engine: the classical one keeps the job (and the
