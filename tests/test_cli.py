@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -52,3 +53,16 @@ def test_rendering_a_patient_not_in_the_trial_is_one_line_naming_it(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert err.startswith("tumorburden synth-render: error:") and "SYN-999" in err and "\n" not in err
     assert not (tmp_path / "d").exists()
+
+
+def test_a_finished_command_logs_its_own_wall_and_cpu_time(tmp_path):
+    """The last log line of every command is its cost to its end (Snakemake's benchmark files stop
+    sampling a long job's CPU; this line is what benchmarks/job_costs.py reads)."""
+    proc = subprocess.run([sys.executable, "-m", "tumorburden.cli", "synth-trial", "--settings", '{"n_patients": 4}',
+                           "--out-dir", str(tmp_path / "r")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    m = re.search(r"tumorburden synth-trial: done: ([0-9.]+) s wall, ([0-9.]+) CPU-s$", last)
+    assert m, last
+    wall, cpu = map(float, m.groups())
+    assert wall > 0 and cpu > 0.2  # the interpreter's imports alone cost more than that

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import resource
 import sys
+import time
 from pathlib import Path
 
 
@@ -736,6 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("numexpr").setLevel(logging.WARNING)  # its thread-count notice is noise in every log
+    started = time.monotonic()
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, OSError, RuntimeError) as exc:  # user-facing failures
@@ -744,7 +747,18 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(exc).split())
         print(f"tumorburden {args.command}: error: {msg}", file=sys.stderr)
         return 1
+    logging.getLogger(__name__).info("done: %s", cost_since(started))
     return 0
+
+
+def cost_since(started: float) -> str:
+    """Wall seconds since `started` and the CPU seconds of this process (imports included) and its
+    waited-for children: what a job costs, to its end. Snakemake's benchmark files sample a job's CPU
+    every 0.5 s for 15 s and then every 30 s, so they miss what a longer job spends after its last
+    sample; this line in the job's log does not."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return f"{time.monotonic() - started:.1f} s wall, {cpu:.1f} CPU-s"
 
 
 if __name__ == "__main__":
