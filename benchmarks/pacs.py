@@ -1,6 +1,6 @@
 """DICOMweb pull and push against a local Orthanc (tests/pacs/orthanc.sh), with a disk copy as peer.
 
-Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP]
+Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP] [--pull-only]
 
 Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
@@ -8,8 +8,9 @@ discovery's series choice, WADO-RS retrieval of the series streamed in one reque
 instance written atomically), against its peer in the same round: `shutil.copy` of the same
 files from disk to an empty folder (page cache warm). Push: per round the DICOM-SEG of an
 N-slice label map on that series (both copies, as segment_dicom writes them), the SR of 20
-lesions (both copies) and the STOW-RS of SEG + SR. Prints a Markdown table: medians of the
-rounds, wall seconds and CPU seconds (this process; Orthanc's from /proc beside it).
+lesions (both copies) and the STOW-RS of SEG + SR (left out with --pull-only). Prints each
+round's pull and copy, then a Markdown table: medians of the rounds, wall seconds and CPU seconds
+(this process; Orthanc's from /proc beside it).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--matrix", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--pull-only", action="store_true", help="leave out the push (SEG, SR, STOW-RS)")
     a = ap.parse_args()
 
     import numpy as np
@@ -94,6 +96,11 @@ def main() -> None:
             rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.name) for f in files]))
             rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
                                                     work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            (pw, pc, ps), (cw, cc, _) = rows["pull"][-1], rows["copy"][-1]
+            print(f"round {r + 1}: pull {pw:.2f} s wall, {pc:.2f} CPU-s (+ {ps:.2f} Orthanc); copy {cw:.2f} s wall, "
+                  f"{cc:.2f} CPU-s; ratio {pw / cw:.1f}x", flush=True)
+            if a.pull_only:
+                continue
             if r == 0:  # a label map on the series' grid: tissue everywhere, 20 lesions
                 cached = sorted((private / "pacs").rglob("*.dcm"))
                 ds = read_series([str(p) for p in cached])
@@ -121,9 +128,9 @@ def main() -> None:
             pacs = connect({"url": url})
             rows["stow"].append(_timed(lambda: pacs.store(
                 [pydicom.dcmread(out / "seg_pacs.dcm"), pydicom.dcmread(out / "sr_pacs.dcm")], "benchmark"), pid))
-        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items() if v}
         ratio = statistics.median(p[0] / c[0] for p, c in zip(rows["pull"], rows["copy"]))
-        seg_mb = (out / "seg_pacs.dcm").stat().st_size / 1e6
+        seg_mb = 0.0 if a.pull_only else (out / "seg_pacs.dcm").stat().st_size / 1e6
         print(f"series: {a.slices} x {a.matrix}x{a.matrix} int16, {size_mb:.0f} MB; {a.rounds} rounds (medians)\n")
         print("| step | wall s | CPU s (this process) | CPU s (Orthanc) |")
         print("| --- | --- | --- | --- |")
@@ -131,10 +138,13 @@ def main() -> None:
                           ("pull", f"pull of the series from Orthanc (QIDO + metadata + choice + WADO-RS)"),
                           ("seg", f"DICOM-SEG, both copies ({seg_mb:.1f} MB each)"), ("sr", "SR TID 1500 of 20 lesions, both copies"),
                           ("stow", "STOW-RS of SEG + SR")):
+            if key not in med:
+                continue
             w, c, s = med[key]
             print(f"| {name} | {w:.2f} | {c:.2f} | {s:.2f} |")
         print(f"\npull / disk copy (median of per-round ratios): {ratio:.1f}x")
-        print(f"push of one scan (SEG + SR + STOW): {sum(med[k][0] for k in ('seg', 'sr', 'stow')):.2f} s")
+        if not a.pull_only:
+            print(f"push of one scan (SEG + SR + STOW): {sum(med[k][0] for k in ('seg', 'sr', 'stow')):.2f} s")
     finally:
         subprocess.run([str(script), "stop", str(pid)], check=False)
         shutil.rmtree(work, ignore_errors=True)

@@ -18,9 +18,9 @@ def sorted_slices(paths):
     return sorted(datasets, key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
 
 
-def write_seg(datasets, frames, segments, path, description="corrected"):
+def write_seg(datasets, frames, segments, path, description="corrected", **dates):
     """frames: (slice, row, column) segment numbers on the sorted `datasets`; segments: number ->
-    (label, category, type)."""
+    (label, category, type); `dates`: highdicom's content_date, content_time, series_date, series_time."""
     import highdicom as hd
 
     algorithm = hd.AlgorithmIdentificationSequence(name="other tool", version="1", family=codes.DCM.ArtificialIntelligence)
@@ -34,15 +34,18 @@ def write_seg(datasets, frames, segments, path, description="corrected"):
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=42, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="radiology", manufacturer_model_name="viewer", software_versions="1", device_serial_number="1",
-        series_description=description)
+        series_description=description, **dates)
     seg.save_as(path)
     return path
 
 
-def write_rtstruct(reference, rois, path, description="review", refer_to_series=True):
+def write_rtstruct(reference, rois, path, description="review", refer_to_series=True, **dates):
     """rois: ROI name -> list of (n, 3) arrays of contour points in patient coordinates (LPS mm),
-    each a closed planar contour; `reference`: a data set of the CT series it was drawn on."""
+    each a closed planar contour; `reference`: a data set of the CT series it was drawn on; `dates`:
+    DICOM keywords (StructureSetDate, SeriesTime, InstanceCreationDate, ...) and their values."""
     ds = Dataset()
+    for keyword, value in dates.items():
+        setattr(ds, keyword, value)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = RTStructureSetStorage
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
