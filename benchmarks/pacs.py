@@ -6,7 +6,9 @@ Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, t
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
 discovery's series choice, WADO-RS retrieval of the series streamed in one request, each
 instance written atomically), against its peer in the same round: `shutil.copy` of the same
-files from disk to an empty folder (page cache warm). Push: per round the DICOM-SEG of an
+files from disk to an empty folder (page cache warm); and the server's share of the pull, its two
+answers timed alone (the series' WADO-RS metadata; its WADO-RS retrieve read off the socket, not
+parsed). Push: per round the DICOM-SEG of an
 N-slice label map on that series (both copies, as segment_dicom writes them), the SR of 20
 lesions (both copies) and the STOW-RS of SEG + SR (left out with --pull-only). Prints each
 round's pull and copy, then a Markdown table: medians of the rounds, wall seconds and CPU seconds
@@ -60,7 +62,7 @@ def main() -> None:
     from tumorburden import labels as L
     from tumorburden.imaging.ingest import DEFAULTS
     from tumorburden.imaging.volume import Volume, save_nifti
-    from tumorburden.pacs.client import connect
+    from tumorburden.pacs.client import AS_STORED_MULTIPART, connect
     from tumorburden.pacs.pull import pull
     from tumorburden.pacs.report import write_reports
     from tumorburden.segment.dicomseg import read_series, series_affine_ras, write_dicom_seg
@@ -89,13 +91,25 @@ def main() -> None:
                 s.post(f"{rest}/instances", data=f.read_bytes(), timeout=60).raise_for_status()
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         pmap = pd.DataFrame({"dicom_patient_id": ["BENCH"], "patient_id": ["B01"]})
-        rows = {"pull": [], "copy": [], "seg": [], "sr": [], "stow": []}
+        rows = {"pull": [], "copy": [], "metadata": [], "retrieve": [], "seg": [], "sr": [], "stow": []}
+        server = connect({"url": url})
+        study_uid = server.studies_of("BENCH")[0]["0020000D"]["Value"][0]
+        series_uid = server.series_of(study_uid)[0]["0020000E"]["Value"][0]
+
+        def retrieve_bytes():  # the series' WADO-RS answer read off the socket, parts not even split
+            with requests.get(f"{url}/studies/{study_uid}/series/{series_uid}", stream=True, timeout=60,
+                              headers={"Accept": AS_STORED_MULTIPART}) as answer:
+                answer.raise_for_status()
+                return sum(len(chunk) for chunk in answer.iter_content(1 << 20))
         for r in range(a.rounds):
             private, copy_to = work / f"private{r}", work / f"copy{r}"
             copy_to.mkdir()
             rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.name) for f in files]))
             rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
                                                     work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            # the server's share of the pull: its two answers, each timed on its own
+            rows["metadata"].append(_timed(lambda: server.series_metadata(study_uid, series_uid), pid))
+            rows["retrieve"].append(_timed(retrieve_bytes, pid))
             (pw, pc, ps), (cw, cc, _) = rows["pull"][-1], rows["copy"][-1]
             print(f"round {r + 1}: pull {pw:.2f} s wall, {pc:.2f} CPU-s (+ {ps:.2f} Orthanc); copy {cw:.2f} s wall, "
                   f"{cc:.2f} CPU-s; ratio {pw / cw:.1f}x", flush=True)
@@ -136,6 +150,8 @@ def main() -> None:
         print("| --- | --- | --- | --- |")
         for key, name in (("copy", f"disk copy of the {a.slices} files (peer)"),
                           ("pull", f"pull of the series from Orthanc (QIDO + metadata + choice + WADO-RS)"),
+                          ("metadata", "of which the server: WADO-RS metadata of the series, alone"),
+                          ("retrieve", "of which the server: WADO-RS retrieve of the series, bytes read, alone"),
                           ("seg", f"DICOM-SEG, both copies ({seg_mb:.1f} MB each)"), ("sr", "SR TID 1500 of 20 lesions, both copies"),
                           ("stow", "STOW-RS of SEG + SR")):
             if key not in med:

@@ -182,5 +182,22 @@ def test_a_review_of_a_dicom_root_scan_reruns_only_its_downstream(synthetic_run,
     assert burden.loc[baseline_id, "total_volume_ml"] == pytest.approx(burden_before.loc[baseline_id, "total_volume_ml"])
     review = pd.read_parquet(results / "tables/review.parquet").set_index("scan_id")
     assert review.loc[followup_id, "reviewed"] and review.loc[followup_id, "review_kind"] == "SEG"
-    assert not review.loc[baseline_id, "reviewed"]
+    assert not review.loc[baseline_id, "reviewed"] and review["reviews_passed_over"].sum() == 0
     assert pending_jobs(tmp_path, config, *targets) == {}
+
+    # the radiologist's first look at the scan, older, found beside it: passed over and listed; only the
+    # review table is written again
+    frames[:] = 0
+    frames[30:32, 44:46, 44:46] = 1
+    write_seg(datasets, frames, {1: ("lesion", *LESION)}, folder / "first-look.dcm", content_date="20200101",
+              content_time="120000")
+    assert pending_jobs(tmp_path, config, *targets) == {"review_table": 1}
+    stamp = (results / "tables/burden.parquet").stat().st_mtime_ns
+    proc = snakemake(tmp_path, config, *targets)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "passed over: SEG" in proc.stderr and "first-look.dcm" in proc.stderr
+    review = pd.read_parquet(results / "tables/review.parquet").set_index("scan_id")
+    assert review.loc[followup_id, "reviews_passed_over"] == 1
+    assert "older than the SEG taken (content date/time" in review.loc[followup_id, "passed_over"]
+    assert "first-look" not in review.loc[followup_id, "passed_over"]
+    assert (results / "tables/burden.parquet").stat().st_mtime_ns == stamp

@@ -10,12 +10,14 @@
    looked at.
 3. WADO-RS retrieval of only the chosen series into the private cache
    (`<private>/pacs/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`), `workers`
-   series at a time. Each instance is written to a `.part` file and renamed once complete and
-   checked (its SOP Instance UID is the one the metadata listed, its pixel data all there: a
-   multipart stream cut by a dropped connection still parses), so a file with the final name
-   is always whole; a series counts as pulled when every SOP Instance UID of its metadata has its
-   file. A re-run (after an interruption, or with new studies on the server) fetches only the
-   instances whose files are missing.
+   series at a time, each in one request in the transfer syntax the server stores. Each part of
+   the answer is written as it came (its bytes, not decoded and encoded again) to a `.part` file
+   and renamed once a header-only read shows it whole (its SOP Instance UID is one the metadata
+   listed, its pixel data all there: a multipart stream cut by a dropped connection still yields
+   its last part, short), so a file with the final name is always whole; a series counts as
+   pulled when every SOP Instance UID of its metadata has its file. A re-run (after an
+   interruption, or with new studies on the server) fetches only the instances whose files are
+   missing.
 
 Ingest then reads the cached files through the series lists, exactly as for a dicom_root export.
 Log lines and errors name the server, the study's patient_id, the scan_id and the series number,
