@@ -15,7 +15,7 @@ import pytest
 from pydicom.sr.codedict import codes
 from scipy import ndimage
 
-from review_objects import LESION, pixel_outline, sorted_slices, write_rtstruct, write_seg
+from review_objects import LESION, block_without_node_lesion, pixel_outline, sorted_slices, write_rtstruct, write_seg
 from tumorburden import labels as L
 from workflow_run import TINY, pending_jobs, snakemake
 
@@ -158,8 +158,9 @@ def test_a_review_of_a_dicom_root_scan_reruns_only_its_downstream(synthetic_run,
     folder = tmp_path / "review"
     folder.mkdir()
     datasets = sorted_slices(sorted((tmp_path / "export/HOSP-0/study1").iterdir()))
+    first, k = block_without_node_lesion(results / f"scans/{followup_id}/segmentation.nii.gz", 3, len(datasets))
     frames = np.zeros((len(datasets), datasets[0].Rows, datasets[0].Columns), np.uint8)
-    frames[40:43, 44:47, 44:47] = 1
+    frames[k - 1:k + 2, first:first + 3, first:first + 3] = 1
     write_seg(datasets, frames, {1: ("lesion", *LESION)}, folder / "corrected.dcm")
     config["review"] = {"dir": str(folder)}
     pending = pending_jobs(tmp_path, config, *targets)
@@ -188,7 +189,7 @@ def test_a_review_of_a_dicom_root_scan_reruns_only_its_downstream(synthetic_run,
     # the radiologist's first look at the scan, older, found beside it: passed over and listed; only the
     # review table is written again
     frames[:] = 0
-    frames[30:32, 44:46, 44:46] = 1
+    frames[k - 1:k + 1, first:first + 2, first:first + 2] = 1
     write_seg(datasets, frames, {1: ("lesion", *LESION)}, folder / "first-look.dcm", content_date="20200101",
               content_time="120000")
     assert pending_jobs(tmp_path, config, *targets) == {"review_table": 1}
