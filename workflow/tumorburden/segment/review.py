@@ -300,7 +300,7 @@ def newest_review(scan_id: str, objects: list[ReviewObject]) -> tuple[ReviewObje
     every review still in the running has it. Returns (taken, [(passed over, why)]); reviews nothing
     tells apart stop the run, naming the scan and the files."""
     running = sorted(objects, key=lambda o: str(o.path))
-    dropped: list[tuple[ReviewObject, str, str]] = []  # (object, key that decided, newest value of that key)
+    dropped: list[tuple[ReviewObject, str, datetime]] = []  # (object, key that decided, newest value of that key)
     for what, attr in WHEN:
         if len(running) == 1:
             break
