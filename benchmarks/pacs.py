@@ -1,6 +1,7 @@
 """DICOMweb pull and push against a local Orthanc (tests/pacs/orthanc.sh), with a disk copy as peer.
 
 Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP] [--pull-only]
+                                          [--profile N]
 
 Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
@@ -12,7 +13,8 @@ parsed). Push: per round the DICOM-SEG of an
 N-slice label map on that series (both copies, as segment_dicom writes them), the SR of 20
 lesions (both copies) and the STOW-RS of SEG + SR (left out with --pull-only). Prints each
 round's pull and copy, then a Markdown table: medians of the rounds, wall seconds and CPU seconds
-(this process; Orthanc's from /proc beside it).
+(this process; Orthanc's from /proc beside it). With --profile N, one more pull under cProfile
+(its thread pools run inline, so the profile sees the series' work): the N top lines by cumulative time.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", default=None)
     ap.add_argument("--pull-only", action="store_true", help="leave out the push (SEG, SR, STOW-RS)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one more pull, print N lines")
     a = ap.parse_args()
 
     import numpy as np
@@ -142,6 +145,33 @@ def main() -> None:
             pacs = connect({"url": url})
             rows["stow"].append(_timed(lambda: pacs.store(
                 [pydicom.dcmread(out / "seg_pacs.dcm"), pydicom.dcmread(out / "sr_pacs.dcm")], "benchmark"), pid))
+        if a.profile:
+            import cProfile
+            import pstats
+
+            from tumorburden.pacs import pull as pull_module
+
+            class Inline:  # a thread pool that runs its work in the caller's thread, where cProfile sees it
+                def __init__(self, max_workers=None):
+                    pass
+
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    return False
+
+                def map(self, fn, items):
+                    return map(fn, items)
+
+            pull_module.ThreadPoolExecutor, pooled = Inline, pull_module.ThreadPoolExecutor
+            profile = cProfile.Profile()
+            try:
+                profile.runcall(pull, {"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"}, work / "results_profile",
+                                work / "private_profile", {**DEFAULTS, "workers": 1})
+            finally:
+                pull_module.ThreadPoolExecutor = pooled
+            pstats.Stats(profile).sort_stats("cumtime").print_stats(a.profile)
         med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items() if v}
         ratio = statistics.median(p[0] / c[0] for p, c in zip(rows["pull"], rows["copy"]))
         seg_mb = 0.0 if a.pull_only else (out / "seg_pacs.dcm").stat().st_size / 1e6
