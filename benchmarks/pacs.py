@@ -1,15 +1,20 @@
 """DICOMweb pull and push against a local Orthanc (tests/pacs/orthanc.sh), with a disk copy as peer.
 
-Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP]
+Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP] [--pull-only]
+                                          [--profile N]
 
 Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
 discovery's series choice, WADO-RS retrieval of the series streamed in one request, each
 instance written atomically), against its peer in the same round: `shutil.copy` of the same
-files from disk to an empty folder (page cache warm). Push: per round the DICOM-SEG of an
+files from disk to an empty folder (page cache warm); and the server's share of the pull, its two
+answers timed alone (the series' WADO-RS metadata; its WADO-RS retrieve read off the socket, not
+parsed). Push: per round the DICOM-SEG of an
 N-slice label map on that series (both copies, as segment_dicom writes them), the SR of 20
-lesions (both copies) and the STOW-RS of SEG + SR. Prints a Markdown table: medians of the
-rounds, wall seconds and CPU seconds (this process; Orthanc's from /proc beside it).
+lesions (both copies) and the STOW-RS of SEG + SR (left out with --pull-only). Prints each
+round's pull and copy, then a Markdown table: medians of the rounds, wall seconds and CPU seconds
+(this process; Orthanc's from /proc beside it). With --profile N, one more pull under cProfile
+(its thread pools run inline, so the profile sees the series' work): the N top lines by cumulative time.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ def main() -> None:
     ap.add_argument("--matrix", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--pull-only", action="store_true", help="leave out the push (SEG, SR, STOW-RS)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one more pull, print N lines")
     a = ap.parse_args()
 
     import numpy as np
@@ -58,7 +65,7 @@ def main() -> None:
     from tumorburden import labels as L
     from tumorburden.imaging.ingest import DEFAULTS
     from tumorburden.imaging.volume import Volume, save_nifti
-    from tumorburden.pacs.client import connect
+    from tumorburden.pacs.client import AS_STORED_MULTIPART, connect
     from tumorburden.pacs.pull import pull
     from tumorburden.pacs.report import write_reports
     from tumorburden.segment.dicomseg import read_series, series_affine_ras, write_dicom_seg
@@ -87,13 +94,30 @@ def main() -> None:
                 s.post(f"{rest}/instances", data=f.read_bytes(), timeout=60).raise_for_status()
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         pmap = pd.DataFrame({"dicom_patient_id": ["BENCH"], "patient_id": ["B01"]})
-        rows = {"pull": [], "copy": [], "seg": [], "sr": [], "stow": []}
+        rows = {"pull": [], "copy": [], "metadata": [], "retrieve": [], "seg": [], "sr": [], "stow": []}
+        server = connect({"url": url})
+        study_uid = server.studies_of("BENCH")[0]["0020000D"]["Value"][0]
+        series_uid = server.series_of(study_uid)[0]["0020000E"]["Value"][0]
+
+        def retrieve_bytes():  # the series' WADO-RS answer read off the socket, parts not even split
+            with requests.get(f"{url}/studies/{study_uid}/series/{series_uid}", stream=True, timeout=60,
+                              headers={"Accept": AS_STORED_MULTIPART}) as answer:
+                answer.raise_for_status()
+                return sum(len(chunk) for chunk in answer.iter_content(1 << 20))
         for r in range(a.rounds):
             private, copy_to = work / f"private{r}", work / f"copy{r}"
             copy_to.mkdir()
             rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.name) for f in files]))
             rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
                                                     work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            # the server's share of the pull: its two answers, each timed on its own
+            rows["metadata"].append(_timed(lambda: server.series_metadata(study_uid, series_uid), pid))
+            rows["retrieve"].append(_timed(retrieve_bytes, pid))
+            (pw, pc, ps), (cw, cc, _) = rows["pull"][-1], rows["copy"][-1]
+            print(f"round {r + 1}: pull {pw:.2f} s wall, {pc:.2f} CPU-s (+ {ps:.2f} Orthanc); copy {cw:.2f} s wall, "
+                  f"{cc:.2f} CPU-s; ratio {pw / cw:.1f}x", flush=True)
+            if a.pull_only:
+                continue
             if r == 0:  # a label map on the series' grid: tissue everywhere, 20 lesions
                 cached = sorted((private / "pacs").rglob("*.dcm"))
                 ds = read_series([str(p) for p in cached])
@@ -121,20 +145,52 @@ def main() -> None:
             pacs = connect({"url": url})
             rows["stow"].append(_timed(lambda: pacs.store(
                 [pydicom.dcmread(out / "seg_pacs.dcm"), pydicom.dcmread(out / "sr_pacs.dcm")], "benchmark"), pid))
-        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items()}
+        if a.profile:
+            import cProfile
+            import pstats
+
+            from tumorburden.pacs import pull as pull_module
+
+            class Inline:  # a thread pool that runs its work in the caller's thread, where cProfile sees it
+                def __init__(self, max_workers=None):
+                    pass
+
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    return False
+
+                def map(self, fn, items):
+                    return map(fn, items)
+
+            pull_module.ThreadPoolExecutor, pooled = Inline, pull_module.ThreadPoolExecutor
+            profile = cProfile.Profile()
+            try:
+                profile.runcall(pull, {"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"}, work / "results_profile",
+                                work / "private_profile", {**DEFAULTS, "workers": 1})
+            finally:
+                pull_module.ThreadPoolExecutor = pooled
+            pstats.Stats(profile).sort_stats("cumtime").print_stats(a.profile)
+        med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items() if v}
         ratio = statistics.median(p[0] / c[0] for p, c in zip(rows["pull"], rows["copy"]))
-        seg_mb = (out / "seg_pacs.dcm").stat().st_size / 1e6
+        seg_mb = 0.0 if a.pull_only else (out / "seg_pacs.dcm").stat().st_size / 1e6
         print(f"series: {a.slices} x {a.matrix}x{a.matrix} int16, {size_mb:.0f} MB; {a.rounds} rounds (medians)\n")
         print("| step | wall s | CPU s (this process) | CPU s (Orthanc) |")
         print("| --- | --- | --- | --- |")
         for key, name in (("copy", f"disk copy of the {a.slices} files (peer)"),
                           ("pull", f"pull of the series from Orthanc (QIDO + metadata + choice + WADO-RS)"),
+                          ("metadata", "of which the server: WADO-RS metadata of the series, alone"),
+                          ("retrieve", "of which the server: WADO-RS retrieve of the series, bytes read, alone"),
                           ("seg", f"DICOM-SEG, both copies ({seg_mb:.1f} MB each)"), ("sr", "SR TID 1500 of 20 lesions, both copies"),
                           ("stow", "STOW-RS of SEG + SR")):
+            if key not in med:
+                continue
             w, c, s = med[key]
             print(f"| {name} | {w:.2f} | {c:.2f} | {s:.2f} |")
         print(f"\npull / disk copy (median of per-round ratios): {ratio:.1f}x")
-        print(f"push of one scan (SEG + SR + STOW): {sum(med[k][0] for k in ('seg', 'sr', 'stow')):.2f} s")
+        if not a.pull_only:
+            print(f"push of one scan (SEG + SR + STOW): {sum(med[k][0] for k in ('seg', 'sr', 'stow')):.2f} s")
     finally:
         subprocess.run([str(script), "stop", str(pid)], check=False)
         shutil.rmtree(work, ignore_errors=True)

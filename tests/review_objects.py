@@ -1,5 +1,8 @@
 """A radiologist's review objects as other tools write them, for the tests: a DICOM-SEG written by
-highdicom on a CT series, and an RT Structure Set written with pydicom from given contours."""
+highdicom on a CT series, and an RT Structure Set written with pydicom from given contours; and where
+on a scan to draw one."""
+
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -7,6 +10,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, generate_uid
+
+from tumorburden.imaging.volume import load_nifti
+from tumorburden.labels import NODE_LESION
 
 LESION = (codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm)
 
@@ -18,9 +24,9 @@ def sorted_slices(paths):
     return sorted(datasets, key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
 
 
-def write_seg(datasets, frames, segments, path, description="corrected"):
+def write_seg(datasets, frames, segments, path, description="corrected", **dates):
     """frames: (slice, row, column) segment numbers on the sorted `datasets`; segments: number ->
-    (label, category, type)."""
+    (label, category, type); `dates`: highdicom's content_date, content_time, series_date, series_time."""
     import highdicom as hd
 
     algorithm = hd.AlgorithmIdentificationSequence(name="other tool", version="1", family=codes.DCM.ArtificialIntelligence)
@@ -34,15 +40,18 @@ def write_seg(datasets, frames, segments, path, description="corrected"):
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
         series_instance_uid=hd.UID(), series_number=42, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer="radiology", manufacturer_model_name="viewer", software_versions="1", device_serial_number="1",
-        series_description=description)
+        series_description=description, **dates)
     seg.save_as(path)
     return path
 
 
-def write_rtstruct(reference, rois, path, description="review", refer_to_series=True):
+def write_rtstruct(reference, rois, path, description="review", refer_to_series=True, **dates):
     """rois: ROI name -> list of (n, 3) arrays of contour points in patient coordinates (LPS mm),
-    each a closed planar contour; `reference`: a data set of the CT series it was drawn on."""
+    each a closed planar contour; `reference`: a data set of the CT series it was drawn on; `dates`:
+    DICOM keywords (StructureSetDate, SeriesTime, InstanceCreationDate, ...) and their values."""
     ds = Dataset()
+    for keyword, value in dates.items():
+        setattr(ds, keyword, value)
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = RTStructureSetStorage
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -91,3 +100,17 @@ def pixel_outline(ds, col0, col1, row0, row1):
 
     a, b, c, d = col0 - 0.5, col1 + 0.5, row0 - 0.5, row1 + 0.5
     return np.array([at(a, c), at(b, c), at(b, d), at(a, d)])
+
+
+def block_without_node_lesion(segmentation: Path, size: int, n_slices: int) -> tuple[int, int]:
+    """(first pixel, middle slice) of a block of size x size pixels (the same rows as columns, so the same
+    voxels whichever in-plane axis comes first) on the 3 middle slices where the model found no lymph-node
+    lesion: a reviewed 'lesion' voxel the model called a node stays one (docs/review.md), which would make
+    the reviewed block two lesions."""
+    labels = load_nifti(segmentation, dtype=np.uint8).array
+    assert labels.shape[2] == n_slices
+    k = n_slices // 2
+    for first in range(labels.shape[0] // 2 - 8, 8, -3):
+        if not (labels[first:first + size, first:first + size, k - 1:k + 2] == NODE_LESION).any():
+            return first, k
+    raise AssertionError(f"{segmentation}: no block free of lymph-node lesions")

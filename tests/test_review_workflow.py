@@ -1,7 +1,10 @@
 """End to end, on a copy of the shared tiny run: a radiologist corrects two scans (a DICOM-SEG written by
 highdicom, an RT Structure Set written with pydicom), and only those scans' review step and what
-depends on it reruns; the reviewed scans' burden is the volume the radiologist drew."""
+depends on it reruns; the reviewed scans' burden is the volume the radiologist drew. Then the same for
+a study given as a folder export (study.dicom_root): one patient, two scans, a corrected SEG dropped
+in the review folder."""
 
+import math
 
 import nibabel as nib
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 from pydicom.sr.codedict import codes
 from scipy import ndimage
 
-from review_objects import LESION, pixel_outline, sorted_slices, write_rtstruct, write_seg
+from review_objects import LESION, block_without_node_lesion, pixel_outline, sorted_slices, write_rtstruct, write_seg
 from tumorburden import labels as L
 from workflow_run import TINY, copy_run, pending_jobs, snakemake
 
@@ -111,3 +114,90 @@ def test_a_review_reruns_only_its_scans_downstream(synthetic_run, tmp_path):
     workdir = tmp_path / "run"
     copy_run(synthetic_run.parents[1], workdir)
     review_round_trip(workdir)
+
+
+def _export(src, dst, hospital_id):
+    """A scan's synthetic DICOM as a hospital export has it: the hospital's patient ID in every file."""
+    dst.mkdir(parents=True)
+    for k, path in enumerate(sorted(p for p in src.iterdir() if p.suffix == ".dcm")):
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName = hospital_id, "Smith^Johnny"
+        ds.save_as(dst / f"{k:05d}")
+
+
+@pytest.mark.e2e
+def test_a_review_of_a_dicom_root_scan_reruns_only_its_downstream(synthetic_run, tmp_path):
+    """One patient's first two scans as a folder export; a corrected SEG of the second one (a 3 x 3 x 3
+    voxel lesion) dropped in the review folder: its burden becomes the drawn volume, the first scan's
+    stays, and no scan's ingest, segmentation or measurement runs again."""
+    r = synthetic_run
+    scans = pd.read_csv(r / "synthetic/scans.tsv", sep="\t", dtype={"scan_id": str, "patient_id": str})
+    pid = sorted(scans["patient_id"])[0]
+    first_two = scans[scans["patient_id"] == pid].sort_values("days").iloc[:2]
+    for i, row in enumerate(first_two.itertuples()):
+        _export(r / "synthetic" / row.image, tmp_path / "export" / "HOSP-0" / f"study{i}", "HOSP-0")
+    clinical = pd.read_csv(r / "synthetic/clinical.tsv", sep="\t", dtype={"patient_id": str})
+    clinical = clinical[clinical["patient_id"] == pid].assign(
+        baseline_date=pd.read_parquet(r / "truth/patients.parquet").set_index("patient_id").loc[pid, "day0_date"])
+    clinical.to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
+    pd.DataFrame({"dicom_patient_id": ["HOSP-0"], "patient_id": [pid]}).to_csv(tmp_path / "patients.tsv", sep="\t",
+                                                                               index=False)
+    config = {"study": {"name": "rev", "dicom_root": str(tmp_path / "export"), "clinical": str(tmp_path / "clinical.tsv"),
+                        "patient_map": str(tmp_path / "patients.tsv")},
+              "segmentation": {"engine": "classical", "dicom_seg": False}}
+    targets = ["results/rev/tables/burden.parquet", "results/rev/tables/review.parquet"]
+    proc = snakemake(tmp_path, config, *targets)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = tmp_path / "results/rev"
+    baseline_id, followup_id = (f"{pid}_d{math.floor(d)}" for d in first_two["days"])
+    burden_before = pd.read_parquet(results / "tables/burden.parquet").set_index("scan_id")
+    assert sorted(burden_before.index) == sorted([baseline_id, followup_id])
+    before = {p: p.stat().st_mtime_ns for p in (results / "scans").rglob("*") if p.is_file()}
+
+    folder = tmp_path / "review"
+    folder.mkdir()
+    datasets = sorted_slices(sorted((tmp_path / "export/HOSP-0/study1").iterdir()))
+    first, k = block_without_node_lesion(results / f"scans/{followup_id}/segmentation.nii.gz", 3, len(datasets))
+    frames = np.zeros((len(datasets), datasets[0].Rows, datasets[0].Columns), np.uint8)
+    frames[k - 1:k + 2, first:first + 3, first:first + 3] = 1
+    write_seg(datasets, frames, {1: ("lesion", *LESION)}, folder / "corrected.dcm")
+    config["review"] = {"dir": str(folder)}
+    pending = pending_jobs(tmp_path, config, *targets)
+    assert pending.get("measure_review") == 1 and pending.get("review_table") == 1
+    assert not set(pending) & (PER_SCAN | {"discover"}), pending
+    proc = snakemake(tmp_path, config, *targets)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    changed = sorted(str(p.relative_to(results)) for p, t in before.items() if p.stat().st_mtime_ns != t)
+    assert changed == [], changed  # neither scan's image, segmentation, registration or lesions was redone
+    made = sorted(str(p.relative_to(results)) for p in (results / "scans").rglob("*") if p.is_file() and p not in before)
+    assert made == [f"scans/{followup_id}/review/{f}" for f in ("agreement.parquet", "lesions.parquet",
+                                                                 "segmentation.nii.gz")]
+    burden = pd.read_parquet(results / "tables/burden.parquet").set_index("scan_id")
+    voxel_ml = math.prod(float(v) for v in datasets[0].PixelSpacing) * abs(
+        float(datasets[1].ImagePositionPatient[2]) - float(datasets[0].ImagePositionPatient[2])) / 1000
+    assert burden.loc[followup_id, "total_volume_ml"] == pytest.approx(27 * voxel_ml, abs=1e-9)
+    assert burden.loc[followup_id, "n_lesions"] == 1
+    assert burden_before.loc[followup_id, "total_volume_ml"] != pytest.approx(27 * voxel_ml, abs=1e-9)
+    assert burden.loc[baseline_id, "total_volume_ml"] == pytest.approx(burden_before.loc[baseline_id, "total_volume_ml"])
+    review = pd.read_parquet(results / "tables/review.parquet").set_index("scan_id")
+    assert review.loc[followup_id, "reviewed"] and review.loc[followup_id, "review_kind"] == "SEG"
+    assert not review.loc[baseline_id, "reviewed"] and review["reviews_passed_over"].sum() == 0
+    assert pending_jobs(tmp_path, config, *targets) == {}
+
+    # the radiologist's first look at the scan, older, found beside it: passed over and listed; only the
+    # review table is written again
+    frames[:] = 0
+    frames[k - 1:k + 1, first:first + 2, first:first + 2] = 1
+    write_seg(datasets, frames, {1: ("lesion", *LESION)}, folder / "first-look.dcm", content_date="20200101",
+              content_time="120000")
+    assert pending_jobs(tmp_path, config, *targets) == {"review_table": 1}
+    stamp = (results / "tables/burden.parquet").stat().st_mtime_ns
+    proc = snakemake(tmp_path, config, *targets)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "passed over: SEG" in proc.stderr and "first-look.dcm" in proc.stderr
+    review = pd.read_parquet(results / "tables/review.parquet").set_index("scan_id")
+    assert review.loc[followup_id, "reviews_passed_over"] == 1
+    assert "older than the SEG taken (content date/time" in review.loc[followup_id, "passed_over"]
+    assert "first-look" not in review.loc[followup_id, "passed_over"]
+    assert (results / "tables/burden.parquet").stat().st_mtime_ns == stamp

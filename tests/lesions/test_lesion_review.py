@@ -92,3 +92,17 @@ def test_measure_review_and_the_study_table(tmp_path):
     assert pd.isna(table.loc[0, "dice"]) and pd.isna(table.loc[0, "reviewed_volume_ml"])
     assert (tmp_path / "review.csv").exists()
     tables.read(tmp_path / "review.parquet", "review")
+    assert table["reviews_passed_over"].tolist() == [0, 0] and table["passed_over"].tolist() == ["", ""]
+
+    # a second, older review of S1 the radiologist stored: listed with its reason, the row otherwise the same
+    older = ["seg-0123456789abcdef0123.dcm: older than the RTSTRUCT taken (content date/time 2.0 h earlier)"]
+    again = review_table(tmp_path / "scans.tsv", [tmp_path / s / "lesions.parquet" for s in ("S0", "S1")],
+                         [tmp_path / "S1" / "review" / "agreement.parquet"], tmp_path / "review2.parquet",
+                         passed_over={"S1": older})
+    assert again["reviews_passed_over"].tolist() == [0, 1] and again.loc[1, "passed_over"] == older[0]
+    pd.testing.assert_frame_equal(again.drop(columns=["reviews_passed_over", "passed_over"]),
+                                  table.drop(columns=["reviews_passed_over", "passed_over"]))
+    with pytest.raises(ValueError, match="passed-over reviews of scans without a review taken: S0"):
+        review_table(tmp_path / "scans.tsv", [tmp_path / s / "lesions.parquet" for s in ("S0", "S1")],
+                     [tmp_path / "S1" / "review" / "agreement.parquet"], tmp_path / "review3.parquet",
+                     passed_over={"S0": older})

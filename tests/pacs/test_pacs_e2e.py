@@ -16,12 +16,11 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from review_objects import LESION, pixel_outline, sorted_slices, write_rtstruct, write_seg
+from review_objects import LESION, block_without_node_lesion, pixel_outline, sorted_slices, write_rtstruct, write_seg
 from workflow_run import TINY, pending_jobs, snakemake
 
 from tumorburden.cli import main
 from tumorburden.imaging.volume import load_nifti
-from tumorburden.labels import NODE_LESION
 from tumorburden.pacs.client import connect
 from tumorburden.segment.dicomseg import read_dicom_seg_labels
 from tumorburden.segment.engine import labels_to_grid
@@ -162,20 +161,6 @@ def test_pull_run_push_and_read_back(orthanc, tmp_path):
             assert not [s for s in SECRETS + tuple(hospital_uids) if s in text], path
 
 
-def _block_without_node_lesion(segmentation: Path, size: int, n_slices: int) -> tuple[int, int]:
-    """(first pixel, middle slice) of a block of size x size pixels (the same rows as columns, so the same
-    voxels whichever in-plane axis comes first) on the 3 middle slices where the model found no lymph-node
-    lesion: a reviewed 'lesion' voxel the model called a node stays one (docs/review.md), which would make
-    the reviewed block two lesions."""
-    labels = load_nifti(segmentation, dtype=np.uint8).array
-    assert labels.shape[2] == n_slices
-    k = n_slices // 2
-    for first in range(labels.shape[0] // 2 - 8, 8, -3):
-        if not (labels[first:first + size, first:first + size, k - 1:k + 2] == NODE_LESION).any():
-            return first, k
-    raise AssertionError(f"{segmentation}: no block free of lymph-node lesions")
-
-
 def _review_round_trip(workdir: Path, config: dict, orthanc, scans: pd.DataFrame) -> set[str]:
     """On the finished run: a corrected SEG (one cube lesion in place of the model's) for a scan of the first
     patient and an RT Structure Set (one square on three slices) for a scan of the second, stored on the
@@ -195,12 +180,12 @@ def _review_round_trip(workdir: Path, config: dict, orthanc, scans: pd.DataFrame
     objects = workdir / "review-objects"
     objects.mkdir()
     datasets = slices[seg_scan]
-    first, k = _block_without_node_lesion(out / f"scans/{seg_scan}/segmentation.nii.gz", 4, len(datasets))
+    first, k = block_without_node_lesion(out / f"scans/{seg_scan}/segmentation.nii.gz", 4, len(datasets))
     frames = np.zeros((len(datasets), datasets[0].Rows, datasets[0].Columns), np.uint8)
     frames[k - 1:k + 2, first:first + 4, first:first + 4] = 1  # 3 slices x 4 x 4 pixels
     write_seg(datasets, frames, {1: ("Lesion 1", *LESION)}, objects / "corrected.dcm", description="corrected by Dr X")
     datasets = slices[rt_scan]
-    first, k = _block_without_node_lesion(out / f"scans/{rt_scan}/segmentation.nii.gz", 5, len(datasets))
+    first, k = block_without_node_lesion(out / f"scans/{rt_scan}/segmentation.nii.gz", 5, len(datasets))
     contours = [pixel_outline(datasets[j], first, first + 4, first, first + 4) for j in (k - 1, k, k + 1)]  # 3 x 5 x 5
     write_rtstruct(datasets[0], {"GTV 1": contours}, objects / "structures.dcm")
     drawn = {seg_scan: ("SEG", 3 * 4 * 4 * voxel_ml[seg_scan]), rt_scan: ("RTSTRUCT", 5 * 5 * 3 * voxel_ml[rt_scan])}

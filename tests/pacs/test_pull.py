@@ -16,7 +16,7 @@ from dicomgen import write_series
 from tumorburden.imaging.discover import discover
 from tumorburden.imaging.ingest import DEFAULTS
 from tumorburden.pacs.client import PacsError, connect
-from tumorburden.pacs.pull import fetch, index, pull
+from tumorburden.pacs.pull import _whole_instance, fetch, index, pull
 from tumorburden.study import baseline_dates, read_patient_map
 
 SECRETS = ("HOSP123", "HOSP456", "HOSP999", "Doe", "Jane", "19500101")
@@ -190,3 +190,40 @@ def test_unreachable_server_and_wrong_credentials_stop_the_pull(orthanc_factory,
         pull({"url": url}, pmap, baseline, tmp_path / "r", tmp_path / "p", _settings())
     assert not (tmp_path / "r/manifest").exists()
 
+
+
+@pytest.mark.parametrize("syntax", [None, "rle"])
+def test_an_instance_cut_anywhere_is_never_taken_for_whole(tmp_path, syntax):
+    """The pull writes the bytes it received without decoding them: the header-only check must
+    reject a part cut at any point (in the header, in the pixel data, in the last fragment, before
+    the sequence delimiter of encapsulated pixel data)."""
+    write_series(tmp_path / "s", n=1, rows=64, cols=64, syntax=syntax)
+    (path,) = sorted((tmp_path / "s").iterdir())
+    data = path.read_bytes()
+    sop = pydicom.dcmread(path).SOPInstanceUID
+    assert _whole_instance(data, "http://pacs/dicom-web") == sop
+    for keep in (100, 400, len(data) // 2, len(data) - 1000, len(data) - 9, len(data) - 8, len(data) - 1):
+        with pytest.raises(PacsError) as err:
+            _whole_instance(data[:keep], "http://pacs/dicom-web")
+        assert "\n" not in str(err.value) and "http://pacs/dicom-web" in str(err.value), keep
+
+
+def test_an_instance_with_short_pixel_data_stops_the_pull_and_is_not_cached(orthanc, study, tmp_path):
+    # one instance of the chosen series stored on the server with half its pixel data
+    make_export(tmp_path / "export")
+    files = sorted((tmp_path / "export/HOSP123_DOE_JANE/s2").iterdir())
+    ds = pydicom.dcmread(files[3])
+    short_sop = ds.SOPInstanceUID
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    ds.save_as(files[3])
+    _upload(orthanc, tmp_path / "export")
+    pmap, baseline = study
+    with pytest.raises(PacsError) as err:
+        pull({"url": orthanc.url, "workers": 1}, pmap, baseline, tmp_path / "results", tmp_path / "private", _settings())
+    msg = str(err.value)
+    assert "\n" not in msg and orthanc.url in msg and "scan P01_d4 (series number 2)" in msg and "re-run" in msg
+    assert "pixel data" in msg and "1.2.5.1.2" not in msg
+    folder = tmp_path / "private/pacs/1.2.5.1/1.2.5.1.2"
+    assert not (folder / f"{short_sop}.dcm").exists()
+    for f in folder.glob("*.dcm"):  # what did arrive is whole
+        assert pydicom.dcmread(f).pixel_array.shape == (12, 12)

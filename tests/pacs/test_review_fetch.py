@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pydicom
-import pytest
 from dicomweb_client import DICOMwebClient
 from pydicom.sr.codedict import codes
 
 from review_objects import LESION, pixel_outline, write_rtstruct, write_seg
 from tumorburden.cli import main
-from tumorburden.segment.review import ReviewError, fetch_reviews, index_reviews
+from tumorburden.segment.review import choose_reviews, fetch_reviews, index_reviews
 from tumorburden.synth.dicom import SeriesInfo, hu_to_stored, write_ct_series
 
 
@@ -32,10 +31,13 @@ def test_fetch_reviews_downloads_only_the_reviews_of_the_scans_studies(orthanc, 
     frames[2:4, 5:9, 5:9] = 1
     objects = tmp_path / "objects"
     objects.mkdir()
-    write_seg(ct, frames, {1: ("Lesion 1", *LESION)}, objects / "corrected.dcm", description="corrected")
+    write_seg(ct, frames, {1: ("Lesion 1", *LESION)}, objects / "corrected.dcm", description="corrected",
+              content_date="20240301", content_time="100000")
     write_seg(ct, frames, {1: ("lesion", *LESION)}, objects / "ours.dcm", description="tumorburden segmentation")
+    # the radiologist's second look, the next morning
     write_rtstruct(ct[0], {"GTV": [pixel_outline(ct[3], 4, 6, 4, 6)]}, objects / "rs.dcm",
-                   description="Radiologist review", refer_to_series=False)
+                   description="Radiologist review", refer_to_series=False, StructureSetDate="20240302",
+                   StructureSetTime="080000")
     write_seg(other, frames, {1: ("lesion", *LESION)}, objects / "other.dcm")
     assert orthanc.upload([*(tmp_path / "ct").glob("*.dcm"), *(tmp_path / "other").glob("*.dcm"),
                            *objects.glob("*.dcm")]) == 12 + 4
@@ -56,9 +58,11 @@ def test_fetch_reviews_downloads_only_the_reviews_of_the_scans_studies(orthanc, 
     assert len(both) == 2 and got[0] in both and got[0].stat().st_mtime_ns == stamp  # not fetched again
     kinds = sorted(pydicom.dcmread(p).Modality for p in folder.iterdir())
     assert kinds == ["RTSTRUCT", "SEG"]
-    # two reviews of one scan: the folder route asks which one counts
-    with pytest.raises(ReviewError, match="two reviews of scan S1"):
-        index_reviews(folder, {"S1": str(tmp_path / "ct")}, series_description="*review*")
+    # two reviews of one scan fetched from the server: the newer (the structure set) counts, as in a folder
+    choice = choose_reviews(folder, {"S1": str(tmp_path / "ct")}, series_description="*review*")
+    assert pydicom.dcmread(choice.paths()["S1"]).Modality == "RTSTRUCT"
+    ((older, why),) = choice.passed_over["S1"]
+    assert older.path == got[0] and why == "older than the RTSTRUCT taken (content date/time 22.0 h earlier)"
 
 
 def test_fetch_reviews_command_takes_each_scans_review_once_and_names_no_hospital_uid(orthanc_factory, tmp_path,

@@ -45,16 +45,16 @@ def _voxel_lps(i, j, k):
     return ORIGIN_LPS[0] + i * PIXEL, ORIGIN_LPS[1] + j * PIXEL, ORIGIN_LPS[2] + k * SLICE
 
 
-def _write_seg(datasets, labelmap, segments, path, description="corrected"):
+def _write_seg(datasets, labelmap, segments, path, description="corrected", **dates):
     """labelmap: (column, row, slice) array of segment numbers."""
-    return write_seg(datasets, np.transpose(labelmap, (2, 1, 0)), segments, path, description)
+    return write_seg(datasets, np.transpose(labelmap, (2, 1, 0)), segments, path, description, **dates)
 
 
-def _rtstruct(datasets, rois, path, description="review", reference=True):
+def _rtstruct(datasets, rois, path, description="review", reference=True, **dates):
     """rois: name -> list of (k, [(x, y) in LPS mm]) closed planar contours on slice k."""
     contours = {name: [np.array([(x, y, ORIGIN_LPS[2] + k * SLICE) for x, y in points]) for k, points in items]
                 for name, items in rois.items()}
-    return write_rtstruct(datasets[0], contours, path, description, refer_to_series=reference)
+    return write_rtstruct(datasets[0], contours, path, description, refer_to_series=reference, **dates)
 
 
 def _square(i0, i1, j0, j1):
@@ -160,8 +160,9 @@ def test_reviews_are_matched_to_their_scan_by_header(scan, tmp_path):
     with pytest.raises(ReviewError, match=r"b\.dcm: this RTSTRUCT belongs to no scan of the study"):
         index_reviews(folder, scans)
     assert index_reviews(folder, scans, series_description="*review*") == {"S1": folder / "a.dcm", "S2": folder / "b.dcm"}
+    # a second review of S1 without any date: nothing tells which of the two is newer
     _rtstruct(datasets, {"lesion": [(6, _square(2, 3, 2, 3))]}, folder / "c.dcm")
-    with pytest.raises(ReviewError, match=r"a\.dcm and .*c\.dcm: two reviews of scan S1"):
+    with pytest.raises(ReviewError, match=r"a\.dcm and .*c\.dcm: 2 reviews of scan S1 and nothing tells which is newer"):
         index_reviews(folder, scans, series_description="*review*")
 
 
@@ -182,3 +183,75 @@ def test_our_own_seg_as_review_gives_its_lesions_back(scan, tmp_path):
     for path in (ours, tmp_path / "pacs.dcm"):
         review = read_review(path, image)
         np.testing.assert_array_equal(review, np.where(np.isin(labels, L.LESION_LABELS), labels, 0))
+
+
+LESION_SEGMENT = {1: ("lesion", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm)}
+
+
+def test_of_two_reviews_of_a_scan_the_newest_counts(scan, tmp_path, caplog):
+    """A radiologist who corrects twice: the newer object is taken, by content date/time (a structure
+    set's Structure Set Date/Time), then series date/time, then instance creation; the other is passed
+    over with the reason; a key only decides when every review has it; a tie stops the run."""
+    from tumorburden.segment.review import choose_reviews
+
+    root, datasets, _ = scan
+    scans = {"S1": str(root / "dicom")}
+    labelmap = np.zeros(SHAPE, np.uint8)
+    labelmap[BLOCK] = 1
+    folder = tmp_path / "reviews"
+    folder.mkdir()
+    # the morning's SEG and the afternoon's correction (written first, so file order says nothing)
+    _write_seg(datasets, labelmap, LESION_SEGMENT, folder / "b-afternoon.dcm", content_date="20240301",
+               content_time="153000")
+    _write_seg(datasets, labelmap, LESION_SEGMENT, folder / "a-morning.dcm", content_date="20240301",
+               content_time="093000")
+    caplog.set_level("INFO")
+    choice = choose_reviews(folder, scans)
+    assert choice.paths() == {"S1": folder / "b-afternoon.dcm"}
+    ((older, why),) = choice.passed_over["S1"]
+    assert older.path == folder / "a-morning.dcm" and why == "older than the SEG taken (content date/time 6.0 h earlier)"
+    (listed,) = choice.passed_over_table()["S1"]
+    sop = pydicom.dcmread(folder / "a-morning.dcm").SOPInstanceUID
+    assert listed.startswith("seg-") and listed.endswith(why) and sop not in listed and "morning" not in listed
+    assert "scan S1: 2 reviews; SEG" in caplog.text and "b-afternoon.dcm taken" in caplog.text
+
+    # a structure set drawn the next day: its Structure Set Date/Time is its content date/time
+    _rtstruct(datasets, {"lesion": [(6, _square(2, 3, 2, 3))]}, folder / "c-next-day.dcm",
+              StructureSetDate="20240302", StructureSetTime="080000")
+    choice = choose_reviews(folder, scans)
+    assert choice.paths() == {"S1": folder / "c-next-day.dcm"}
+    assert sorted((o.path.name, why) for o, why in choice.passed_over["S1"]) == [
+        ("a-morning.dcm", "older than the RTSTRUCT taken (content date/time 22.5 h earlier)"),
+        ("b-afternoon.dcm", "older than the RTSTRUCT taken (content date/time 16.5 h earlier)")]
+
+    # the same content date/time: the series date/time decides
+    for f in folder.iterdir():
+        f.unlink()
+    _write_seg(datasets, labelmap, LESION_SEGMENT, folder / "x.dcm", content_date="20240305", content_time="090000",
+               series_date="20240301", series_time="100000")
+    _write_seg(datasets, labelmap, LESION_SEGMENT, folder / "y.dcm", content_date="20240305", content_time="090000",
+               series_date="20240303", series_time="100000")
+    choice = choose_reviews(folder, scans)
+    assert choice.paths() == {"S1": folder / "y.dcm"}
+    assert choice.passed_over["S1"][0][1] == "older than the SEG taken (series date/time 2.0 days earlier)"
+
+    # a key one of them lacks is passed: an RTSTRUCT with no Structure Set Date, created last
+    _rtstruct(datasets, {"lesion": [(6, _square(2, 3, 2, 3))]}, folder / "z.dcm", SeriesDate="20240301",
+              SeriesTime="090000", InstanceCreationDate="20250101", InstanceCreationTime="000000")
+    choice = choose_reviews(folder, scans)
+    assert choice.paths() == {"S1": folder / "y.dcm"}  # series date/time: y 3 March, x 1 March 10:00, z 09:00
+    reasons = {o.path.name: why for o, why in choice.passed_over["S1"]}
+    assert reasons == {"x.dcm": "older than the SEG taken (series date/time 2.0 days earlier)",
+                       "z.dcm": "older than the SEG taken (series date/time 2.0 days earlier)"}
+
+    # the same dates throughout: a tie, which stops the run naming the scan and both objects
+    for f in folder.iterdir():
+        f.unlink()
+    for name in ("p.dcm", "q.dcm"):
+        _rtstruct(datasets, {"lesion": [(6, _square(2, 3, 2, 3))]}, folder / name, StructureSetDate="20240301",
+                  StructureSetTime="090000", SeriesDate="20240301", SeriesTime="090000",
+                  InstanceCreationDate="20240301", InstanceCreationTime="090000")
+    with pytest.raises(ReviewError) as err:
+        choose_reviews(folder, scans)
+    msg = str(err.value)
+    assert "\n" not in msg and "scan S1" in msg and "p.dcm" in msg and "q.dcm" in msg and "nothing tells which is newer" in msg

@@ -174,21 +174,34 @@ def reference_scan_of_patient():
 REVIEW = {**section(config, "review"), "dir": review_dir(config)}
 
 
-def _index_reviews():
-    from tumorburden.segment.review import ReviewError, index_reviews
+def _choose_reviews():
+    from tumorburden.segment.review import ReviewError, choose_reviews
 
     rows = PLAN.scan_rows()
     ours = {s: f"{PRIVATE}/dicom_seg/{row['patient_id']}/{s}.dcm" for s, row in rows.items()}
     try:
-        return index_reviews(Path(REVIEW["dir"]), {s: row["image"] for s, row in rows.items()},
-                             REVIEW["series_description"], ours)
+        choice = choose_reviews(Path(REVIEW["dir"]), {s: row["image"] for s, row in rows.items()},
+                                REVIEW["series_description"], ours)
     except ReviewError as exc:
         sys.exit(f"tumorburden: {' '.join(str(exc).split())}")
+    for scan_id, passed_over in sorted(choice.passed_over.items()):  # a radiologist who corrected twice
+        taken = choice.taken[scan_id]
+        print(f"tumorburden review: scan {scan_id}: the newest of {len(passed_over) + 1} reviews is taken, "
+              f"{taken.modality} {taken.path}; passed over: "
+              + "; ".join(f"{o.modality} {o.path} ({why})" for o, why in passed_over), file=sys.stderr)
+    return choice
 
 
 def reviews():
-    """scan_id -> the scan's review object (segment/review.py: index_reviews); {} without review.dir."""
-    return PLAN.once_per_scan_table("reviews", _index_reviews) if REVIEW["dir"] else {}
+    """scan_id -> the scan's review object (segment/review.py: choose_reviews); {} without review.dir."""
+    return PLAN.once_per_scan_table("reviews", _choose_reviews).paths() if REVIEW["dir"] else {}
+
+
+def passed_over_reviews():
+    """scan_id -> the reviews of the scan not taken (an older correction), with the reason, for the
+    review table: as JSON, a rule parameter."""
+    passed = PLAN.once_per_scan_table("reviews", _choose_reviews).passed_over_table() if REVIEW["dir"] else {}
+    return json.dumps(passed, sort_keys=True)
 
 
 if REVIEW["dir"] and not DICOM_ROOT:

@@ -48,8 +48,10 @@ rule review_table:
         f"{R}/logs/review_table.log",
     params:
         lesions=scan_files(f"{R}/scans/{{scan_id}}/lesions.parquet"),
+        # older reviews of a scan, not taken (common.smk): listed in the table, nothing else reruns for them
+        passed_over=lambda wc: passed_over_reviews(),
     conda:
         ENV
     shell:
         "tumorburden review-table --scans-table={input.scans:q} --lesions {params.lesions:q}"
-        " --agreement {input.agreement:q} --out={output.table:q} > {log:q} 2>&1"
+        " --agreement {input.agreement:q} --passed-over={params.passed_over:q} --out={output.table:q} > {log:q} 2>&1"

@@ -286,7 +286,12 @@ def cmd_review(a):
 def cmd_review_table(a):
     from tumorburden.lesions.review import review_table
 
-    review_table(Path(a.scans_table), [Path(p) for p in a.lesions], [Path(p) for p in a.agreement or []], Path(a.out))
+    try:
+        passed_over = json.loads(a.passed_over)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--passed-over: not JSON ({exc}); give scan_id -> [reason, ...]") from None
+    review_table(Path(a.scans_table), [Path(p) for p in a.lesions], [Path(p) for p in a.agreement or []], Path(a.out),
+                 passed_over=passed_over)
 
 
 def cmd_burden(a):
@@ -594,6 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scans-table", required=True)
     p.add_argument("--lesions", nargs="+", required=True, help="the model's per-scan lesions.parquet files")
     p.add_argument("--agreement", nargs="*", default=None, help="review/agreement.parquet of each reviewed scan")
+    p.add_argument("--passed-over", default="{}",
+                   help="JSON: scan_id -> the reviews of the scan not taken, each '<name>: <why>'")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_review_table)
 

@@ -123,6 +123,8 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "reviewed_volume_ml": "float",
         "volume_difference_ml": "float",
         "dice": "float",
+        "reviews_passed_over": "int",  # other reviews of the scan not taken (an older correction)
+        "passed_over": "str",  # each: its kind and hashed file name, and why ("; "-separated)
     },
     # tables/burden.parquet: one row per scan
     "burden": {

@@ -12,7 +12,8 @@ of the model's lesions, and one row of the `review` table compares the two:
 - Dice of the model's and the reviewed lesion voxels (all lesion voxels of the scan; NaN when
   both are empty), and the total volume of each (the sums of their lesion tables).
 `review_table` writes tables/review.parquet: that row for every reviewed scan and, for every
-other scan, `reviewed` false with the model's count and volume.
+other scan, `reviewed` false with the model's count and volume; where the radiologist stored more
+than one review of a scan, the ones passed over (older) are listed with the reason.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def measure_review(image: Path, ai_segmentation: Path, reviewed_segmentation: Pa
         "reviewed_volume_ml": float(lesions["volume_ml"].sum()),
     }
     row["volume_difference_ml"] = row["reviewed_volume_ml"] - row["ai_volume_ml"]
+    # the other reviews of the scan, passed over, are known to the study-level table (review_table)
+    row["reviews_passed_over"], row["passed_over"] = 0, ""
     table = pd.DataFrame([row])
     tables.write(table, agreement_out, "review")
     log.info("%s reviewed (%s): %d lesion(s) %.1f mL, the model's %d %.1f mL; confirmed %d, edited %d, added %d, "
@@ -119,8 +122,11 @@ def measure_review(image: Path, ai_segmentation: Path, reviewed_segmentation: Pa
     return table
 
 
-def review_table(scans_table: Path, ai_lesion_paths: list[Path], agreement_paths: list[Path], out: Path) -> pd.DataFrame:
-    """tables/review.parquet (+ CSV): every scan of the study, reviewed or not."""
+def review_table(scans_table: Path, ai_lesion_paths: list[Path], agreement_paths: list[Path], out: Path,
+                 passed_over: dict[str, list[str]] | None = None) -> pd.DataFrame:
+    """tables/review.parquet (+ CSV): every scan of the study, reviewed or not. `passed_over`: scan_id ->
+    the reviews of the scan that were not taken, each '<name>: <why>' (segment.review.choose_reviews)."""
+    passed_over = passed_over or {}
     scans = read_scans_table(scans_table)[["patient_id", "scan_id", "days"]]
     reviewed = {}
     for path in agreement_paths:
@@ -135,6 +141,9 @@ def review_table(scans_table: Path, ai_lesion_paths: list[Path], agreement_paths
     unknown = sorted(set(reviewed) - set(scans["scan_id"]))
     if unknown:
         raise ValueError(f"reviews of scans not in {scans_table}: {', '.join(unknown)}")
+    orphans = sorted(set(passed_over) - set(reviewed))
+    if orphans:  # a passed-over review implies one taken
+        raise ValueError(f"passed-over reviews of scans without a review taken: {', '.join(orphans)}")
     rows = []
     for scan in scans.sort_values(["patient_id", "days", "scan_id"], kind="stable").itertuples():
         if scan.scan_id in reviewed:
@@ -148,10 +157,14 @@ def review_table(scans_table: Path, ai_lesion_paths: list[Path], agreement_paths
             "review_kind": "none", "ai_n_lesions": len(lesions), "ai_volume_ml": float(lesions["volume_ml"].sum()),
         }]))
     result = pd.concat(rows, ignore_index=True) if rows else tables.empty("review")
+    result["reviews_passed_over"] = [len(passed_over.get(s, [])) for s in result["scan_id"]]
+    result["passed_over"] = ["; ".join(passed_over.get(s, [])) for s in result["scan_id"]]
     for col, kind in tables.SCHEMAS["review"].items():
         if col not in result:
             result[col] = pd.Series(dtype="float64" if kind == "float" else "Int64" if kind == "int" else object)
     tables.write(result, out, "review", csv=True)
     n = int(result["reviewed"].sum()) if len(result) else 0
     log.info("%d of %d scan(s) reviewed", n, len(result))
+    for scan_id, items in sorted(passed_over.items()):
+        log.info("scan %s: %d older review(s) passed over: %s", scan_id, len(items), "; ".join(items))
     return result

@@ -10,12 +10,14 @@
    looked at.
 3. WADO-RS retrieval of only the chosen series into the private cache
    (`<private>/pacs/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`), `workers`
-   series at a time. Each instance is written to a `.part` file and renamed once complete and
-   checked (its SOP Instance UID is the one the metadata listed, its pixel data all there: a
-   multipart stream cut by a dropped connection still parses), so a file with the final name
-   is always whole; a series counts as pulled when every SOP Instance UID of its metadata has its
-   file. A re-run (after an interruption, or with new studies on the server) fetches only the
-   instances whose files are missing.
+   series at a time, each in one request in the transfer syntax the server stores. Each part of
+   the answer is written as it came (its bytes, not decoded and encoded again) to a `.part` file
+   and renamed once a header-only read shows it whole (its SOP Instance UID is one the metadata
+   listed, its pixel data all there: a multipart stream cut by a dropped connection still yields
+   its last part, short), so a file with the final name is always whole; a series counts as
+   pulled when every SOP Instance UID of its metadata has its file. A re-run (after an
+   interruption, or with new studies on the server) fetches only the instances whose files are
+   missing.
 
 Ingest then reads the cached files through the series lists, exactly as for a dicom_root export.
 Log lines and errors name the server, the study's patient_id, the scan_id and the series number,
@@ -29,14 +31,18 @@ import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from pathlib import Path
 
 import pandas as pd
+from pydicom import dcmread
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
+from pydicom.errors import InvalidDicomError
 
 from tumorburden.imaging.discover import discover
-from tumorburden.imaging.series import header_record
+from tumorburden.imaging.series import TAGS, header_record
 from tumorburden.pacs.client import Pacs, PacsError, connect
 from tumorburden.paths import inside
 
@@ -44,6 +50,10 @@ log = logging.getLogger(__name__)
 
 UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 CACHE = "pacs"  # under the private area
+PIXEL_DATA = 0x7FE00010
+UNDEFINED_LENGTH = 0xFFFFFFFF
+HEADER_TAGS = [f"{tag_for_keyword(keyword):08X}" for keyword in TAGS]  # DICOM JSON keys
+SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0, little endian
 
 
 def _value(item: dict, tag: str):
@@ -101,7 +111,9 @@ def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) 
             folder = cache / study_uid / series_uid
             for item in instances:
                 sop = _uid(item, "00080018", url)
-                ds = Dataset.from_json(item, bulk_data_uri_handler=lambda *args: b"")
+                # only the elements discovery reads: a CT header has a few hundred, and pydicom's
+                # JSON conversion costs ~0.1 ms each; pixel data (a BulkDataURI) is never among them
+                ds = Dataset.from_json({tag: item[tag] for tag in HEADER_TAGS if tag in item})
                 records.append(header_record(ds, str(folder / f"{sop}.dcm")))
     log.info("metadata of %d CT series: %d instances (no pixel data fetched yet)", len(todo), len(records))
     return records, exclusions
@@ -138,14 +150,18 @@ def fetch(pacs: Pacs, private: Path, workers: int = 4) -> dict:
         try:
             if len(missing) == len(files):  # one streamed request for the whole series
                 wanted = {f.stem: f for f in files}
-                for ds in pacs.iter_series(study_uid, series_uid):
-                    path = wanted.get(str(ds.SOPInstanceUID))
+                for data in pacs.iter_series_files(study_uid, series_uid):
+                    path = wanted.get(_whole_instance(data, pacs.server.url))
                     if path is not None and not path.exists():
-                        nbytes += _write(ds, path, pacs.server.url)
+                        nbytes += _write(data, path)
                         fetched += 1
             for path in [f for f in files if not f.exists()]:
-                nbytes += _write(pacs.instance(study_uid, series_uid, path.stem), path, pacs.server.url)
-                fetched += 1
+                data = pacs.instance_file(study_uid, series_uid, path.stem)
+                if data is not None:
+                    if _whole_instance(data, pacs.server.url) != path.stem:
+                        raise PacsError("the server sent another instance than the one asked for; check the server")
+                    nbytes += _write(data, path)
+                    fetched += 1
         except PacsError as exc:
             have = sum(f.exists() for f in files)
             if "HTTP 404" in str(exc):
@@ -171,34 +187,58 @@ def fetch(pacs: Pacs, private: Path, workers: int = 4) -> dict:
     return done
 
 
-def _whole(ds: Dataset) -> bool:
-    """Whether the pixel data are all there: a multipart stream cut mid-part still parses (pydicom
-    reads a truncated last element), so a dropped connection must not leave a short file."""
-    if "PixelData" not in ds:
-        return False
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is not None and syntax.is_compressed:
-        try:
-            return sum(1 for _ in generate_frames(ds.PixelData, number_of_frames=frames)) == frames
-        except Exception:  # a fragment cut short: pydicom raises various kinds
-            return False
-    expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated) // 8 * frames
-    return len(ds.PixelData) >= expected
+def _whole_instance(data: bytes, server: str) -> str:
+    """The SOP Instance UID of a DICOM file received as bytes, once it is known to be whole.
+
+    The bytes are written to the cache as they came (no parse and re-encode of the pixel data), so
+    this header-only read is what proves them complete: a multipart stream cut by a dropped
+    connection still yields its last part, short. The Pixel Data element must hold Rows x Columns x
+    SamplesPerPixel x BitsAllocated/8 x NumberOfFrames bytes (native transfer syntaxes), or every
+    frame in fragments closed by the sequence delimiter (encapsulated ones)."""
+    broke_off = PacsError(f"DICOMweb server {server} sent an instance cut short (its pixel data or header "
+                          "incomplete: a dropped connection, or a damaged file on the server; the part is dropped)")
+    try:
+        ds = dcmread(BytesIO(data))  # elements stay raw: only those read below are converted
+    except InvalidDicomError:
+        if len(data) > 132 and data[128:132] == b"DICM":
+            raise broke_off from None
+        raise PacsError(f"DICOMweb server {server} sent a part that is not a DICOM file (no preamble and File Meta "
+                        "Information); check the server's WADO-RS answer") from None
+    except Exception:  # a header cut short: pydicom raises various kinds
+        raise broke_off from None
+    try:
+        sop = str(ds.get("SOPInstanceUID", ""))
+        if "PixelData" not in ds:
+            raise broke_off
+        pixels = ds.get_item(PIXEL_DATA)  # still raw: its declared length and where its value starts
+        value = pixels.value
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if pixels.length == UNDEFINED_LENGTH:  # encapsulated: the fragments' items, then the delimiter
+            end = pixels.value_tell + len(value)
+            whole = (data[end:end + 8] == SEQUENCE_DELIMITER
+                     and sum(1 for _ in generate_frames(value, number_of_frames=frames)) == frames)
+        else:
+            expected = (int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * int(ds.BitsAllocated)
+                        // 8 * frames)
+            whole = pixels.length >= expected and len(value) >= expected
+    except PacsError:
+        raise
+    except Exception:  # a data set cut short or damaged: pydicom raises various kinds
+        raise broke_off from None
+    if not whole:
+        raise broke_off
+    if not UID.match(sop):
+        raise PacsError(f"DICOMweb server {server} sent an instance without a valid SOP Instance UID; check the server")
+    return sop
 
 
-def _write(ds: Dataset, path: Path, server: str) -> int:
-    """ds to path, atomically: a file with the final name is complete and is the instance asked for."""
-    if str(ds.SOPInstanceUID) != path.stem:
-        raise PacsError("the server sent another instance than the one asked for; "
-                        "check the server")
-    if not _whole(ds):
-        raise PacsError(f"DICOMweb server {server} broke off while sending an instance (the part that came is "
-                        "dropped); check that it runs")
+def _write(data: bytes, path: Path) -> int:
+    """The file's bytes to path, atomically: a file with the final name is complete (checked first by
+    _whole_instance) and is the instance asked for."""
     part = path.with_name(path.name + ".part")
-    ds.save_as(part, enforce_file_format=True)
+    part.write_bytes(data)
     os.replace(part, path)
-    return path.stat().st_size
+    return len(data)
 
 
 def pull(dicomweb: dict, patient_map: pd.DataFrame, baseline: dict[str, str], results: Path, private: Path,

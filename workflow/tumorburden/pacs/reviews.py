@@ -18,7 +18,7 @@ import pandas as pd
 
 from tumorburden.pacs.client import PacsError, connect
 from tumorburden.paths import inside
-from tumorburden.segment.review import fetch_reviews, index_reviews, review_modality, review_references
+from tumorburden.segment.review import choose_reviews, fetch_reviews, review_references
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ def fetch_study_reviews(dicomweb: dict, scans_table: Path, private_seg_dir: Path
                         series_description: str | None = None) -> dict[str, Path]:
     """Download the reviews of the study's scans from `study.dicomweb` into `folder` (a rerun fetches
     nothing already there), then match every review object of the folder to its scan as the next run
-    will (`index_reviews`: one that fits no scan, or two for one scan, stops here, naming the file).
-    Returns scan_id -> its review file."""
+    will (`choose_reviews`: one that fits no scan stops here, naming the file; of two for one scan the
+    newer is taken and the other logged as passed over). Returns scan_id -> its review file."""
     scans = pd.read_csv(scans_table, sep="\t", dtype=str, keep_default_na=False)
     images = dict(zip(scans["scan_id"], scans["image"]))
     segs_root = Path(private_seg_dir)
@@ -46,8 +46,10 @@ def fetch_study_reviews(dicomweb: dict, scans_table: Path, private_seg_dir: Path
         raise PacsError(f"{exc}; the reviews downloaded so far are kept, and a re-run fetches only the others") from None
     new = sorted(p.name for p in fetched if p.name not in before)
     log.info("%d review object(s) on the server, %d new in %s", len(fetched), len(new), folder)
-    found = index_reviews(folder, images, series_description, ours)
-    for scan_id, path in sorted(found.items()):
-        log.info("scan %s: %s review %s%s", scan_id, review_modality(path), path.name,
-                 " (new)" if path.name in new else "")
-    return found
+    choice = choose_reviews(folder, images, series_description, ours)
+    for scan_id, taken in sorted(choice.taken.items()):
+        log.info("scan %s: %s review %s%s", scan_id, taken.modality, taken.path.name,
+                 " (new)" if taken.path.name in new else "")
+        for obj, why in choice.passed_over.get(scan_id, []):
+            log.info("scan %s: %s review %s passed over, %s", scan_id, obj.modality, obj.path.name, why)
+    return choice.paths()

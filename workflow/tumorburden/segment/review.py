@@ -26,10 +26,13 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
+from datetime import time as dt_time
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.valuerep import DA, TM
 
 from tumorburden import labels as L
 from tumorburden.imaging.volume import Volume, axial_axis
@@ -190,6 +193,12 @@ def apply_review(ai_labels: np.ndarray, review: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- which scan a review belongs to
 
+# Which of two reviews of one scan is the newer, in this order; a key decides only when every review of
+# the scan has it (an RT Structure Set's content date/time is its Structure Set Date/Time)
+WHEN = (("content date/time", "content"), ("series date/time", "series_time"),
+        ("instance creation date/time", "created"))
+
+
 @dataclass
 class ReviewObject:
     path: Path
@@ -199,6 +208,31 @@ class ReviewObject:
     series_description: str
     referenced_series: set[str] = field(default_factory=set)
     frame_of_reference: str = ""
+    sop_uid: str = ""
+    content: datetime | None = None
+    series_time: datetime | None = None
+    created: datetime | None = None
+
+    @property
+    def name(self) -> str:
+        """What the review is called under results/ (the review table): its kind and the hashed file
+        name fetch_reviews gives it, never the path (a file name may carry a hospital UID)."""
+        return review_file_name(self.sop_uid or str(self.path), self.modality)
+
+
+@dataclass
+class ReviewChoice:
+    """Per scan the review taken, and the reviews of the same scan passed over with the reason."""
+    taken: dict[str, ReviewObject] = field(default_factory=dict)
+    passed_over: dict[str, list[tuple[ReviewObject, str]]] = field(default_factory=dict)
+
+    def paths(self) -> dict[str, Path]:
+        return {scan_id: obj.path for scan_id, obj in self.taken.items()}
+
+    def passed_over_table(self) -> dict[str, list[str]]:
+        """scan_id -> '<name>: <reason>' per passed-over review (what the review table lists)."""
+        return {scan_id: [f"{obj.name}: {reason}" for obj, reason in items]
+                for scan_id, items in sorted(self.passed_over.items())}
 
 
 def referenced_series(ds: pydicom.Dataset) -> set[str]:
@@ -213,6 +247,20 @@ def referenced_series(ds: pydicom.Dataset) -> set[str]:
     return refs
 
 
+def _when(ds: pydicom.Dataset, date_keyword: str, time_keyword: str) -> datetime | None:
+    """A DA + TM pair as a datetime (midnight without the time); None when the date is missing or
+    not a DICOM date."""
+    date = str(ds.get(date_keyword, "") or "").strip()
+    if not date:
+        return None
+    try:
+        day = DA(date)
+        clock = str(ds.get(time_keyword, "") or "").strip()
+        return datetime.combine(day, TM(clock) if clock else dt_time())
+    except (ValueError, TypeError):
+        return None
+
+
 def read_review_header(path: Path) -> ReviewObject | None:
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -225,8 +273,54 @@ def read_review_header(path: Path) -> ReviewObject | None:
     frame = str(ds.get("FrameOfReferenceUID", ""))
     if not frame and ds.get("ReferencedFrameOfReferenceSequence"):
         frame = str(ds.ReferencedFrameOfReferenceSequence[0].get("FrameOfReferenceUID", ""))
+    content = _when(ds, "ContentDate", "ContentTime")
+    if content is None and modality == "RTSTRUCT":
+        content = _when(ds, "StructureSetDate", "StructureSetTime")
     return ReviewObject(Path(path), modality, str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", "")),
-                        str(ds.get("SeriesDescription", "")), refs, frame)
+                        str(ds.get("SeriesDescription", "")), refs, frame, str(ds.get("SOPInstanceUID", "")),
+                        content, _when(ds, "SeriesDate", "SeriesTime"),
+                        _when(ds, "InstanceCreationDate", "InstanceCreationTime"))
+
+
+def _span(delta) -> str:
+    """A time difference in words (no calendar date: those stay out of results/)."""
+    seconds = delta.total_seconds()
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.3g} s"
+
+
+def newest_review(scan_id: str, objects: list[ReviewObject]) -> tuple[ReviewObject, list[tuple[ReviewObject, str]]]:
+    """The review of a scan that counts when the radiologist stored more than one: the newest by
+    content date/time, then series date/time, then instance creation date/time, each used only when
+    every review still in the running has it. Returns (taken, [(passed over, why)]); reviews nothing
+    tells apart stop the run, naming the scan and the files."""
+    running = sorted(objects, key=lambda o: str(o.path))
+    dropped: list[tuple[ReviewObject, str, datetime]] = []  # (object, key that decided, newest value of that key)
+    for what, attr in WHEN:
+        if len(running) == 1:
+            break
+        values = [getattr(o, attr) for o in running]
+        if any(v is None for v in values):
+            continue
+        newest = max(values)
+        dropped += [(o, what, newest) for o, v in zip(running, values) if v != newest]
+        running = [o for o, v in zip(running, values) if v == newest]
+    if len(running) > 1:
+        raise ReviewError(
+            f"{' and '.join(str(o.path) for o in running)}: {len(running)} reviews of scan {scan_id} and nothing tells "
+            "which is newer (the same or a missing content, series and instance creation date/time); keep the one "
+            "the radiologist signed off and move the other out of the review folder")
+    taken = running[0]
+    reasons = []
+    for obj, what, newest in dropped:
+        older = newest - getattr(obj, dict(WHEN)[what])
+        reasons.append((obj, f"older than the {taken.modality} taken ({what} {_span(older)} earlier)"))
+    return taken, reasons
 
 
 def review_objects(folder: Path) -> list[ReviewObject]:
@@ -273,15 +367,22 @@ def _series_of(files: list[str], first_only: bool) -> tuple[str, set[str]]:
 
 def index_reviews(folder: Path, scan_images: dict[str, str], series_description: str | None = None,
                   our_segs: dict[str, str] | None = None) -> dict[str, Path]:
-    """scan_id -> its review object in `folder`, from headers only.
+    """scan_id -> the path of its review object in `folder` (choose_reviews)."""
+    return choose_reviews(folder, scan_images, series_description, our_segs).paths()
+
+
+def choose_reviews(folder: Path, scan_images: dict[str, str], series_description: str | None = None,
+                   our_segs: dict[str, str] | None = None) -> ReviewChoice:
+    """Each scan's review object in `folder`, from headers only.
 
     `scan_images`: scan_id -> the scan's `image` (DICOM folder or discovery's series list; a
     NIfTI source has no series a review could reference). `our_segs`: scan_id -> our DICOM-SEG of
     the scan (the hospital's copy in the private area), which a corrected SEG may reference.
-    A review object that belongs to no scan, or a second one for a scan, stops the run."""
+    A review object that belongs to no scan stops the run; of several reviews of one scan the
+    newest is taken (newest_review) and the others are passed over, each logged."""
     objects = review_objects(Path(folder))
     if not objects:
-        return {}
+        return ReviewChoice()
     pattern = series_description.lower() if series_description else None
     first = {}  # scan_id -> (study UID, series UID of its first file): one header per scan
     for scan_id, image in scan_images.items():
@@ -294,7 +395,7 @@ def index_reviews(folder: Path, scan_images: dict[str, str], series_description:
             header = read_review_header(Path(seg))
             if header is not None:
                 seg_series[scan_id] = header.series_uid
-    found: dict[str, Path] = {}
+    of_scan: dict[str, list[ReviewObject]] = {}
     for obj in objects:
         in_study = [s for s, (_, study, _) in first.items() if study and study == obj.study_uid]
         matches = []
@@ -315,12 +416,16 @@ def index_reviews(folder: Path, scan_images: dict[str, str], series_description:
         if len(matches) > 1:
             raise ReviewError(f"{obj.path}: this {obj.modality} matches scans {', '.join(sorted(matches))} of one study;"
                               " it must reference the series it was drawn on")
-        scan_id = matches[0]
-        if scan_id in found:
-            raise ReviewError(f"{found[scan_id]} and {obj.path}: two reviews of scan {scan_id}; keep the one "
-                              "the radiologist signed off and move the other out of the review folder")
-        found[scan_id] = obj.path
-    return found
+        of_scan.setdefault(matches[0], []).append(obj)
+    choice = ReviewChoice()
+    for scan_id, candidates in sorted(of_scan.items()):
+        taken, passed_over = newest_review(scan_id, candidates)
+        choice.taken[scan_id] = taken
+        if passed_over:
+            choice.passed_over[scan_id] = passed_over
+            log.info("scan %s: %d reviews; %s %s taken, passed over: %s", scan_id, len(candidates), taken.modality,
+                     taken.path, "; ".join(f"{o.modality} {o.path} ({why})" for o, why in passed_over))
+    return choice
 
 
 def review_references(scan_images: dict[str, str], our_segs: dict[str, str] | None = None) -> dict[str, set[str]]:
