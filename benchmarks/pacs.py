@@ -1,13 +1,15 @@
 """DICOMweb pull and push against a local Orthanc (tests/pacs/orthanc.sh), with a disk copy as peer.
 
 Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP] [--pull-only]
-                                          [--profile N]
+                                          [--profile N] [--cold]
 
 Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
 discovery's series choice, WADO-RS retrieval of the series streamed in one request, each
 instance written atomically), against its peer in the same round: `shutil.copy` of the same
-files from disk to an empty folder (page cache warm); and the server's share of the pull, its two
+files from disk to an empty folder (page cache warm; with --cold, as root, the kernel's page
+cache is dropped before each copy and before each pull, so both read their files from the disk:
+the copy the series' files, Orthanc its stored copies); and the server's share of the pull, its two
 answers timed alone (the series' WADO-RS metadata; its WADO-RS retrieve read off the socket, not
 parsed). Push: per round the DICOM-SEG of an
 N-slice label map on that series (both copies, as segment_dicom writes them), the SR of 20
@@ -39,6 +41,14 @@ def _orthanc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _drop_page_cache() -> None:
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as exc:
+        sys.exit(f"--cold: cannot drop the page cache ({exc}); run as root or leave --cold out")
+
+
 def _timed(fn, orthanc_pid: int | None = None):
     cpu0, wall0 = time.process_time(), time.perf_counter()
     server0 = _orthanc_cpu(orthanc_pid) if orthanc_pid else 0.0
@@ -55,6 +65,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None)
     ap.add_argument("--pull-only", action="store_true", help="leave out the push (SEG, SR, STOW-RS)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one more pull, print N lines")
+    ap.add_argument("--cold", action="store_true", help="drop the page cache before each copy and each pull (root)")
     a = ap.parse_args()
 
     import numpy as np
@@ -107,7 +118,11 @@ def main() -> None:
         for r in range(a.rounds):
             private, copy_to = work / f"private{r}", work / f"copy{r}"
             copy_to.mkdir()
+            if a.cold:
+                _drop_page_cache()
             rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.name) for f in files]))
+            if a.cold:
+                _drop_page_cache()
             rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
                                                     work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
             # the server's share of the pull: its two answers, each timed on its own
