@@ -213,7 +213,11 @@ def test_of_two_reviews_of_a_scan_the_newest_counts(scan, tmp_path, caplog):
     (listed,) = choice.passed_over_table()["S1"]
     sop = pydicom.dcmread(folder / "a-morning.dcm").SOPInstanceUID
     assert listed.startswith("seg-") and listed.endswith(why) and sop not in listed and "morning" not in listed
-    assert "scan S1: 2 reviews; SEG" in caplog.text and "b-afternoon.dcm taken" in caplog.text
+    taken = choice.taken["S1"].name
+    assert f"scan S1: 2 reviews; {taken} taken, passed over: seg-" in caplog.text
+    assert "morning" not in caplog.text and "afternoon" not in caplog.text  # names, not the files' paths
+    (notice,) = choice.notices()
+    assert notice.startswith(f"tumorburden review: scan S1: the newest of 2 reviews is taken, {taken}; passed over: seg-")
 
     # a structure set drawn the next day: its Structure Set Date/Time is its content date/time
     _rtstruct(datasets, {"lesion": [(6, _square(2, 3, 2, 3))]}, folder / "c-next-day.dcm",

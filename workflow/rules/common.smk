@@ -184,11 +184,8 @@ def _choose_reviews():
                                 REVIEW["series_description"], ours)
     except ReviewError as exc:
         sys.exit(f"tumorburden: {' '.join(str(exc).split())}")
-    for scan_id, passed_over in sorted(choice.passed_over.items()):  # a radiologist who corrected twice
-        taken = choice.taken[scan_id]
-        print(f"tumorburden review: scan {scan_id}: the newest of {len(passed_over) + 1} reviews is taken, "
-              f"{taken.modality} {taken.path}; passed over: "
-              + "; ".join(f"{o.modality} {o.path} ({why})" for o, why in passed_over), file=sys.stderr)
+    for line in choice.notices():  # a radiologist who corrected a scan twice
+        print(line, file=sys.stderr)
     return choice
 
 

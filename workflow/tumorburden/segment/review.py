@@ -229,6 +229,13 @@ class ReviewChoice:
     def paths(self) -> dict[str, Path]:
         return {scan_id: obj.path for scan_id, obj in self.taken.items()}
 
+    def notices(self) -> list[str]:
+        """One line per scan corrected more than once, for the run's terminal: the review taken and
+        those passed over, by their names (kind and hashed UID, as in the review table), not paths."""
+        return [f"tumorburden review: scan {scan_id}: the newest of {len(items) + 1} reviews is taken, "
+                f"{self.taken[scan_id].name}; passed over: " + "; ".join(f"{o.name} ({why})" for o, why in items)
+                for scan_id, items in sorted(self.passed_over.items())]
+
     def passed_over_table(self) -> dict[str, list[str]]:
         """scan_id -> '<name>: <reason>' per passed-over review (what the review table lists)."""
         return {scan_id: [f"{obj.name}: {reason}" for obj, reason in items]
@@ -423,8 +430,8 @@ def choose_reviews(folder: Path, scan_images: dict[str, str], series_description
         choice.taken[scan_id] = taken
         if passed_over:
             choice.passed_over[scan_id] = passed_over
-            log.info("scan %s: %d reviews; %s %s taken, passed over: %s", scan_id, len(candidates), taken.modality,
-                     taken.path, "; ".join(f"{o.modality} {o.path} ({why})" for o, why in passed_over))
+            log.info("scan %s: %d reviews; %s taken, passed over: %s", scan_id, len(candidates), taken.name,
+                     "; ".join(f"{o.name} ({why})" for o, why in passed_over))
     return choice
 
 
