@@ -19,6 +19,7 @@ include: "workflow/rules/lesions.smk"
 include: "workflow/rules/kinetics.smk"
 include: "workflow/rules/survival.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/design.smk"
 
 
 rule all:
