@@ -81,6 +81,9 @@ def resolve(settings: dict | None) -> dict:
     for key in ("sensitivity_ge10mm", "sensitivity_5to10mm"):
         if not 0 <= float(s["error"][key]) <= 1:
             raise ValueError(f"config key design.error.{key} {s['error'][key]} must lie in [0, 1]")
+    if float(s["volume_offset_ml"]) <= 0:
+        raise ValueError(f"config key design.volume_offset_ml {s['volume_offset_ml']} must be > 0: a scan where the "
+                         "segmentation found no lesion needs a finite ln(V + offset)")
     if float(s["error"]["volume_median_abs_rel_error"]) < 0:
         raise ValueError("config key design.error.volume_median_abs_rel_error must be >= 0")
     return s
