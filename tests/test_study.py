@@ -296,3 +296,11 @@ def test_dicom_root_with_scans_is_one_line(tmp_path, schemas_dir):
         check_study(merged_config(cfg), schemas_dir)
     assert str(info.value) == ("config keys study.dicom_root and study.scans are both set: a study is either a scans "
                                "table or a DICOM export; remove one of them")
+
+
+def test_a_missing_design_scores_file_names_the_key(tmp_path, schemas_dir):
+    config = merged_config({**write_study(tmp_path), "design": {"scores": str(tmp_path / "absent.csv")}})
+    with pytest.raises(StudyError, match=r"^config key design.scores: .*absent.csv is not a file"):
+        check_study(config, schemas_dir)
+    (tmp_path / "scores.csv").write_text("stage,metric,value,n,detail\n")
+    check_study(merged_config({**write_study(tmp_path), "design": {"scores": str(tmp_path / "scores.csv")}}), schemas_dir)

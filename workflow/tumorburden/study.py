@@ -132,6 +132,11 @@ def _check_config_paths(config: dict) -> None:
             where = "" if path.is_absolute() else f" (relative to the working directory {Path.cwd()})"
             found = "is a folder, not a file" if path.is_dir() else "is a file, not a folder" if path.exists() else "does not exist"
             raise StudyError(f"config key study.{key}: {value}{where} {found}; fix the path")
+    scores = (config.get("design") or {}).get("scores")
+    if scores is not None and not Path(scores).expanduser().is_file():
+        where = "" if Path(scores).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise StudyError(f"config key design.scores: {scores}{where} is not a file; point it at a run's "
+                         "truth/scores.csv, or set it to null")
     segmentation = config.get("segmentation") or {}
     if segmentation.get("engine", "monai") == "monai":
         _check_bundle(segmentation.get("bundle", DEFAULT_BUNDLE))
