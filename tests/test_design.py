@@ -71,7 +71,7 @@ STILL = {
     "survival_model": {"new_lesion_median_days": {"lung": 1e9, "melanoma": 1e9}},
 }
 HR = 1.25
-TRIALS = 160
+TRIALS = 120
 
 
 @pytest.fixture(scope="module")
