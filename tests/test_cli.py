@@ -7,7 +7,7 @@ from tumorburden.cli import build_parser, main
 
 STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "register", "track", "burden",
           "features", "survival", "prediction", "figures", "score", "check-study", "discover", "merge-exclusions",
-          "segment-dicom", "segment-train", "segment-evaluate"]
+          "segment-dicom", "segment-train", "segment-evaluate", "design"]
 
 
 def test_every_stage_has_a_subcommand():

@@ -28,5 +28,5 @@ rule design:
     conda:
         ENV
     shell:
-        "tumorburden design --settings={params.settings:q} --scores={input.scores:q} --workers={threads}"
+        "tumorburden design --settings={params.settings:q} --scores={input.scores:q} --workers={threads:q}"
         " --out-dir={params.out:q} > {log:q} 2>&1"
