@@ -2,14 +2,6 @@
 # from design.scores, else this run's truth/scores.csv when it exists, else design.error.
 
 
-def design_scores():
-    given = (config.get("design") or {}).get("scores")
-    if given:
-        return given
-    own = Path(f"{R}/truth/scores.csv")
-    return str(own) if own.exists() else []
-
-
 rule design:
     input:
         scores=design_scores(),
