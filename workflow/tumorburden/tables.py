@@ -544,6 +544,39 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "t_new_lesion_days": "float",
         "missed_visits": "int",
     },
+    # design/power.csv: study design by simulation (design.py), one row per follow-up design x sample
+    # size x burden (true / measured)
+    "design_power": {
+        "hr": "float",
+        "max_followups": "int",
+        "n_patients": "int",
+        "burden": "str",
+        "trials": "int",
+        "not_fitted": "int",
+        "rejections": "int",
+        "power": "float",
+        "power_lower": "float",
+        "power_upper": "float",
+        "mean_hr_estimate": "float",
+        "attenuation": "float",
+        "mean_deaths": "float",
+        "mean_scans_per_patient": "float",
+        "alpha": "float",
+        "error_model": "str",
+    },
+    # design/trials.parquet: every simulated trial's fit behind design/power.csv
+    "design_trials": {
+        "trial": "int",
+        "max_followups": "int",
+        "n_patients": "int",
+        "burden": "str",
+        "coef": "float",
+        "se": "float",
+        "reject": "bool",
+        "status": "str",
+        "deaths": "int",
+        "scans": "int",
+    },
     # truth/scores.csv: a synthetic run scored against its truth
     "scores": {
         "stage": "str",
