@@ -3,6 +3,7 @@ simulation, the two-stage approach beside it, and timings.
 
 Usage:
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200
+  python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200 --sigma 0.6
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200
   python benchmarks/joint_model.py timing --patients 600
 
@@ -45,10 +46,10 @@ OFFSET_ML = 0.1
 SPLIT_DAYS = 14.0
 
 
-def published_trial(n, rng):
+def published_trial(n, rng, sigma=None):
     from joint_dgp import TRUTH, simulate
 
-    lon, surv = simulate(n, rng)
+    lon, surv = simulate(n, rng, None if sigma is None else {"sigma": sigma})
     return lon, surv, TRUTH["alpha"]
 
 
@@ -85,9 +86,9 @@ def two_stage(data: joint.JointData):
 
 
 def one_trial(job):
-    source, patients, seed, r = job
+    source, patients, seed, r, sigma = job
     if source == "published":
-        lon, surv, alpha = published_trial(patients, np.random.default_rng([seed, r]))
+        lon, surv, alpha = published_trial(patients, np.random.default_rng([seed, r]), sigma)
     else:
         lon, surv, alpha = synth_trial(patients, seed + r)
     data = joint.joint_data(lon, surv)
@@ -105,7 +106,7 @@ def one_trial(job):
 
 
 def coverage(args):
-    jobs = [(args.source, args.patients, args.seed, r) for r in range(args.trials)]
+    jobs = [(args.source, args.patients, args.seed, r, args.sigma) for r in range(args.trials)]
     w0 = time.perf_counter()
     if args.workers > 1:
         with multiprocessing.Pool(args.workers) as pool:
@@ -163,6 +164,7 @@ def main():
     c.add_argument("--seed", type=int, default=19)
     c.add_argument("--save", help="per-trial estimates as CSV")
     c.add_argument("--workers", type=int, default=1, help="trials in parallel (processes)")
+    c.add_argument("--sigma", type=float, help="published source: residual SD of ln burden (default joint_dgp's 0.25)")
     t = sub.add_parser("timing")
     t.add_argument("--patients", type=int, default=600)
     t.add_argument("--seed", type=int, default=19)
