@@ -50,7 +50,7 @@ def published_trial(n, rng, sigma=None):
     from joint_dgp import TRUTH, simulate
 
     lon, surv = simulate(n, rng, None if sigma is None else {"sigma": sigma})
-    return lon, surv, TRUTH["alpha"]
+    return lon, surv, (TRUTH["alpha"], TRUTH["alpha_slope"])
 
 
 def synth_trial(n, seed):
@@ -62,7 +62,8 @@ def synth_trial(n, seed):
     lon = pd.DataFrame({"patient_id": scans["patient_id"], "scan_id": scans["scan_id"], "days": scans["days"],
                         "y": np.log(scans["total"] + OFFSET_ML)})
     surv = tr.clinical.rename(columns={"os_days": "time", "os_event": "event"})[["patient_id", "time", "event"]]
-    return lon, surv, tr.model["association"]["log_burden"]
+    slope = tr.model["association"]["slope_per_0.001_per_day"] * 1000 / joint.DAYS_PER_YEAR  # per unit / year
+    return lon, surv, (tr.model["association"]["log_burden"], slope)
 
 
 def two_stage(data: joint.JointData):
@@ -86,27 +87,45 @@ def two_stage(data: joint.JointData):
 
 
 def one_trial(job):
-    source, patients, seed, r, sigma = job
+    source, patients, seed, r, sigma, association = job
     if source == "published":
-        lon, surv, alpha = published_trial(patients, np.random.default_rng([seed, r]), sigma)
+        lon, surv, (alpha, alpha_slope) = published_trial(patients, np.random.default_rng([seed, r]), sigma)
     else:
-        lon, surv, alpha = synth_trial(patients, seed + r)
+        lon, surv, (alpha, alpha_slope) = synth_trial(patients, seed + r)
     data = joint.joint_data(lon, surv)
     c0 = time.process_time()
-    fit = joint.fit_joint(data)
+    fit = joint.fit_joint(data, association)
     c1 = time.process_time()
     est, se = fit.estimate("alpha_value")
     a2, se2 = two_stage(data)
     c2 = time.process_time()
     print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se:.3f}) two-stage {a2:.3f} ({se2:.3f})",
           file=sys.stderr, flush=True)
-    return {"alpha": alpha, "joint": est, "joint_se": se, "two_stage": a2, "two_stage_se": se2,
-            "events": int(data.event.sum()), "scans": int(data.mask.sum()), "converged": fit.converged,
-            "cpu_joint": c1 - c0, "cpu_two_stage": c2 - c1}
+    row = {"alpha": alpha, "joint": est, "joint_se": se, "two_stage": a2, "two_stage_se": se2,
+           "events": int(data.event.sum()), "scans": int(data.mask.sum()), "converged": fit.converged,
+           "cpu_joint": c1 - c0, "cpu_two_stage": c2 - c1}
+    if association == "value+slope":
+        row["alpha_slope"] = alpha_slope
+        row["joint_slope"], row["joint_slope_se"] = fit.estimate("alpha_slope")
+    return row
+
+
+def summary_row(label, est, se, truth, cpu=None):
+    """Bias with its Monte-Carlo SE, empirical SD against the mean model SE, coverage with its MC SE
+    and where the misses fall (a biased estimator misses on one side)."""
+    z = 1.959963984540054
+    n = len(est)
+    low, high = est - z * se, est + z * se
+    cover = ((low <= truth) & (truth <= high)).mean()
+    mc = math.sqrt(cover * (1 - cover) / n)
+    below, above = int((high < truth).sum()), int((low > truth).sum())
+    return (f"| {label} | {truth.mean():.3f} | {est.mean():.4f} | {est.mean() - truth.mean():+.4f} ({est.std() / math.sqrt(n):.4f}) | "
+            f"{est.std():.4f} | {se.mean():.4f} | {se.mean() / est.std():.2f} | {100 * cover:.1f} % ({100 * mc:.1f}) | "
+            f"{below} / {above} |" + ("" if cpu is None else f" {cpu:.2f} |"))
 
 
 def coverage(args):
-    jobs = [(args.source, args.patients, args.seed, r, args.sigma) for r in range(args.trials)]
+    jobs = [(args.source, args.patients, args.seed, r, args.sigma, args.association) for r in range(args.trials)]
     w0 = time.perf_counter()
     if args.workers > 1:
         with multiprocessing.Pool(args.workers) as pool:
@@ -117,19 +136,16 @@ def coverage(args):
     d = pd.DataFrame(rows)
     if args.save:
         d.to_csv(args.save, index=False)
-    z = 1.959963984540054
     print(f"\n{args.source}: {args.trials} trials x {args.patients} patients (mean {d.scans.mean() / args.patients:.1f} "
-          f"scans per patient, {d.events.mean():.0f} deaths), true alpha {d.alpha.iloc[0]:.3f}, "
+          f"scans per patient, {d.events.mean():.0f} deaths), association {args.association}, "
           f"{int(d.converged.sum())} joint fits converged\n")
-    print("| method | mean estimate | bias | empirical SD | mean SE | 95 % CI coverage (MC SE) | CPU s per fit |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for name in ("joint", "two_stage"):
-        cpu = d[f"cpu_{name}"].sum()
-        est, se = d[name], d[f"{name}_se"]
-        cover = ((est - z * se <= d.alpha) & (d.alpha <= est + z * se)).mean()
-        mc = math.sqrt(cover * (1 - cover) / len(d))
-        print(f"| {name.replace('_', '-')} | {est.mean():.4f} | {est.mean() - d.alpha.mean():+.4f} | {est.std():.4f} | "
-              f"{se.mean():.4f} | {100 * cover:.1f} % ({100 * mc:.1f}) | {cpu / len(d):.2f} |")
+    print("| method: parameter | truth | mean estimate | bias (MC SE) | empirical SD | mean SE | SE / SD "
+          "| 95 % CI coverage (MC SE) | misses below / above | CPU s per fit |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(summary_row("joint: alpha (current value)", d.joint, d.joint_se, d.alpha, d.cpu_joint.mean()))
+    if "joint_slope" in d:
+        print(summary_row("joint: alpha_slope (current slope)", d.joint_slope, d.joint_slope_se, d.alpha_slope, math.nan))
+    print(summary_row("two-stage: alpha (current value)", d.two_stage, d.two_stage_se, d.alpha, d.cpu_two_stage.mean()))
     print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
 
 
@@ -164,6 +180,8 @@ def main():
     c.add_argument("--seed", type=int, default=19)
     c.add_argument("--save", help="per-trial estimates as CSV")
     c.add_argument("--workers", type=int, default=1, help="trials in parallel (processes)")
+    c.add_argument("--association", choices=joint.ASSOCIATIONS, default="value",
+                   help="the joint model's association (value+slope also estimates the slope's, true 0 in both sources)")
     c.add_argument("--sigma", type=float, help="published source: residual SD of ln burden (default joint_dgp's 0.25)")
     t = sub.add_parser("timing")
     t.add_argument("--patients", type=int, default=600)

@@ -602,8 +602,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
 }
 
 # survival/joint_predictions.parquet: P(T > landmark + window | T > landmark, scans up to the
-# landmark) per patient and scan (the landmark is the scan's day, at least 0): the joint model's
-# rows of the dynamic_prediction table, which the dynamic accuracy scores beside the others.
+# landmark) per patient at each scan's day (at least 0) and at each grid landmark it is at risk at,
+# as the landmark super-model's rows: the joint model's rows of the dynamic_prediction table, which
+# the dynamic accuracy scores beside the others.
 SCHEMAS["joint_predictions"] = SCHEMAS["dynamic_prediction"]
 
 _KIND_CHECK = {
