@@ -21,6 +21,7 @@ include: "workflow/rules/kinetics.smk"
 include: "workflow/rules/survival.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/pacs.smk"
+include: "workflow/rules/design.smk"
 
 
 rule all:

@@ -8,7 +8,8 @@ from tumorburden.cli import build_parser, main
 
 STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "register", "track", "burden",
           "features", "survival", "prediction", "dynamic", "joint", "figures", "score", "check-study", "discover",
-          "merge-exclusions", "segment-dicom", "segment-train", "segment-evaluate", "pacs", "review", "review-table"]
+          "merge-exclusions", "segment-dicom", "segment-train", "segment-evaluate", "pacs", "review", "review-table",
+          "design"]
 
 
 def test_every_stage_has_a_subcommand():

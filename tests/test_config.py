@@ -4,6 +4,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
+from tumorburden import design
 from tumorburden.figures import settings as figure_settings
 from tumorburden.imaging import ingest
 from tumorburden.kinetics import burden, features
@@ -36,6 +37,7 @@ def test_default_config_matches_schema(config, repo_root):
         ("synthetic", trial.DEFAULTS, set()),
         ("figures", figure_settings.DEFAULTS, set()),
         ("review", {**segment_review.DEFAULTS, **lesion_review.DEFAULTS}, set()),
+        ("design", design.DEFAULTS, set()),
     ],
 )
 def test_code_defaults_equal_config(config, section, defaults, internal):

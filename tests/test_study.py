@@ -359,3 +359,11 @@ def test_review_dir_defaults_to_the_private_folder_of_a_dicomweb_study(tmp_path,
     assert review_dir({"study": {"name": "trial", "dicom_root": "/data/export"}}) is None
     private = {"study": {**web["study"], "private_dir": str(tmp_path / "secret")}}
     assert review_dir(private, existing=False) == tmp_path / "secret/reviews"
+
+
+def test_a_missing_design_scores_file_names_the_key(tmp_path, schemas_dir):
+    config = merged_config({**write_study(tmp_path), "design": {"scores": str(tmp_path / "absent.csv")}})
+    with pytest.raises(StudyError, match=r"^config key design.scores: .*absent.csv is not a file"):
+        check_study(config, schemas_dir)
+    (tmp_path / "scores.csv").write_text("stage,metric,value,n,detail\n")
+    check_study(merged_config({**write_study(tmp_path), "design": {"scores": str(tmp_path / "scores.csv")}}), schemas_dir)

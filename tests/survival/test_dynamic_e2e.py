@@ -30,16 +30,23 @@ def check_dynamic_outputs(r):
             assert {landmark.LANDMARK_MODEL, landmark.BASELINE_MODEL} <= set(m["model"]), (cohort, endpoint)
             a = acc[(acc["cohort"] == cohort) & (acc["endpoint"] == endpoint)]
             assert sorted(a["landmark_days"].unique()) == sorted(float(s) for s in DEFAULTS["landmarks_days"])
-    # the landmark and baseline models predict only while the patient is at risk, from a scan on or
-    # before the landmark (other models, e.g. the joint model, keep their own rules)
+    # every model (the joint model's rows included) predicts only while the patient is at risk, from a
+    # scan on or before the landmark
     days = burden.set_index("scan_id")["days"]
     p = pred.merge(clinical[["patient_id", "pfs_days", "os_days"]], on="patient_id")
-    p = p[p["model"].isin([landmark.LANDMARK_MODEL, landmark.BASELINE_MODEL])]
     end = np.where(p["endpoint"] == "pfs", p["pfs_days"], p["os_days"])
     assert (p["landmark_days"] < end).all()
     assert (p["scan_id"].map(days) <= p["landmark_days"]).all()
     assert pred["predicted_survival"].between(0, 1).all()
-    assert set(p["window_days"]) == {w * f for f in (0.25, 0.5, 0.75, 1.0)}
+    ours = p[p["model"].isin([landmark.LANDMARK_MODEL, landmark.BASELINE_MODEL])]
+    assert set(ours["window_days"]) == {w * f for f in (0.25, 0.5, 0.75, 1.0)}
+    # a fitted joint model predicts at every landmark, so it is scored wherever patients are at risk
+    joint = tables.read(r / "survival/joint_model.csv", "joint_model")
+    fitted = joint[~joint["status"].str.startswith("not fitted")][["cohort", "endpoint"]].drop_duplicates()
+    for cohort, endpoint in fitted.itertuples(index=False):
+        a = acc[(acc["cohort"] == cohort) & (acc["endpoint"] == endpoint) & (acc["model"] == "joint")
+                & (acc["n_at_risk"] > 0)]
+        assert len(a) and not a["status"].str.contains("no prediction at this landmark").any(), (cohort, endpoint)
     # the scored patients at a landmark are those at risk there
     ok = acc[acc["status"] == "ok"]
     for row in ok.itertuples():

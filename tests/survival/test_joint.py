@@ -133,6 +133,55 @@ def test_predictions_use_only_the_scans_up_to_the_landmark_and_follow_the_burden
     assert again[sid[2]] < pred[sid[2]]  # alpha > 0: more burden, lower predicted survival
 
 
+def test_landmark_predictions_of_one_patient_without_random_effects_equal_closed_form():
+    # D -> 0: the trajectory is b0 + b1 t whatever the scans say, so P(T > s + w | T > s) is
+    # exp(-(H(s + w) - H(s))) with H the closed-form integral of lam_k exp(alpha (b0 + b1 t))
+    y = np.array([3.1, 3.3, 3.2, 3.6])
+    days = np.array([-5.0, 60.0, 120.0, 200.0])
+    data = one_patient(y, days, 300.0, 1)
+    b0, b1, sigma, lam1, lam2, alpha = 3.0, 0.8, 0.3, 0.2, 0.5, 0.7
+    knot = 100 / 365.25
+    layout = joint.Layout(n_pieces=2, n_covariates=0, slope=False)
+    th = np.array([b0, b1, math.log(sigma), -25.0, 0.0, -25.0, math.log(lam1), math.log(lam2), alpha])
+    fit = joint.JointFit(theta=th, cov=np.eye(layout.size), layout=layout, knots=np.array([knot]),
+                         quad=joint.Quadrature(), loglik=0.0, converged=True, message="", n_patients=1,
+                         n_events=1, n_scans=4)
+    k = alpha * b1
+
+    def H(x):
+        first = lam1 * (math.exp(k * min(x, knot)) - 1) / k
+        return math.exp(alpha * b0) * (first + (lam2 * (math.exp(k * x) - math.exp(k * knot)) / k if x > knot else 0.0))
+
+    w = 180 / 365.25
+    # at risk at 0, 90, 150 and 250 days; not on its event day (300) nor after it
+    pred = joint.dynamic_survival(fit, data, [w], [d / 365.25 for d in (0.0, 90.0, 150.0, 250.0, 300.0, 400.0)])
+    got = pred.set_index("landmark_days")
+    assert list(got.index.round(9)) == [0.0, 60.0, 90.0, 120.0, 150.0, 200.0, 250.0]
+    assert list(got["scan_id"]) == ["A0", "A1", "A1", "A2", "A2", "A3", "A3"]  # the latest scan on or before s
+    for s_days, p in zip(got.index, got["predicted_survival"]):
+        s = s_days / 365.25
+        assert p == pytest.approx(math.exp(-(H(s + w) - H(s))), rel=1e-9), s_days
+
+
+def test_joint_predictions_at_every_landmark_are_scored_beside_the_others(fitted):
+    from tumorburden.survival import dynamic
+
+    data, fit = fitted
+    grid = [0.0, 90.0, 180.0, 270.0, 365.0]
+    pred = joint.dynamic_survival(fit, data, [180 / 365.25], [s / 365.25 for s in grid])
+    pred["landmark_days"] = pred["landmark_days"].round(6)
+    pred["window_days"] = pred["window_days"].round(6)
+    days = data.time * 365.25
+    for s in grid:  # every patient at risk at s has the model's prediction there (the baseline scan is at day -7)
+        assert set(pred.loc[pred["landmark_days"] == s, "patient_id"]) == set(data.patient_id[days > s]), s
+    outcomes = pd.DataFrame({"patient_id": data.patient_id, "time": days, "event": data.event})
+    rows = pd.DataFrame(dynamic.accuracy_rows({"cohort": "lung", "endpoint": "os"}, outcomes,
+                                              pred.assign(cohort="lung", endpoint="os"), grid, 180.0, 0.05))
+    scored = rows[rows["model"] == "joint"].set_index("landmark_days")
+    assert list(scored.index) == grid and (scored["n_unpredicted"] == 0).all()
+    assert (scored["n"] == scored["n_at_risk"]).all() and scored["auc"].between(0.5, 1.0).all()
+
+
 def test_tables_say_why_a_set_is_not_fitted_and_reject_unknown_covariates(simulated):
     lon, surv, _ = simulated
     patients = surv["patient_id"].iloc[:8]

@@ -388,6 +388,18 @@ def cmd_score(a):
     write_scores(Path(a.truth_dir), Path(a.results_dir), Path(a.out))
 
 
+def cmd_design(a):
+    from tumorburden.design import write_design
+
+    config = _settings(a.settings)
+    scores = Path(a.scores) if a.scores else None
+    if scores is not None and not scores.is_file():
+        raise ValueError(f"--scores {scores}: no such file (give a run's truth/scores.csv, or leave it out to "
+                         "use design.error)")
+    write_design(config.get("synthetic"), config.get("design"), Path(a.out_dir), scores_path=scores,
+                 workers=a.workers, figure_settings=config.get("figures"))
+
+
 def cmd_check_study(a):
     from tumorburden.study import check_study, merged_config
 
@@ -728,6 +740,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", required=True)
     p.add_argument("--out", required=True, help="scores.csv")
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("design", help="study design by simulation: power to detect the burden's hazard ratio "
+                       "for death against the number of patients, true vs measured burden")
+    p.add_argument("--settings", default=None,
+                   help="the config's synthetic, design and figures sections as inline JSON or @config.yaml")
+    p.add_argument("--scores", default=None, help="a run's truth/scores.csv: the segmentation error to simulate "
+                   "(empty or left out: design.error)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default design.workers, else all CPUs)")
+    p.add_argument("--out-dir", required=True, help="writes power.csv, trials.parquet, power_curve.{pdf,png}")
+    p.set_defaults(func=cmd_design)
 
     p = sub.add_parser("check-study", help="run the workflow's checks of a config and its study (tables, IDs, "
                        "ranges, the files it names) without running anything")

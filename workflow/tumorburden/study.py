@@ -160,6 +160,11 @@ def _check_config_paths(config: dict) -> None:
         where = "" if Path(review).is_absolute() else f" (relative to the working directory {Path.cwd()})"
         raise StudyError(f"config key review.dir: {review}{where} is not a folder; make it, or point it at the "
                          "folder the radiologist's DICOM-SEG / RTSTRUCT objects are put in")
+    scores = (config.get("design") or {}).get("scores")
+    if scores is not None and not Path(scores).expanduser().is_file():
+        where = "" if Path(scores).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+        raise StudyError(f"config key design.scores: {scores}{where} is not a file; point it at a run's "
+                         "truth/scores.csv, or set it to null")
     segmentation = config.get("segmentation") or {}
     if segmentation.get("engine", "monai") == "monai":
         _check_bundle(segmentation.get("bundle", DEFAULT_BUNDLE))

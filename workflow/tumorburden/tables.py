@@ -546,6 +546,39 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "t_new_lesion_days": "float",
         "missed_visits": "int",
     },
+    # design/power.csv: study design by simulation (design.py), one row per follow-up design x sample
+    # size x burden (true / measured)
+    "design_power": {
+        "hr": "float",
+        "max_followups": "int",
+        "n_patients": "int",
+        "burden": "str",
+        "trials": "int",
+        "not_fitted": "int",
+        "rejections": "int",
+        "power": "float",
+        "power_lower": "float",
+        "power_upper": "float",
+        "mean_hr_estimate": "float",
+        "attenuation": "float",
+        "mean_deaths": "float",
+        "mean_scans_per_patient": "float",
+        "alpha": "float",
+        "error_model": "str",
+    },
+    # design/trials.parquet: every simulated trial's fit behind design/power.csv
+    "design_trials": {
+        "trial": "int",
+        "max_followups": "int",
+        "n_patients": "int",
+        "burden": "str",
+        "coef": "float",
+        "se": "float",
+        "reject": "bool",
+        "status": "str",
+        "deaths": "int",
+        "scans": "int",
+    },
     # truth/scores.csv: a synthetic run scored against its truth
     "scores": {
         "stage": "str",
@@ -571,8 +604,9 @@ SCHEMAS: dict[str, dict[str, str]] = {
 }
 
 # survival/joint_predictions.parquet: P(T > landmark + window | T > landmark, scans up to the
-# landmark) per patient and scan (the landmark is the scan's day, at least 0): the joint model's
-# rows of the dynamic_prediction table, which the dynamic accuracy scores beside the others.
+# landmark) per patient at each scan's day (at least 0) and at each grid landmark it is at risk at,
+# as the landmark super-model's rows: the joint model's rows of the dynamic_prediction table, which
+# the dynamic accuracy scores beside the others.
 SCHEMAS["joint_predictions"] = SCHEMAS["dynamic_prediction"]
 
 _KIND_CHECK = {

@@ -28,7 +28,8 @@ Fitted by maximum likelihood (scipy L-BFGS-B from the mixed model's ML fit and p
 rates); standard errors from the inverse of a central-difference Hessian of the marginal
 log-likelihood (the observed information).
 
-Dynamic prediction (Rizopoulos 2011, the first-order estimator at the MLE)::
+Dynamic prediction (Rizopoulos 2011, the first-order estimator at the MLE; JM's survfitJM), at
+each scan and at each landmark of the grid a patient is at risk at::
 
     P(T_i > t + w | T_i > t, y_i(s <= t)) = E[S_i(t + w | u) / S_i(t | u)]
 
@@ -398,19 +399,37 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
 # --- dynamic predictions ---------------------------------------------------------------------------
 
 
-def dynamic_survival(fit: JointFit, data: JointData, windows_years, chunk=400) -> pd.DataFrame:
-    """P(T > t + w | T > t, scans up to t) for every patient at every one of its scans (t = the
-    scan's time, at least 0) and window w: patient_id, scan_id, landmark_days, window_days,
-    predicted_survival."""
+def prediction_points(data: JointData, landmarks_years=()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where the joint model predicts: every scan (at its time, at least 0) and every landmark s at
+    which a patient is still at risk (event or censoring time after s) with a scan on or before s,
+    as the landmark super-model does; one point per patient and time. (patient index, time in
+    years, index of the latest scan on or before it), sorted by patient and time."""
+    ii, jj = np.nonzero(data.mask)
+    idx, when = [ii], [np.maximum(data.t[ii, jj], 0.0)]
+    for s in landmarks_years:
+        known = (data.mask & (data.t <= s)).any(axis=1)
+        at_risk = np.nonzero((data.time > s) & known)[0]
+        idx.append(at_risk)
+        when.append(np.full(len(at_risk), float(s)))
+    points = np.unique(np.rec.fromarrays([np.concatenate(idx), np.concatenate(when)], names="i,t"))
+    i, t = points["i"].astype(int), points["t"].astype(float)
+    # scans are sorted in time and padded at the end, so the scans known at t are the first ones
+    latest = (data.mask[i] & (data.t[i] <= t[:, None])).sum(axis=1) - 1
+    return i, t, latest
+
+
+def dynamic_survival(fit: JointFit, data: JointData, windows_years, landmarks_years=(), chunk=400) -> pd.DataFrame:
+    """P(T > t + w | T > t, scans up to t) at every point of ``prediction_points`` (each scan's
+    time, at least 0, and each landmark a patient is at risk at) and window w: patient_id, scan_id
+    (the latest scan used), landmark_days, window_days, predicted_survival."""
     beta, sigma, L, log_lam, gamma, alpha, alpha_s = fit.layout.unpack(fit.theta)
     z, wz = gauss_hermite_2d(fit.quad.hermite)
-    ii, jj = np.nonzero(data.mask)
+    ii, tt, latest = prediction_points(data, landmarks_years)
     lin_all = data.w @ gamma if len(gamma) else np.zeros(data.n)
     out = []
     for start in range(0, len(ii), chunk):
-        i, j = ii[start:start + chunk], jj[start:start + chunk]
-        t_land = np.maximum(data.t[i, j], 0.0)
-        upto = data.mask[i] & (data.t[i] <= data.t[i, j][:, None])
+        i, t_land, last = ii[start:start + chunk], tt[start:start + chunk], latest[start:start + chunk]
+        upto = data.mask[i] & (data.t[i] <= t_land[:, None])
         _, mu, V = longitudinal_posterior(data.y[i], data.t[i], upto, beta, sigma, L)
         u = mu[:, None, :] + np.einsum("nab,gb->nga", np.linalg.cholesky(V), z)
         intercept, slope = beta[0] + u[..., 0], beta[1] + u[..., 1]
@@ -422,7 +441,7 @@ def dynamic_survival(fit: JointFit, data: JointData, windows_years, chunk=400) -
             H_tw = cumulative_hazard(intercept, slope, *legendre_grid(t_land + w, fit.knots, fit.quad.legendre),
                                      log_lam, lin, alpha, alpha_s)
             pred = np.exp(logsumexp(log_post - (H_tw - H_t), axis=1) - logsumexp(log_post, axis=1))
-            out.append(pd.DataFrame({"patient_id": data.patient_id[i], "scan_id": data.scan_id[i, j],
+            out.append(pd.DataFrame({"patient_id": data.patient_id[i], "scan_id": data.scan_id[i, last],
                                      "landmark_days": t_land * DAYS_PER_YEAR, "window_days": w * DAYS_PER_YEAR,
                                      "model": MODEL, "predicted_survival": pred}))
     if not out:
@@ -533,7 +552,10 @@ def joint_rows(cohort, endpoint, data, burden, s, j):
              fit.n_scans, fit.n_events, fit.theta[fit.names().index("alpha_value")], status)
     rows = [{**key, **r, "status": status, "n_patients": fit.n_patients, "n_events": fit.n_events,
              "n_scans": fit.n_scans, "loglik": fit.loglik} for r in estimate_rows(fit, s["alpha"])]
-    pred = dynamic_survival(fit, jd, [w / DAYS_PER_YEAR for w in j["windows_days"]])
+    # the landmark grid and window of the dynamic accuracy too, so it scores this model at every landmark
+    windows = sorted({float(w) for w in j["windows_days"]} | {float(s["landmark_window_days"])})
+    pred = dynamic_survival(fit, jd, [w / DAYS_PER_YEAR for w in windows],
+                            [float(x) / DAYS_PER_YEAR for x in s["landmarks_days"]])
     # landmarks and windows in the table's own days (no year round trip)
     pred["landmark_days"] = pred["landmark_days"].round(6)
     pred["window_days"] = pred["window_days"].round(6)

@@ -557,8 +557,8 @@ def _trial(settings: dict | None, place: bool) -> Trial:
         v = vol[scan_idx, lesion_idx]
         semi = semi_axes(v, p["ratios"][lesion_idx])
         c = p["centres"][lesion_idx]
-        lesion_parts.append(pd.DataFrame({
-            "patient_id": pid,
+        lesion_parts.append({  # columns; one frame for the whole trial is built at the end
+            "patient_id": np.full(len(v), pid, dtype=object),
             "scan_id": np.array(scan_ids, dtype=object)[scan_idx],
             "days": p["days"][scan_idx],
             "track_id": (lesion_idx + 1).astype("int64"),
@@ -572,7 +572,7 @@ def _trial(settings: dict | None, place: bool) -> Trial:
             "centroid_z_mm": c[:, 2] + phantom.Z_OF_U0_MM,
             "new": lesion_idx >= p["n_base"],
             "semi_x_mm": semi[:, 0], "semi_y_mm": semi[:, 1], "semi_z_mm": semi[:, 2],
-        }))
+        })
         baseline_volume = float(np.nansum(vol[0, : p["n_base"]]))
         day0 = STUDY_START + dt.timedelta(days=int(p["accrual"]))
         b = p["body"]
@@ -589,7 +589,7 @@ def _trial(settings: dict | None, place: bool) -> Trial:
             "body_a_mm": b.a, "body_b_mm": b.b, "sat_mm": b.sat, "muscle_mm": b.muscle,
         })
 
-    lesions = pd.concat(lesion_parts, ignore_index=True)
+    lesions = pd.DataFrame({k: np.concatenate([part[k] for part in lesion_parts]) for k in lesion_parts[0]})
     lesions["new"] = lesions["new"].astype(bool)
     patients = pd.DataFrame(patient_rows)
     patients["progression_visit"] = patients["progression_visit"].astype("Int64")
