@@ -189,16 +189,22 @@ def _choose_reviews():
     return choice
 
 
+def _review_choice():
+    """The study's ReviewChoice (segment/review.py), read once; None without review.dir."""
+    return PLAN.once_per_scan_table("reviews", _choose_reviews) if REVIEW["dir"] else None
+
+
 def reviews():
     """scan_id -> the scan's review object (segment/review.py: choose_reviews); {} without review.dir."""
-    return PLAN.once_per_scan_table("reviews", _choose_reviews).paths() if REVIEW["dir"] else {}
+    choice = _review_choice()
+    return choice.paths() if choice else {}
 
 
 def passed_over_reviews():
     """scan_id -> the reviews of the scan not taken (an older correction), with the reason, for the
     review table: as JSON, a rule parameter."""
-    passed = PLAN.once_per_scan_table("reviews", _choose_reviews).passed_over_table() if REVIEW["dir"] else {}
-    return json.dumps(passed, sort_keys=True)
+    choice = _review_choice()
+    return json.dumps(choice.passed_over_table() if choice else {}, sort_keys=True)
 
 
 if REVIEW["dir"] and not DICOM_ROOT:

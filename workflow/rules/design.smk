@@ -12,9 +12,9 @@ rule design:
         png=f"{R}/design/power_curve.png",
     log:
         f"{R}/logs/design.log",
-    # every core of a local run (design.workers, when set, wins); on a cluster, where no --cores is given,
-    # 4 (the profile's group size). A function: evaluated only when the rule runs, not when a cluster
-    # run of the study reads this file
+    # design.workers when set, else the cores Snakemake was given (a local run's --cores; under the SLURM
+    # profile that resolves to 1: set design.workers there). A function: evaluated only when the rule
+    # runs, so a cluster run of the study, which gives no --cores, can read this file
     threads: lambda wildcards: (config.get("design") or {}).get("workers") or workflow.resource_settings.cores or 4
     params:
         settings=lambda wc: json.dumps({k: config.get(k) or {} for k in ("synthetic", "design", "figures")},
