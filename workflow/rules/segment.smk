@@ -16,7 +16,7 @@ rule segment:
         f"{R}/benchmarks/segment/{{patient_id}}.tsv"
     params:
         # training and export settings are not the segmentation's: editing them must not redo every scan
-        settings=settings("segmentation", without=("train", "dicom_seg")),
+        settings=settings("segmentation", without=("train", "dicom_seg", "threads")),
         scans=scans_of,
         images=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
         segmentations=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),
@@ -24,7 +24,10 @@ rule segment:
         masks=lambda wc: [f"--mask={s}={m}" for s, m in external_files_of(wc, "mask")],
         bodycomp=lambda wc: [f"--bodycomp={s}={m}" for s, m in external_files_of(wc, "bodycomp")],
         nifti=lambda wc: [s for s in scans_of(wc) if not is_dicom_source(s)],
-    threads: 2 if SEGMENTATION.get("engine", "monai") == "monai" else 1  # torch uses them; the classical engine is serial
+    # torch's threads (the classical engine is serial). One per job by default: --cores N then runs N
+    # patients side by side, which costs 1.5x less CPU per scan than two threads on one, and a torch
+    # job whose second thread shares a core with another job waits on it (BENCHMARKS.md)
+    threads: SEGMENTATION["threads"] if SEGMENTATION["engine"] == "monai" else 1
     resources:
         mem_mb=6000,
     conda:

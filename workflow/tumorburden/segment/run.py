@@ -40,6 +40,7 @@ DEFAULTS = {
     "engine": "monai",
     "bundle": DEFAULT_BUNDLE,
     "dicom_seg": True,
+    "threads": 1,  # torch CPU threads per segment job; the workflow's --cores run that many jobs side by side
     **engine.INFERENCE_DEFAULTS,
     **classical.DEFAULTS,
 }
