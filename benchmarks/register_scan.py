@@ -1,7 +1,10 @@
 """Rigid registration of one IMPACT-sized follow-up (512x512x300, 0.78 mm, 1.5 mm slices) to its
 baseline, against reading the two images from NIfTI (a cost every per-scan job pays), in the same run.
 
-    .venv/bin/python benchmarks/register_scan.py [repeats]
+    .venv/bin/python benchmarks/register_scan.py [repeats] [sampling fraction ...]
+
+With sampling fractions (e.g. `3 0.2 0.05`), one line per fraction of the metric's random samples
+(register.SAMPLING_FRACTION), CPU seconds beside wall time, in the same run.
 
 The follow-up is the analytic phantom of tests/lesions/test_register.py seen after a known
 motion (3 deg about z, 10/-6/25 mm), so the error of the recovered transform is known.
@@ -36,7 +39,7 @@ def render(spacing, shape, origin, motion=np.eye(4)):
     return Volume(out, affine)
 
 
-def main(repeats: int = 3) -> None:
+def main(repeats: int = 3, fractions=(None,)) -> None:
     shape, spacing = (512, 512, 300), (0.78, 0.78, 1.5)
     origin = [-(s - 1) * d / 2 for s, d in zip(shape, spacing)]
     motion = motion_matrix(3.0, (10.0, -6.0, 25.0))
@@ -44,22 +47,26 @@ def main(repeats: int = 3) -> None:
         tmp = Path(tmp)
         save_nifti(render(spacing, shape, origin), tmp / "base.nii.gz", dtype=np.int16)
         save_nifti(render(spacing, shape, origin, motion), tmp / "fu.nii.gz", dtype=np.int16)
-        rows = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            base = load_nifti(tmp / "base.nii.gz", dtype=np.float32)
-            fu = load_nifti(tmp / "fu.nii.gz", dtype=np.float32)
-            t1 = time.perf_counter()
-            matrix, info = register.rigid_matrix(fu, base)
-            t2 = time.perf_counter()
-            rows.append((t1 - t0, t2 - t1))
-        pts = np.array([[-60.0, 5, 40, 1], [55, 10, 60, 1], [5, -70, -50, 1]]) @ motion.T
-        err = np.linalg.norm((pts @ matrix.T)[:, :3] - (pts @ np.linalg.inv(motion).T)[:, :3], axis=1)
-    read, reg = np.median(np.array(rows), axis=0)
-    print(f"read both images: {read:.2f} s; rigid registration: {reg:.2f} s; ratio {reg / read:.2f} "
-          f"(median of {repeats}); status {info['status']}, rotation {info['rotation_deg']:.2f} deg, "
-          f"max point error {err.max():.2f} mm")
+        for fraction in fractions:
+            if fraction is not None:
+                register.SAMPLING_FRACTION = fraction
+            rows = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                base = load_nifti(tmp / "base.nii.gz", dtype=np.float32)
+                fu = load_nifti(tmp / "fu.nii.gz", dtype=np.float32)
+                t1, c1 = time.perf_counter(), time.process_time()
+                matrix, info = register.rigid_matrix(fu, base)
+                t2, c2 = time.perf_counter(), time.process_time()
+                rows.append((t1 - t0, t2 - t1, c2 - c1))
+            pts = np.array([[-60.0, 5, 40, 1], [55, 10, 60, 1], [5, -70, -50, 1]]) @ motion.T
+            err = np.linalg.norm((pts @ matrix.T)[:, :3] - (pts @ np.linalg.inv(motion).T)[:, :3], axis=1)
+            read, reg, cpu = np.median(np.array(rows), axis=0)
+            print(f"sampling {register.SAMPLING_FRACTION:g}: read both images: {read:.2f} s; rigid registration: "
+                  f"{reg:.2f} s wall, {cpu:.2f} CPU-s; ratio {reg / read:.2f} (median of {repeats}); status "
+                  f"{info['status']}, rotation {info['rotation_deg']:.2f} deg, iterations {info['iterations']}, "
+                  f"max point error {err.max():.2f} mm", flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 3, [float(x) for x in sys.argv[2:]] or [None])
