@@ -152,6 +152,7 @@ def main() -> None:
                 _drop_page_cache()
             rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
                                                     work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            pulled, _ = dict(phases), phases.clear()  # before the server's answers are timed alone below
             # the server's share of the pull: its two answers, each timed on its own
             rows["metadata"].append(_timed(lambda: server.series_metadata(study_uid, series_uid), pid))
             rows["retrieve"].append(_timed(retrieve_bytes, pid))
@@ -159,8 +160,7 @@ def main() -> None:
             print(f"round {r + 1}: pull {pw:.2f} s wall, {pc:.2f} CPU-s (+ {ps:.2f} Orthanc); copy {cw:.2f} s wall, "
                   f"{cc:.2f} CPU-s; ratio {pw / cw:.1f}x", flush=True)
             print("  pull's phases, wall s (CPU-s of this process): " + "; ".join(
-                f"{name} {w:.2f} ({c:.2f})" for name, (w, c) in phases.items()), flush=True)
-            phases.clear()
+                f"{name} {w:.2f} ({c:.2f})" for name, (w, c) in pulled.items()), flush=True)
             if a.pull_only:
                 continue
             if r == 0:  # a label map on the series' grid: tissue everywhere, 20 lesions
