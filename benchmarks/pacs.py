@@ -14,8 +14,9 @@ answers timed alone (the series' WADO-RS metadata; its WADO-RS retrieve read off
 parsed). Push: per round the DICOM-SEG of an
 N-slice label map on that series (both copies, as segment_dicom writes them), the SR of 20
 lesions (both copies) and the STOW-RS of SEG + SR (left out with --pull-only). Prints each
-round's pull and copy, then a Markdown table: medians of the rounds, wall seconds and CPU seconds
-(this process; Orthanc's from /proc beside it). With --profile N, one more pull under cProfile
+round's pull (and its phases: the metadata request waited for, index, choice, retrieval) and
+copy, then a Markdown table: medians of the rounds, wall seconds and CPU seconds (this process;
+Orthanc's from /proc beside it). With --profile N, one more pull under cProfile
 (its thread pools run inline, so the profile sees the series' work): the N top lines by cumulative time.
 """
 
@@ -55,6 +56,31 @@ def _timed(fn, orthanc_pid: int | None = None):
     fn()
     return (time.perf_counter() - wall0, time.process_time() - cpu0,
             (_orthanc_cpu(orthanc_pid) - server0) if orthanc_pid else 0.0)
+
+
+def _time_phases() -> dict:
+    """{phase: (wall s, CPU-s)} of the last pull, filled by timers around its steps: the metadata
+    request (the server's answer, waited for), index (QIDO-RS, that request, the header records),
+    discovery's choice, and the retrieval (WADO-RS streamed, each part checked and written)."""
+    from tumorburden.pacs import client, pull as pull_module
+
+    spent: dict = {}
+
+    def timed(name, fn):
+        def run(*args, **kwargs):
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                w, c = spent.get(name, (0.0, 0.0))
+                spent[name] = (w + time.perf_counter() - wall0, c + time.process_time() - cpu0)
+        return run
+
+    client.Pacs.series_metadata = timed("metadata request", client.Pacs.series_metadata)
+    pull_module.index = timed("index (QIDO + metadata + records)", pull_module.index)
+    pull_module.discover = timed("choice", pull_module.discover)
+    pull_module.fetch = timed("retrieval", pull_module.fetch)
+    return spent
 
 
 def main() -> None:
@@ -106,6 +132,7 @@ def main() -> None:
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         pmap = pd.DataFrame({"dicom_patient_id": ["BENCH"], "patient_id": ["B01"]})
         rows = {"pull": [], "copy": [], "metadata": [], "retrieve": [], "seg": [], "sr": [], "stow": []}
+        phases = _time_phases()
         server = connect({"url": url})
         study_uid = server.studies_of("BENCH")[0]["0020000D"]["Value"][0]
         series_uid = server.series_of(study_uid)[0]["0020000E"]["Value"][0]
@@ -125,12 +152,15 @@ def main() -> None:
                 _drop_page_cache()
             rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
                                                     work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            pulled, _ = dict(phases), phases.clear()  # before the server's answers are timed alone below
             # the server's share of the pull: its two answers, each timed on its own
             rows["metadata"].append(_timed(lambda: server.series_metadata(study_uid, series_uid), pid))
             rows["retrieve"].append(_timed(retrieve_bytes, pid))
             (pw, pc, ps), (cw, cc, _) = rows["pull"][-1], rows["copy"][-1]
             print(f"round {r + 1}: pull {pw:.2f} s wall, {pc:.2f} CPU-s (+ {ps:.2f} Orthanc); copy {cw:.2f} s wall, "
                   f"{cc:.2f} CPU-s; ratio {pw / cw:.1f}x", flush=True)
+            print("  pull's phases, wall s (CPU-s of this process): " + "; ".join(
+                f"{name} {w:.2f} ({c:.2f})" for name, (w, c) in pulled.items()), flush=True)
             if a.pull_only:
                 continue
             if r == 0:  # a label map on the series' grid: tissue everywhere, 20 lesions

@@ -86,3 +86,88 @@ def test_source_files_are_the_chosen_series(study, tmp_path):
     listing = tmp_path / "S1.json"
     listing.write_text(json.dumps({"scan_id": "S1", "series_uid": "1.2.9.6", "files": ["a", "b"]}))
     assert source_files(listing) == ["a", "b"]
+
+
+# --- a DICOMweb server's metadata (DICOM JSON) read into discovery's header records --------------
+
+
+def _json_records(item: dict, path: str = "/cache/x.dcm"):
+    """The record through DicomJson and the record through pydicom's own JSON conversion."""
+    import pydicom
+
+    from tumorburden.imaging.series import JSON_TAGS, DicomJson, header_record
+
+    by_pydicom = header_record(pydicom.Dataset.from_json({k: item[k] for k in JSON_TAGS if k in item}), path)
+    return header_record(DicomJson(item), path), by_pydicom
+
+
+def _metadata_of(path) -> dict:
+    """What a server answers as an instance's metadata: its DICOM JSON, pixel data by reference."""
+    import pydicom
+
+    return pydicom.dcmread(path).to_json_dict(bulk_data_element_handler=lambda elem: "http://pacs/bulk",
+                                               bulk_data_threshold=1024)
+
+
+def test_dicom_json_records_equal_pydicom_conversion(tmp_path):
+    """The records read straight from the JSON values are the ones pydicom's Dataset.from_json gives,
+    for the shapes servers send: numbers or strings for DS/IS, names with ideographic groups,
+    empty values, several values, missing elements."""
+    utf8 = {"SpecificCharacterSet": "ISO_IR 192"}
+    write_series(tmp_path / "a", n=2, patient_name="Yamada^Tarou=山田^太郎=やまだ^たろう",
+                 description="Abdomen portal venous", kernel="B30f", thickness=2.0, overrides={0: utf8, 1: utf8})
+    write_series(tmp_path / "b", n=1, signed=False, bits_stored=12, slope=2.0, intercept=-1000.0,
+                 image_type=["DERIVED", "SECONDARY", "AXIAL"])
+    items = [_metadata_of(p) for p in sorted(tmp_path.rglob("*.dcm"))]
+    variants = []
+    for item in items:
+        variants.append(item)
+        as_strings = json.loads(json.dumps(item))
+        for key in ("00200032", "00280030", "00180050", "00281052", "00200013"):  # DS and IS as strings
+            as_strings[key]["Value"] = [str(v) for v in as_strings[key]["Value"]]
+        variants.append(as_strings)
+        empty = json.loads(json.dumps(item))
+        for key in ("00100010", "00080090", "00180050", "00181210", "00280030"):
+            empty[key] = {"vr": empty[key]["vr"]}  # present without a value
+        variants.append(empty)
+        missing = {k: v for k, v in item.items() if k not in ("00280030", "00200037", "00080008", "00180050")}
+        variants.append(missing)
+        empty_list = json.loads(json.dumps(item))
+        empty_list["00281053"]["Value"] = []
+        variants.append(empty_list)
+    for item in variants:
+        fast, reference = _json_records(item)
+        assert fast == reference
+    first = _json_records(items[0])[0]
+    assert first["status"] == "image" and first["patient_name"] == "Yamada^Tarou=山田^太郎=やまだ^たろう"
+    assert len(first["slices"]) == 1 and first["slices"][0].pixel_spacing == (0.7, 0.9)
+
+
+def test_dicom_json_not_plain_goes_through_pydicom(tmp_path):
+    """Sequences, inline binary, bulk data or a value of the wrong JSON type are pydicom's to
+    convert: DicomJson refuses them and json_header_record still gives pydicom's record."""
+    from dicomgen import write_enhanced
+
+    from tumorburden.imaging.series import DicomJson, NotPlainJson, json_header_record, read_header
+
+    write_enhanced(tmp_path / "mf", n=3)
+    (enhanced,) = sorted((tmp_path / "mf").iterdir())
+    item = _metadata_of(enhanced)
+    with pytest.raises(NotPlainJson):
+        DicomJson(item)
+    record = json_header_record(item, str(enhanced))
+    on_disk = read_header(str(enhanced))
+    assert len(record["slices"]) == 3
+    assert [s.ipp for s in record["slices"]] == [s.ipp for s in on_disk["slices"]]
+
+    write_series(tmp_path / "s", n=1)
+    (path,) = sorted((tmp_path / "s").iterdir())
+    item = _metadata_of(path)
+    for key, odd in (("00280010", {"vr": "US", "Value": ["512"]}),  # a number as a string
+                     ("00100010", {"vr": "PN", "Value": ["Doe^Jane"]}),  # a name not as an object
+                     ("00180050", {"vr": "DS", "InlineBinary": "MS4yNQ=="}),
+                     ("0008103E", {"vr": "LO", "Value": [True]}),
+                     ("00181210", {"vr": "SH", "Value": "B30f"})):  # a value not in a list
+        bad = {**item, key: odd}
+        with pytest.raises(NotPlainJson):
+            DicomJson(bad)

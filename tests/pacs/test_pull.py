@@ -4,6 +4,7 @@ fetched, resumable, and the faults in one line."""
 from __future__ import annotations
 
 import json
+import struct
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from dicomgen import write_series
 from tumorburden.imaging.discover import discover
 from tumorburden.imaging.ingest import DEFAULTS
 from tumorburden.pacs.client import PacsError, connect
-from tumorburden.pacs.pull import _whole_instance, fetch, index, pull
+from tumorburden.pacs.pull import _walk, _whole_instance, fetch, index, pull
 from tumorburden.study import baseline_dates, read_patient_map
 
 SECRETS = ("HOSP123", "HOSP456", "HOSP999", "Doe", "Jane", "19500101")
@@ -227,3 +228,126 @@ def test_an_instance_with_short_pixel_data_stops_the_pull_and_is_not_cached(orth
     assert not (folder / f"{short_sop}.dcm").exists()
     for f in folder.glob("*.dcm"):  # what did arrive is whole
         assert pydicom.dcmread(f).pixel_array.shape == (12, 12)
+
+
+# --- the header check on the bytes: explicit VR little endian walked, anything else to pydicom ---
+
+UNDEFINED = 0xFFFFFFFF
+SERVER = "http://pacs/dicom-web"
+
+
+def _element(tag: int, vr: bytes, value: bytes, length: int | None = None) -> bytes:
+    if vr in (b"SQ", b"OB", b"OW", b"UN", b"UT"):
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, len(value) if length is None else length) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _item(body: bytes, undefined: bool) -> bytes:
+    if undefined:
+        return struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED) + body + struct.pack("<HHI", 0xFFFE, 0xE00D, 0)
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(body)) + body
+
+
+def _sequence(tag: int, items: list[bytes], undefined: bool) -> bytes:
+    body = b"".join(_item(it, undefined) for it in items)
+    if undefined:
+        return _element(tag, b"SQ", body + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0), UNDEFINED)
+    return _element(tag, b"SQ", body)
+
+
+def _insert(data: bytes, tag: int, encoded: bytes) -> bytes:
+    """data with the encoded element put before the first top-level element after tag."""
+    ds = pydicom.dcmread(__import__("io").BytesIO(data))
+    later = sorted(t for t in ds.keys() if t > tag)
+    raw = ds.get_item(later[0])
+    head = 12 if raw.VR in ("SQ", "OB", "OW", "UN", "UT") else 8
+    at = raw.value_tell - head
+    return data[:at] + encoded + data[at:]
+
+
+def _with_sequences(data: bytes) -> bytes:
+    """A CT file with what real ones carry and pydicom does not write: sequences and items of
+    undefined length nested in each other, a sequence of defined length, and an icon image whose
+    own pixel data is encapsulated (undefined length) inside an item."""
+    code = _element(0x00080100, b"SH", b"121311") + _element(0x00080102, b"SH", b"DCM ")
+    reference = (_element(0x00081150, b"UI", b"1.2.840.10008.5.1.4.1.1.2\0") + _element(0x00081155, b"UI", b"1.2.3.4\0")
+                 + _sequence(0x0040A170, [code], undefined=True))
+    data = _insert(data, 0x00081140, _sequence(0x00081140, [reference, reference], undefined=True))
+    data = _insert(data, 0x00082112, _sequence(0x00082112, [reference], undefined=False))
+    fragments = (struct.pack("<HHI", 0xFFFE, 0xE000, 0) + struct.pack("<HHI", 0xFFFE, 0xE000, 16) + b"\x01" * 16
+                 + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0))
+    icon = (_element(0x00280002, b"US", struct.pack("<H", 1)) + _element(0x00280010, b"US", struct.pack("<H", 4))
+            + _element(0x00280011, b"US", struct.pack("<H", 4)) + _element(0x00280100, b"US", struct.pack("<H", 8))
+            + _element(0x7FE00010, b"OB", fragments, UNDEFINED))
+    return _insert(data, 0x00880200, _sequence(0x00880200, [icon], undefined=True))
+
+
+def _assert_whole_and_every_cut_refused(data: bytes, sop: str, cuts) -> None:
+    assert _whole_instance(data, SERVER) == sop
+    for keep in cuts:
+        with pytest.raises(PacsError) as err:
+            _whole_instance(data[:keep], SERVER)
+        # cut before the preamble's end it is not even a DICOM file; after it, an instance cut short
+        why = "not a DICOM file" if keep < 132 else "cut short"
+        assert "\n" not in str(err.value) and SERVER in str(err.value) and why in str(err.value), keep
+
+
+def test_walked_header_with_nested_undefined_length_sequences(tmp_path):
+    write_series(tmp_path / "s", n=1, rows=32, cols=32)
+    (path,) = sorted((tmp_path / "s").iterdir())
+    data = _with_sequences(path.read_bytes())
+    ds = pydicom.dcmread(__import__("io").BytesIO(data))  # pydicom reads the same bytes as valid DICOM
+    assert ds.ReferencedImageSequence[1].PurposeOfReferenceCodeSequence[0].CodeValue == "121311"
+    assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == "1.2.3.4" and ds.IconImageSequence[0].Rows == 4
+    assert ds.pixel_array.shape == (32, 32)
+    found, length, start = _walk(data)  # the walk, not pydicom, checks this one
+    assert length == 32 * 32 * 2 and data[start:] == ds.PixelData
+    pixels_at = start - 12
+    _assert_whole_and_every_cut_refused(data, ds.SOPInstanceUID, [*range(0, pixels_at + 20), len(data) - 1])
+
+
+def test_big_file_walked_and_short_pixel_data_refused(tmp_path):
+    write_series(tmp_path / "s", n=1, rows=512, cols=512)
+    (path,) = sorted((tmp_path / "s").iterdir())
+    data = path.read_bytes()
+    sop = pydicom.dcmread(path).SOPInstanceUID
+    assert _walk(data) is not None
+    _assert_whole_and_every_cut_refused(data, sop, [200, len(data) // 3, len(data) - 2, len(data) - 1])
+    # the Pixel Data element whole in itself, but half of what Rows x Columns x 2 bytes needs
+    ds = pydicom.dcmread(path)
+    ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+    ds.save_as(tmp_path / "short.dcm")
+    short = (tmp_path / "short.dcm").read_bytes()
+    assert _walk(short) is not None
+    with pytest.raises(PacsError, match="cut short"):
+        _whole_instance(short, SERVER)
+
+
+@pytest.mark.parametrize("syntax", ["implicit", "rle"])
+def test_other_transfer_syntaxes_left_to_pydicom(tmp_path, syntax):
+    write_series(tmp_path / "s", n=1, rows=32, cols=32, syntax=syntax)
+    (path,) = sorted((tmp_path / "s").iterdir())
+    data = path.read_bytes()
+    assert _walk(data) is None
+    _assert_whole_and_every_cut_refused(data, pydicom.dcmread(path).SOPInstanceUID,
+                                        [*range(0, 600, 7), len(data) - 9, len(data) - 1])
+
+
+def test_a_header_the_walk_does_not_know_goes_to_pydicom(tmp_path):
+    """An undefined-length UN element (implicit VR items inside) and a file whose meta says explicit
+    VR while its data set is implicit: the walk hands both to pydicom, whose answer stands."""
+    write_series(tmp_path / "s", n=1, rows=16, cols=16)
+    (path,) = sorted((tmp_path / "s").iterdir())
+    data = path.read_bytes()
+    sop = pydicom.dcmread(path).SOPInstanceUID
+    item = struct.pack("<HHI", 0x0008, 0x0100, 6) + b"121311"  # implicit VR inside
+    unknown = _element(0x00091010, b"UN", _item(item, True) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0), UNDEFINED)
+    with_un = _insert(data, 0x00091010, unknown)
+    assert _walk(with_un) is None
+    assert _whole_instance(with_un, SERVER) == sop
+    with pytest.raises(PacsError, match="cut short"):
+        _whole_instance(with_un[:-1], SERVER)
+    write_series(tmp_path / "i", n=1, rows=16, cols=16, syntax="implicit")
+    (implicit,) = sorted((tmp_path / "i").iterdir())
+    lying = implicit.read_bytes().replace(b"1.2.840.10008.1.2\0", b"1.2.840.10008.1.2.1")
+    assert _walk(lying) is None

@@ -198,10 +198,10 @@ def _read_header(path: str) -> dict:
 
 
 def header_record(ds, path: str, transfer_syntax: str = "") -> dict:
-    """The record of read_header from a data set already in memory (e.g. the DICOM JSON metadata
-    of a DICOMweb server, read with pydicom's Dataset.from_json), `path` being where its file is
-    or will be."""
-    ds = _Fast(ds)
+    """The record of read_header from a data set already in memory (a pydicom Dataset, or the
+    DICOM JSON metadata of a DICOMweb server as a `DicomJson`), `path` being where its file is or
+    will be."""
+    ds = ds if isinstance(ds, DicomJson) else _Fast(ds)
     sop = _text(ds.get("SOPClassUID"))
     rec = {
         "path": path,
@@ -278,6 +278,91 @@ class _Fast:
         if vr == "US" and len(value) >= 2:
             return int.from_bytes(value[:2], "little")
         return self.ds.get(keyword, default)
+
+
+# DICOM JSON (PS3.18 F.2) keys of TAGS: a DICOMweb server's metadata of an instance, cut to these
+JSON_TAGS = {f"{pydicom.datadict.tag_for_keyword(kw):08X}": kw for kw in TAGS}
+# the JSON type each VR's values have in DICOM JSON (Table F.2.3-1), and DS and IS as strings too
+# (servers send both, and pydicom reads both; header_record reads them with float() and int())
+_JSON_NUMBER_VRS = {"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD"}
+_JSON_DECIMAL_VRS = {"DS", "IS"}
+_JSON_STRING_VRS = {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+
+
+class NotPlainJson(ValueError):
+    """A DICOM JSON element that is not a plain string or number value: pydicom converts it."""
+
+
+class DicomJson:
+    """Keyword access to one instance's DICOM JSON, for header_record, with the values pydicom's
+    Dataset.from_json gives (a value, or a list of several; a person name's groups joined by '=';
+    pydicom's empty value of the VR when there is none). pydicom builds a DataElement per tag,
+    1.5 CPU-ms an instance; this reads the JSON values as they are. Anything else than strings,
+    numbers and person names (sequences, inline binary, bulk data, a value of the wrong JSON type)
+    raises NotPlainJson: `json_header_record` then lets pydicom convert that instance."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, item: dict):
+        self.values = {}
+        for key, keyword in JSON_TAGS.items():
+            element = item.get(key)
+            if element is not None:
+                self.values[keyword] = _json_value(element)
+
+    def __contains__(self, keyword) -> bool:
+        return keyword in self.values
+
+    def get(self, keyword, default=None):
+        return self.values.get(keyword, default)
+
+
+def _json_value(element: dict):
+    vr = element.get("vr")
+    if "Value" not in element:
+        if "BulkDataURI" in element or "InlineBinary" in element or vr == "SQ":
+            raise NotPlainJson(vr)
+        return pydicom.dataelem.empty_value_for_VR(vr)
+    values = element["Value"]
+    if not isinstance(values, list):
+        raise NotPlainJson(vr)
+    if not values:
+        return pydicom.dataelem.empty_value_for_VR(vr)
+    if vr in _JSON_NUMBER_VRS:
+        kind = (int, float)
+    elif vr in _JSON_DECIMAL_VRS:
+        kind = (int, float, str)
+    elif vr in _JSON_STRING_VRS:
+        kind = str
+    elif vr == "PN":
+        values = [_json_person_name(v) for v in values]
+        kind = str
+    else:
+        raise NotPlainJson(vr)
+    if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+        raise NotPlainJson(vr)
+    return values[0] if len(values) == 1 else values
+
+
+def _json_person_name(value) -> str:
+    if not isinstance(value, dict):
+        raise NotPlainJson("PN")
+    groups = ("Alphabetic", "Ideographic", "Phonetic")
+    n = 3 if "Phonetic" in value else 2 if "Ideographic" in value else 1
+    return "=".join(value.get(group, "") for group in groups[:n])
+
+
+def json_header_record(item: dict, path: str) -> dict:
+    """header_record of one instance's DICOM JSON metadata (a DICOMweb server's answer), read
+    through DicomJson, or through pydicom's Dataset.from_json where it holds more than plain values
+    (an enhanced CT's functional group sequences, say)."""
+    try:
+        ds = DicomJson(item)
+    except NotPlainJson:
+        # only discovery's elements: pydicom converts each with ~0.1 CPU-ms, and a CT header has
+        # hundreds; pixel data (a BulkDataURI) is never among them
+        ds = pydicom.Dataset.from_json({key: item[key] for key in JSON_TAGS if key in item})
+    return header_record(ds, path)
 
 
 def _int(value):

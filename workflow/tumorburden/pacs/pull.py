@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
@@ -36,13 +37,11 @@ from pathlib import Path
 
 import pandas as pd
 from pydicom import dcmread
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 
 from tumorburden.imaging.discover import discover
-from tumorburden.imaging.series import TAGS, header_record
+from tumorburden.imaging.series import json_header_record
 from tumorburden.pacs.client import Pacs, PacsError, connect
 from tumorburden.paths import inside
 
@@ -52,7 +51,6 @@ UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 CACHE = "pacs"  # under the private area
 PIXEL_DATA = 0x7FE00010
 UNDEFINED_LENGTH = 0xFFFFFFFF
-HEADER_TAGS = [f"{tag_for_keyword(keyword):08X}" for keyword in TAGS]  # DICOM JSON keys
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"  # (FFFE,E0DD), length 0, little endian
 
 
@@ -111,10 +109,7 @@ def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) 
             folder = cache / study_uid / series_uid
             for item in instances:
                 sop = _uid(item, "00080018", url)
-                # only the elements discovery reads: a CT header has a few hundred, and pydicom's
-                # JSON conversion costs ~0.1 ms each; pixel data (a BulkDataURI) is never among them
-                ds = Dataset.from_json({tag: item[tag] for tag in HEADER_TAGS if tag in item})
-                records.append(header_record(ds, str(folder / f"{sop}.dcm")))
+                records.append(json_header_record(item, str(folder / f"{sop}.dcm")))
     log.info("metadata of %d CT series: %d instances (no pixel data fetched yet)", len(todo), len(records))
     return records, exclusions
 
@@ -194,9 +189,35 @@ def _whole_instance(data: bytes, server: str) -> str:
     this header-only read is what proves them complete: a multipart stream cut by a dropped
     connection still yields its last part, short. The Pixel Data element must hold Rows x Columns x
     SamplesPerPixel x BitsAllocated/8 x NumberOfFrames bytes (native transfer syntaxes), or every
-    frame in fragments closed by the sequence delimiter (encapsulated ones)."""
+    frame in fragments closed by the sequence delimiter (encapsulated ones). A file in explicit VR
+    little endian with native pixel data (what a CT is stored as, uncompressed) is checked by
+    `_walk` on its bytes; anything else, and whatever the walk does not vouch for, by pydicom."""
     broke_off = PacsError(f"DICOMweb server {server} sent an instance cut short (its pixel data or header "
                           "incomplete: a dropped connection, or a damaged file on the server; the part is dropped)")
+    try:
+        walked = _walk(data)
+    except _CutShort:
+        raise broke_off from None
+    if walked is not None:
+        found, length, start = walked
+        try:
+            rows, cols, bits = (int.from_bytes(found[tag], "little") for tag in (ROWS, COLUMNS, BITS_ALLOCATED))
+            samples = int.from_bytes(found[SAMPLES_PER_PIXEL], "little") if SAMPLES_PER_PIXEL in found else 1
+            frames = int(found.get(NUMBER_OF_FRAMES, b"").decode("ascii").strip("\0 ") or 1)
+        except (KeyError, ValueError, UnicodeDecodeError):  # pydicom would fail on these too
+            raise broke_off from None
+        expected = rows * cols * samples * bits // 8 * frames
+        if length < expected or len(data) - start < expected:
+            raise broke_off
+        sop = found.get(SOP_INSTANCE_UID, b"").decode("ascii", "replace").strip("\0 ")
+    else:
+        sop = _whole_instance_pydicom(data, broke_off, server)
+    if not UID.match(sop):
+        raise PacsError(f"DICOMweb server {server} sent an instance without a valid SOP Instance UID; check the server")
+    return sop
+
+
+def _whole_instance_pydicom(data: bytes, broke_off: PacsError, server: str) -> str:
     try:
         ds = dcmread(BytesIO(data))  # elements stay raw: only those read below are converted
     except InvalidDicomError:
@@ -227,9 +248,115 @@ def _whole_instance(data: bytes, server: str) -> str:
         raise broke_off from None
     if not whole:
         raise broke_off
-    if not UID.match(sop):
-        raise PacsError(f"DICOMweb server {server} sent an instance without a valid SOP Instance UID; check the server")
     return sop
+
+
+# --- the header of a received file, walked on its bytes -------------------------------------
+# pydicom's dcmread of a part costs ~0.8 CPU-ms (it builds every element of the header); the walk
+# below only steps from element to element of an explicit VR little endian file and keeps the
+# handful of top-level values the check needs (~0.05 ms).
+
+SOP_INSTANCE_UID, ROWS, COLUMNS = 0x00080018, 0x00280010, 0x00280011
+SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES = 0x00280002, 0x00280100, 0x00280008
+_WALK_KEEP = {SOP_INSTANCE_UID, ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED, NUMBER_OF_FRAMES}
+_US_KEPT = (ROWS, COLUMNS, SAMPLES_PER_PIXEL, BITS_ALLOCATED)
+_TRANSFER_SYNTAX = 0x00020010
+EXPLICIT_VR_LITTLE_ENDIAN = b"1.2.840.10008.1.2.1"
+# VRs whose length takes 4 bytes after 2 reserved ones, and those whose length takes 2 (PS3.5 7.1.2)
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_SHORT_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL", b"IS", b"LO", b"LT", b"PN", b"SH",
+              b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US"}
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_HEADER = struct.Struct("<HH2sH")
+_LONG_LENGTH = struct.Struct("<I")
+
+
+class _CutShort(Exception):
+    """The bytes end before the header does, or before the pixel data starts."""
+
+
+class _NotPlain(Exception):
+    """Something the walk leaves to pydicom (another transfer syntax, a VR it does not know, ...)."""
+
+
+def _walk(data: bytes) -> tuple[dict[int, bytes], int, int] | None:
+    """({tag: raw value} of the top-level elements the check needs, Pixel Data's declared length,
+    where its value starts) of a DICOM file in explicit VR little endian with native (defined
+    length) Pixel Data; None for anything else (pydicom reads it)."""
+    if len(data) < 132 or data[128:132] != b"DICM":
+        return None
+    try:
+        found, syntax = {}, None
+        # the file meta information (group 0002) is explicit VR little endian in every file
+        pos, tag, length, start = _element(data, 132)
+        while tag >> 16 == 0x0002:
+            if tag == _TRANSFER_SYNTAX:
+                syntax = data[start:start + length].rstrip(b"\0 ")
+            pos, tag, length, start = _element(data, pos)
+        if syntax != EXPLICIT_VR_LITTLE_ENDIAN:
+            return None
+        while tag != PIXEL_DATA:
+            if tag in _WALK_KEEP:
+                found[tag] = data[start:start + length]
+            pos, tag, length, start = _element(data, pos)
+    except _NotPlain:
+        return None
+    if length == UNDEFINED_LENGTH or any(tag in found and len(found[tag]) != 2 for tag in _US_KEPT):
+        return None  # encapsulated pixel data; a US value that is not one
+    return found, length, start
+
+
+def _element(data: bytes, pos: int, nested: bool = False) -> tuple[int, int, int, int]:
+    """(where the next element starts, this element's tag, its length, where its value starts) of
+    the element at pos (in a sequence's item when nested), a sequence of undefined length stepped
+    over item by item. The top level's Pixel Data is not stepped over: the walk ends there."""
+    if pos + 8 > len(data):
+        raise _CutShort
+    group, number, vr, length = _HEADER.unpack_from(data, pos)
+    tag = group << 16 | number
+    if vr in _SHORT_VRS:
+        start = pos + 8
+    elif vr in _LONG_VRS:
+        if pos + 12 > len(data):
+            raise _CutShort
+        (length,) = _LONG_LENGTH.unpack_from(data, pos + 8)
+        start = pos + 12
+    else:  # an item tag out of place, a VR unknown, or implicit VR after all
+        raise _NotPlain
+    if length == UNDEFINED_LENGTH:
+        if vr == b"SQ" or (tag == PIXEL_DATA and nested):  # items, or an icon's fragments
+            return _sequence_end(data, start), tag, length, start
+        if tag == PIXEL_DATA:
+            return start, tag, length, start
+        raise _NotPlain  # an undefined-length UN holds implicit VR items
+    if start + length > len(data) and (tag != PIXEL_DATA or nested):  # the top level's is checked after
+        raise _CutShort
+    return start + length, tag, length, start
+
+
+def _sequence_end(data: bytes, pos: int) -> int:
+    """Where a sequence of undefined length whose items start at pos ends (after its delimiter)."""
+    while True:
+        if pos + 8 > len(data):
+            raise _CutShort
+        group, number, length = struct.unpack_from("<HHI", data, pos)
+        tag = group << 16 | number
+        if tag == _SEQUENCE_END:
+            return pos + 8
+        if tag != _ITEM:
+            raise _NotPlain
+        pos += 8
+        if length != UNDEFINED_LENGTH:
+            pos += length
+            continue
+        while True:  # an item of undefined length: its elements up to the item delimiter
+            if pos + 8 > len(data):
+                raise _CutShort
+            group, number = struct.unpack_from("<HH", data, pos)
+            if group << 16 | number == _ITEM_END:
+                pos += 8
+                break
+            pos = _element(data, pos, nested=True)[0]
 
 
 def _write(data: bytes, path: Path) -> int:
