@@ -71,7 +71,8 @@ def two_stage(data: joint.JointData):
     from lifelines import CoxTimeVaryingFitter
 
     lmm = joint.fit_mixed_model(data)
-    _, mu, _ = joint.longitudinal_posterior(data.y, data.t, data.mask, lmm.beta, lmm.sigma, lmm.L)
+    X = lmm.basis.design(data.t)[0]
+    _, mu, _ = joint.longitudinal_posterior(data.y, X, data.mask, lmm.beta, lmm.sigma, lmm.L)
     step = SPLIT_DAYS / joint.DAYS_PER_YEAR
     # whole-day times on a 14-day grid: without the tolerance a float error adds an empty last piece
     # (start == stop), on which lifelines' Efron step divides by zero
