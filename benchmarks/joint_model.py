@@ -5,6 +5,7 @@ Usage:
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200 --sigma 0.6
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200
+  python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
   python benchmarks/joint_model.py timing --patients 600
 
 Sources of the simulated trials (never the estimator's code):
@@ -17,7 +18,8 @@ Sources of the simulated trials (never the estimator's code):
   (synthetic.survival_model.death_hr_per_log_burden); the burden a scan shows is the sum of the
   true lesion volumes. The joint model's linear trajectory is then misspecified.
 
-Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information) and
+Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information, and
+from the sandwich variance too; `--basis spline --df 2` for the natural-spline trajectory) and
 the two-stage approach: the mixed model alone, each patient's fitted current value (empirical
 Bayes, all of the patient's scans) plugged into a time-varying Cox model (lifelines
 CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start of each piece).
@@ -53,15 +55,27 @@ def published_trial(n, rng, sigma=None):
     return lon, surv, (TRUTH["alpha"], TRUTH["alpha_slope"])
 
 
-def synth_trial(n, seed):
+def synth_trial(n, seed, imaging_after_progression=False):
     from tumorburden.synth import trial
 
     tr = trial.simulate_trial({"n_patients": n, "seed": seed, "cohorts": {"lung": 1.0}})
     total = tr.lesions.groupby("scan_id")["volume_ml"].sum()
     scans = tr.scans.assign(total=tr.scans["scan_id"].map(total).fillna(0.0))
+    surv = tr.clinical.rename(columns={"os_days": "time", "os_event": "event"})[["patient_id", "time", "event"]]
+    if imaging_after_progression:
+        # the diagnosis' counterfactual: scans go on every visit interval after the trial's last one
+        # (progression or the last follow-up) until death or censoring, showing the true burden then
+        every = tr.model["progression"]["visit_every_days"]
+        extra = []
+        for pid, t_end in zip(surv["patient_id"], surv["time"]):
+            last = scans.loc[scans["patient_id"] == pid, "days"].max()
+            days = np.arange(last + every, t_end, every)
+            if len(days):
+                extra.append(pd.DataFrame({"patient_id": pid, "scan_id": [f"{pid}-X{k}" for k in range(len(days))],
+                                           "days": days, "total": tr.true_volume(pid, days)}))
+        scans = pd.concat([scans, *extra], ignore_index=True)
     lon = pd.DataFrame({"patient_id": scans["patient_id"], "scan_id": scans["scan_id"], "days": scans["days"],
                         "y": np.log(scans["total"] + OFFSET_ML)})
-    surv = tr.clinical.rename(columns={"os_days": "time", "os_event": "event"})[["patient_id", "time", "event"]]
     slope = tr.model["association"]["slope_per_0.001_per_day"] * 1000 / joint.DAYS_PER_YEAR  # per unit / year
     return lon, surv, (tr.model["association"]["log_burden"], slope)
 
@@ -90,30 +104,37 @@ def two_stage(data: joint.JointData):
 
 
 def one_trial(job):
-    source, patients, seed, r, sigma, association = job
+    source, patients, seed, r, sigma, association, kind, df, hermite, after = job
     if source == "published":
         lon, surv, (alpha, alpha_slope) = published_trial(patients, np.random.default_rng([seed, r]), sigma)
     else:
-        lon, surv, (alpha, alpha_slope) = synth_trial(patients, seed + r)
+        lon, surv, (alpha, alpha_slope) = synth_trial(patients, seed + r, after)
     data = joint.joint_data(lon, surv)
     c0 = time.process_time()
-    fit = joint.fit_joint(data, association)
+    basis = joint.time_basis(kind, data.t[data.mask], df, data)
+    quad = joint.Quadrature(hermite or (7 if basis.size == 2 else 5), 5)
+    fit = joint.fit_joint(data, association, quad=quad, basis=basis, variance="sandwich")
     c1 = time.process_time()
+    names = fit.names()
     est, se = fit.estimate("alpha_value")
+    se_observed = math.sqrt(fit.cov_observed[names.index("alpha_value"), names.index("alpha_value")])
     try:
         a2, se2 = two_stage(data)
     except Exception as exc:  # noqa: BLE001 (the peer failing on one trial must not end the run: counted)
         print(f"trial {r + 1}: two-stage failed: {type(exc).__name__}", file=sys.stderr, flush=True)
         a2, se2 = math.nan, math.nan
     c2 = time.process_time()
-    print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se:.3f}) two-stage {a2:.3f} ({se2:.3f})",
-          file=sys.stderr, flush=True)
-    row = {"alpha": alpha, "joint": est, "joint_se": se, "two_stage": a2, "two_stage_se": se2,
+    print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se_observed:.3f}; sandwich {se:.3f}) "
+          f"two-stage {a2:.3f} ({se2:.3f})", file=sys.stderr, flush=True)
+    row = {"alpha": alpha, "joint": est, "joint_se": se_observed, "joint_se_sandwich": se, "two_stage": a2,
+           "two_stage_se": se2,
            "events": int(data.event.sum()), "scans": int(data.mask.sum()), "converged": fit.converged,
            "cpu_joint": c1 - c0, "cpu_two_stage": c2 - c1}
     if association == "value+slope":
         row["alpha_slope"] = alpha_slope
-        row["joint_slope"], row["joint_slope_se"] = fit.estimate("alpha_slope")
+        row["joint_slope"], row["joint_slope_se_sandwich"] = fit.estimate("alpha_slope")
+        k = names.index("alpha_slope")
+        row["joint_slope_se"] = math.sqrt(fit.cov_observed[k, k])
     return row
 
 
@@ -130,11 +151,13 @@ def summary_row(label, est, se, truth, cpu=None):
     below, above = int((high < truth).sum()), int((low > truth).sum())
     return (f"| {label} | {truth.mean():.3f} | {est.mean():.4f} | {est.mean() - truth.mean():+.4f} ({est.std() / math.sqrt(n):.4f}) | "
             f"{est.std():.4f} | {se.mean():.4f} | {se.mean() / est.std():.2f} | {100 * cover:.1f} % ({100 * mc:.1f}) | "
-            f"{below} / {above} |" + ("" if cpu is None else f" {cpu:.2f} |"))
+            f"{below} / {above} |" + ("" if cpu is None else f" {cpu:.2f} |" if cpu == cpu else " |"))
 
 
 def coverage(args):
-    jobs = [(args.source, args.patients, args.seed, r, args.sigma, args.association) for r in range(args.trials)]
+    jobs = [(args.source, args.patients, args.seed, r, args.sigma, args.association, args.basis, args.df, args.hermite,
+             args.imaging_after_progression)
+            for r in range(args.first, args.first + args.trials)]
     w0 = time.perf_counter()
     if args.workers > 1:
         with multiprocessing.Pool(args.workers) as pool:
@@ -145,15 +168,22 @@ def coverage(args):
     d = pd.DataFrame(rows)
     if args.save:
         d.to_csv(args.save, index=False)
-    print(f"\n{args.source}: {args.trials} trials x {args.patients} patients (mean {d.scans.mean() / args.patients:.1f} "
-          f"scans per patient, {d.events.mean():.0f} deaths), association {args.association}, "
-          f"{int(d.converged.sum())} joint fits converged\n")
+    print(f"\n{args.source}{' with imaging after progression' if args.imaging_after_progression else ''}: "
+          f"{args.trials} trials x {args.patients} patients (mean {d.scans.mean() / args.patients:.1f} "
+          f"scans per patient, {d.events.mean():.0f} deaths), association {args.association}, time basis "
+          f"{args.basis}{f' (df {args.df})' if args.basis == 'spline' else ''}, {int(d.converged.sum())} joint fits "
+          f"converged\n")
     print("| method: parameter | truth | mean estimate | bias (MC SE) | empirical SD | mean SE | SE / SD "
           "| 95 % CI coverage (MC SE) | misses below / above | CPU s per fit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(summary_row("joint: alpha (current value)", d.joint, d.joint_se, d.alpha, d.cpu_joint.mean()))
+    print(summary_row("joint: alpha (current value), observed-information SE", d.joint, d.joint_se, d.alpha,
+                      d.cpu_joint.mean()))
+    print(summary_row("joint: alpha (current value), sandwich SE", d.joint, d.joint_se_sandwich, d.alpha, math.nan))
     if "joint_slope" in d:
-        print(summary_row("joint: alpha_slope (current slope)", d.joint_slope, d.joint_slope_se, d.alpha_slope, math.nan))
+        print(summary_row("joint: alpha_slope (current slope), observed-information SE", d.joint_slope,
+                          d.joint_slope_se, d.alpha_slope, math.nan))
+        print(summary_row("joint: alpha_slope (current slope), sandwich SE", d.joint_slope, d.joint_slope_se_sandwich,
+                          d.alpha_slope, math.nan))
     print(summary_row("two-stage: alpha (current value)", d.two_stage, d.two_stage_se, d.alpha, d.cpu_two_stage.mean()))
     if d.two_stage.isna().any():
         print(f"\ntwo-stage failed (lifelines did not converge) in {int(d.two_stage.isna().sum())} trial(s): left out of its row")
@@ -168,8 +198,13 @@ def timing(args):
           f"{int(data.event.sum())} deaths\n")
     print("| step | wall s | CPU s |")
     print("| --- | --- | --- |")
+    basis = joint.time_basis(args.basis, data.t[data.mask], args.df, data)
+    quad = joint.Quadrature(args.hermite or (7 if basis.size == 2 else 5), 5)
+    label = f"joint model fit, {args.basis} basis{f' (df {args.df})' if args.basis == 'spline' else ''}"
     for name, call in (("two-stage (mixed model + time-varying Cox), the peer", lambda: two_stage(data)),
-                       ("joint model fit (ML + observed-information SEs)", lambda: joint.fit_joint(data))):
+                       (f"{label} (ML + observed-information SEs)", lambda: joint.fit_joint(data, basis=basis, quad=quad)),
+                       (f"{label} (ML + sandwich SEs)",
+                        lambda: joint.fit_joint(data, basis=basis, quad=quad, variance="sandwich"))):
         w0, c0 = time.perf_counter(), time.process_time()
         out = call()
         print(f"| {name} | {time.perf_counter() - w0:.1f} | {time.process_time() - c0:.1f} |")
@@ -196,9 +231,18 @@ def main():
     c.add_argument("--association", choices=joint.ASSOCIATIONS, default="value",
                    help="the joint model's association (value+slope also estimates the slope's, true 0 in both sources)")
     c.add_argument("--sigma", type=float, help="published source: residual SD of ln burden (default joint_dgp's 0.25)")
+    c.add_argument("--basis", choices=joint.TIME_BASES, default="linear", help="the trajectory's time basis")
+    c.add_argument("--df", type=int, default=2, help="spline basis: df of ns(t, df)")
+    c.add_argument("--hermite", type=int, help="Gauss-Hermite nodes per random effect (default 7 linear, 5 spline)")
+    c.add_argument("--imaging-after-progression", action="store_true",
+                   help="synth: scans continue every visit interval until death or censoring (a diagnosis)")
+    c.add_argument("--first", type=int, default=0, help="first trial (its seed: --seed + first)")
     t = sub.add_parser("timing")
     t.add_argument("--patients", type=int, default=600)
     t.add_argument("--seed", type=int, default=19)
+    t.add_argument("--basis", choices=joint.TIME_BASES, default="linear")
+    t.add_argument("--df", type=int, default=2)
+    t.add_argument("--hermite", type=int)
     args = p.parse_args()
     coverage(args) if args.what == "coverage" else timing(args)
 

@@ -60,6 +60,22 @@ def test_spline_basis_spans_lines_and_is_linear_beyond_its_boundary_knots():
     assert basis.design(np.zeros((2, 3, 5)))[0].shape == (2, 3, 5, 4)
 
 
+def test_decay_basis_finds_the_shrinking_rate_of_the_data():
+    # ln burden = a_i + b_i t + c_i exp(-3 t) + noise: the profile likelihood's rate is near 3
+    rng = np.random.default_rng(5)
+    n, t = 80, np.array([0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0])
+    u = rng.normal(size=(n, 3)) * [0.8, 0.3, 0.4]
+    y = (3.0 + u[:, :1]) + (0.6 + u[:, 1:2]) * t + (1.0 + u[:, 2:]) * np.exp(-3.0 * t) + rng.normal(0, 0.05, (n, len(t)))
+    pid = np.repeat([f"P{i}" for i in range(n)], len(t))
+    lon = pd.DataFrame({"patient_id": pid, "days": np.tile(t, n) * 365.25, "y": y.ravel()})
+    data = joint.joint_data(lon, pd.DataFrame({"patient_id": np.unique(pid), "time": 1e9, "event": 0}))
+    basis = joint.decay_basis(data)
+    assert basis.kind == "decay" and basis.size == 3 and basis.rate == pytest.approx(3.0, rel=0.1)
+    x, dx = basis.design(np.array([0.5]))
+    assert np.allclose(x[0], [1, 0.5, math.exp(-0.5 * basis.rate)])
+    assert np.allclose(dx[0], [0, 1, -basis.rate * math.exp(-0.5 * basis.rate)])
+
+
 @pytest.mark.parametrize("alpha_s", [0.0, 0.2])
 def test_one_patient_on_a_spline_without_random_effects_equals_numerical_integration(alpha_s):
     # D -> 0: the trajectory is x(t)'beta; the hazard lam_k exp(alpha m(t) + alpha_s m'(t)), with a
@@ -313,3 +329,43 @@ def test_a_set_too_small_for_the_model_gives_rows_not_a_crash():
         assert status.startswith(("ok", "not converged", "not fitted: ")), status
         if not status.startswith("not fitted"):
             assert "correlation at its bound" in status or np.isfinite(rows["estimate"]).all(), status
+
+
+@pytest.fixture(scope="module")
+def stein_trial():
+    """60 lung patients of the project's simulator (Stein-shaped burden) as the pipeline's tables."""
+    from tumorburden.synth import trial
+
+    tr = trial.simulate_trial({"n_patients": 60, "seed": 7, "cohorts": {"lung": 1.0}})
+    total = tr.lesions.groupby("scan_id")["volume_ml"].sum()
+    burden = tr.scans.assign(total_volume_ml=tr.scans["scan_id"].map(total).fillna(0.0), sld_mm=50.0)
+    first = burden.sort_values("days").groupby("patient_id")["scan_id"].first()
+    features = pd.DataFrame({"patient_id": first.index, "cohort": "lung", "baseline_scan_id": first.to_numpy()})
+    return features, tr.clinical, burden[["patient_id", "scan_id", "days", "total_volume_ml", "sld_mm"]]
+
+
+def test_tables_with_the_spline_basis_name_its_coefficients_and_predict(stein_trial):
+    features, clinical, burden = stein_trial
+    out = joint.joint_tables(features, clinical, burden,
+                             {"joint": {"time_basis": "spline", "spline_df": 2, "hermite_nodes": 3}})
+    os_rows = out["joint_model"].query("endpoint == 'os'").set_index("term")
+    assert os_rows["status"].iloc[0].startswith(("ok", "not converged")), os_rows["status"].iloc[0]
+    for term in ("beta_intercept", "beta_ns1", "beta_ns2", "sd_intercept", "sd_ns1", "sd_ns2", "corr_ns2_ns1",
+                 "sigma", "alpha_value"):
+        assert np.isfinite(os_rows.loc[term, "estimate"]), term
+    assert "interior knots at days" in os_rows.loc["beta_ns1", "note"]
+    pred = out["joint_predictions"].query("endpoint == 'os'")
+    assert len(pred) > 0 and pred["predicted_survival"].between(0, 1).all()
+    with pytest.raises(ValueError, match="joint time_basis 'cubic' is not one of linear, spline"):
+        joint.joint_tables(features, clinical, burden, {"joint": {"time_basis": "cubic"}})
+    with pytest.raises(ValueError, match="joint variance 'robust' is not one of observed, sandwich"):
+        joint.joint_tables(features, clinical, burden, {"joint": {"variance": "robust"}})
+
+
+def test_a_spline_with_more_random_effects_than_scans_is_not_fitted(stein_trial):
+    features, clinical, burden = stein_trial
+    few = burden.sort_values("days").groupby("patient_id").head(2)  # at most two scans a patient
+    out = joint.joint_tables(features, clinical, few, {"joint": {"time_basis": "spline", "spline_df": 2}})
+    assert set(out["joint_model"]["status"]) == {
+        "not fitted: fewer than 3 patients with 3 scans or more: the 3 random effects of time_basis spline cannot be "
+        "estimated (use time_basis: linear)"}

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 
 DAYS_PER_YEAR = 365.25
 ASSOCIATIONS = ("value", "value+slope")
-TIME_BASES = ("linear", "spline")
+TIME_BASES = ("linear", "spline", "decay")
 VARIANCES = ("observed", "sandwich")
 MODEL = "joint"
 
@@ -150,6 +150,7 @@ class TimeBasis:
     kind: str = "linear"
     interior: tuple = ()
     boundary: tuple = (0.0, 1.0)
+    rate: float = 0.0   # decay: the rate kappa (per year) of the shrinking component
 
     @classmethod
     def natural_spline(cls, times, df: int) -> TimeBasis:
@@ -161,18 +162,19 @@ class TimeBasis:
 
     @property
     def size(self) -> int:
-        return 2 if self.kind == "linear" else len(self.interior) + 2
+        return {"linear": 2, "decay": 3}.get(self.kind, len(self.interior) + 2)
 
     @property
     def labels(self) -> tuple:
         """Names of the columns: the random effects' in the tables."""
-        return ("intercept", "slope") if self.kind == "linear" else \
-            ("intercept", *(f"ns{k + 1}" for k in range(self.size - 1)))
+        if self.kind in ("linear", "decay"):
+            return ("intercept", "slope", "decay")[:self.size]
+        return ("intercept", *(f"ns{k + 1}" for k in range(self.size - 1)))
 
     @property
     def breaks(self) -> np.ndarray:
         """Where x(t) is not smooth (a cubic spline's third derivative jumps at its knots)."""
-        return np.zeros(0) if self.kind == "linear" else np.array([*self.interior, *self.boundary])
+        return np.array([*self.interior, *self.boundary]) if self.kind == "spline" else np.zeros(0)
 
     @functools.cached_property
     def _spline(self):
@@ -190,6 +192,10 @@ class TimeBasis:
         t = np.asarray(t, float)
         if self.kind == "linear":
             return np.stack([np.ones_like(t), t], -1), np.stack([np.zeros_like(t), np.ones_like(t)], -1)
+        if self.kind == "decay":
+            e = np.exp(-self.rate * t)
+            return (np.stack([np.ones_like(t), t, e], -1),
+                    np.stack([np.zeros_like(t), np.ones_like(t), -self.rate * e], -1))
         bspline, deriv, proj = self._spline
         flat = t.ravel()
         inside = np.clip(flat, *self.boundary)
@@ -201,12 +207,31 @@ class TimeBasis:
                 np.hstack([0.0 * ones, slope]).reshape(*t.shape, self.size))
 
 
-def time_basis(kind: str, times, df: int) -> TimeBasis:
+def time_basis(kind: str, times, df: int, data=None) -> TimeBasis:
     if kind == "linear":
         return TimeBasis()
     if kind == "spline":
         return TimeBasis.natural_spline(times, df)
+    if kind == "decay":
+        return decay_basis(data)
     raise ValueError(f"survival settings: joint time_basis {kind!r} is not one of {', '.join(TIME_BASES)}")
+
+
+DECAY_RATES = np.log(2) / np.geomspace(0.02, 1.0, 7)  # half-lives of 1 week to 1 year
+
+
+def decay_basis(data, rates=DECAY_RATES) -> TimeBasis:
+    """(1, t, exp(-kappa t)): a line the burden regrows along plus a shrinking component, the Stein
+    shape's two phases; kappa by profile likelihood of the mixed model over a grid of half-lives,
+    then refined by a bounded scalar search around the best."""
+    def profile(rate):
+        return fit_mixed_model(data, TimeBasis("decay", rate=float(rate)), polish=False).loglik
+
+    k = int(np.argmax([profile(r) for r in rates]))
+    lo, hi = np.log(rates[min(k + 1, len(rates) - 1)]), np.log(rates[max(k - 1, 0)])
+    res = optimize.minimize_scalar(lambda lr: -profile(math.exp(lr)), bounds=(lo, hi), method="bounded",
+                                   options={"xatol": 0.02})
+    return TimeBasis("decay", rate=math.exp(res.x))
 
 
 # --- parameters ------------------------------------------------------------------------------------
@@ -423,7 +448,7 @@ class MixedModelFit:
         return self.L @ self.L.T
 
 
-def fit_mixed_model(data: JointData, basis: TimeBasis | None = None) -> MixedModelFit:
+def fit_mixed_model(data: JointData, basis: TimeBasis | None = None, polish: bool = True) -> MixedModelFit:
     """Maximum-likelihood linear mixed model, the same basis for the fixed and the random effects
     (unstructured D): the longitudinal part alone, as nlme::lme(y ~ x(t), random = ~ x(t) | id,
     method = "ML"). Starts from least squares; BFGS, then Nelder-Mead to polish (q = 2) or Newton
@@ -447,7 +472,9 @@ def fit_mixed_model(data: JointData, basis: TimeBasis | None = None) -> MixedMod
 
     res = optimize.minimize(negll, start, method="BFGS", options={"gtol": 1e-8, "maxiter": 2000})
     th, fun = res.x, res.fun
-    if q == 2:
+    if not polish:
+        pass
+    elif q == 2:
         res = optimize.minimize(negll, th, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000})
         th, fun = res.x, res.fun
     else:
@@ -665,7 +692,8 @@ ASSOCIATION_TERMS = ("alpha_value", "alpha_slope")
 def _derived_names(basis: TimeBasis) -> list[tuple[str, str]]:
     """(term, note) of sigma, the random effects' SDs and their correlations, in _derived's order."""
     labels = basis.labels
-    what = {"intercept": "the random intercept", "slope": "the random slope (per year)"}
+    what = {"intercept": "the random intercept", "slope": "the random slope (per year)",
+            "decay": "the random size of the shrinking component"}
     rows = [("sigma", "residual SD of ln burden")]
     rows += [(f"sd_{a}", f"SD of {what.get(a, f'the random coefficient of spline column {a}')}") for a in labels]
     if basis.kind == "linear":
@@ -701,6 +729,12 @@ def estimate_rows(fit: JointFit, alpha=0.05) -> list[dict]:
     if fit.basis.kind == "linear":
         row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) at day 0")
         row("beta_time", fit.theta[1], se[1], "mean change of ln(burden + offset) per year")
+    elif fit.basis.kind == "decay":
+        half_life = math.log(2) / fit.basis.rate * DAYS_PER_YEAR
+        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) of the regrowth line at day 0")
+        row("beta_slope", fit.theta[1], se[1], "mean regrowth of ln(burden + offset) per year")
+        row("beta_decay", fit.theta[2], se[2], f"mean size of the shrinking component at day 0 (half-life "
+            f"{half_life:.0f} days, by profile likelihood of the mixed model)")
     else:
         row("beta_intercept", fit.theta[0], se[0],
             f"mean ln(burden + offset) at the first scan day ({fit.basis.boundary[0] * DAYS_PER_YEAR:.0f})")
@@ -757,16 +791,16 @@ def joint_rows(cohort, endpoint, data, burden, s, j):
         problem = f"{int(jd.event.sum())} events (min_events {s['min_events']})"
     if problem is None and jd.mask.sum() <= jd.n:
         problem = "at most one scan per patient: a random slope cannot be estimated"
-    n_effects = 2 if j["time_basis"] == "linear" else int(j["spline_df"]) + 1
+    n_effects = {"linear": 2, "decay": 3}.get(j["time_basis"], int(j["spline_df"]) + 1)
     if problem is None and (jd.mask.sum(axis=1) >= n_effects).sum() < n_effects:
-        problem = (f"fewer than {n_effects} patients with {n_effects} scans or more: the spline's {n_effects} random "
-                   f"effects cannot be estimated (lower spline_df or use time_basis: linear)")
+        problem = (f"fewer than {n_effects} patients with {n_effects} scans or more: the {n_effects} random effects of "
+                   f"time_basis {j['time_basis']} cannot be estimated (use time_basis: linear)")
     if problem:
         log.warning("%s %s joint model not fitted: %s", cohort, endpoint, problem)
         return [{**key, "term": "", "status": f"not fitted: {problem}", "n_patients": jd.n,
                  "n_events": int(jd.event.sum()), "n_scans": int(jd.mask.sum())}], None
     try:
-        basis = time_basis(j["time_basis"], jd.t[jd.mask], int(j["spline_df"]))
+        basis = time_basis(j["time_basis"], jd.t[jd.mask], int(j["spline_df"]), jd)
         fit = fit_joint(jd, j["association"], j["baseline_hazard_pieces"],
                         Quadrature(j["hermite_nodes"], j["legendre_nodes"]), basis=basis, variance=j["variance"])
     except np.linalg.LinAlgError as exc:
