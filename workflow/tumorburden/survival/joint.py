@@ -313,6 +313,7 @@ def hazard_knots(time: np.ndarray, event: np.ndarray, pieces: int) -> np.ndarray
 # --- the pieces of the likelihood ------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)
 def gauss_hermite(nodes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """Product rule for E f(Z), Z ~ N(0, I_dim): standard-normal nodes (nodes^dim, dim), weights."""
     x, wt = np.polynomial.hermite.hermgauss(nodes)
@@ -320,6 +321,7 @@ def gauss_hermite(nodes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     w = np.ones(1)
     for _ in range(dim):
         w = np.outer(w, wt / np.sqrt(np.pi)).ravel()
+    z.flags.writeable = w.flags.writeable = False  # cached: shared by every caller
     return z, w
 
 
@@ -380,8 +382,9 @@ def cumulative_hazard(coef, Xs, dXs, ws, log_lam, lin, alpha, alpha_s):
     if alpha_s != 0.0:
         expo += dXs.reshape(R, K * Q, q) @ (alpha_s * coef).transpose(0, 2, 1)
     np.exp(expo, out=expo)
-    per_piece = np.einsum("rkqg,rkq->rkg", expo.reshape(R, K, Q, -1), ws)
-    return np.einsum("rkg,k->rg", per_piece, np.exp(log_lam)) * np.exp(lin)[:, None]
+    # the weighted sum over Q as batched matmuls too: (R, K, 1, Q) @ (R, K, Q, G), then over K
+    per_piece = (ws[:, :, None, :] @ expo.reshape(R, K, Q, -1))[:, :, 0, :]
+    return (np.exp(log_lam) @ per_piece) * np.exp(lin)[:, None]
 
 
 def piece_of(time, knots):
@@ -423,10 +426,10 @@ def loglik_terms(theta, data: JointData, knots, layout: Layout, quad: Quadrature
     d = design if design is not None else design_of(data, layout.basis, knots, quad.legendre)
     ll_y, mu, V = longitudinal_posterior(data.y, d.X, data.mask, beta, sigma, L, d.xtx)
     z, wz = gauss_hermite(quad.hermite, layout.q)
-    coef = beta + mu[:, None, :] + np.einsum("nab,gb->nga", np.linalg.cholesky(V), z)
+    coef = (beta + mu)[:, None, :] + z @ np.linalg.cholesky(V).transpose(0, 2, 1)
     lin = data.w @ gamma if len(gamma) else np.zeros(data.n)
     H = cumulative_hazard(coef, d.Xs, d.dXs, d.ws, log_lam[d.cut_piece], lin, alpha, alpha_s)
-    log_h = (log_lam[d.piece] + lin)[:, None] + np.einsum("nc,ngc->ng", alpha * d.XT + alpha_s * d.dXT, coef)
+    log_h = (log_lam[d.piece] + lin)[:, None] + (coef @ (alpha * d.XT + alpha_s * d.dXT)[:, :, None])[..., 0]
     log_surv = data.event[:, None] * log_h - H
     return ll_y + logsumexp(log_surv, b=wz[None, :], axis=1)
 
