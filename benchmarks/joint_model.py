@@ -7,6 +7,7 @@ Usage:
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
   python benchmarks/joint_model.py timing --patients 600
+  python benchmarks/joint_model.py influence --patients 200 --seed 19
 
 Sources of the simulated trials (never the estimator's code):
 - published: tests/survival/joint_dgp.py, the joint model's own data-generating process (linear
@@ -103,6 +104,18 @@ def two_stage(data: joint.JointData):
     return float(ctv.params_["current_value"]), float(ctv.standard_errors_["current_value"])
 
 
+def residual_diagnosis(data, basis):
+    """The mixed model's residual SD and the lag-1 autocorrelation of its within-patient residuals
+    (y minus each patient's fitted trajectory; patients with 3 scans or more): near 0 where the
+    trajectory's shape fits, positive where it runs beside the data for several scans."""
+    lmm = joint.fit_mixed_model(data, basis)
+    X = basis.design(data.t)[0]
+    _, mu, _ = joint.longitudinal_posterior(data.y, X, data.mask, lmm.beta, lmm.sigma, lmm.L)
+    res = data.y - np.einsum("njc,nc->nj", X, lmm.beta + mu)
+    pairs = (data.mask[:, 1:] & data.mask[:, :-1]) & (data.mask.sum(axis=1) >= 3)[:, None]
+    return lmm.sigma, float(np.corrcoef(res[:, :-1][pairs], res[:, 1:][pairs])[0, 1])
+
+
 def one_trial(job):
     source, patients, seed, r, sigma, association, kind, df, hermite, after = job
     if source == "published":
@@ -124,11 +137,13 @@ def one_trial(job):
         print(f"trial {r + 1}: two-stage failed: {type(exc).__name__}", file=sys.stderr, flush=True)
         a2, se2 = math.nan, math.nan
     c2 = time.process_time()
+    sigma, autocorrelation = residual_diagnosis(data, basis)
     print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se_observed:.3f}; sandwich {se:.3f}) "
           f"two-stage {a2:.3f} ({se2:.3f})", file=sys.stderr, flush=True)
     row = {"alpha": alpha, "joint": est, "joint_se": se_observed, "joint_se_sandwich": se, "two_stage": a2,
            "two_stage_se": se2,
            "events": int(data.event.sum()), "scans": int(data.mask.sum()), "converged": fit.converged,
+           "residual_sd": sigma, "residual_autocorrelation": autocorrelation,
            "cpu_joint": c1 - c0, "cpu_two_stage": c2 - c1}
     if association == "value+slope":
         row["alpha_slope"] = alpha_slope
@@ -187,7 +202,37 @@ def coverage(args):
     print(summary_row("two-stage: alpha (current value)", d.two_stage, d.two_stage_se, d.alpha, d.cpu_two_stage.mean()))
     if d.two_stage.isna().any():
         print(f"\ntwo-stage failed (lifelines did not converge) in {int(d.two_stage.isna().sum())} trial(s): left out of its row")
+    print(f"\nthe mixed model alone: residual SD of ln burden {d.residual_sd.mean():.3f}, lag-1 autocorrelation of "
+          f"the within-patient residuals {d.residual_autocorrelation.mean():+.2f} (means over trials)")
     print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
+
+
+def influence(args):
+    """One trial: each patient's influence on alpha (row of H^-1 times its score), the patients that
+    carry most of its variance and how long each was followed after its last scan."""
+    lon, surv, _ = synth_trial(args.patients, args.seed)
+    data = joint.joint_data(lon, surv)
+    fit = joint.fit_joint(data)
+    design = joint.design_of(data, fit.basis, fit.knots, fit.quad.legendre)
+    S = joint.patient_scores(lambda th: joint.loglik_terms(th, data, fit.knots, fit.layout, fit.quad, design),
+                             fit.theta)
+    infl = S @ fit.cov[:, fit.names().index("alpha_value")]
+    last = np.where(data.mask, data.t, -np.inf).max(axis=1)
+    after = data.time - last
+    share = np.sort(infl ** 2)[::-1]
+    deaths = data.event > 0
+    print(f"synth trial seed {args.seed}, {data.n} patients, {int(deaths.sum())} deaths: years from the last scan to "
+          f"death or censoring: median {np.median(after):.2f}; deaths more than 90 days after the last scan: "
+          f"{100 * (after[deaths] > 90 / joint.DAYS_PER_YEAR).mean():.0f} %")
+    print(f"share of the variance of alpha carried by the 10 most influential patients: "
+          f"{100 * share[:10].sum() / share.sum():.0f} %; kurtosis of the influences "
+          f"{float(pd.Series(infl).kurt()):.1f}\n")
+    print("| patient | influence on alpha | event | years followed | years after the last scan | scans | ln burden at the scans |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for k in np.argsort(-np.abs(infl))[:10]:
+        y = ", ".join(f"{v:.2f}" for v in data.y[k][data.mask[k]])
+        print(f"| {data.patient_id[k]} | {infl[k]:+.4f} | {int(data.event[k])} | {data.time[k]:.2f} | {after[k]:.2f} | "
+              f"{int(data.mask[k].sum())} | {y} |")
 
 
 def timing(args):
@@ -243,8 +288,11 @@ def main():
     t.add_argument("--basis", choices=joint.TIME_BASES, default="linear")
     t.add_argument("--df", type=int, default=2)
     t.add_argument("--hermite", type=int)
+    i = sub.add_parser("influence")
+    i.add_argument("--patients", type=int, default=200)
+    i.add_argument("--seed", type=int, default=19)
     args = p.parse_args()
-    coverage(args) if args.what == "coverage" else timing(args)
+    {"coverage": coverage, "timing": timing, "influence": influence}[args.what](args)
 
 
 if __name__ == "__main__":
