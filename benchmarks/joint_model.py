@@ -8,6 +8,7 @@ Usage:
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
   python benchmarks/joint_model.py timing --patients 600
   python benchmarks/joint_model.py influence --patients 200 --seed 19
+  python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2
 
 Sources of the simulated trials (never the estimator's code):
 - published: tests/survival/joint_dgp.py, the joint model's own data-generating process (linear
@@ -207,6 +208,32 @@ def coverage(args):
     print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
 
 
+def _bootstrap_fit(job):
+    seed, patients, b = job
+    lon, surv, _ = synth_trial(patients, seed)
+    pids = surv["patient_id"].to_numpy()
+    draw = np.random.default_rng([seed, b]).choice(len(pids), len(pids), replace=True)
+    # each draw a patient of its own (a patient drawn twice is two patients)
+    surv_b = surv.iloc[draw].assign(patient_id=[f"B{k:04d}" for k in range(len(draw))])
+    lon_b = pd.concat([lon[lon["patient_id"] == pids[i]].assign(patient_id=f"B{k:04d}") for k, i in enumerate(draw)])
+    fit = joint.fit_joint(joint.joint_data(lon_b, surv_b), hessian=False)
+    return fit.theta[fit.names().index("alpha_value")]
+
+
+def bootstrap(args):
+    """One trial: the SD of alpha over bootstrap resamples of its patients, beside the trial's own
+    observed-information and sandwich SEs (is the spread across trials a within-trial spread?)."""
+    lon, surv, _ = synth_trial(args.patients, args.seed)
+    data = joint.joint_data(lon, surv)
+    fit = joint.fit_joint(data, variance="sandwich")
+    i = fit.names().index("alpha_value")
+    with multiprocessing.Pool(args.workers) as pool:
+        boot = np.array(pool.map(_bootstrap_fit, [(args.seed, args.patients, b) for b in range(args.resamples)]))
+    print(f"synth trial seed {args.seed}, {data.n} patients: alpha {fit.theta[i]:.4f}, observed-information SE "
+          f"{math.sqrt(fit.cov_observed[i, i]):.4f}, sandwich SE {math.sqrt(fit.cov[i, i]):.4f}, bootstrap SD "
+          f"{boot.std(ddof=1):.4f} over {len(boot)} resamples (mean {boot.mean():.4f})")
+
+
 def influence(args):
     """One trial: each patient's influence on alpha (row of H^-1 times its score), the patients that
     carry most of its variance and how long each was followed after its last scan."""
@@ -288,11 +315,16 @@ def main():
     t.add_argument("--basis", choices=joint.TIME_BASES, default="linear")
     t.add_argument("--df", type=int, default=2)
     t.add_argument("--hermite", type=int)
+    b = sub.add_parser("bootstrap")
+    b.add_argument("--patients", type=int, default=200)
+    b.add_argument("--seed", type=int, default=19)
+    b.add_argument("--resamples", type=int, default=40)
+    b.add_argument("--workers", type=int, default=2)
     i = sub.add_parser("influence")
     i.add_argument("--patients", type=int, default=200)
     i.add_argument("--seed", type=int, default=19)
     args = p.parse_args()
-    {"coverage": coverage, "timing": timing, "influence": influence}[args.what](args)
+    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap}[args.what](args)
 
 
 if __name__ == "__main__":
