@@ -243,7 +243,7 @@ def influence(args):
     design = joint.design_of(data, fit.basis, fit.knots, fit.quad.legendre)
     S = joint.patient_scores(lambda th: joint.loglik_terms(th, data, fit.knots, fit.layout, fit.quad, design),
                              fit.theta)
-    infl = S @ fit.cov[:, fit.names().index("alpha_value")]
+    infl = S @ fit.cov_observed[:, fit.names().index("alpha_value")]
     last = np.where(data.mask, data.t, -np.inf).max(axis=1)
     after = data.time - last
     share = np.sort(infl ** 2)[::-1]
@@ -274,7 +274,8 @@ def timing(args):
     quad = joint.Quadrature(args.hermite or (7 if basis.size == 2 else 5), 5)
     label = f"joint model fit, {args.basis} basis{f' (df {args.df})' if args.basis == 'spline' else ''}"
     for name, call in (("two-stage (mixed model + time-varying Cox), the peer", lambda: two_stage(data)),
-                       (f"{label} (ML + observed-information SEs)", lambda: joint.fit_joint(data, basis=basis, quad=quad)),
+                       (f"{label} (ML + observed-information SEs)",
+                        lambda: joint.fit_joint(data, basis=basis, quad=quad, variance="observed")),
                        (f"{label} (ML + sandwich SEs)",
                         lambda: joint.fit_joint(data, basis=basis, quad=quad, variance="sandwich"))):
         w0, c0 = time.perf_counter(), time.process_time()

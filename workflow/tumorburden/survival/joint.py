@@ -556,7 +556,7 @@ class JointFit:
     n_events: int
     n_scans: int
     covariates: tuple = ()
-    variance: str = "observed"
+    variance: str = "sandwich"
     cov_observed: np.ndarray | None = None
 
     @property
@@ -575,10 +575,12 @@ class JointFit:
 
 
 def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature | None = None,
-              hessian=True, basis: TimeBasis | None = None, variance="observed") -> JointFit:
+              hessian=True, basis: TimeBasis | None = None, variance="sandwich") -> JointFit:
     """Maximum-likelihood joint model (module docstring) on one analysed set. variance:
     ``observed`` (inverse observed information) or ``sandwich`` (H^-1 (sum_i s_i s_i') H^-1 with
-    the per-patient scores s_i; the observed one is kept in cov_observed)."""
+    the per-patient scores s_i; the observed one is kept in cov_observed). The sandwich is the
+    default: on the project's simulator it is the closer of the two to the estimate's spread
+    (BENCHMARKS.md), on data from the model itself the two agree."""
     if variance not in VARIANCES:
         raise ValueError(f"survival settings: joint variance {variance!r} is not one of {', '.join(VARIANCES)}")
     quad = quad or Quadrature()
