@@ -2,12 +2,15 @@
 
 Longitudinal part (a linear mixed model; time t in years from treatment start)::
 
-    y_ij = ln(V_ij + volume_offset_ml) = m_i(t_ij) + e_ij,   m_i(t) = (b0 + u_i0) + (b1 + u_i1) t,
-    u_i ~ N(0, D) (2 x 2, unstructured),  e_ij ~ N(0, sigma^2)
+    y_ij = ln(V_ij + volume_offset_ml) = m_i(t_ij) + e_ij,   m_i(t) = x(t)'(beta + u_i),
+    u_i ~ N(0, D) (q x q, unstructured),  e_ij ~ N(0, sigma^2)
+
+with x(t) = (1, t) (``linear``: random intercept and slope), (1, ns(t, df)) (``spline``, R's
+natural cubic spline) or (1, t, exp(-kappa t)) (``decay``); see TimeBasis.
 
 Survival part (proportional hazards, the current value, optionally also the current slope)::
 
-    h_i(t) = h0(t) exp(gamma' w_i + alpha m_i(t) [+ alpha_slope (b1 + u_i1)])
+    h_i(t) = h0(t) exp(gamma' w_i + alpha m_i(t) [+ alpha_slope m_i'(t)])
 
 with h0 piecewise constant between knots at quantiles of the observed event times (JM's
 ``piecewise-PH-aGH``; see docs/survival.md for why not JMbayes2's penalised B-splines).
@@ -26,7 +29,8 @@ way). Everything is vectorised over patients x quadrature nodes (scans padded wi
 
 Fitted by maximum likelihood (scipy L-BFGS-B from the mixed model's ML fit and per-piece event
 rates); standard errors from the inverse of a central-difference Hessian of the marginal
-log-likelihood (the observed information).
+log-likelihood (the observed information H) or, by default, the sandwich H^-1 (sum_i s_i s_i') H^-1
+with each patient's score s_i.
 
 Dynamic prediction (Rizopoulos 2011, the first-order estimator at the MLE; JM's survfitJM), at
 each scan and at each landmark of the grid a patient is at risk at::
@@ -143,10 +147,11 @@ def joint_data(longitudinal: pd.DataFrame, survival: pd.DataFrame, covariates=()
 
 @dataclass(frozen=True)
 class TimeBasis:
-    """The columns x(t) of the trajectory m_i(t) = x(t)'(beta + u_i), t in years: ``linear`` (1, t)
-    or ``spline``, an intercept and R's natural cubic spline ``splines::ns(t, df)`` with its df - 1
+    """The columns x(t) of the trajectory m_i(t) = x(t)'(beta + u_i), t in years: ``linear`` (1, t);
+    ``spline``, an intercept and R's natural cubic spline ``splines::ns(t, df)`` with its df - 1
     interior knots at quantiles of the scan times and its boundary knots at their range (linear
-    beyond them, as ns is). The same columns serve the fixed and the random effects."""
+    beyond them, as ns is); ``decay`` (1, t, exp(-rate t)). The same columns serve the fixed and
+    the random effects."""
     kind: str = "linear"
     interior: tuple = ()
     boundary: tuple = (0.0, 1.0)
