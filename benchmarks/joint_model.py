@@ -5,7 +5,10 @@ Usage:
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200 --sigma 0.6
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200
+  python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
   python benchmarks/joint_model.py timing --patients 600
+  python benchmarks/joint_model.py influence --patients 200 --seed 19
+  python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2
 
 Sources of the simulated trials (never the estimator's code):
 - published: tests/survival/joint_dgp.py, the joint model's own data-generating process (linear
@@ -17,7 +20,8 @@ Sources of the simulated trials (never the estimator's code):
   (synthetic.survival_model.death_hr_per_log_burden); the burden a scan shows is the sum of the
   true lesion volumes. The joint model's linear trajectory is then misspecified.
 
-Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information) and
+Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information, and
+from the sandwich variance too; `--basis spline --df 2` for the natural-spline trajectory) and
 the two-stage approach: the mixed model alone, each patient's fitted current value (empirical
 Bayes, all of the patient's scans) plugged into a time-varying Cox model (lifelines
 CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start of each piece).
@@ -53,15 +57,27 @@ def published_trial(n, rng, sigma=None):
     return lon, surv, (TRUTH["alpha"], TRUTH["alpha_slope"])
 
 
-def synth_trial(n, seed):
+def synth_trial(n, seed, imaging_after_progression=False):
     from tumorburden.synth import trial
 
     tr = trial.simulate_trial({"n_patients": n, "seed": seed, "cohorts": {"lung": 1.0}})
     total = tr.lesions.groupby("scan_id")["volume_ml"].sum()
     scans = tr.scans.assign(total=tr.scans["scan_id"].map(total).fillna(0.0))
+    surv = tr.clinical.rename(columns={"os_days": "time", "os_event": "event"})[["patient_id", "time", "event"]]
+    if imaging_after_progression:
+        # the diagnosis' counterfactual: scans go on every visit interval after the trial's last one
+        # (progression or the last follow-up) until death or censoring, showing the true burden then
+        every = tr.model["progression"]["visit_every_days"]
+        extra = []
+        for pid, t_end in zip(surv["patient_id"], surv["time"]):
+            last = scans.loc[scans["patient_id"] == pid, "days"].max()
+            days = np.arange(last + every, t_end, every)
+            if len(days):
+                extra.append(pd.DataFrame({"patient_id": pid, "scan_id": [f"{pid}-X{k}" for k in range(len(days))],
+                                           "days": days, "total": tr.true_volume(pid, days)}))
+        scans = pd.concat([scans, *extra], ignore_index=True)
     lon = pd.DataFrame({"patient_id": scans["patient_id"], "scan_id": scans["scan_id"], "days": scans["days"],
                         "y": np.log(scans["total"] + OFFSET_ML)})
-    surv = tr.clinical.rename(columns={"os_days": "time", "os_event": "event"})[["patient_id", "time", "event"]]
     slope = tr.model["association"]["slope_per_0.001_per_day"] * 1000 / joint.DAYS_PER_YEAR  # per unit / year
     return lon, surv, (tr.model["association"]["log_burden"], slope)
 
@@ -71,7 +87,8 @@ def two_stage(data: joint.JointData):
     from lifelines import CoxTimeVaryingFitter
 
     lmm = joint.fit_mixed_model(data)
-    _, mu, _ = joint.longitudinal_posterior(data.y, data.t, data.mask, lmm.beta, lmm.sigma, lmm.L)
+    X = lmm.basis.design(data.t)[0]
+    _, mu, _ = joint.longitudinal_posterior(data.y, X, data.mask, lmm.beta, lmm.sigma, lmm.L)
     step = SPLIT_DAYS / joint.DAYS_PER_YEAR
     # whole-day times on a 14-day grid: without the tolerance a float error adds an empty last piece
     # (start == stop), on which lifelines' Efron step divides by zero
@@ -88,31 +105,52 @@ def two_stage(data: joint.JointData):
     return float(ctv.params_["current_value"]), float(ctv.standard_errors_["current_value"])
 
 
+def residual_diagnosis(data, basis):
+    """The mixed model's residual SD and the lag-1 autocorrelation of its within-patient residuals
+    (y minus each patient's fitted trajectory; patients with 3 scans or more): near 0 where the
+    trajectory's shape fits, positive where it runs beside the data for several scans."""
+    lmm = joint.fit_mixed_model(data, basis)
+    X = basis.design(data.t)[0]
+    _, mu, _ = joint.longitudinal_posterior(data.y, X, data.mask, lmm.beta, lmm.sigma, lmm.L)
+    res = data.y - np.einsum("njc,nc->nj", X, lmm.beta + mu)
+    pairs = (data.mask[:, 1:] & data.mask[:, :-1]) & (data.mask.sum(axis=1) >= 3)[:, None]
+    return lmm.sigma, float(np.corrcoef(res[:, :-1][pairs], res[:, 1:][pairs])[0, 1])
+
+
 def one_trial(job):
-    source, patients, seed, r, sigma, association = job
+    source, patients, seed, r, sigma, association, kind, df, hermite, after = job
     if source == "published":
         lon, surv, (alpha, alpha_slope) = published_trial(patients, np.random.default_rng([seed, r]), sigma)
     else:
-        lon, surv, (alpha, alpha_slope) = synth_trial(patients, seed + r)
+        lon, surv, (alpha, alpha_slope) = synth_trial(patients, seed + r, after)
     data = joint.joint_data(lon, surv)
     c0 = time.process_time()
-    fit = joint.fit_joint(data, association)
+    basis = joint.time_basis(kind, data.t[data.mask], df, data)
+    quad = joint.Quadrature(hermite or (7 if basis.size == 2 else 5), 5)
+    fit = joint.fit_joint(data, association, quad=quad, basis=basis, variance="sandwich")
     c1 = time.process_time()
+    names = fit.names()
     est, se = fit.estimate("alpha_value")
+    se_observed = math.sqrt(fit.cov_observed[names.index("alpha_value"), names.index("alpha_value")])
     try:
         a2, se2 = two_stage(data)
     except Exception as exc:  # noqa: BLE001 (the peer failing on one trial must not end the run: counted)
         print(f"trial {r + 1}: two-stage failed: {type(exc).__name__}", file=sys.stderr, flush=True)
         a2, se2 = math.nan, math.nan
     c2 = time.process_time()
-    print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se:.3f}) two-stage {a2:.3f} ({se2:.3f})",
-          file=sys.stderr, flush=True)
-    row = {"alpha": alpha, "joint": est, "joint_se": se, "two_stage": a2, "two_stage_se": se2,
+    sigma, autocorrelation = residual_diagnosis(data, basis)
+    print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se_observed:.3f}; sandwich {se:.3f}) "
+          f"two-stage {a2:.3f} ({se2:.3f})", file=sys.stderr, flush=True)
+    row = {"alpha": alpha, "joint": est, "joint_se": se_observed, "joint_se_sandwich": se, "two_stage": a2,
+           "two_stage_se": se2,
            "events": int(data.event.sum()), "scans": int(data.mask.sum()), "converged": fit.converged,
+           "residual_sd": sigma, "residual_autocorrelation": autocorrelation,
            "cpu_joint": c1 - c0, "cpu_two_stage": c2 - c1}
     if association == "value+slope":
         row["alpha_slope"] = alpha_slope
-        row["joint_slope"], row["joint_slope_se"] = fit.estimate("alpha_slope")
+        row["joint_slope"], row["joint_slope_se_sandwich"] = fit.estimate("alpha_slope")
+        k = names.index("alpha_slope")
+        row["joint_slope_se"] = math.sqrt(fit.cov_observed[k, k])
     return row
 
 
@@ -129,11 +167,13 @@ def summary_row(label, est, se, truth, cpu=None):
     below, above = int((high < truth).sum()), int((low > truth).sum())
     return (f"| {label} | {truth.mean():.3f} | {est.mean():.4f} | {est.mean() - truth.mean():+.4f} ({est.std() / math.sqrt(n):.4f}) | "
             f"{est.std():.4f} | {se.mean():.4f} | {se.mean() / est.std():.2f} | {100 * cover:.1f} % ({100 * mc:.1f}) | "
-            f"{below} / {above} |" + ("" if cpu is None else f" {cpu:.2f} |"))
+            f"{below} / {above} |" + ("" if cpu is None else f" {cpu:.2f} |" if cpu == cpu else " |"))
 
 
 def coverage(args):
-    jobs = [(args.source, args.patients, args.seed, r, args.sigma, args.association) for r in range(args.trials)]
+    jobs = [(args.source, args.patients, args.seed, r, args.sigma, args.association, args.basis, args.df, args.hermite,
+             args.imaging_after_progression)
+            for r in range(args.first, args.first + args.trials)]
     w0 = time.perf_counter()
     if args.workers > 1:
         with multiprocessing.Pool(args.workers) as pool:
@@ -144,19 +184,82 @@ def coverage(args):
     d = pd.DataFrame(rows)
     if args.save:
         d.to_csv(args.save, index=False)
-    print(f"\n{args.source}: {args.trials} trials x {args.patients} patients (mean {d.scans.mean() / args.patients:.1f} "
-          f"scans per patient, {d.events.mean():.0f} deaths), association {args.association}, "
-          f"{int(d.converged.sum())} joint fits converged\n")
+    print(f"\n{args.source}{' with imaging after progression' if args.imaging_after_progression else ''}: "
+          f"{args.trials} trials x {args.patients} patients (mean {d.scans.mean() / args.patients:.1f} "
+          f"scans per patient, {d.events.mean():.0f} deaths), association {args.association}, time basis "
+          f"{args.basis}{f' (df {args.df})' if args.basis == 'spline' else ''}, {int(d.converged.sum())} joint fits "
+          f"converged\n")
     print("| method: parameter | truth | mean estimate | bias (MC SE) | empirical SD | mean SE | SE / SD "
           "| 95 % CI coverage (MC SE) | misses below / above | CPU s per fit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    print(summary_row("joint: alpha (current value)", d.joint, d.joint_se, d.alpha, d.cpu_joint.mean()))
+    print(summary_row("joint: alpha (current value), observed-information SE", d.joint, d.joint_se, d.alpha,
+                      d.cpu_joint.mean()))
+    print(summary_row("joint: alpha (current value), sandwich SE", d.joint, d.joint_se_sandwich, d.alpha, math.nan))
     if "joint_slope" in d:
-        print(summary_row("joint: alpha_slope (current slope)", d.joint_slope, d.joint_slope_se, d.alpha_slope, math.nan))
+        print(summary_row("joint: alpha_slope (current slope), observed-information SE", d.joint_slope,
+                          d.joint_slope_se, d.alpha_slope, math.nan))
+        print(summary_row("joint: alpha_slope (current slope), sandwich SE", d.joint_slope, d.joint_slope_se_sandwich,
+                          d.alpha_slope, math.nan))
     print(summary_row("two-stage: alpha (current value)", d.two_stage, d.two_stage_se, d.alpha, d.cpu_two_stage.mean()))
     if d.two_stage.isna().any():
         print(f"\ntwo-stage failed (lifelines did not converge) in {int(d.two_stage.isna().sum())} trial(s): left out of its row")
+    print(f"\nthe mixed model alone: residual SD of ln burden {d.residual_sd.mean():.3f}, lag-1 autocorrelation of "
+          f"the within-patient residuals {d.residual_autocorrelation.mean():+.2f} (means over trials)")
     print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
+
+
+def _bootstrap_fit(job):
+    seed, patients, b = job
+    lon, surv, _ = synth_trial(patients, seed)
+    pids = surv["patient_id"].to_numpy()
+    draw = np.random.default_rng([seed, b]).choice(len(pids), len(pids), replace=True)
+    # each draw a patient of its own (a patient drawn twice is two patients)
+    surv_b = surv.iloc[draw].assign(patient_id=[f"B{k:04d}" for k in range(len(draw))])
+    lon_b = pd.concat([lon[lon["patient_id"] == pids[i]].assign(patient_id=f"B{k:04d}") for k, i in enumerate(draw)])
+    fit = joint.fit_joint(joint.joint_data(lon_b, surv_b), hessian=False)
+    return fit.theta[fit.names().index("alpha_value")]
+
+
+def bootstrap(args):
+    """One trial: the SD of alpha over bootstrap resamples of its patients, beside the trial's own
+    observed-information and sandwich SEs (is the spread across trials a within-trial spread?)."""
+    lon, surv, _ = synth_trial(args.patients, args.seed)
+    data = joint.joint_data(lon, surv)
+    fit = joint.fit_joint(data, variance="sandwich")
+    i = fit.names().index("alpha_value")
+    with multiprocessing.Pool(args.workers) as pool:
+        boot = np.array(pool.map(_bootstrap_fit, [(args.seed, args.patients, b) for b in range(args.resamples)]))
+    print(f"synth trial seed {args.seed}, {data.n} patients: alpha {fit.theta[i]:.4f}, observed-information SE "
+          f"{math.sqrt(fit.cov_observed[i, i]):.4f}, sandwich SE {math.sqrt(fit.cov[i, i]):.4f}, bootstrap SD "
+          f"{boot.std(ddof=1):.4f} over {len(boot)} resamples (mean {boot.mean():.4f})")
+
+
+def influence(args):
+    """One trial: each patient's influence on alpha (row of H^-1 times its score), the patients that
+    carry most of its variance and how long each was followed after its last scan."""
+    lon, surv, _ = synth_trial(args.patients, args.seed)
+    data = joint.joint_data(lon, surv)
+    fit = joint.fit_joint(data)
+    design = joint.design_of(data, fit.basis, fit.knots, fit.quad.legendre)
+    S = joint.patient_scores(lambda th: joint.loglik_terms(th, data, fit.knots, fit.layout, fit.quad, design),
+                             fit.theta)
+    infl = S @ fit.cov_observed[:, fit.names().index("alpha_value")]
+    last = np.where(data.mask, data.t, -np.inf).max(axis=1)
+    after = data.time - last
+    share = np.sort(infl ** 2)[::-1]
+    deaths = data.event > 0
+    print(f"synth trial seed {args.seed}, {data.n} patients, {int(deaths.sum())} deaths: years from the last scan to "
+          f"death or censoring: median {np.median(after):.2f}; deaths more than 90 days after the last scan: "
+          f"{100 * (after[deaths] > 90 / joint.DAYS_PER_YEAR).mean():.0f} %")
+    print(f"share of the variance of alpha carried by the 10 most influential patients: "
+          f"{100 * share[:10].sum() / share.sum():.0f} %; kurtosis of the influences "
+          f"{float(pd.Series(infl).kurt()):.1f}\n")
+    print("| patient | influence on alpha | event | years followed | years after the last scan | scans | ln burden at the scans |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for k in np.argsort(-np.abs(infl))[:10]:
+        y = ", ".join(f"{v:.2f}" for v in data.y[k][data.mask[k]])
+        print(f"| {data.patient_id[k]} | {infl[k]:+.4f} | {int(data.event[k])} | {data.time[k]:.2f} | {after[k]:.2f} | "
+              f"{int(data.mask[k].sum())} | {y} |")
 
 
 def timing(args):
@@ -167,8 +270,14 @@ def timing(args):
           f"{int(data.event.sum())} deaths\n")
     print("| step | wall s | CPU s |")
     print("| --- | --- | --- |")
+    basis = joint.time_basis(args.basis, data.t[data.mask], args.df, data)
+    quad = joint.Quadrature(args.hermite or (7 if basis.size == 2 else 5), 5)
+    label = f"joint model fit, {args.basis} basis{f' (df {args.df})' if args.basis == 'spline' else ''}"
     for name, call in (("two-stage (mixed model + time-varying Cox), the peer", lambda: two_stage(data)),
-                       ("joint model fit (ML + observed-information SEs)", lambda: joint.fit_joint(data))):
+                       (f"{label} (ML + observed-information SEs)",
+                        lambda: joint.fit_joint(data, basis=basis, quad=quad, variance="observed")),
+                       (f"{label} (ML + sandwich SEs)",
+                        lambda: joint.fit_joint(data, basis=basis, quad=quad, variance="sandwich"))):
         w0, c0 = time.perf_counter(), time.process_time()
         out = call()
         print(f"| {name} | {time.perf_counter() - w0:.1f} | {time.process_time() - c0:.1f} |")
@@ -195,11 +304,28 @@ def main():
     c.add_argument("--association", choices=joint.ASSOCIATIONS, default="value",
                    help="the joint model's association (value+slope also estimates the slope's, true 0 in both sources)")
     c.add_argument("--sigma", type=float, help="published source: residual SD of ln burden (default joint_dgp's 0.25)")
+    c.add_argument("--basis", choices=joint.TIME_BASES, default="linear", help="the trajectory's time basis")
+    c.add_argument("--df", type=int, default=2, help="spline basis: df of ns(t, df)")
+    c.add_argument("--hermite", type=int, help="Gauss-Hermite nodes per random effect (default 7 linear, 5 spline)")
+    c.add_argument("--imaging-after-progression", action="store_true",
+                   help="synth: scans continue every visit interval until death or censoring (a diagnosis)")
+    c.add_argument("--first", type=int, default=0, help="first trial (its seed: --seed + first)")
     t = sub.add_parser("timing")
     t.add_argument("--patients", type=int, default=600)
     t.add_argument("--seed", type=int, default=19)
+    t.add_argument("--basis", choices=joint.TIME_BASES, default="linear")
+    t.add_argument("--df", type=int, default=2)
+    t.add_argument("--hermite", type=int)
+    b = sub.add_parser("bootstrap")
+    b.add_argument("--patients", type=int, default=200)
+    b.add_argument("--seed", type=int, default=19)
+    b.add_argument("--resamples", type=int, default=40)
+    b.add_argument("--workers", type=int, default=2)
+    i = sub.add_parser("influence")
+    i.add_argument("--patients", type=int, default=200)
+    i.add_argument("--seed", type=int, default=19)
     args = p.parse_args()
-    coverage(args) if args.what == "coverage" else timing(args)
+    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,71 @@ def test_one_patient_without_random_effects_equals_closed_form(alpha_s):
     assert got == pytest.approx(expected, rel=1e-10)
 
 
+def test_spline_basis_spans_lines_and_is_linear_beyond_its_boundary_knots():
+    times = np.array([-0.02, 0.1, 0.15, 0.3, 0.45, 0.6, 0.9, 1.3])
+    basis = joint.time_basis("spline", times, 3)
+    assert basis.size == 4 and basis.labels == ("intercept", "ns1", "ns2", "ns3")
+    assert basis.interior == pytest.approx(tuple(np.quantile(times, [1 / 3, 2 / 3])))
+    t = np.linspace(-1.0, 3.0, 41)
+    x, dx = basis.design(t)
+    # a natural spline space holds every straight line: 2 - 0.7 t is fitted exactly
+    coef = np.linalg.lstsq(x, 2 - 0.7 * t, rcond=None)[0]
+    assert np.allclose(x @ coef, 2 - 0.7 * t, atol=1e-10)
+    # the derivative is the basis' own (central differences), and constant beyond the boundary knots
+    h = 1e-6
+    numeric = (basis.design(t + h)[0] - basis.design(t - h)[0]) / (2 * h)
+    assert np.allclose(dx, numeric, atol=1e-5)
+    below, above = t < times.min(), t > times.max()
+    assert np.allclose(dx[below], dx[below][0]) and np.allclose(dx[above], dx[above][0])
+    assert not np.allclose(dx[~below & ~above], dx[~below & ~above][0])  # curved inside
+    # the shape of the input is kept
+    assert basis.design(np.zeros((2, 3, 5)))[0].shape == (2, 3, 5, 4)
+
+
+def test_decay_basis_finds_the_shrinking_rate_of_the_data():
+    # ln burden = a_i + b_i t + c_i exp(-3 t) + noise: the profile likelihood's rate is near 3
+    rng = np.random.default_rng(5)
+    n, t = 80, np.array([0.0, 0.15, 0.3, 0.45, 0.6, 0.8, 1.0])
+    u = rng.normal(size=(n, 3)) * [0.8, 0.3, 0.4]
+    y = (3.0 + u[:, :1]) + (0.6 + u[:, 1:2]) * t + (1.0 + u[:, 2:]) * np.exp(-3.0 * t) + rng.normal(0, 0.05, (n, len(t)))
+    pid = np.repeat([f"P{i}" for i in range(n)], len(t))
+    lon = pd.DataFrame({"patient_id": pid, "days": np.tile(t, n) * 365.25, "y": y.ravel()})
+    data = joint.joint_data(lon, pd.DataFrame({"patient_id": np.unique(pid), "time": 1e9, "event": 0}))
+    basis = joint.decay_basis(data)
+    assert basis.kind == "decay" and basis.size == 3 and basis.rate == pytest.approx(3.0, rel=0.1)
+    x, dx = basis.design(np.array([0.5]))
+    assert np.allclose(x[0], [1, 0.5, math.exp(-0.5 * basis.rate)])
+    assert np.allclose(dx[0], [0, 1, -basis.rate * math.exp(-0.5 * basis.rate)])
+
+
+@pytest.mark.parametrize("alpha_s", [0.0, 0.2])
+def test_one_patient_on_a_spline_without_random_effects_equals_numerical_integration(alpha_s):
+    # D -> 0: the trajectory is x(t)'beta; the hazard lam_k exp(alpha m(t) + alpha_s m'(t)), with a
+    # slope that changes along the curve, integrated here by adaptive quadrature (scipy)
+    y = np.array([3.1, 2.6, 2.4, 2.9])
+    days = np.array([-5.0, 60.0, 120.0, 200.0])
+    data = one_patient(y, days, 300.0, 1)
+    basis = joint.TimeBasis.natural_spline(np.array([-0.02, 0.1, 0.2, 0.3, 0.5]), 2)
+    beta, sigma, lam, alpha = np.array([3.0, -0.5, 0.3]), 0.3, (0.2, 0.5), 0.7
+    knot, T = 100 / 365.25, 300 / 365.25
+    layout = joint.Layout(n_pieces=2, n_covariates=0, slope=alpha_s != 0.0, basis=basis)
+    th = np.array([*beta, math.log(sigma), -25.0, 0.0, -25.0, 0.0, 0.0, -25.0, *np.log(lam), alpha,
+                   *([alpha_s] if alpha_s else [])])
+    got = joint.loglik_terms(th, data, np.array([knot]), layout, joint.Quadrature(3, 5))[0]
+
+    def log_hazard(s):
+        x, dx = basis.design(np.array([s]))
+        return math.log(lam[int(s > knot)]) + alpha * (x[0] @ beta) + alpha_s * (dx[0] @ beta)
+
+    H = sum(integrate.quad(lambda s: math.exp(log_hazard(s)), lo, hi, epsabs=0, epsrel=1e-12)[0]
+            for lo, hi in ((0.0, knot), (knot, T)))
+    m = basis.design(days / 365.25)[0] @ beta
+    expected = stats.norm.logpdf(y, m, sigma).sum() + log_hazard(T) - H
+    # the Legendre pieces are cut at the spline's knots too (its third derivative jumps there), so
+    # the default 5 nodes per piece are as good as adaptive quadrature
+    assert got == pytest.approx(expected, rel=1e-10)
+
+
 def test_legendre_cumulative_hazard_converges_to_closed_form():
     knots = np.array([0.3, 1.1])
     upper = np.array([0.2, 0.9, 2.5])
@@ -57,7 +122,9 @@ def test_legendre_cumulative_hazard_converges_to_closed_form():
         exact.append(total)
     errors = []
     for q in (1, 2, 5):
-        H = joint.cumulative_hazard(a, c, *joint.legendre_grid(upper, knots, q), log_lam, np.zeros(3), alpha, 0.0)
+        s, ws = joint.legendre_grid(upper, knots, q)
+        Xs, dXs = joint.TimeBasis().design(s)
+        H = joint.cumulative_hazard(np.stack([a, c], -1), Xs, dXs, ws, log_lam, np.zeros(3), alpha, 0.0)
         errors.append(np.max(np.abs(H[:, 0] / exact - 1)))
     assert errors[0] > errors[1] > errors[2] and errors[2] < 1e-9
 
@@ -84,6 +151,14 @@ def truth_theta(data, knots):
                             math.log(L[1, 1])], np.full(len(knots) + 1, math.log(TRUTH["lam0"])), [TRUTH["alpha"]]])
 
 
+def test_gauss_hermite_rule_in_three_dimensions_gives_normal_moments():
+    z, w = joint.gauss_hermite(5, 3)
+    assert z.shape == (125, 3) and w.sum() == pytest.approx(1.0, abs=1e-14)
+    k = np.array([0.5, -0.3, 0.2])
+    assert (w * np.exp(z @ k)).sum() == pytest.approx(math.exp(k @ k / 2), rel=1e-6)
+    assert (w * z[:, 0] * z[:, 2]).sum() == pytest.approx(0.0, abs=1e-14)
+
+
 def test_marginal_likelihood_converges_in_hermite_nodes(simulated):
     _, _, data = simulated
     knots = joint.hazard_knots(data.time, data.event, 7)
@@ -105,6 +180,20 @@ def test_fit_recovers_the_association_and_the_trajectory(fitted):
     for name, true in (("alpha_value", TRUTH["alpha"]), ("beta_intercept", TRUTH["b0"]), ("beta_time", TRUTH["b1"])):
         est, se = fit.estimate(name)
         assert 0 < se < 0.5 and abs(est - true) < 3 * se, (name, est, se)
+
+
+def test_sandwich_variance_agrees_with_the_observed_information_where_the_model_is_right(fitted):
+    # on data from the model itself both estimate the same variance (Huber 1967); they differ
+    # only by sampling noise of the per-patient scores
+    data, fit = fitted
+    design = joint.design_of(data, fit.basis, fit.knots, fit.quad.legendre)
+    S = joint.patient_scores(lambda th: joint.loglik_terms(th, data, fit.knots, fit.layout, fit.quad, design),
+                             fit.theta)
+    assert np.abs(S.sum(0)).max() < 0.05  # the fit's score is zero
+    robust = fit.cov_observed @ (S.T @ S) @ fit.cov_observed
+    assert np.allclose(robust, fit.cov, rtol=1e-12)  # the default variance
+    i = fit.names().index("alpha_value")
+    assert 0.8 < math.sqrt(fit.cov[i, i] / fit.cov_observed[i, i]) < 1.25
 
 
 def test_no_association_predicts_the_baseline_survival(simulated):
@@ -240,4 +329,44 @@ def test_a_set_too_small_for_the_model_gives_rows_not_a_crash():
         # fitted (then with the reason its estimates are shaky) or not, with the reason
         assert status.startswith(("ok", "not converged", "not fitted: ")), status
         if not status.startswith("not fitted"):
-            assert "intercept-slope correlation at its bound" in status or np.isfinite(rows["estimate"]).all(), status
+            assert "correlation at its bound" in status or np.isfinite(rows["estimate"]).all(), status
+
+
+@pytest.fixture(scope="module")
+def stein_trial():
+    """60 lung patients of the project's simulator (Stein-shaped burden) as the pipeline's tables."""
+    from tumorburden.synth import trial
+
+    tr = trial.simulate_trial({"n_patients": 60, "seed": 7, "cohorts": {"lung": 1.0}})
+    total = tr.lesions.groupby("scan_id")["volume_ml"].sum()
+    burden = tr.scans.assign(total_volume_ml=tr.scans["scan_id"].map(total).fillna(0.0), sld_mm=50.0)
+    first = burden.sort_values("days").groupby("patient_id")["scan_id"].first()
+    features = pd.DataFrame({"patient_id": first.index, "cohort": "lung", "baseline_scan_id": first.to_numpy()})
+    return features, tr.clinical, burden[["patient_id", "scan_id", "days", "total_volume_ml", "sld_mm"]]
+
+
+def test_tables_with_the_spline_basis_name_its_coefficients_and_predict(stein_trial):
+    features, clinical, burden = stein_trial
+    out = joint.joint_tables(features, clinical, burden,
+                             {"joint": {"time_basis": "spline", "spline_df": 2, "hermite_nodes": 3}})
+    os_rows = out["joint_model"].query("endpoint == 'os'").set_index("term")
+    assert os_rows["status"].iloc[0].startswith(("ok", "not converged")), os_rows["status"].iloc[0]
+    for term in ("beta_intercept", "beta_ns1", "beta_ns2", "sd_intercept", "sd_ns1", "sd_ns2", "corr_ns2_ns1",
+                 "sigma", "alpha_value"):
+        assert np.isfinite(os_rows.loc[term, "estimate"]), term
+    assert "interior knots at days" in os_rows.loc["beta_ns1", "note"]
+    pred = out["joint_predictions"].query("endpoint == 'os'")
+    assert len(pred) > 0 and pred["predicted_survival"].between(0, 1).all()
+    with pytest.raises(ValueError, match="joint time_basis 'cubic' is not one of linear, spline"):
+        joint.joint_tables(features, clinical, burden, {"joint": {"time_basis": "cubic"}})
+    with pytest.raises(ValueError, match="joint variance 'robust' is not one of observed, sandwich"):
+        joint.joint_tables(features, clinical, burden, {"joint": {"variance": "robust"}})
+
+
+def test_a_spline_with_more_random_effects_than_scans_is_not_fitted(stein_trial):
+    features, clinical, burden = stein_trial
+    few = burden.sort_values("days").groupby("patient_id").head(2)  # at most two scans a patient
+    out = joint.joint_tables(features, clinical, few, {"joint": {"time_basis": "spline", "spline_df": 2}})
+    assert set(out["joint_model"]["status"]) == {
+        "not fitted: fewer than 3 patients with 3 scans or more: the 3 random effects of time_basis spline cannot be "
+        "estimated (use time_basis: linear)"}

@@ -2,12 +2,15 @@
 
 Longitudinal part (a linear mixed model; time t in years from treatment start)::
 
-    y_ij = ln(V_ij + volume_offset_ml) = m_i(t_ij) + e_ij,   m_i(t) = (b0 + u_i0) + (b1 + u_i1) t,
-    u_i ~ N(0, D) (2 x 2, unstructured),  e_ij ~ N(0, sigma^2)
+    y_ij = ln(V_ij + volume_offset_ml) = m_i(t_ij) + e_ij,   m_i(t) = x(t)'(beta + u_i),
+    u_i ~ N(0, D) (q x q, unstructured),  e_ij ~ N(0, sigma^2)
+
+with x(t) = (1, t) (``linear``: random intercept and slope), (1, ns(t, df)) (``spline``, R's
+natural cubic spline) or (1, t, exp(-kappa t)) (``decay``); see TimeBasis.
 
 Survival part (proportional hazards, the current value, optionally also the current slope)::
 
-    h_i(t) = h0(t) exp(gamma' w_i + alpha m_i(t) [+ alpha_slope (b1 + u_i1)])
+    h_i(t) = h0(t) exp(gamma' w_i + alpha m_i(t) [+ alpha_slope m_i'(t)])
 
 with h0 piecewise constant between knots at quantiles of the observed event times (JM's
 ``piecewise-PH-aGH``; see docs/survival.md for why not JMbayes2's penalised B-splines).
@@ -26,7 +29,8 @@ way). Everything is vectorised over patients x quadrature nodes (scans padded wi
 
 Fitted by maximum likelihood (scipy L-BFGS-B from the mixed model's ML fit and per-piece event
 rates); standard errors from the inverse of a central-difference Hessian of the marginal
-log-likelihood (the observed information).
+log-likelihood (the observed information H) or, by default, the sandwich H^-1 (sum_i s_i s_i') H^-1
+with each patient's score s_i.
 
 Dynamic prediction (Rizopoulos 2011, the first-order estimator at the MLE; JM's survfitJM), at
 each scan and at each landmark of the grid a patient is at risk at::
@@ -39,6 +43,7 @@ quadrature, with the scans up to t.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, field
@@ -47,6 +52,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy import optimize
+from scipy.interpolate import BSpline
 from scipy.special import logsumexp
 from scipy.stats import norm
 
@@ -59,6 +65,8 @@ log = logging.getLogger(__name__)
 
 DAYS_PER_YEAR = 365.25
 ASSOCIATIONS = ("value", "value+slope")
+TIME_BASES = ("linear", "spline", "decay")
+VARIANCES = ("observed", "sandwich")
 MODEL = "joint"
 
 
@@ -69,6 +77,12 @@ def settings_of(settings: dict | None) -> tuple[dict, dict]:
     if j["association"] not in ASSOCIATIONS:
         raise ValueError(f"survival settings: joint association {j['association']!r} is not one of "
                          f"{', '.join(ASSOCIATIONS)}")
+    if j["time_basis"] not in TIME_BASES:
+        raise ValueError(f"survival settings: joint time_basis {j['time_basis']!r} is not one of {', '.join(TIME_BASES)}")
+    if j["variance"] not in VARIANCES:
+        raise ValueError(f"survival settings: joint variance {j['variance']!r} is not one of {', '.join(VARIANCES)}")
+    if int(j["spline_df"]) < 1:
+        raise ValueError(f"survival settings: joint spline_df {j['spline_df']} must be at least 1")
     return s, j
 
 
@@ -128,30 +142,159 @@ def joint_data(longitudinal: pd.DataFrame, survival: pd.DataFrame, covariates=()
     )
 
 
+# --- the trajectory's basis in time ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimeBasis:
+    """The columns x(t) of the trajectory m_i(t) = x(t)'(beta + u_i), t in years: ``linear`` (1, t);
+    ``spline``, an intercept and R's natural cubic spline ``splines::ns(t, df)`` with its df - 1
+    interior knots at quantiles of the scan times and its boundary knots at their range (linear
+    beyond them, as ns is); ``decay`` (1, t, exp(-rate t)). The same columns serve the fixed and
+    the random effects."""
+    kind: str = "linear"
+    interior: tuple = ()
+    boundary: tuple = (0.0, 1.0)
+    rate: float = 0.0   # decay: the rate kappa (per year) of the shrinking component
+
+    @classmethod
+    def natural_spline(cls, times, df: int) -> TimeBasis:
+        times = np.asarray(times, float)
+        if df < 1:
+            raise ValueError(f"spline_df {df} must be at least 1")
+        inner = np.quantile(times, np.arange(1, df) / df) if df > 1 else np.zeros(0)
+        return cls("spline", tuple(float(k) for k in inner), (float(times.min()), float(times.max())))
+
+    @property
+    def size(self) -> int:
+        return {"linear": 2, "decay": 3}.get(self.kind, len(self.interior) + 2)
+
+    @property
+    def labels(self) -> tuple:
+        """Names of the columns: the random effects' in the tables."""
+        if self.kind in ("linear", "decay"):
+            return ("intercept", "slope", "decay")[:self.size]
+        return ("intercept", *(f"ns{k + 1}" for k in range(self.size - 1)))
+
+    @property
+    def breaks(self) -> np.ndarray:
+        """Where x(t) is not smooth (a cubic spline's third derivative jumps at its knots)."""
+        return np.array([*self.interior, *self.boundary]) if self.kind == "spline" else np.zeros(0)
+
+    @functools.cached_property
+    def _spline(self):
+        """The cubic B-splines with the natural boundary constraints projected out, as ns does:
+        basis = B[:, 1:] Q[:, 2:], Q from the QR of the second derivatives at the boundary knots."""
+        aknots = np.sort(np.concatenate([np.repeat(self.boundary, 4), self.interior]))
+        n_b = len(aknots) - 4
+        bspline = BSpline(aknots, np.eye(n_b), 3, extrapolate=True)
+        const = bspline.derivative(2)(np.asarray(self.boundary))[:, 1:]
+        q = np.linalg.qr(const.T, mode="complete")[0]
+        return bspline, bspline.derivative(1), q[:, 2:]
+
+    def design(self, t) -> tuple[np.ndarray, np.ndarray]:
+        """(x(t), x'(t)), each of shape t.shape + (size,)."""
+        t = np.asarray(t, float)
+        if self.kind == "linear":
+            return np.stack([np.ones_like(t), t], -1), np.stack([np.zeros_like(t), np.ones_like(t)], -1)
+        if self.kind == "decay":
+            e = np.exp(-self.rate * t)
+            return (np.stack([np.ones_like(t), t, e], -1),
+                    np.stack([np.zeros_like(t), np.ones_like(t), -self.rate * e], -1))
+        bspline, deriv, proj = self._spline
+        flat = t.ravel()
+        inside = np.clip(flat, *self.boundary)
+        d1 = deriv(inside)[:, 1:]
+        value = (bspline(inside)[:, 1:] + (flat - inside)[:, None] * d1) @ proj
+        slope = d1 @ proj
+        ones = np.ones((len(flat), 1))
+        return (np.hstack([ones, value]).reshape(*t.shape, self.size),
+                np.hstack([0.0 * ones, slope]).reshape(*t.shape, self.size))
+
+
+def time_basis(kind: str, times, df: int, data=None) -> TimeBasis:
+    if kind == "linear":
+        return TimeBasis()
+    if kind == "spline":
+        return TimeBasis.natural_spline(times, df)
+    if kind == "decay":
+        return decay_basis(data)
+    raise ValueError(f"survival settings: joint time_basis {kind!r} is not one of {', '.join(TIME_BASES)}")
+
+
+DECAY_RATES = np.log(2) / np.geomspace(0.02, 1.0, 7)  # half-lives of 1 week to 1 year
+
+
+def decay_basis(data, rates=DECAY_RATES) -> TimeBasis:
+    """(1, t, exp(-kappa t)): a line the burden regrows along plus a shrinking component, the Stein
+    shape's two phases; kappa by profile likelihood of the mixed model over a grid of half-lives,
+    then refined by a bounded scalar search around the best."""
+    def profile(rate):
+        return fit_mixed_model(data, TimeBasis("decay", rate=float(rate)), polish=False).loglik
+
+    k = int(np.argmax([profile(r) for r in rates]))
+    lo, hi = np.log(rates[min(k + 1, len(rates) - 1)]), np.log(rates[max(k - 1, 0)])
+    res = optimize.minimize_scalar(lambda lr: -profile(math.exp(lr)), bounds=(lo, hi), method="bounded",
+                                   options={"xatol": 0.02})
+    return TimeBasis("decay", rate=math.exp(res.x))
+
+
 # --- parameters ------------------------------------------------------------------------------------
+
+
+def cholesky_factor(values, q: int) -> np.ndarray:
+    """Lower-triangular L (q x q) from its entries row by row, the diagonal on the log scale."""
+    L = np.zeros((q, q))
+    k = 0
+    for a in range(q):
+        for b in range(a + 1):
+            L[a, b] = math.exp(values[k]) if a == b else values[k]
+            k += 1
+    return L
+
+
+def cholesky_values(L: np.ndarray) -> list[float]:
+    return [math.log(L[a, b]) if a == b else float(L[a, b]) for a in range(len(L)) for b in range(a + 1)]
 
 
 @dataclass
 class Layout:
-    """Where each parameter sits in the vector theta."""
+    """Where each parameter sits in the vector theta: the basis' fixed effects, log sigma, the
+    Cholesky factor of D (row by row, log diagonal), the log baseline hazard per piece, the
+    covariates' and the association's coefficients."""
     n_pieces: int
     n_covariates: int
     slope: bool
+    basis: TimeBasis = field(default_factory=TimeBasis)
+
+    @property
+    def q(self) -> int:
+        return self.basis.size
+
+    @property
+    def hazard_start(self) -> int:
+        return self.q + 1 + self.q * (self.q + 1) // 2
 
     @property
     def size(self) -> int:
-        return 6 + self.n_pieces + self.n_covariates + 1 + int(self.slope)
+        return self.hazard_start + self.n_pieces + self.n_covariates + 1 + int(self.slope)
+
+    def beta_names(self) -> list[str]:
+        return ["beta_intercept", "beta_time"] if self.basis.kind == "linear" else \
+            [f"beta_{label}" for label in self.basis.labels]
 
     def names(self, covariates=()) -> list[str]:
-        return (["beta_intercept", "beta_time", "log_sigma", "log_l11", "l21", "log_l22"]
+        chol = [f"log_l{a + 1}{b + 1}" if a == b else f"l{a + 1}{b + 1}" for a in range(self.q) for b in range(a + 1)]
+        return (self.beta_names() + ["log_sigma"] + chol
                 + [f"log_hazard_{k + 1}" for k in range(self.n_pieces)]
                 + [f"gamma_{c}" for c in covariates] + ["alpha_value"] + (["alpha_slope"] if self.slope else []))
 
     def unpack(self, theta):
-        beta = theta[0:2]
-        sigma = math.exp(theta[2])
-        L = np.array([[math.exp(theta[3]), 0.0], [theta[4], math.exp(theta[5])]])
-        k = 6
+        q = self.q
+        beta = np.asarray(theta[:q], float)
+        sigma = math.exp(theta[q])
+        L = cholesky_factor(theta[q + 1:self.hazard_start], q)
+        k = self.hazard_start
         log_lam = theta[k:k + self.n_pieces]
         k += self.n_pieces
         gamma = theta[k:k + self.n_covariates]
@@ -175,29 +318,40 @@ def hazard_knots(time: np.ndarray, event: np.ndarray, pieces: int) -> np.ndarray
 # --- the pieces of the likelihood ------------------------------------------------------------------
 
 
-def gauss_hermite_2d(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Product rule for E f(Z), Z ~ N(0, I_2): standard-normal nodes (G, 2), weights (G,)."""
+@functools.lru_cache(maxsize=16)
+def gauss_hermite(nodes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Product rule for E f(Z), Z ~ N(0, I_dim): standard-normal nodes (nodes^dim, dim), weights."""
     x, wt = np.polynomial.hermite.hermgauss(nodes)
-    z = np.sqrt(2.0) * np.stack(np.meshgrid(x, x, indexing="ij"), -1).reshape(-1, 2)
-    return z, (np.outer(wt, wt) / np.pi).ravel()
+    z = np.sqrt(2.0) * np.stack(np.meshgrid(*[x] * dim, indexing="ij"), -1).reshape(-1, dim)
+    w = np.ones(1)
+    for _ in range(dim):
+        w = np.outer(w, wt / np.sqrt(np.pi)).ravel()
+    z.flags.writeable = w.flags.writeable = False  # cached: shared by every caller
+    return z, w
 
 
-def longitudinal_posterior(y, t, mask, beta, sigma, L):
+def gauss_hermite_2d(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    return gauss_hermite(nodes, 2)
+
+
+def longitudinal_posterior(y, Z, mask, beta, sigma, L, ztz=None):
     """log p(y_i) and the Gaussian posterior N(mu_i, V_i) of the random effects given the scans,
-    for every patient at once (Woodbury: |Sigma_i| = |D| |P_i| sigma^(2 n_i), P_i = D^-1 + Z'Z/s^2)."""
+    for every patient at once; Z (n, J, q) the basis at the scans (Woodbury: |Sigma_i| = |D| |P_i|
+    sigma^(2 n_i), P_i = D^-1 + Z'Z/s^2). ztz: sum_j Z_ij Z_ij' over the masked scans, if known."""
     m = mask.astype(float)
     n_obs = m.sum(axis=1)
-    r = (y - beta[0] - beta[1] * t) * m
+    Zm = Z * m[..., None]
+    r = (y - Z @ beta) * m
     s2 = sigma * sigma
-    ztz = np.stack([np.stack([n_obs, (t * m).sum(1)], -1), np.stack([(t * m).sum(1), (t * t * m).sum(1)], -1)], -2)
-    zr = np.stack([r.sum(1), (r * t).sum(1)], -1) / s2
-    D = L @ L.T
-    Dinv = np.linalg.inv(D)
-    P = Dinv[None] + ztz / s2
+    if ztz is None:
+        ztz = np.einsum("nja,njb->nab", Zm, Zm)
+    zr = np.einsum("nja,nj->na", Zm, r) / s2
+    Linv = np.linalg.inv(L)
+    P = (Linv.T @ Linv)[None] + ztz / s2
     V = np.linalg.inv(P)
     mu = np.einsum("nab,nb->na", V, zr)
     logdet_P = np.linalg.slogdet(P)[1]
-    logdet_D = 2.0 * (math.log(L[0, 0]) + math.log(L[1, 1]))
+    logdet_D = 2.0 * np.log(np.diag(L)).sum()
     quad = (r * r).sum(1) / s2 - np.einsum("na,na->n", zr, mu)
     loglik = -0.5 * (n_obs * math.log(2 * math.pi * s2) + logdet_D + logdet_P + quad)
     return loglik, mu, V
@@ -215,15 +369,27 @@ def legendre_grid(upper: np.ndarray, knots: np.ndarray, nodes: int) -> tuple[np.
     return s, half[..., None] * wt
 
 
-def cumulative_hazard(intercept, slope, s, ws, log_lam, lin, alpha, alpha_s):
-    """H(upper | u) = sum_k lambda_k sum_q w exp(lin + alpha m(s) + alpha_s slope), for trajectories
-    m(s) = intercept + slope * s: intercept, slope (R, G); s, ws (R, K, Q); lin (R,). (R, G)."""
-    # laid out (R, K, G, Q) so that the weighted sum over Q is one batched matmul
-    expo = slope[:, None, :, None] * s[:, :, None, :]
-    expo += intercept[:, None, :, None]
-    expo *= alpha
-    per_piece = (np.exp(expo, out=expo) @ ws[..., None])[..., 0]
-    return np.einsum("rkg,k->rg", per_piece, np.exp(log_lam)) * np.exp(lin[:, None] + alpha_s * slope)
+def integration_grid(upper, knots, basis: TimeBasis, nodes: int):
+    """legendre_grid on the pieces of h0 cut also at the basis' knots, so the integrand is smooth on
+    every piece (Gauss-Legendre then converges fast): (s, ws, the piece of h0 of each cut piece)."""
+    cuts = np.unique(np.concatenate([knots, basis.breaks[basis.breaks > 0]]))
+    s, ws = legendre_grid(upper, cuts, nodes)
+    return s, ws, np.searchsorted(knots, np.concatenate([[0.0], cuts]), side="right")
+
+
+def cumulative_hazard(coef, Xs, dXs, ws, log_lam, lin, alpha, alpha_s):
+    """H(upper | u) = sum_k lambda_k sum_q w exp(lin + alpha m(s) + alpha_s m'(s)) for trajectories
+    m(s) = x(s)'coef: coef (R, G, q) per patient and quadrature node; Xs, dXs (R, K, Q, q) the basis
+    and its derivative at the Legendre nodes; ws (R, K, Q); lin (R,). Returns (R, G)."""
+    R, K, Q, q = Xs.shape
+    # (R, K*Q, q) @ (R, q, G): one batched matmul for the trajectory at every node
+    expo = Xs.reshape(R, K * Q, q) @ (alpha * coef).transpose(0, 2, 1)
+    if alpha_s != 0.0:
+        expo += dXs.reshape(R, K * Q, q) @ (alpha_s * coef).transpose(0, 2, 1)
+    np.exp(expo, out=expo)
+    # the weighted sum over Q as batched matmuls too: (R, K, 1, Q) @ (R, K, Q, G), then over K
+    per_piece = (ws[:, :, None, :] @ expo.reshape(R, K, Q, -1))[:, :, 0, :]
+    return (np.exp(log_lam) @ per_piece) * np.exp(lin)[:, None]
 
 
 def piece_of(time, knots):
@@ -236,20 +402,39 @@ class Quadrature:
     legendre: int = 5
 
 
-def loglik_terms(theta, data: JointData, knots, layout: Layout, quad: Quadrature, grid=None):
+@dataclass
+class Design:
+    """What the likelihood needs of the data and the basis, fixed while theta moves."""
+    X: np.ndarray       # (n, J, q) basis at the scans
+    xtx: np.ndarray     # (n, q, q) its cross-products over the real scans
+    Xs: np.ndarray      # (n, K, Q, q) basis at the Legendre nodes of the cumulative hazard
+    dXs: np.ndarray
+    ws: np.ndarray      # (n, K, Q) their weights
+    cut_piece: np.ndarray  # (K,) the piece of h0 of each piece of the grid (cut also at the basis' knots)
+    XT: np.ndarray      # (n, q) basis at the event or censoring time
+    dXT: np.ndarray
+    piece: np.ndarray   # (n,) the baseline hazard's piece of that time
+
+
+def design_of(data: JointData, basis: TimeBasis, knots, legendre: int) -> Design:
+    X = basis.design(data.t)[0] * data.mask[..., None]
+    s, ws, cut_piece = integration_grid(data.time, knots, basis, legendre)
+    Xs, dXs = basis.design(s)
+    XT, dXT = basis.design(data.time)
+    return Design(X=X, xtx=np.einsum("nja,njb->nab", X, X), Xs=Xs, dXs=dXs, ws=ws, cut_piece=cut_piece, XT=XT,
+                  dXT=dXT, piece=piece_of(data.time, knots))
+
+
+def loglik_terms(theta, data: JointData, knots, layout: Layout, quad: Quadrature, design: Design | None = None):
     """Per-patient marginal log-likelihood (n,)."""
     beta, sigma, L, log_lam, gamma, alpha, alpha_s = layout.unpack(theta)
-    ll_y, mu, V = longitudinal_posterior(data.y, data.t, data.mask, beta, sigma, L)
-    z, wz = gauss_hermite_2d(quad.hermite)
-    C = np.linalg.cholesky(V)
-    u = mu[:, None, :] + np.einsum("nab,gb->nga", C, z)
-    intercept = beta[0] + u[..., 0]
-    slope = beta[1] + u[..., 1]
-    s, ws = grid if grid is not None else legendre_grid(data.time, knots, quad.legendre)
+    d = design if design is not None else design_of(data, layout.basis, knots, quad.legendre)
+    ll_y, mu, V = longitudinal_posterior(data.y, d.X, data.mask, beta, sigma, L, d.xtx)
+    z, wz = gauss_hermite(quad.hermite, layout.q)
+    coef = (beta + mu)[:, None, :] + z @ np.linalg.cholesky(V).transpose(0, 2, 1)
     lin = data.w @ gamma if len(gamma) else np.zeros(data.n)
-    H = cumulative_hazard(intercept, slope, s, ws, log_lam, lin, alpha, alpha_s)
-    log_h = (log_lam[piece_of(data.time, knots)] + lin)[:, None] + alpha * (intercept + slope * data.time[:, None]) \
-        + alpha_s * slope
+    H = cumulative_hazard(coef, d.Xs, d.dXs, d.ws, log_lam[d.cut_piece], lin, alpha, alpha_s)
+    log_h = (log_lam[d.piece] + lin)[:, None] + (coef @ (alpha * d.XT + alpha_s * d.dXT)[:, :, None])[..., 0]
     log_surv = data.event[:, None] * log_h - H
     return ll_y + logsumexp(log_surv, b=wz[None, :], axis=1)
 
@@ -264,49 +449,74 @@ class MixedModelFit:
     L: np.ndarray
     loglik: float
     se_beta: np.ndarray
+    basis: TimeBasis = field(default_factory=TimeBasis)
 
     @property
     def D(self):
         return self.L @ self.L.T
 
 
-def fit_mixed_model(data: JointData) -> MixedModelFit:
-    """Maximum-likelihood linear mixed model (random intercept and slope, unstructured D): the
-    longitudinal part alone, as nlme::lme(method = "ML"). Starts from per-patient least squares."""
-    y, t, m = data.y, data.t, data.mask
-    X = np.stack([m.astype(float), t * m], -1)[m]
-    beta0 = np.linalg.lstsq(X, y[m], rcond=None)[0]
-    resid = y[m] - X @ beta0
-    sd = max(float(np.std(resid)), 1e-3)
-    start = np.array([beta0[0], beta0[1], math.log(sd / 2), math.log(sd), 0.0, math.log(sd / 2 + 1e-3)])
+def fit_mixed_model(data: JointData, basis: TimeBasis | None = None, polish: bool = True) -> MixedModelFit:
+    """Maximum-likelihood linear mixed model, the same basis for the fixed and the random effects
+    (unstructured D): the longitudinal part alone, as nlme::lme(y ~ x(t), random = ~ x(t) | id,
+    method = "ML"). Starts from least squares; BFGS, then Nelder-Mead to polish (q = 2) or Newton
+    steps on a numerical Hessian (more random effects, where Nelder-Mead crawls)."""
+    basis = basis or TimeBasis()
+    q = basis.size
+    y, m = data.y, data.mask
+    Z = basis.design(data.t)[0] * m[..., None]
+    ztz = np.einsum("nja,njb->nab", Z, Z)
+    beta0 = np.linalg.lstsq(Z[m], y[m], rcond=None)[0]
+    sd = max(float(np.std(y[m] - Z[m] @ beta0)), 1e-3)
+    L0 = np.diag([sd] + [sd / 2 + 1e-3] * (q - 1))
+    start = np.concatenate([beta0, [math.log(sd / 2)], cholesky_values(L0)])
 
     def negll(th):
-        L = np.array([[math.exp(th[3]), 0.0], [th[4], math.exp(th[5])]])
         try:
-            v = -longitudinal_posterior(y, t, m, th[:2], math.exp(th[2]), L)[0].sum()
+            v = -longitudinal_posterior(y, Z, m, th[:q], math.exp(th[q]), cholesky_factor(th[q + 1:], q), ztz)[0].sum()
         except np.linalg.LinAlgError:  # a step to a singular random-effects covariance: outside the model
             return 1e300
         return v if np.isfinite(v) else 1e300
 
     res = optimize.minimize(negll, start, method="BFGS", options={"gtol": 1e-8, "maxiter": 2000})
-    res = optimize.minimize(negll, res.x, method="Nelder-Mead",
-                            options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000})
-    th = res.x
-    L = np.array([[math.exp(th[3]), 0.0], [th[4], math.exp(th[5])]])
-    sigma = math.exp(th[2])
+    th, fun = res.x, res.fun
+    if not polish:
+        pass
+    elif q == 2:
+        res = optimize.minimize(negll, th, method="Nelder-Mead", options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000})
+        th, fun = res.x, res.fun
+    else:
+        th, fun = _newton_polish(negll, th, fun)
+    L = cholesky_factor(th[q + 1:], q)
+    sigma = math.exp(th[q])
     # SE of the fixed effects as nlme's: (sum X_i' Sigma_i^-1 X_i)^-1 at the estimate
-    Sigma_inv_X = _gls_information(data, L @ L.T, sigma)
-    se = np.sqrt(np.diag(np.linalg.inv(Sigma_inv_X)))
-    return MixedModelFit(beta=th[:2], sigma=sigma, L=L, loglik=-res.fun, se_beta=se)
+    se = np.sqrt(np.diag(np.linalg.inv(_gls_information(ztz, L @ L.T, sigma))))
+    return MixedModelFit(beta=th[:q], sigma=sigma, L=L, loglik=-fun, se_beta=se, basis=basis)
 
 
-def _gls_information(data: JointData, D, sigma):
-    """sum_i X_i' Sigma_i^-1 X_i with X_i = Z_i = (1, t): by Woodbury, A_i - A_i P_i^-1 A_i,
+def _newton_polish(f, x, fx, steps=8):
+    """Newton steps with a central-difference gradient and Hessian, each kept only if it lowers f."""
+    for _ in range(steps):
+        h = 1e-5 * np.maximum(1.0, np.abs(x))
+        g = np.array([(f(x + e) - f(x - e)) / (2 * e[a]) for a, e in enumerate(np.diag(h))])
+        try:
+            step = np.linalg.solve(numerical_hessian(f, x), g)
+        except np.linalg.LinAlgError:
+            break
+        new = x - step
+        f_new = f(new)
+        if not f_new < fx:
+            break
+        x, fx = new, f_new
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return x, fx
+
+
+def _gls_information(xtx, D, sigma):
+    """sum_i X_i' Sigma_i^-1 X_i with X_i = Z_i: by Woodbury, A_i - A_i P_i^-1 A_i,
     A_i = Z_i'Z_i / sigma^2, P_i = D^-1 + A_i."""
-    m = data.mask.astype(float)
-    t = data.t
-    ztz = np.stack([np.stack([m.sum(1), (t * m).sum(1)], -1), np.stack([(t * m).sum(1), (t * t * m).sum(1)], -1)], -2)
-    A = ztz / sigma ** 2
+    A = xtx / sigma ** 2
     V = np.linalg.inv(np.linalg.inv(D)[None] + A)
     return (A - A @ V @ A).sum(0)
 
@@ -330,6 +540,13 @@ def numerical_hessian(f, x, step=1e-4):
     return H
 
 
+def patient_scores(f_terms, x, step=1e-4) -> np.ndarray:
+    """(n, p) central-difference gradients of each patient's log-likelihood term."""
+    x = np.asarray(x, float)
+    h = step * np.maximum(1.0, np.abs(x))
+    return np.stack([(f_terms(x + e) - f_terms(x - e)) / (2 * h[a]) for a, e in enumerate(np.diag(h))], -1)
+
+
 @dataclass
 class JointFit:
     theta: np.ndarray
@@ -344,6 +561,12 @@ class JointFit:
     n_events: int
     n_scans: int
     covariates: tuple = ()
+    variance: str = "sandwich"
+    cov_observed: np.ndarray | None = None
+
+    @property
+    def basis(self) -> TimeBasis:
+        return self.layout.basis
 
     def names(self):
         return self.layout.names(self.covariates)
@@ -357,24 +580,35 @@ class JointFit:
 
 
 def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature | None = None,
-              hessian=True) -> JointFit:
-    """Maximum-likelihood joint model (module docstring) on one analysed set."""
+              hessian=True, basis: TimeBasis | None = None, variance="sandwich") -> JointFit:
+    """Maximum-likelihood joint model (module docstring) on one analysed set. variance:
+    ``observed`` (inverse observed information) or ``sandwich`` (H^-1 (sum_i s_i s_i') H^-1 with
+    the per-patient scores s_i; the observed one is kept in cov_observed). The sandwich is the
+    default: on the project's simulator it is the closer of the two to the estimate's spread
+    (BENCHMARKS.md), on data from the model itself the two agree."""
+    if variance not in VARIANCES:
+        raise ValueError(f"survival settings: joint variance {variance!r} is not one of {', '.join(VARIANCES)}")
     quad = quad or Quadrature()
+    basis = basis or TimeBasis()
     knots = hazard_knots(data.time, data.event, pieces)
-    layout = Layout(n_pieces=len(knots) + 1, n_covariates=data.w.shape[1], slope=association == "value+slope")
-    lmm = fit_mixed_model(data)
+    layout = Layout(n_pieces=len(knots) + 1, n_covariates=data.w.shape[1], slope=association == "value+slope",
+                    basis=basis)
+    lmm = fit_mixed_model(data, basis)
     # start: the mixed model, no association, per-piece event rates (exposure / events)
     edges = np.concatenate([[0.0], knots, [np.inf]])
     exposure = np.clip(np.minimum(data.time[:, None], edges[None, 1:]) - edges[None, :-1], 0, None).sum(0)
     events = np.bincount(piece_of(data.time[data.event > 0], knots), minlength=layout.n_pieces)
     rates = np.maximum(events, 0.5) / np.maximum(exposure, 1e-9)
-    th0 = np.concatenate([lmm.beta, [math.log(lmm.sigma), math.log(lmm.L[0, 0]), lmm.L[1, 0], math.log(lmm.L[1, 1])],
+    th0 = np.concatenate([lmm.beta, [math.log(lmm.sigma)], cholesky_values(lmm.L),
                           np.log(rates), np.zeros(layout.n_covariates), [0.0], [0.0] if layout.slope else []])
-    grid = legendre_grid(data.time, knots, quad.legendre)
+    design = design_of(data, basis, knots, quad.legendre)
+
+    def terms(th):
+        return loglik_terms(th, data, knots, layout, quad, design)
 
     def negll(th):
         try:
-            v = -loglik_terms(th, data, knots, layout, quad, grid).sum()
+            v = -terms(th).sum()
         except np.linalg.LinAlgError:  # a step to a singular random-effects covariance: outside the model
             return 1e300
         return v if np.isfinite(v) else 1e300
@@ -385,15 +619,20 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
         res = optimize.minimize(negll, res.x, method="L-BFGS-B", options=options)
     theta = res.x
     cov = np.full((layout.size, layout.size), np.nan)
+    observed = cov
     if hessian:
         H = numerical_hessian(negll, theta)
         try:
-            cov = np.linalg.inv(H)
+            observed = cov = np.linalg.inv(H)
         except np.linalg.LinAlgError:
             pass
+        if variance == "sandwich" and np.isfinite(cov).all():
+            S = patient_scores(terms, theta)
+            cov = observed @ (S.T @ S) @ observed
     return JointFit(theta=theta, cov=cov, layout=layout, knots=knots, quad=quad, loglik=-float(res.fun),
                     converged=bool(res.success), message=str(res.message), n_patients=data.n,
-                    n_events=int(data.event.sum()), n_scans=int(data.mask.sum()), covariates=data.covariates)
+                    n_events=int(data.event.sum()), n_scans=int(data.mask.sum()), covariates=data.covariates,
+                    variance=variance, cov_observed=observed)
 
 
 # --- dynamic predictions ---------------------------------------------------------------------------
@@ -423,23 +662,27 @@ def dynamic_survival(fit: JointFit, data: JointData, windows_years, landmarks_ye
     time, at least 0, and each landmark a patient is at risk at) and window w: patient_id, scan_id
     (the latest scan used), landmark_days, window_days, predicted_survival."""
     beta, sigma, L, log_lam, gamma, alpha, alpha_s = fit.layout.unpack(fit.theta)
-    z, wz = gauss_hermite_2d(fit.quad.hermite)
+    basis = fit.basis
+    z, wz = gauss_hermite(fit.quad.hermite, fit.layout.q)
     ii, tt, latest = prediction_points(data, landmarks_years)
     lin_all = data.w @ gamma if len(gamma) else np.zeros(data.n)
+
+    def hazard_to(coef, upper, lin):
+        s, ws, cut_piece = integration_grid(upper, fit.knots, basis, fit.quad.legendre)
+        Xs, dXs = basis.design(s)
+        return cumulative_hazard(coef, Xs, dXs, ws, log_lam[cut_piece], lin, alpha, alpha_s)
+
     out = []
     for start in range(0, len(ii), chunk):
         i, t_land, last = ii[start:start + chunk], tt[start:start + chunk], latest[start:start + chunk]
         upto = data.mask[i] & (data.t[i] <= t_land[:, None])
-        _, mu, V = longitudinal_posterior(data.y[i], data.t[i], upto, beta, sigma, L)
-        u = mu[:, None, :] + np.einsum("nab,gb->nga", np.linalg.cholesky(V), z)
-        intercept, slope = beta[0] + u[..., 0], beta[1] + u[..., 1]
+        _, mu, V = longitudinal_posterior(data.y[i], basis.design(data.t[i])[0], upto, beta, sigma, L)
+        coef = beta + mu[:, None, :] + np.einsum("nab,gb->nga", np.linalg.cholesky(V), z)
         lin = lin_all[i]
-        H_t = cumulative_hazard(intercept, slope, *legendre_grid(t_land, fit.knots, fit.quad.legendre),
-                                log_lam, lin, alpha, alpha_s)
+        H_t = hazard_to(coef, t_land, lin)
         log_post = np.log(wz)[None] - H_t
         for w in windows_years:
-            H_tw = cumulative_hazard(intercept, slope, *legendre_grid(t_land + w, fit.knots, fit.quad.legendre),
-                                     log_lam, lin, alpha, alpha_s)
+            H_tw = hazard_to(coef, t_land + w, lin)
             pred = np.exp(logsumexp(log_post - (H_tw - H_t), axis=1) - logsumexp(log_post, axis=1))
             out.append(pd.DataFrame({"patient_id": data.patient_id[i], "scan_id": data.scan_id[i, last],
                                      "landmark_days": t_land * DAYS_PER_YEAR, "window_days": w * DAYS_PER_YEAR,
@@ -456,12 +699,26 @@ def dynamic_survival(fit: JointFit, data: JointData, windows_years, landmarks_ye
 ASSOCIATION_TERMS = ("alpha_value", "alpha_slope")
 
 
+def _derived_names(basis: TimeBasis) -> list[tuple[str, str]]:
+    """(term, note) of sigma, the random effects' SDs and their correlations, in _derived's order."""
+    labels = basis.labels
+    what = {"intercept": "the random intercept", "slope": "the random slope (per year)",
+            "decay": "the random size of the shrinking component"}
+    rows = [("sigma", "residual SD of ln burden")]
+    rows += [(f"sd_{a}", f"SD of {what.get(a, f'the random coefficient of spline column {a}')}") for a in labels]
+    if basis.kind == "linear":
+        return rows + [("corr_intercept_slope", "correlation of random intercept and slope")]
+    return rows + [(f"corr_{labels[a]}_{labels[b]}", f"correlation of the random {labels[a]} and {labels[b]}")
+                   for a in range(len(labels)) for b in range(a)]
+
+
 def _derived(theta, layout):
-    """sigma, SD of the random intercept and slope, their correlation."""
+    """sigma, the SD of each random effect, their correlations (pairs (a, b), b < a)."""
     _, sigma, L, *_ = layout.unpack(theta)
     D = L @ L.T
-    sd0, sd1 = math.sqrt(D[0, 0]), math.sqrt(D[1, 1])
-    return np.array([sigma, sd0, sd1, D[0, 1] / (sd0 * sd1)])
+    sd = np.sqrt(np.diag(D))
+    corr = [D[a, b] / (sd[a] * sd[b]) for a in range(len(sd)) for b in range(a)]
+    return np.array([sigma, *sd, *corr])
 
 
 def estimate_rows(fit: JointFit, alpha=0.05) -> list[dict]:
@@ -478,27 +735,41 @@ def estimate_rows(fit: JointFit, alpha=0.05) -> list[dict]:
                      "hr": math.exp(est) if hr else math.nan, "hr_lower": math.exp(lo) if hr else math.nan,
                      "hr_upper": math.exp(hi) if hr else math.nan, "note": note})
 
-    row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) at day 0")
-    row("beta_time", fit.theta[1], se[1], "mean change of ln(burden + offset) per year")
+    layout = fit.layout
+    if fit.basis.kind == "linear":
+        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) at day 0")
+        row("beta_time", fit.theta[1], se[1], "mean change of ln(burden + offset) per year")
+    elif fit.basis.kind == "decay":
+        half_life = math.log(2) / fit.basis.rate * DAYS_PER_YEAR
+        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) of the regrowth line at day 0")
+        row("beta_slope", fit.theta[1], se[1], "mean regrowth of ln(burden + offset) per year")
+        row("beta_decay", fit.theta[2], se[2], f"mean size of the shrinking component at day 0 (half-life "
+            f"{half_life:.0f} days, by profile likelihood of the mixed model)")
+    else:
+        row("beta_intercept", fit.theta[0], se[0],
+            f"mean ln(burden + offset) at the first scan day ({fit.basis.boundary[0] * DAYS_PER_YEAR:.0f})")
+        knots = ", ".join(f"{k * DAYS_PER_YEAR:.0f}" for k in fit.basis.interior) or "none"
+        for k in range(1, layout.q):
+            row(f"beta_ns{k}", fit.theta[k], se[k], f"natural cubic spline coefficient {k} of {layout.q - 1} "
+                f"(R's ns; interior knots at days {knots}, boundary at days "
+                f"{fit.basis.boundary[0] * DAYS_PER_YEAR:.0f} and {fit.basis.boundary[1] * DAYS_PER_YEAR:.0f})")
     # delta method for the variance components (numerical Jacobian of _derived)
     eps = 1e-6
-    base = _derived(fit.theta, fit.layout)
-    J = np.zeros((4, len(fit.theta)))
-    for k in range(2, 6):
+    base = _derived(fit.theta, layout)
+    J = np.zeros((len(base), len(fit.theta)))
+    for k in range(layout.q, layout.hazard_start):
         th = fit.theta.copy()
         th[k] += eps
-        J[:, k] = (_derived(th, fit.layout) - base) / eps
-    cov_d = J @ np.nan_to_num(fit.cov) @ J.T if np.isfinite(fit.cov).all() else np.full((4, 4), np.nan)
-    notes = ("residual SD of ln burden", "SD of the random intercept", "SD of the random slope (per year)",
-             "correlation of random intercept and slope")
-    for k, (term, note) in enumerate(zip(("sigma", "sd_intercept", "sd_slope", "corr_intercept_slope"), notes)):
+        J[:, k] = (_derived(th, layout) - base) / eps
+    cov_d = J @ np.nan_to_num(fit.cov) @ J.T if np.isfinite(fit.cov).all() else np.full((len(base),) * 2, np.nan)
+    for k, (term, note) in enumerate(_derived_names(fit.basis)):
         row(term, float(base[k]), float(math.sqrt(max(cov_d[k, k], 0))) if np.isfinite(cov_d[k, k]) else math.nan, note)
     edges = np.concatenate([[0.0], fit.knots * DAYS_PER_YEAR, [np.inf]])
-    for k in range(fit.layout.n_pieces):
-        i = 6 + k
+    for k in range(layout.n_pieces):
+        i = layout.hazard_start + k
         row(f"log_baseline_hazard_{k + 1}", fit.theta[i], se[i],
             f"per year, days [{edges[k]:.0f}, {edges[k + 1]:.0f})")
-    for name in names[6 + fit.layout.n_pieces:]:
+    for name in names[layout.hazard_start + layout.n_pieces:]:
         i = names.index(name)
         note = {"alpha_value": "log HR per unit of current ln(burden + offset)",
                 "alpha_slope": "log HR per unit of current slope of ln burden (per year)"}.get(name, "log HR")
@@ -530,13 +801,18 @@ def joint_rows(cohort, endpoint, data, burden, s, j):
         problem = f"{int(jd.event.sum())} events (min_events {s['min_events']})"
     if problem is None and jd.mask.sum() <= jd.n:
         problem = "at most one scan per patient: a random slope cannot be estimated"
+    n_effects = {"linear": 2, "decay": 3}.get(j["time_basis"], int(j["spline_df"]) + 1)
+    if problem is None and (jd.mask.sum(axis=1) >= n_effects).sum() < n_effects:
+        problem = (f"fewer than {n_effects} patients with {n_effects} scans or more: the {n_effects} random effects of "
+                   f"time_basis {j['time_basis']} cannot be estimated (use time_basis: linear)")
     if problem:
         log.warning("%s %s joint model not fitted: %s", cohort, endpoint, problem)
         return [{**key, "term": "", "status": f"not fitted: {problem}", "n_patients": jd.n,
                  "n_events": int(jd.event.sum()), "n_scans": int(jd.mask.sum())}], None
     try:
+        basis = time_basis(j["time_basis"], jd.t[jd.mask], int(j["spline_df"]), jd)
         fit = fit_joint(jd, j["association"], j["baseline_hazard_pieces"],
-                        Quadrature(j["hermite_nodes"], j["legendre_nodes"]))
+                        Quadrature(j["hermite_nodes"], j["legendre_nodes"]), basis=basis, variance=j["variance"])
     except np.linalg.LinAlgError as exc:
         problem = f"the model cannot be estimated on these data ({exc}: a random-effects covariance that is singular)"
         log.warning("%s %s joint model not fitted: %s", cohort, endpoint, problem)
@@ -545,9 +821,9 @@ def joint_rows(cohort, endpoint, data, burden, s, j):
     status = "ok" if fit.converged else f"not converged (L-BFGS-B: {fit.message.strip(' :') or 'line search failed'})"
     if not np.isfinite(fit.cov).all() or (np.diag(fit.cov) <= 0).any():
         status = "ok; observed information not positive definite: SEs unreliable" if fit.converged else status
-    corr = _derived(fit.theta, fit.layout)[3]
-    if abs(corr) > 0.999:
-        status += "; random intercept-slope correlation at its bound (too few patients for an unstructured D)"
+    corr = _derived(fit.theta, fit.layout)[1 + fit.layout.q:]
+    if (np.abs(corr) > 0.999).any():
+        status += "; a random-effects correlation at its bound (too few patients for an unstructured D)"
     log.info("%s %s joint model: %d patients, %d scans, %d events, alpha %.3f (%s)", cohort, endpoint, fit.n_patients,
              fit.n_scans, fit.n_events, fit.theta[fit.names().index("alpha_value")], status)
     rows = [{**key, **r, "status": status, "n_patients": fit.n_patients, "n_events": fit.n_events,
