@@ -131,7 +131,7 @@ def test_legendre_cumulative_hazard_converges_to_closed_form():
 
 def test_gauss_hermite_rule_gives_normal_moments():
     # E exp(k'Z), Z ~ N(0, I): exp(|k|^2 / 2); the rule is exact for polynomials of degree < 2n
-    z, w = joint.gauss_hermite_2d(9)
+    z, w = joint.gauss_hermite(9, 2)
     assert w.sum() == pytest.approx(1.0, abs=1e-14)
     assert (w * z[:, 0] ** 2 * z[:, 1] ** 2).sum() == pytest.approx(1.0, abs=1e-12)
     k = np.array([0.8, -0.5])

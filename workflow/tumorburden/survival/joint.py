@@ -145,6 +145,11 @@ def joint_data(longitudinal: pd.DataFrame, survival: pd.DataFrame, covariates=()
 # --- the trajectory's basis in time ----------------------------------------------------------------
 
 
+def random_effects(kind: str, spline_df: int) -> int:
+    """Columns of a time basis, one random effect each: linear 2, decay 3, spline df + 1."""
+    return {"linear": 2, "decay": 3}.get(kind, int(spline_df) + 1)
+
+
 @dataclass(frozen=True)
 class TimeBasis:
     """The columns x(t) of the trajectory m_i(t) = x(t)'(beta + u_i), t in years: ``linear`` (1, t);
@@ -167,7 +172,7 @@ class TimeBasis:
 
     @property
     def size(self) -> int:
-        return {"linear": 2, "decay": 3}.get(self.kind, len(self.interior) + 2)
+        return random_effects(self.kind, len(self.interior) + 1)
 
     @property
     def labels(self) -> tuple:
@@ -328,10 +333,6 @@ def gauss_hermite(nodes: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
         w = np.outer(w, wt / np.sqrt(np.pi)).ravel()
     z.flags.writeable = w.flags.writeable = False  # cached: shared by every caller
     return z, w
-
-
-def gauss_hermite_2d(nodes: int) -> tuple[np.ndarray, np.ndarray]:
-    return gauss_hermite(nodes, 2)
 
 
 def longitudinal_posterior(y, Z, mask, beta, sigma, L, ztz=None):
@@ -801,7 +802,7 @@ def joint_rows(cohort, endpoint, data, burden, s, j):
         problem = f"{int(jd.event.sum())} events (min_events {s['min_events']})"
     if problem is None and jd.mask.sum() <= jd.n:
         problem = "at most one scan per patient: a random slope cannot be estimated"
-    n_effects = {"linear": 2, "decay": 3}.get(j["time_basis"], int(j["spline_df"]) + 1)
+    n_effects = random_effects(j["time_basis"], j["spline_df"])
     if problem is None and (jd.mask.sum(axis=1) >= n_effects).sum() < n_effects:
         problem = (f"fewer than {n_effects} patients with {n_effects} scans or more: the {n_effects} random effects of "
                    f"time_basis {j['time_basis']} cannot be estimated (use time_basis: linear)")
