@@ -76,7 +76,11 @@ def write_overlay(image: Volume, labels: np.ndarray, out: Path, title: str = "")
     handles = [Line2D([], [], color=c, lw=2, label=L.NAMES[k].replace("_", " ")) for k, c in COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False, labelcolor="white")
     fig.suptitle(title, color="white", fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 0.97))
+    # fixed margins in inches (the legend below, the title above) instead of tight_layout, which
+    # measured every title and cost a third of the overlay's CPU
+    height = 4.0 * len(rows)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.5 / height, top=1 - 0.45 / height, wspace=0.03,
+                        hspace=0.35 / 4.0)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90, facecolor="black")
     plt.close(fig)
