@@ -1,6 +1,8 @@
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,21 @@ def test_a_finished_command_logs_its_own_wall_and_cpu_time(tmp_path):
     assert m, last
     wall, cpu = map(float, m.groups())
     assert wall > 0 and cpu > 0.2  # the interpreter's imports alone cost more than that
+
+
+def test_the_console_script_ends_without_teardown_but_with_its_files_log_and_exit_code(tmp_path):
+    """Run as a rule runs it (the console script: the process ends in os._exit), a command still leaves
+    its output file whole, its log lines (the `done:` cost line last) on stderr and its exit code, 0 or 1."""
+    table = tmp_path / "t.tsv"
+    table.write_text("days\tevent\tarm\n" + "".join(f"{10 * i + 5}\t{i % 2}\t{'ab'[i % 3 == 0]}\n" for i in range(40)))
+    script = shutil.which("tumorburden", path=str(Path(sys.executable).parent))
+    assert script, "the tumorburden console script is not installed beside this Python (make setup)"
+    command = [script, "survival", "km", "--table", str(table), "--duration", "days",
+               "--event", "event", "--group", "arm"]
+    ok = subprocess.run([*command, "--out", str(tmp_path / "km.csv")], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"done: [\d.]+ s wall, [\d.]+ CPU-s\n$", ok.stderr), ok.stderr
+    assert (tmp_path / "km.csv").read_text().startswith("group,") and (tmp_path / "km_curve.csv").stat().st_size > 0
+    bad = subprocess.run([*command[:-6], "--duration", "arm", "--event", "event", "--out", str(tmp_path / "x.csv")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and bad.stderr.strip().startswith("tumorburden survival: error:"), bad.stderr

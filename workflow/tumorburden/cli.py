@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import resource
 import sys
 import time
@@ -760,6 +761,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. Without `argv` (the `tumorburden` console script, the rules'
+    way in) the process ends here, see _exit."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -775,9 +778,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         msg = " ".join(str(exc).split())
         print(f"tumorburden {args.command}: error: {msg}", file=sys.stderr)
-        return 1
+        return 1 if argv is not None else _exit(1)
     logging.getLogger(__name__).info("done: %s", cost_since(started))
-    return 0
+    return 0 if argv is not None else _exit(0)
+
+
+def _exit(code: int):
+    """Out of the process without the interpreter's teardown: freeing every module of torch, MONAI,
+    pandas and matplotlib one by one cost a job 0.5 CPU-s (pandas) to 2.3 (MONAI) after its work was
+    done and its files closed, which adds up over the hundreds of jobs of a study. Logging and the
+    standard streams are flushed first; an exception still takes Python's normal way out."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def cost_since(started: float) -> str:
@@ -790,5 +804,5 @@ def cost_since(started: float) -> str:
     return f"{time.monotonic() - started:.1f} s wall, {cpu:.1f} CPU-s"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m tumorburden.cli: the normal way out (a profiler writes its file then)
+    sys.exit(main(sys.argv[1:]))
