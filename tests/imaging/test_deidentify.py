@@ -1,6 +1,11 @@
 """De-identification of DICOM objects written under results/ (PS3.15 Basic Profile, UIDs from the pseudonym)."""
 
+import copy
+import io
+
 import pydicom
+import pytest
+from deidentify_reference import generic_deidentify
 from pydicom.dataset import Dataset
 
 from tumorburden.imaging.deidentify import deidentify
@@ -58,3 +63,45 @@ def test_uids_depend_on_the_pseudonym_not_the_hospital_uids():
     d = deidentify(_identified(), "S-02", "study/S-02/S-02_d0")
     assert a.StudyInstanceUID == b.StudyInstanceUID == c.StudyInstanceUID
     assert a.StudyInstanceUID != d.StudyInstanceUID
+
+
+def _identifiers_in_every_frame() -> Dataset:
+    """_identified() whose per-frame items (which the module sets aside when they hold nothing but
+    UIDs) hold what the profile removes: a private tag, a date, an operator's name two levels down."""
+    ds = _identified()
+    frames = []
+    for k in range(3):
+        frame = copy.deepcopy(ds.PerFrameFunctionalGroupsSequence[0])
+        frame.FrameAcquisitionDateTime = "20240105101500"
+        frame.add_new(0x00111001, "LO", "private frame note on Fairweather")
+        frame.DerivationImageSequence[0].SourceImageSequence[0].OperatorsName = "Nurse^Ratched"
+        frame.DerivationImageSequence[0].SourceImageSequence[0].ContentDate = "20240105"
+        frames.append(frame)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    return ds
+
+
+@pytest.mark.parametrize("make", [_identified, _identifiers_in_every_frame])
+def test_equals_every_rule_applied_to_every_data_set(make):
+    """The module sets aside sequences that hold nothing the profile acts on but UIDs, and copies
+    nothing in place; the result is what the plain walk of the whole profile gives, to the byte."""
+    reference = generic_deidentify(make(), "S-01", "study/S-01/S-01_d0")
+    assert deidentify(make(), "S-01", "study/S-01/S-01_d0") == reference
+    original = make()
+    out = deidentify(original, "S-01", "study/S-01/S-01_d0", in_place=True)
+    assert out is original and out == reference
+    assert _encoded(out) == _encoded(reference)
+
+
+def test_identifiers_inside_per_frame_items_go():
+    out = deidentify(_identifiers_in_every_frame(), "S-01", "study/S-01/S-01_d0")
+    text = str(out)
+    for secret in ("Fairweather", "Ratched", "20240105", SOURCE_UID):
+        assert secret not in text, secret
+    assert len(out.PerFrameFunctionalGroupsSequence) == 3
+
+
+def _encoded(ds: Dataset) -> bytes:
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, implicit_vr=False, little_endian=True)
+    return buffer.getvalue()

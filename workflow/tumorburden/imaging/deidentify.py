@@ -18,6 +18,13 @@ an object is written under results/ it goes through `deidentify`:
 
 The identified object, whose references a hospital's PACS can resolve, is written only under
 the private area (study.private_dir).
+
+What it costs: a BINARY SEG of a 150-slice scan holds ~5,000 per-frame items, and each pass of
+dicom-anonymizer walks all of them. A top-level sequence whose items hold nothing the profile
+acts on but UIDs (checked item by item, on the way through the UIDs: no rule other than keep, no
+repeating group, no private tag, no date) is set aside while the anonymizer runs and put back
+after; with `in_place` there is no copy either. The result is the same, to the byte, as every
+rule of the table applied to every data set (tests/imaging/deidentify_reference.py).
 """
 
 from __future__ import annotations
@@ -77,34 +84,77 @@ def _nested(ds: Dataset, seen: set | None = None):
                 yield from _nested(item, seen)
 
 
-def deidentify(ds: Dataset, patient_id: str, namespace: str) -> Dataset:
-    """A de-identified copy of `ds` (see the module docstring); `ds` itself is left as it is."""
-    out = copy.deepcopy(ds)
+def _acted_on(elem, single: dict, groups: list) -> bool:
+    """Whether the profile does anything to `elem` beyond replacing a UID (done beforehand): a rule
+    other than keep, a repeating group's rule, a private tag, or a date (the dummy date's fix)."""
+    tag = elem.tag
+    if tag.is_private or elem.VR == "DA":
+        return True
+    action = single.get((tag.group, tag.element))
+    if action is not None and action is not keep:
+        return True
+    return any(tag.group & gmask == group & gmask and tag.element & emask == element & emask
+               for group, element, gmask, emask in groups)
+
+
+def deidentify(ds: Dataset, patient_id: str, namespace: str, in_place: bool = False) -> Dataset:
+    """A de-identified copy of `ds` (see the module docstring); `ds` itself is left as it is, unless
+    `in_place`: then `ds` is de-identified and returned (the same result without the copy, for a
+    caller that has no further use of the identified object: a SEG's copy costs as much as the rest)."""
+    out = ds if in_place else copy.deepcopy(ds)
     actions, uid_tags = _profile()
+    single = {t: a for t, a in actions.items() if len(t) == 2}
+    groups = [t for t in actions if len(t) == 4]
     uids = UidMap(namespace)
-    for item in list(_nested(out)):
+
+    def map_uids(item: Dataset) -> None:
         for elem in item:
             if elem.tag in uid_tags and elem.VR == "UI" and elem.value:
                 if isinstance(elem.value, pydicom.multival.MultiValue):
                     elem.value = [uids(v) for v in elem.value]
                 else:
                     elem.value = uids(elem.value)
+
+    # UIDs first, in the order of _nested (the order fixes the new UIDs); on the way, the top-level
+    # sequences whose items hold nothing else the profile acts on (a SEG's per-frame items, ~5,000 of
+    # them: frame content, plane position, source image references, segment number) are set aside
+    # while the anonymizer walks the rest: each of its passes would walk them and change nothing
+    map_uids(out)
+    seen = {id(out)}
+    inert = []
+    for elem in out:
+        if elem.VR != "SQ":
+            continue
+        acted_on = False
+        for item in elem.value:
+            for nested in _nested(item, seen):
+                map_uids(nested)
+                acted_on = acted_on or any(_acted_on(e, single, groups) for e in nested)
+        rule = single.get((elem.tag.group, elem.tag.element))
+        if not acted_on and (rule is None or rule is keep):
+            inert.append(elem)
     meta = getattr(out, "file_meta", None)
     if meta is not None and "MediaStorageSOPInstanceUID" in meta:
         meta.MediaStorageSOPInstanceUID = uids(meta.MediaStorageSOPInstanceUID)
-    single = {t: a for t, a in actions.items() if len(t) == 2}
+    for elem in inert:
+        del out[elem.tag]
     # the top level gets every rule (the repeating-group ones walk the whole object); a nested item
-    # only the rules of the tags it holds (a SEG has an item per frame: all ~700 rules on each cost
-    # seconds)
+    # only the rules of the tags it holds (all ~700 rules on each item cost seconds), and no pass at
+    # all where those are all `keep` (the UIDs, replaced above): such a pass would only remove
+    # private tags, which the top level's pass removed at every level
     anonymize_dataset(out, extra_anonymization_rules=actions, delete_private_tags=True, base_rules_gen=dict)
     for item in list(_nested(out))[1:]:
-        present = {t: single[t] for t in ((e.tag.group, e.tag.element) for e in item) if t in single}
-        anonymize_dataset(item, extra_anonymization_rules=present, delete_private_tags=True, base_rules_gen=dict)
+        present = {t: single[t] for t in ((e.tag.group, e.tag.element) for e in item)
+                   if t in single and single[t] is not keep}
+        if present:
+            anonymize_dataset(item, extra_anonymization_rules=present, delete_private_tags=True, base_rules_gen=dict)
     # the profile's dummy date, 00010101, is refused by validators (dciodvfy); 19000101 says as little
     for item in _nested(out):
         for elem in item:
             if elem.VR == "DA" and str(elem.value) == "00010101":
                 elem.value = DUMMY_DATE
+    for elem in inert:
+        out[elem.tag] = elem
     out.PatientID = patient_id
     out.PatientName = patient_id
     out.PatientIdentityRemoved = "YES"

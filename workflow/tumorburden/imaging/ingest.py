@@ -23,11 +23,9 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-
-from tumorburden import tables
 
 from tumorburden.imaging.reader import hu_problem, read_volume
 from tumorburden.imaging.series import (
@@ -45,6 +43,9 @@ from tumorburden.imaging.series import (
     unusable_reason,
 )
 from tumorburden.imaging.volume import Volume, affine_problem, load_nifti, save_nifti
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ def ingest_patient(patient_id: str, scans: list[IngestJob], record_out: Path, se
                    dtype: str = "auto") -> pd.DataFrame:
     """Every scan of one patient in one process, each to its own image and QC file; then the
     patient's record (tables.py `ingest_record`), the file the workflow tracks for the job."""
+    import pandas as pd  # here, not at the top: segment-dicom takes source_files from this module, and pandas is 0.5 CPU-s of its start
+
+    from tumorburden import tables
+
     if not scans:
         raise ValueError(f"patient {patient_id}: no scans to ingest")
     rows = []

@@ -175,7 +175,7 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
     if pacs_out is not None:
         Path(pacs_out).parent.mkdir(parents=True, exist_ok=True)
         seg_ds.save_as(pacs_out)
-    public = deidentify(seg_ds, patient_id, namespace)
+    public = deidentify(seg_ds, patient_id, namespace, in_place=True)  # seg_ds is no longer needed
     public.SeriesDescription = "tumorburden segmentation"  # ours, not the hospital's (the profile removes it)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

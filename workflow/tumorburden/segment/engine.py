@@ -16,7 +16,6 @@ import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import ndimage
 
 from tumorburden.imaging.volume import Volume
 
@@ -111,6 +110,8 @@ def labels_to_grid(labels: np.ndarray, labels_affine: np.ndarray, shape, affine:
     nz = np.abs(r) > 1e-6 * np.abs(r).max()
     shape = tuple(int(s) for s in shape)
     if not ((nz.sum(axis=0) == 1).all() and (nz.sum(axis=1) == 1).all()):
+        from scipy import ndimage  # here: the usual case needs none of it, and segment-dicom pays 0.4 CPU-s a job for its import
+
         return ndimage.affine_transform(labels, m, output_shape=shape, order=0, mode="constant", cval=0)
     perm = [int(np.nonzero(nz[a])[0][0]) for a in range(3)]  # label axis a <- output axis perm[a]
     index, inside = [], []
