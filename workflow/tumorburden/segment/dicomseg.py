@@ -180,7 +180,8 @@ def write_dicom_seg(segmentation_path: Path, source: Path | list, out: Path, pat
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     public.save_as(out)
-    log.info("DICOM-SEG %s: %d frames, %.1f MB, %.2f s%s", out, frames.shape[0], out.stat().st_size / 1e6,
+    log.info("DICOM-SEG %s: %d frames (%d slices), %.1f MB, %.2f s%s", out, int(public.NumberOfFrames),
+             frames.shape[0], out.stat().st_size / 1e6,
              time.perf_counter() - t0, f" (identified copy for the PACS: {pacs_out})" if pacs_out else "")
     return out
 
