@@ -6,7 +6,7 @@ scan of the patient is registered to it with SimpleITK:
 
 - both images are smoothed and resampled to an isotropic ``registration_resolution_mm`` grid
   (8 mm: the transform serves lesion tracking, whose gate is 20 mm, and an 8 mm grid recovers a
-  known motion to about 1 mm at a sixth of the 4 mm grid's CPU; BENCHMARKS.md), HU clamped to
+  known motion to under 2 mm at a sixth of the 4 mm grid's CPU; BENCHMARKS.md), HU clamped to
   [-1000, 1000];
 - the start aligns the centres of mass of the two body masks (HU > -500), so scans taken with
   the table at different positions start close;
