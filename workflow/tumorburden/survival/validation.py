@@ -70,11 +70,12 @@ class _Stratum:
             self.XX = (Xs[:, :, None] * Xs[:, None, :]).reshape(n, p * p)
 
 
-def _sums(st, X, eta, w, ties):
+def _sums(st, X, eta, w, ties, rows=slice(None), batch=None):
     """Score U (B,p), information V (B,p,p), log partial likelihood (B,), event times (m,) and the
     baseline hazard increments dH (B,m), for the resample counts w (B,n) in one stratum ``st``
     (a _Stratum). X is st.X (shared by the replicates) or the replicates' own (B,n,p), and eta,
-    w and a per-replicate X are in the stratum's time order."""
+    w and a per-replicate X are in the stratum's time order. The B replicates are ``rows`` of a
+    batch of ``batch`` replicates."""
     B, n = w.shape
     p = X.shape[-1]
     ev_times, first, di, grp, bounds = st.ev_times, st.first, st.di, st.grp, st.bounds
@@ -131,7 +132,13 @@ def _sums(st, X, eta, w, ties):
     own[:, di] = e[:, grp]
     coef = r * (C - own)
     if st.XX is not None:  # shared design: one matrix product with the patients' x x'
-        V = (coef @ st.XX).reshape(B, p, p) - MM
+        if batch is not None and batch != B:
+            # in the whole batch's shape: numpy hands a one-row product to BLAS's gemv, not gemm,
+            # whose sums round differently, and a replicate's fit must not depend on its company
+            whole = np.zeros((batch, n))
+            whole[rows] = coef
+            coef = whole
+        V = (coef @ st.XX)[rows].reshape(B, p, p) - MM
     else:
         V = np.matmul((coef[..., None] * X).swapaxes(1, 2), X) - MM
     dH = c
@@ -149,22 +156,25 @@ class _Batch:
         self.strata = [_Stratum(time, event, X, np.flatnonzero(strata == s)) for s in self.labels]
 
     def sums(self, beta, rows=None):
-        """(U, V, ll, hazards, eta) at beta (len(rows), p) for the replicates ``rows`` (all: None)."""
+        """(U, V, ll, hazards, eta) of the replicates ``rows`` (all: None), beta (B, p) holding every
+        replicate's coefficients (only the rows' are used)."""
         # a separating replicate overflows exp(eta) on its way to |beta| = inf; fit_cox_batch flags it
         # (non-finite or |beta| per SD > 15) instead of filling the log with numpy warnings
         with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
             return self._sums(beta, slice(None) if rows is None else rows)
 
     def _sums(self, beta, rows):
+        Xb = self.X if self.X.ndim == 3 else self.X[None]
+        # the linear predictor of the whole batch, as the sums' products below: a product's kernel
+        # (and so its last bit) depends on its shape, not on the rows asked for
+        eta = np.einsum("bnp,bp->bn", np.broadcast_to(Xb, (len(beta),) + Xb.shape[1:]), beta)[rows]
         X = self.X if self.X.ndim == 2 else self.X[rows]
         w = self.w[rows]
-        Xb = X if X.ndim == 3 else X[None]
-        eta = np.einsum("bnp,bp->bn", np.broadcast_to(Xb, (len(beta),) + Xb.shape[1:]), beta)
         U = V = ll = 0.0
         hazards = []
         for s, st in zip(self.labels, self.strata):
             Xs = st.X if st.shared else X[:, st.idx]
-            u, v, lk, t, dh = _sums(st, Xs, eta[:, st.idx], w[:, st.idx], self.ties)
+            u, v, lk, t, dh = _sums(st, Xs, eta[:, st.idx], w[:, st.idx], self.ties, rows, len(beta))
             U, V, ll = U + u, V + v, ll + lk
             hazards.append((s, t, dh))
         return U, V, ll, hazards, eta
@@ -206,7 +216,7 @@ def fit_cox_batch(time, event, X, weights=None, strata=None, ties="efron", tol=1
         Ut, Vt, llt, haz_t, eta_t = U.copy(), V.copy(), ll.copy(), [(s, t, dh.copy()) for s, t, dh in haz], eta.copy()
 
         def recompute(rows):
-            u, v, lk, hz, et = batch.sums(trial[rows], rows)
+            u, v, lk, hz, et = batch.sums(trial, rows)
             Ut[rows], Vt[rows], llt[rows], eta_t[rows] = u, v, lk, et
             for (_, _, dh), (_, _, dh_new) in zip(haz_t, hz):
                 dh[rows] = dh_new
