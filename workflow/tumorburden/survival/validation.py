@@ -54,7 +54,6 @@ class _Stratum:
         order = np.argsort(time[rows], kind="mergesort")
         self.idx = rows[order]  # the stratum's patients in time order (indices into all patients)
         t, e = time[self.idx], event[self.idx]
-        self.n = len(t)
         self.ev_times = np.unique(t[e])
         self.first = np.searchsorted(t, self.ev_times, side="left")
         self.di = np.flatnonzero(e)
