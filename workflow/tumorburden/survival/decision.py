@@ -48,6 +48,8 @@ def net_benefit(time, event, risk_by_model: dict[str, np.ndarray], times,
                      for name in [*risks, TREAT_ALL, TREAT_NONE] for p in thresholds]
             continue
         everyone = _event_probability(time, event, t)
+        # the 99 thresholds treat at most n + 1 different sets of patients: one Kaplan-Meier each
+        risk_of_set = {}
         for p in thresholds:
             harm = p / (1 - p)
             for name, r in risks.items():
@@ -55,7 +57,10 @@ def net_benefit(time, event, risk_by_model: dict[str, np.ndarray], times,
                 k = int(treated.sum())
                 nb = 0.0
                 if k:
-                    risk_treated = _event_probability(time[treated], event[treated], t)
+                    key = treated.tobytes()
+                    if key not in risk_of_set:
+                        risk_of_set[key] = _event_probability(time[treated], event[treated], t)
+                    risk_treated = risk_of_set[key]
                     nb = (risk_treated - (1 - risk_treated) * harm) * k / n
                 rows.append({"time_days": t, "threshold": p, "model": name, "n": n, "n_treated": k,
                              "net_benefit": nb, "status": "ok"})

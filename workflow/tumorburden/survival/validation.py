@@ -44,32 +44,51 @@ PROCEDURE = "Cox fit of prespecified covariates refitted in each bootstrap sampl
 # --- batched weighted Cox partial likelihood ---------------------------------------------------
 
 
-def _sums(time, event, X, eta, w, ties):
+class _Stratum:
+    """What one stratum's sums need that depends on the times, events and covariates only, made
+    once per fit instead of once per Newton step: the patients in time order, the distinct event
+    times, where each starts in the risk set, the deaths grouped by event time, and (shared design)
+    the covariates in that order with each patient's x x'."""
+
+    def __init__(self, time, event, X, rows):
+        order = np.argsort(time[rows], kind="mergesort")
+        self.idx = rows[order]  # the stratum's patients in time order (indices into all patients)
+        t, e = time[self.idx], event[self.idx]
+        self.ev_times = np.unique(t[e])
+        self.first = np.searchsorted(t, self.ev_times, side="left")
+        self.di = np.flatnonzero(e)
+        self.grp = np.searchsorted(self.ev_times, t[self.di])
+        self.bounds = np.r_[0, np.flatnonzero(np.diff(self.grp)) + 1]
+        self.at_or_before = np.searchsorted(self.ev_times, t, side="right") - 1  # last event time <= T_i
+        self.shared = X.ndim == 2
+        self.XX = None
+        if X.ndim == 2 or X.shape[0] == 1:  # one design for every replicate
+            Xs = X[self.idx] if X.ndim == 2 else X[0, self.idx]
+            self.X = Xs[None]
+            n, p = Xs.shape
+            self.XX = (Xs[:, :, None] * Xs[:, None, :]).reshape(n, p * p)
+
+
+def _sums(st, X, eta, w, ties, rows=slice(None), batch=None):
     """Score U (B,p), information V (B,p,p), log partial likelihood (B,), event times (m,) and the
-    baseline hazard increments dH (B,m), for the resample counts w (B,n) in one stratum.
-    X is (n,p) shared by the replicates or (B,n,p) per replicate."""
-    order = np.argsort(time, kind="mergesort")
-    time, event = time[order], event[order]
-    X = X[..., order, :] if X.ndim == 3 else X[order][None]
-    eta, w = eta[:, order], w[:, order]
+    baseline hazard increments dH (B,m), for the resample counts w (B,n) in one stratum ``st``
+    (a _Stratum). X is st.X (shared by the replicates) or the replicates' own (B,n,p), and eta,
+    w and a per-replicate X are in the stratum's time order. The B replicates are ``rows`` of a
+    batch of ``batch`` replicates."""
     B, n = w.shape
     p = X.shape[-1]
-    ev_times = np.unique(time[event])
+    ev_times, first, di, grp, bounds = st.ev_times, st.first, st.di, st.grp, st.bounds
     m = len(ev_times)
     if m == 0:
         return (np.zeros((B, p)), np.zeros((B, p, p)), np.zeros(B), ev_times, np.zeros((B, 0)))
     shift = eta.max(axis=1, keepdims=True)
     r = w * np.exp(eta - shift)
     rx = r[..., None] * X
-    first = np.searchsorted(time, ev_times, side="left")
 
     def tail(a):
         return np.flip(np.cumsum(np.flip(a, axis=1), axis=1), axis=1)[:, first]
 
     S0, S1 = tail(r), tail(rx)
-    di = np.flatnonzero(event)
-    grp = np.searchsorted(ev_times, time[di])
-    bounds = np.r_[0, np.flatnonzero(np.diff(grp)) + 1]
 
     def deaths(a):
         return np.add.reduceat(a[:, di], bounds, axis=1)
@@ -107,13 +126,18 @@ def _sums(time, event, X, eta, w, ties):
             ll -= np.where(live, np.log(den), 0.0)
             c += inv
             e += frac * inv
-    at_or_before = np.searchsorted(ev_times, time, side="right") - 1  # last event time <= T_i
-    C = np.concatenate([np.zeros((B, 1)), np.cumsum(c, axis=1)], axis=1)[:, at_or_before + 1]
+    C = np.concatenate([np.zeros((B, 1)), np.cumsum(c, axis=1)], axis=1)[:, st.at_or_before + 1]
     own = np.zeros((B, n))
     own[:, di] = e[:, grp]
     coef = r * (C - own)
-    if X.shape[0] == 1:  # shared design: one matrix product with the patients' x x'
-        V = (coef @ (X[0][:, :, None] * X[0][:, None, :]).reshape(n, p * p)).reshape(B, p, p) - MM
+    if st.XX is not None:  # shared design: one matrix product with the patients' x x'
+        if batch is not None and batch != B:
+            # in the whole batch's shape: numpy hands a one-row product to BLAS's gemv, not gemm,
+            # whose sums round differently, and a replicate's fit must not depend on its company
+            whole = np.zeros((batch, n))
+            whole[rows] = coef
+            coef = whole
+        V = (coef @ st.XX)[rows].reshape(B, p, p) - MM
     else:
         V = np.matmul((coef[..., None] * X).swapaxes(1, 2), X) - MM
     dH = c
@@ -121,31 +145,49 @@ def _sums(time, event, X, eta, w, ties):
     return U, V, ll.sum(axis=1), ev_times, dH
 
 
-def _strata_sums(time, event, X, beta, w, strata, ties):
-    # a separating replicate overflows exp(eta) on its way to |beta| = inf; fit_cox_batch flags it
-    # (non-finite or |beta| per SD > 15) instead of filling the log with numpy warnings
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        return _strata_sums_raw(time, event, X, beta, w, strata, ties)
+class _Batch:
+    """The replicates' sums at their current coefficients, every stratum's, kept per replicate so
+    that a Newton step recomputes only the replicates whose coefficients moved."""
 
+    def __init__(self, time, event, X, w, strata, ties):
+        self.X, self.w, self.ties = X, w, ties
+        self.labels = np.unique(strata)
+        self.strata = [_Stratum(time, event, X, np.flatnonzero(strata == s)) for s in self.labels]
 
-def _strata_sums_raw(time, event, X, beta, w, strata, ties):
-    Xb = X if X.ndim == 3 else X[None]
-    eta = np.einsum("bnp,bp->bn", np.broadcast_to(Xb, (len(beta),) + Xb.shape[1:]), beta)
-    U = V = ll = 0.0
-    hazards = []
-    for s in np.unique(strata):
-        sel = strata == s
-        Xs = X[:, sel] if X.ndim == 3 else X[sel]
-        u, v, lk, t, dh = _sums(time[sel], event[sel], Xs, eta[:, sel], w[:, sel], ties)
-        U, V, ll = U + u, V + v, ll + lk
-        hazards.append((s, t, dh))
-    return U, V, ll, hazards, eta
+    def sums(self, beta, rows=None):
+        """(U, V, ll, hazards, eta) of the replicates ``rows`` (all: None), beta (B, p) holding every
+        replicate's coefficients (only the rows' are used)."""
+        # a separating replicate overflows exp(eta) on its way to |beta| = inf; fit_cox_batch flags it
+        # (non-finite or |beta| per SD > 15) instead of filling the log with numpy warnings
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            return self._sums(beta, slice(None) if rows is None else rows)
+
+    def _sums(self, beta, rows):
+        Xb = self.X if self.X.ndim == 3 else self.X[None]
+        # the linear predictor of the whole batch, as the sums' products below: a product's kernel
+        # (and so its last bit) depends on its shape, not on the rows asked for
+        eta = np.einsum("bnp,bp->bn", np.broadcast_to(Xb, (len(beta),) + Xb.shape[1:]), beta)[rows]
+        X = self.X if self.X.ndim == 2 else self.X[rows]
+        w = self.w[rows]
+        U = V = ll = 0.0
+        hazards = []
+        for s, st in zip(self.labels, self.strata):
+            Xs = st.X if st.shared else X[:, st.idx]
+            u, v, lk, t, dh = _sums(st, Xs, eta[:, st.idx], w[:, st.idx], self.ties, rows, len(beta))
+            U, V, ll = U + u, V + v, ll + lk
+            hazards.append((s, t, dh))
+        return U, V, ll, hazards, eta
 
 
 def fit_cox_batch(time, event, X, weights=None, strata=None, ties="efron", tol=1e-10, max_iter=40) -> dict:
     """Maximum partial likelihood for each row of ``weights`` (B, n) at once (Newton-Raphson with
     step halving). Returns beta (B,p), loglik (B,), loglik0 (B,), ok (B,) (converged, finite,
-    |coef| <= 15), hazards [(stratum, event times, dH (B,m))] and eta (B,n) at beta."""
+    |coef| <= 15), hazards [(stratum, event times, dH (B,m))] and eta (B,n) at beta.
+
+    Each replicate's iterations are its own: a step (or a halving) recomputes the sums of the
+    replicates it moves only, so a replicate that converged or stopped early costs nothing while
+    the others iterate, and one whose coefficients left the finite numbers (separation: it cannot
+    come back, so it ends not ok) is not iterated further."""
     time = np.asarray(time, float)
     event = np.asarray(event, bool)
     X = np.asarray(X, float)
@@ -155,11 +197,14 @@ def fit_cox_batch(time, event, X, weights=None, strata=None, ties="efron", tol=1
     w = np.ones((1, n)) if weights is None else np.atleast_2d(np.asarray(weights, float))
     B, p = w.shape[0], X.shape[-1]
     strata = np.zeros(n, int) if strata is None else np.asarray(strata)
+    batch = _Batch(time, event, X, w, strata, ties)
     beta = np.zeros((B, p))
-    U, V, ll, haz, eta = _strata_sums(time, event, X, beta, w, strata, ties)
+    U, V, ll, haz, eta = batch.sums(beta)
+    haz = [(s, t, dh.copy()) for s, t, dh in haz]
     ll0 = ll.copy()
     ok = np.ones(B, bool)
     done = np.zeros(B, bool)
+    lost = np.zeros(B, bool)  # coefficients no longer finite: inf and nan stay so under any step
     eye = np.eye(p)
     for _ in range(max_iter):
         sing = np.abs(np.linalg.det(V)) < 1e-300
@@ -167,19 +212,37 @@ def fit_cox_batch(time, event, X, weights=None, strata=None, ties="efron", tol=1
         step = np.linalg.solve(np.where(sing[:, None, None], eye, V), U[..., None])[..., 0]
         step[done | ~ok] = 0.0
         trial = beta + step
-        Ut, Vt, llt, haz_t, eta_t = _strata_sums(time, event, X, trial, w, strata, ties)
+        Ut, Vt, llt, haz_t, eta_t = U.copy(), V.copy(), ll.copy(), [(s, t, dh.copy()) for s, t, dh in haz], eta.copy()
+
+        def recompute(rows):
+            u, v, lk, hz, et = batch.sums(trial, rows)
+            Ut[rows], Vt[rows], llt[rows], eta_t[rows] = u, v, lk, et
+            for (_, _, dh), (_, _, dh_new) in zip(haz_t, hz):
+                dh[rows] = dh_new
+
+        # a non-finite step (a near-singular information) stays non-finite however often it is
+        # halved: the replicate is lost whatever its likelihood says
+        lost |= ~np.all(np.isfinite(trial), axis=1)
+        llt[lost] = np.nan
+        moving = np.flatnonzero(~done & ok & ~lost)
+        if len(moving):
+            recompute(moving)
         for _ in range(30):  # halve where the likelihood fell
-            worse = ~(llt >= ll - 1e-12 * (1 + np.abs(ll))) & ~done & ok
+            worse = ~(llt >= ll - 1e-12 * (1 + np.abs(ll))) & ~done & ok & ~lost
             if not worse.any():
                 break
             step[worse] /= 2
             trial = beta + step
-            Ut, Vt, llt, haz_t, eta_t = _strata_sums(time, event, X, trial, w, strata, ties)
+            recompute(np.flatnonzero(worse))
         converged = np.abs(llt - ll) <= tol * (1 + np.abs(ll))
         beta, U, V, ll, haz, eta = trial, Ut, Vt, llt, haz_t, eta_t
         done |= converged
-        if (done | ~ok).all():
+        if (done | ~ok | lost).all():
             break
+    if lost.any():  # NaN, as its sums at non-finite coefficients would be, so nothing reads them as a fit
+        beta[lost], ll[lost], V[lost], eta[lost] = np.nan, np.nan, np.nan, np.nan
+        for _, _, dh in haz:
+            dh[lost] = np.nan
     # separation on the scale of one SD of each covariate, so per-day units (growth rates) are not flagged
     sd = X.std(axis=-2) if X.ndim == 3 else X.std(axis=0)[None]
     ok &= done & np.all(np.isfinite(beta), axis=1) & np.all(np.abs(beta * sd) <= MAX_ABS_COEF, axis=1)
@@ -286,7 +349,7 @@ def _test_indices(beta, X, time, event, strata, ties, horizons, ipcw, hazards_tr
     slope = refit["beta"][:, 0]
     lr = 2 * (refit["loglik"] - refit["loglik0"])
     ll0 = -2 * refit["loglik0"]
-    frozen = _strata_sums(time, event, lp[..., None], np.ones((B, 1)), ones, strata, ties)[2]
+    frozen = _Batch(time, event, lp[..., None], ones, strata, ties).sums(np.ones((B, 1)))[2]
     out = {"Dxy": somers_dxy(time, event, lp, ones), "R2": (1 - np.exp(-lr / n)) / (1 - np.exp(-ll0 / n)),
            "slope": slope, "D": (lr - 1) / ll0, "U": -2 * (frozen - refit["loglik"]) / ll0,
            "g": gini_md(slope[:, None] * lp, ones)}
