@@ -45,42 +45,73 @@ def lesion_centres(labels: np.ndarray, spacing, n: int = MAX_LESIONS) -> list[tu
     return [(tuple(int(round(c)) for c in stats["centroids"][k + 1]), float(sizes[k]) * voxel_ml) for k in order]
 
 
-def write_overlay(image: Volume, labels: np.ndarray, out: Path, title: str = "") -> None:
-    import matplotlib
+PANEL_PX = 360  # width of one view in the PNG
+LEGEND_PX, TITLE_PX, CAPTION_PX = 44, 24, 20
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
+
+
+def _view(hu: np.ndarray, lab: np.ndarray, aspect: float) -> np.ndarray:
+    """One view as RGB: the slice in the soft-tissue window, scaled to PANEL_PX wide with square mm
+    (nearest neighbour: the voxels as they are), each label's outline in its colour on top, drawn at
+    the display's resolution (lesions 2 px wide, the tissues 1 px)."""
+    from scipy import ndimage
+
+    rows, cols = hu.shape
+    height = max(1, int(round(PANEL_PX * rows * aspect / cols)))
+    r = np.minimum((np.arange(height) * rows / height).astype(int), rows - 1)
+    c = np.minimum((np.arange(PANEL_PX) * cols / PANEL_PX).astype(int), cols - 1)
+    grey = np.clip((hu[np.ix_(r, c)] - WINDOW_HU[0]) / (WINDOW_HU[1] - WINDOW_HU[0]) * 255.0, 0, 255).astype(np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    big = lab[np.ix_(r, c)]
+    for label, colour in COLOURS.items():
+        mask = big == label
+        if mask.any():
+            edge = mask & ~ndimage.binary_erosion(mask, iterations=2 if label in L.LESION_LABELS else 1)
+            rgb[edge] = _rgb(colour)
+    return rgb
+
+
+def write_overlay(image: Volume, labels: np.ndarray, out: Path, title: str = "") -> None:
+    """The QC PNG: a row per lesion centre (the largest MAX_LESIONS; the volume's centre without a
+    lesion), axial and coronal views side by side, drawn into an array with Pillow's text on top:
+    matplotlib's contours and layout cost 1.0 CPU-s per demo scan, this 0.12 (BENCHMARKS.md)."""
+    from PIL import Image, ImageDraw, ImageFont
 
     img, spacing = _canonical(image, image.array)
     lab, _ = _canonical(image, labels)
     centres = lesion_centres(lab, spacing)
     rows = centres or [(tuple(s // 2 for s in lab.shape), 0.0)]
-    fig, axes = plt.subplots(len(rows), 2, figsize=(8, 4 * len(rows)), squeeze=False, facecolor="black")
+    font = ImageFont.load_default(size=12)
+    panels = []
     for r, ((i, j, k), ml) in enumerate(rows):
         # axial: rows = anterior..posterior, columns = right..left; coronal: superior..inferior x right..left
         views = [("axial", img[::-1, ::-1, k].T, lab[::-1, ::-1, k].T, spacing[1] / spacing[0]),
                  ("coronal", img[::-1, j, ::-1].T, lab[::-1, j, ::-1].T, spacing[2] / spacing[0])]
-        for c, (name, im, lb, aspect) in enumerate(views):
-            ax = axes[r, c]
-            ax.imshow(im, cmap="gray", vmin=WINDOW_HU[0], vmax=WINDOW_HU[1], aspect=aspect, interpolation="nearest")
-            for label, colour in COLOURS.items():
-                m = lb == label
-                if m.any():
-                    ax.contour(m.astype(np.float32), levels=[0.5], colors=[colour],
-                               linewidths=1.6 if label in L.LESION_LABELS else 0.7)
-            what = f"lesion {r + 1}: {ml:.1f} mL" if centres else "no lesion"
-            ax.set_title(f"{name}, {what}", color="white", fontsize=9)
-            ax.text(0.01, 0.99, "R", color="white", fontsize=8, va="top", transform=ax.transAxes)
-            ax.axis("off")
-    handles = [Line2D([], [], color=c, lw=2, label=L.NAMES[k].replace("_", " ")) for k, c in COLOURS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False, labelcolor="white")
-    fig.suptitle(title, color="white", fontsize=10)
-    # fixed margins in inches (the legend below, the title above) instead of tight_layout, which
-    # measured every title and cost a third of the overlay's CPU
-    height = 4.0 * len(rows)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.5 / height, top=1 - 0.45 / height, wspace=0.03,
-                        hspace=0.35 / 4.0)
+        what = f"lesion {r + 1}: {ml:.1f} mL" if centres else "no lesion"
+        panels.append([(f"{name}, {what}", _view(np.asarray(im, np.float32), lb, aspect))
+                       for name, im, lb, aspect in views])
+    row_px = [CAPTION_PX + max(v.shape[0] for _, v in row) for row in panels]
+    canvas = Image.new("RGB", (2 * PANEL_PX + 6, TITLE_PX + sum(row_px) + LEGEND_PX), "black")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((canvas.width // 2, 4), title, fill="white", font=font, anchor="mt")
+    y = TITLE_PX
+    for row, height in zip(panels, row_px):
+        for c, (caption, view) in enumerate(row):
+            x = c * (PANEL_PX + 6)
+            draw.text((x + PANEL_PX // 2, y + 3), caption, fill="white", font=font, anchor="mt")
+            canvas.paste(Image.fromarray(view), (x, y + CAPTION_PX))
+            draw.text((x + 3, y + CAPTION_PX + 2), "R", fill="white", font=font)
+        y += height
+    x = 8
+    for label, colour in COLOURS.items():  # the legend, in one line under the views
+        name = L.NAMES[label].replace("_", " ")
+        draw.line((x, y + 14, x + 16, y + 14), fill=_rgb(colour), width=3)
+        draw.text((x + 20, y + 8), name, fill="white", font=font)
+        x += 28 + int(draw.textlength(name, font=font))
+        if x > canvas.width - 90:
+            x, y = 8, y + 18
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90, facecolor="black")
-    plt.close(fig)
+    canvas.save(out)
