@@ -1,5 +1,5 @@
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageColor
 
 from tumorburden import labels as L
 from tumorburden.imaging.volume import Volume
@@ -19,7 +19,7 @@ def _scan():
 def _where(png, colour):
     """(row, column) of the pixels of this colour in the views (the legend's swatches left out)."""
     rgb = np.asarray(Image.open(png).convert("RGB"))[:-LEGEND_PX]
-    return np.argwhere((rgb == [int(colour[k:k + 2], 16) for k in (1, 3, 5)]).all(axis=2))
+    return np.argwhere((rgb == ImageColor.getrgb(colour)).all(axis=2))
 
 
 def test_outlines_are_drawn_in_each_labels_colour_the_radiological_way(tmp_path):

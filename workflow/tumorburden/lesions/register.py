@@ -133,10 +133,7 @@ def _rigid_matrix(moving: Volume, reference: Volume, settings: dict | None = Non
     reg.SetNumberOfThreads(1)  # summation order fixed: the same scans give the same transform
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    if isinstance(SAMPLING_FRACTION, (tuple, list)):
-        reg.SetMetricSamplingPercentagePerLevel(list(SAMPLING_FRACTION), SAMPLING_SEED)
-    else:
-        reg.SetMetricSamplingPercentage(SAMPLING_FRACTION, SAMPLING_SEED)
+    reg.SetMetricSamplingPercentage(SAMPLING_FRACTION, SAMPLING_SEED)
     reg.SetMetricFixedMask(fixed_mask)
     reg.SetInterpolator(sitk.sitkLinear)
     reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=MIN_STEP_MM, numberOfIterations=200,

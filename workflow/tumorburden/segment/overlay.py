@@ -49,14 +49,11 @@ PANEL_PX = 360  # width of one view in the PNG
 LEGEND_PX, TITLE_PX, CAPTION_PX = 44, 24, 20
 
 
-def _rgb(colour: str) -> tuple[int, int, int]:
-    return tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
-
-
 def _view(hu: np.ndarray, lab: np.ndarray, aspect: float) -> np.ndarray:
     """One view as RGB: the slice in the soft-tissue window, scaled to PANEL_PX wide with square mm
     (nearest neighbour: the voxels as they are), each label's outline in its colour on top, drawn at
     the display's resolution (lesions 2 px wide, the tissues 1 px)."""
+    from PIL import ImageColor
     from scipy import ndimage
 
     rows, cols = hu.shape
@@ -70,7 +67,7 @@ def _view(hu: np.ndarray, lab: np.ndarray, aspect: float) -> np.ndarray:
         mask = big == label
         if mask.any():
             edge = mask & ~ndimage.binary_erosion(mask, iterations=2 if label in L.LESION_LABELS else 1)
-            rgb[edge] = _rgb(colour)
+            rgb[edge] = ImageColor.getrgb(colour)
     return rgb
 
 
@@ -106,9 +103,9 @@ def write_overlay(image: Volume, labels: np.ndarray, out: Path, title: str = "")
             draw.text((x + 3, y + CAPTION_PX + 2), "R", fill="white", font=font)
         y += height
     x = 8
-    for label, colour in COLOURS.items():  # the legend, in one line under the views
+    for label, colour in COLOURS.items():  # the legend under the views, wrapped at the canvas's width
         name = L.NAMES[label].replace("_", " ")
-        draw.line((x, y + 14, x + 16, y + 14), fill=_rgb(colour), width=3)
+        draw.line((x, y + 14, x + 16, y + 14), fill=colour, width=3)
         draw.text((x + 20, y + 8), name, fill="white", font=font)
         x += 28 + int(draw.textlength(name, font=font))
         if x > canvas.width - 90:
