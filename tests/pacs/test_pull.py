@@ -16,6 +16,7 @@ from dicomgen import write_series
 
 from tumorburden.imaging.discover import discover
 from tumorburden.imaging.ingest import DEFAULTS
+from tumorburden.imaging.series import SeriesError
 from tumorburden.pacs.client import PacsError, connect
 from tumorburden.pacs.pull import _walk, _whole_instance, fetch, index, pull
 from tumorburden.study import baseline_dates, read_patient_map
@@ -103,6 +104,21 @@ def test_pull_chooses_as_discovery_does_and_fetches_only_the_chosen(orthanc, stu
             assert not any(s in text for s in SECRETS), path
     assert not any(s in caplog.text for s in SECRETS + ("1.2.5.1.2",))
     assert "pull done: 2 series, 14 instances (14 fetched" in caplog.text
+
+
+def test_under_on_bad_scan_fail_a_stopped_pull_fetches_no_pixel(orthanc, study, tmp_path):
+    """Series are retrieved as discovery chooses them, except under on_bad_scan: fail, where the run
+    stops at the end of discovery (here: P02 has no study on the server) with nothing fetched."""
+    make_export(tmp_path / "export")
+    _upload(orthanc, tmp_path / "export")
+    pmap, baseline = study
+    with pytest.raises(SeriesError, match="imaging.on_bad_scan is fail"):
+        pull({"url": orthanc.url}, pmap, baseline, tmp_path / "results", tmp_path / "private",
+             {**_settings(), "on_bad_scan": "fail"})
+    assert (tmp_path / "private/series/P01_d4.json").exists()  # discovery chose, ...
+    assert not list((tmp_path / "private").rglob("*.dcm"))  # ... and no pixel was fetched
+    pull({"url": orthanc.url}, pmap, baseline, tmp_path / "results", tmp_path / "private", _settings())
+    assert sorted(_cached(tmp_path / "private")) == ["1.2.5.1.2", "1.2.5.2.1"]  # skip: fetched
 
 
 def test_rerun_fetches_only_what_is_missing(orthanc, study, tmp_path, caplog):

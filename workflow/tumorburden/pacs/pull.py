@@ -10,7 +10,9 @@
    looked at.
 3. WADO-RS retrieval of only the chosen series into the private cache
    (`<private>/pacs/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`), `workers`
-   series at a time, each in one request in the transfer syntax the server stores. Each part of
+   series at a time, each in one request in the transfer syntax the server stores, each started
+   as soon as discovery has chosen it (while discovery goes on with the other studies and writes
+   its tables; under `on_bad_scan: fail` only after discovery has passed every study). Each part of
    the answer is written as it came (its bytes, not decoded and encoded again) to a `.part` file
    and renamed once a header-only read shows it whole (its SOP Instance UID is one the metadata
    listed, its pixel data all there: a multipart stream cut by a dropped connection still yields
@@ -121,21 +123,51 @@ def fetch(pacs: Pacs, private: Path, workers: int = 4) -> dict:
     cache = private / CACHE
     manifest = pd.read_parquet(private / "manifest" / "series.parquet")
     number = dict(zip(manifest["series_uid"], manifest["series_number"]))
-    jobs = []
-    for listing in sorted((private / "series").glob("*.json")):
-        entry = json.loads(listing.read_text())
-        files = [Path(f) for f in entry["files"]]
-        if not files or files[0].parent.parent.parent != cache:
-            continue  # a list of a dicom_root export, not ours
-        jobs.append((entry["scan_id"], files))
-    total = sum(len(f) for _, f in jobs)
-    done = {"instances": 0, "fetched": 0, "bytes": 0, "series": 0}
-    lock = threading.Lock()
+    retrieval = Retrieval(pacs, cache, workers)
+    with retrieval:
+        for listing in sorted((private / "series").glob("*.json")):
+            entry = json.loads(listing.read_text())
+            files = [Path(f) for f in entry["files"]]
+            if not files or files[0].parent.parent.parent != cache:
+                continue  # a list of a dicom_root export, not ours
+            retrieval.submit(entry["scan_id"], number.get(files[0].parent.name), files)
+    return retrieval.done
 
-    def one(job):
-        scan_id, files = job
+
+class Retrieval:
+    """The chosen series retrieved `workers` at a time, each as soon as it is submitted (the pull
+    submits a series as discovery chooses it). Leaving the `with` block waits for every series and
+    raises the first failure, in the order the series were submitted."""
+
+    def __init__(self, pacs: Pacs, cache: Path, workers: int = 4):
+        self.pacs, self.cache = pacs, cache
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self.futures: list = []
+        self.submitted = {"series": 0, "instances": 0}
+        self.done = {"instances": 0, "fetched": 0, "bytes": 0, "series": 0}
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        self.pool.shutdown(wait=True)  # a series that failed does not stop the others: a re-run has less to do
+        if kind is None:
+            for future in self.futures:
+                future.result()
+        return False
+
+    def submit(self, scan_id: str, series_number, files) -> None:
+        files = [Path(f) for f in files]
+        with self.lock:
+            self.submitted["series"] += 1
+            self.submitted["instances"] += len(files)
+        self.futures.append(self.pool.submit(self.one, scan_id, series_number, files))
+
+    def one(self, scan_id: str, series_number, files: list[Path]) -> None:
+        pacs, cache = self.pacs, self.cache
         series_uid, study_uid = files[0].parent.name, files[0].parent.parent.name
-        label = f"scan {scan_id} (series number {number.get(series_uid, '?')})"
+        label = f"scan {scan_id} (series number {'?' if series_number is None else series_number})"
         missing = [f for f in files if not f.exists()]
         if missing and len(missing) < len(files):
             log.info("%s: %d of %d instances already pulled; fetching the %d missing", label,
@@ -169,17 +201,15 @@ def fetch(pacs: Pacs, private: Path, workers: int = 4) -> dict:
         if still:
             raise PacsError(f"{label}: DICOMweb server {pacs.server.url} sent {len(files) - len(still)} of the "
                             f"{len(files)} instances its metadata lists; re-run, or check the series on the server")
-        with lock:
+        with self.lock:
+            done = self.done
             done["instances"] += len(files)
             done["fetched"] += fetched
             done["bytes"] += nbytes
             done["series"] += 1
             log.info("%s: %d instances (%d fetched, %.1f MB); %d/%d series, %d/%d instances pulled", label,
-                     len(files), fetched, nbytes / 1e6, done["series"], len(jobs), done["instances"], total)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(one, jobs))
-    return done
+                     len(files), fetched, nbytes / 1e6, done["series"], self.submitted["series"], done["instances"],
+                     self.submitted["instances"])
 
 
 def _whole_instance(data: bytes, server: str) -> str:
@@ -377,9 +407,18 @@ def pull(dicomweb: dict, patient_map: pd.DataFrame, baseline: dict[str, str], re
     cache = private / CACHE
     log.info("pulling from DICOMweb server %s into the private cache", pacs.server.url)
     records, exclusions = index(pacs, patient_map, cache, workers)
-    counts = discover(cache, patient_map, baseline, results, private, settings, override=override,
-                      records=records, exclusions=exclusions)
-    pulled = fetch(pacs, private, workers)
+    # each series is retrieved as soon as discovery has chosen it, while discovery chooses the other
+    # studies' series and writes its tables; under on_bad_scan: fail only once discovery has passed
+    # every study, so a run that stops has fetched no pixel
+    early = settings.get("on_bad_scan") != "fail"
+    chosen = []
+    with Retrieval(pacs, cache, workers) as retrieval:
+        counts = discover(cache, patient_map, baseline, results, private, settings, override=override,
+                          records=records, exclusions=exclusions,
+                          on_chosen=retrieval.submit if early else lambda *job: chosen.append(job))
+        for job in chosen:
+            retrieval.submit(*job)
+    pulled = retrieval.done
     log.info("pull done: %d series, %d instances (%d fetched now, %.1f MB)", pulled["series"], pulled["instances"],
              pulled["fetched"], pulled["bytes"] / 1e6)
     return {**counts, **{f"pulled_{k}": v for k, v in pulled.items()}}
