@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import struct
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
@@ -68,13 +69,17 @@ def _uid(item: dict, tag: str, server: str) -> str:
     return uid
 
 
-def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) -> tuple[list[dict], list[dict]]:
+def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4,
+          on_patient=None) -> tuple[list[dict], list[dict]]:
     """(header records of every CT instance of the mapped patients, exclusion rows of patients with
-    no study on the server). Records carry the cache path their file will have."""
+    no study on the server). Records carry the cache path their file will have. on_patient(row,
+    records): called with the patient map's row number and the patient's records as soon as the
+    metadata of all its series are in (the others' may still be on their way)."""
     url = pacs.server.url
     records: list[dict] = []
     exclusions: list[dict] = []
     todo: list[tuple[str, str, str, int]] = []
+    row_of: dict[str, int] = {}
     for line, (hospital_id, pid) in enumerate(zip(patient_map["dicom_patient_id"].astype(str),
                                                   patient_map["patient_id"].astype(str)), start=2):
         try:
@@ -89,6 +94,7 @@ def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) 
                                          f"(patient map line {line}); fix the patient map or send the scans to the server"})
             continue
         n_series = 0
+        row_of[pid] = line - 2
         for study in studies:
             study_uid = _uid(study, "0020000D", url)
             for series in pacs.series_of(study_uid):
@@ -106,12 +112,19 @@ def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) 
         except PacsError as exc:
             raise PacsError(f"patient {pid}, series number {number}: {exc}") from None
 
+    last = {job[0]: k for k, job in enumerate(todo)}  # the patient's last series
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for (pid, study_uid, series_uid, _), instances in pool.map(metadata, todo):
+        mine: list[dict] = []
+        for k, ((pid, study_uid, series_uid, _), instances) in enumerate(pool.map(metadata, todo)):
             folder = cache / study_uid / series_uid
             for item in instances:
                 sop = _uid(item, "00080018", url)
-                records.append(json_header_record(item, str(folder / f"{sop}.dcm")))
+                mine.append(json_header_record(item, str(folder / f"{sop}.dcm")))
+            if last[pid] == k:
+                records += mine
+                if on_patient is not None:
+                    on_patient(row_of[pid], mine)
+                mine = []
     log.info("metadata of %d CT series: %d instances (no pixel data fetched yet)", len(todo), len(records))
     return records, exclusions
 
@@ -144,6 +157,7 @@ class Retrieval:
         self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
         self.futures: list = []
         self.submitted = {"series": 0, "instances": 0}
+        self.started: set[Path] = set()
         self.done = {"instances": 0, "fetched": 0, "bytes": 0, "series": 0}
         self.lock = threading.Lock()
 
@@ -158,8 +172,12 @@ class Retrieval:
         return False
 
     def submit(self, scan_id: str, series_number, files) -> None:
+        """Retrieve the series of these files (once: a series submitted again is not fetched twice)."""
         files = [Path(f) for f in files]
         with self.lock:
+            if files[0].parent in self.started:
+                return
+            self.started.add(files[0].parent)
             self.submitted["series"] += 1
             self.submitted["instances"] += len(files)
         self.futures.append(self.pool.submit(self.one, scan_id, series_number, files))
@@ -406,13 +424,22 @@ def pull(dicomweb: dict, patient_map: pd.DataFrame, baseline: dict[str, str], re
     workers = int((dicomweb or {}).get("workers", 4))
     cache = private / CACHE
     log.info("pulling from DICOMweb server %s into the private cache", pacs.server.url)
-    records, exclusions = index(pacs, patient_map, cache, workers)
-    # each series is retrieved as soon as discovery has chosen it, while discovery chooses the other
-    # studies' series and writes its tables; under on_bad_scan: fail only once discovery has passed
-    # every study, so a run that stops has fetched no pixel
+    # A patient's series are retrieved as soon as its choice is known: discovery's choice depends on
+    # the patient's own studies only (scan IDs and days count from its baseline, the override table
+    # is keyed by its scan IDs), so discovery run on the patient's records alone, as soon as their
+    # metadata are in, chooses what discovery of everyone will; the retrieval then overlaps the other
+    # patients' metadata (which the server reads from disk) and discovery of everyone. Under
+    # on_bad_scan: fail the retrieval waits until discovery has passed every study, so a run that
+    # stops has fetched no pixel.
     early = settings.get("on_bad_scan") != "fail"
     chosen = []
-    with Retrieval(pacs, cache, workers) as retrieval:
+    private.mkdir(parents=True, exist_ok=True)
+    with Retrieval(pacs, cache, workers) as retrieval, tempfile.TemporaryDirectory(dir=private) as scratch:
+        def look_ahead(row: int, mine: list[dict]) -> None:
+            discover(cache, patient_map.iloc[[row]], baseline, Path(scratch) / "results", Path(scratch) / str(row),
+                     settings, override=override, records=mine, on_chosen=retrieval.submit, tables=False)
+
+        records, exclusions = index(pacs, patient_map, cache, workers, on_patient=look_ahead if early else None)
         counts = discover(cache, patient_map, baseline, results, private, settings, override=override,
                           records=records, exclusions=exclusions,
                           on_chosen=retrieval.submit if early else lambda *job: chosen.append(job))
