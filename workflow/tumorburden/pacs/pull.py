@@ -11,8 +11,9 @@
 3. WADO-RS retrieval of only the chosen series into the private cache
    (`<private>/pacs/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`), `workers`
    series at a time, each in one request in the transfer syntax the server stores, each started
-   as soon as discovery has chosen it (while discovery goes on with the other studies and writes
-   its tables; under `on_bad_scan: fail` only after discovery has passed every study). Each part of
+   as soon as its patient's metadata are in and discovery of that patient alone has chosen it
+   (while the other patients' metadata arrive; under `on_bad_scan: fail` only after discovery of
+   everyone has passed every study). Each part of
    the answer is written as it came (its bytes, not decoded and encoded again) to a `.part` file
    and renamed once a header-only read shows it whole (its SOP Instance UID is one the metadata
    listed, its pixel data all there: a multipart stream cut by a dropped connection still yields
