@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP] [--pull-only]
                                           [--profile N] [--cold] [--series N] [--workers W]
+                                          [--trees DIR,DIR]
 
 Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
@@ -21,11 +22,16 @@ Orthanc's from /proc beside it). With --profile N, one more pull under cProfile
 With --series N (default 1): N patients, each with one study of one such series, all pulled in one
 `pull` (what a whole-trial pull sees: `--workers` series at a time, default 1), against the copy of
 all N x slices files one after the other; the server-alone rows then time the first series.
+With --trees A,B (source trees, e.g. this checkout and a `git archive` of main): in each round, after
+the copy, each tree's `pull` runs in a child process (its imports done before its timer starts; the
+page cache dropped before each with --cold), in the order A, B in odd rounds and B, A in even ones,
+so two versions of the code are compared on the same server, series and minutes, round by round.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -59,6 +65,35 @@ def _timed(fn, orthanc_pid: int | None = None):
     fn()
     return (time.perf_counter() - wall0, time.process_time() - cpu0,
             (_orthanc_cpu(orthanc_pid) - server0) if orthanc_pid else 0.0)
+
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1] + "/workflow")
+import pandas as pd, pyarrow.parquet  # noqa: F401  (to_parquet imports it on first use)
+from tumorburden.imaging.ingest import DEFAULTS
+from tumorburden.pacs.pull import pull
+a = json.loads(sys.argv[2])
+cpu0, wall0 = time.process_time(), time.perf_counter()
+pull({"url": a["url"], "workers": a["workers"]}, pd.DataFrame(a["pmap"]), a["baseline"], Path(a["results"]),
+     Path(a["private"]), {**DEFAULTS, "workers": 1})
+print(json.dumps([time.perf_counter() - wall0, time.process_time() - cpu0]))
+"""
+
+
+def _pull_in(tree: str, url: str, workers: int, pmap, baseline: dict, results: Path, private: Path, orthanc_pid: int):
+    """(wall s, CPU-s, Orthanc CPU-s) of a pull by the code of `tree`, in a child process."""
+    args = {"url": url, "workers": workers, "pmap": pmap.to_dict("list"), "baseline": baseline,
+            "results": str(results), "private": str(private)}
+    start = subprocess.Popen([sys.executable, "-c", CHILD, tree, json.dumps(args)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": f"{tree}/workflow"})
+    server0 = _orthanc_cpu(orthanc_pid)  # the child's imports cost Orthanc nothing
+    out, _ = start.communicate()
+    if start.returncode:
+        sys.exit(f"the pull of {tree} failed")
+    wall, cpu = json.loads(out.strip().splitlines()[-1])
+    return wall, cpu, _orthanc_cpu(orthanc_pid) - server0
 
 
 def _time_phases() -> dict:
@@ -100,7 +135,9 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each copy and each pull (root)")
     ap.add_argument("--series", type=int, default=1, help="patients, one series of --slices each")
     ap.add_argument("--workers", type=int, default=1, help="study.dicomweb.workers of the pull")
+    ap.add_argument("--trees", default=None, help="comma-separated source trees: each round pulls with each")
     a = ap.parse_args()
+    trees = [str(Path(t).resolve()) for t in a.trees.split(",")] if a.trees else []
 
     import numpy as np
     import pandas as pd
@@ -165,8 +202,23 @@ def main() -> None:
             rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.parent.name / f.name) for f in files]))
             if a.cold:
                 _drop_page_cache()
-            rows["pull"].append(_timed(lambda: pull({"url": url, "workers": a.workers}, pmap, baseline,
-                                                    work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            phases.clear()  # the server-alone timing of the round before also went through series_metadata
+            if trees:
+                for tree in (trees if r % 2 == 0 else trees[::-1]):
+                    if a.cold:
+                        _drop_page_cache()
+                    key = f"pull {tree}"
+                    rows.setdefault(key, []).append(_pull_in(tree, url, a.workers, pmap, baseline,
+                                                             work / f"results{r}-{len(rows[key])}-{trees.index(tree)}",
+                                                             work / f"private{r}-{trees.index(tree)}", pid))
+                    w, c, o = rows[key][-1]
+                    print(f"round {r + 1}: {tree}: pull {w:.2f} s wall, {c:.2f} CPU-s (+ {o:.2f} Orthanc); "
+                          f"ratio {w / rows['copy'][-1][0]:.1f}x", flush=True)
+                rows["pull"].append(rows[f"pull {trees[0]}"][-1])
+                private = work / f"private{r}-0"
+            else:
+                rows["pull"].append(_timed(lambda: pull({"url": url, "workers": a.workers}, pmap, baseline,
+                                                        work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
             pulled, _ = dict(phases), phases.clear()  # before the server's answers are timed alone below
             # the server's share of the pull: its two answers, each timed on its own
             rows["metadata"].append(_timed(lambda: server.series_metadata(study_uid, series_uid), pid))
@@ -174,8 +226,9 @@ def main() -> None:
             (pw, pc, ps), (cw, cc, _) = rows["pull"][-1], rows["copy"][-1]
             print(f"round {r + 1}: pull {pw:.2f} s wall, {pc:.2f} CPU-s (+ {ps:.2f} Orthanc); copy {cw:.2f} s wall, "
                   f"{cc:.2f} CPU-s; ratio {pw / cw:.1f}x", flush=True)
-            print("  pull's phases, wall s (CPU-s of this process): " + "; ".join(
-                f"{name} {w:.2f} ({c:.2f})" for name, (w, c) in pulled.items()), flush=True)
+            if pulled:
+                print("  pull's phases, wall s (CPU-s of this process): " + "; ".join(
+                    f"{name} {w:.2f} ({c:.2f})" for name, (w, c) in pulled.items()), flush=True)
             if a.pull_only:
                 continue
             if r == 0:  # a label map on the series' grid: tissue everywhere, 20 lesions
@@ -259,6 +312,11 @@ def main() -> None:
                 continue
             w, c, s = med[key]
             print(f"| {name} | {w:.2f} | {c:.2f} | {s:.2f} |")
+        for tree in trees:
+            w, c, o = med[f"pull {tree}"]
+            ratios = [p[0] / cp[0] for p, cp in zip(rows[f"pull {tree}"], rows["copy"])]
+            print(f"| pull, {tree} (child process) | {w:.2f} | {c:.2f} | {o:.2f} |  ratio {statistics.median(ratios):.1f}x "
+                  f"({', '.join(f'{x:.1f}' for x in ratios)})")
         print(f"\npull / disk copy (median of per-round ratios): {ratio:.1f}x")
         if not a.pull_only:
             print(f"push of one scan (SEG + SR + STOW): {sum(med[k][0] for k in ('seg', 'sr', 'stow')):.2f} s")
