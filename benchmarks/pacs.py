@@ -1,7 +1,8 @@
 """DICOMweb pull and push against a local Orthanc (tests/pacs/orthanc.sh), with a disk copy as peer.
 
 Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP] [--pull-only]
-                                          [--profile N] [--cold]
+                                          [--profile N] [--cold] [--series N] [--workers W]
+                                          [--trees DIR,DIR]
 
 Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
@@ -18,11 +19,19 @@ round's pull (and its phases: the metadata request waited for, index, choice, re
 copy, then a Markdown table: medians of the rounds, wall seconds and CPU seconds (this process;
 Orthanc's from /proc beside it). With --profile N, one more pull under cProfile
 (its thread pools run inline, so the profile sees the series' work): the N top lines by cumulative time.
+With --series N (default 1): N patients, each with one study of one such series, all pulled in one
+`pull` (what a whole-trial pull sees: `--workers` series at a time, default 1), against the copy of
+all N x slices files one after the other; the server-alone rows then time the first series.
+With --trees A,B (source trees, e.g. this checkout and a `git archive` of main): in each round, after
+the copy, each tree's `pull` runs in a child process (its imports done before its timer starts; the
+page cache dropped before each with --cold), in the order A, B in odd rounds and B, A in even ones,
+so two versions of the code are compared on the same server, series and minutes, round by round.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -58,6 +67,35 @@ def _timed(fn, orthanc_pid: int | None = None):
             (_orthanc_cpu(orthanc_pid) - server0) if orthanc_pid else 0.0)
 
 
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1] + "/workflow")
+import pandas as pd, pyarrow.parquet  # noqa: F401  (to_parquet imports it on first use)
+from tumorburden.imaging.ingest import DEFAULTS
+from tumorburden.pacs.pull import pull
+a = json.loads(sys.argv[2])
+cpu0, wall0 = time.process_time(), time.perf_counter()
+pull({"url": a["url"], "workers": a["workers"]}, pd.DataFrame(a["pmap"]), a["baseline"], Path(a["results"]),
+     Path(a["private"]), {**DEFAULTS, "workers": 1})
+print(json.dumps([time.perf_counter() - wall0, time.process_time() - cpu0]))
+"""
+
+
+def _pull_in(tree: str, url: str, workers: int, pmap, baseline: dict, results: Path, private: Path, orthanc_pid: int):
+    """(wall s, CPU-s, Orthanc CPU-s) of a pull by the code of `tree`, in a child process."""
+    args = {"url": url, "workers": workers, "pmap": pmap.to_dict("list"), "baseline": baseline,
+            "results": str(results), "private": str(private)}
+    start = subprocess.Popen([sys.executable, "-c", CHILD, tree, json.dumps(args)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": f"{tree}/workflow"})
+    server0 = _orthanc_cpu(orthanc_pid)  # the child's imports cost Orthanc nothing
+    out, _ = start.communicate()
+    if start.returncode:
+        sys.exit(f"the pull of {tree} failed")
+    wall, cpu = json.loads(out.strip().splitlines()[-1])
+    return wall, cpu, _orthanc_cpu(orthanc_pid) - server0
+
+
 def _time_phases() -> dict:
     """{phase: (wall s, CPU-s)} of the last pull, filled by timers around its steps: the metadata
     request (the server's answer, waited for), index (QIDO-RS, that request, the header records),
@@ -79,7 +117,10 @@ def _time_phases() -> dict:
     client.Pacs.series_metadata = timed("metadata request", client.Pacs.series_metadata)
     pull_module.index = timed("index (QIDO + metadata + records)", pull_module.index)
     pull_module.discover = timed("choice", pull_module.discover)
-    pull_module.fetch = timed("retrieval", pull_module.fetch)
+    if hasattr(pull_module, "Retrieval"):  # the retrieval starts inside discovery: what is left of it after
+        pull_module.Retrieval.__exit__ = timed("retrieval left after the choice", pull_module.Retrieval.__exit__)
+    else:
+        pull_module.fetch = timed("retrieval", pull_module.fetch)
     return spent
 
 
@@ -92,7 +133,11 @@ def main() -> None:
     ap.add_argument("--pull-only", action="store_true", help="leave out the push (SEG, SR, STOW-RS)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile one more pull, print N lines")
     ap.add_argument("--cold", action="store_true", help="drop the page cache before each copy and each pull (root)")
+    ap.add_argument("--series", type=int, default=1, help="patients, one series of --slices each")
+    ap.add_argument("--workers", type=int, default=1, help="study.dicomweb.workers of the pull")
+    ap.add_argument("--trees", default=None, help="comma-separated source trees: each round pulls with each")
     a = ap.parse_args()
+    trees = [str(Path(t).resolve()) for t in a.trees.split(",")] if a.trees else []
 
     import numpy as np
     import pandas as pd
@@ -113,24 +158,29 @@ def main() -> None:
                               text=True).stdout.split()
     pid = int(pid)
     try:
-        series = work / "series"
-        write_series(series, a.slices, a.matrix)
-        files = sorted(series.iterdir())
         import pydicom
 
-        frame_of_reference = pydicom.uid.generate_uid()
-        for f in files:  # what a hospital's CT has and the ingest benchmark's writer leaves out
-            ds = pydicom.dcmread(f)
-            ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Bench^Patient", "19500101", "F"
-            ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "101500", "1", "A1", ""
-            ds.FrameOfReferenceUID = frame_of_reference
-            ds.save_as(f)
+        files = []
+        for j in range(a.series):
+            series = work / (f"series{j}" if j else "series")
+            write_series(series, a.slices, a.matrix)  # its own study and series UIDs
+            frame_of_reference = pydicom.uid.generate_uid()
+            for f in sorted(series.iterdir()):  # what a hospital's CT has and the ingest benchmark's writer leaves out
+                ds = pydicom.dcmread(f)
+                ds.PatientID = f"BENCH{j}" if j else "BENCH"
+                ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Bench^Patient", "19500101", "F"
+                ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "101500", "1", "A1", ""
+                ds.FrameOfReferenceUID = frame_of_reference
+                ds.save_as(f)
+                files.append(f)
         rest = url.rsplit("/dicom-web", 1)[0]
         with requests.Session() as s:
             for f in files:
                 s.post(f"{rest}/instances", data=f.read_bytes(), timeout=60).raise_for_status()
         size_mb = sum(f.stat().st_size for f in files) / 1e6
-        pmap = pd.DataFrame({"dicom_patient_id": ["BENCH"], "patient_id": ["B01"]})
+        pmap = pd.DataFrame({"dicom_patient_id": ["BENCH"] + [f"BENCH{j}" for j in range(1, a.series)],
+                             "patient_id": [f"B{j + 1:02d}" for j in range(a.series)]})
+        baseline = {pid: "2024-01-01" for pid in pmap["patient_id"]}
         rows = {"pull": [], "copy": [], "metadata": [], "retrieve": [], "seg": [], "sr": [], "stow": []}
         phases = _time_phases()
         server = connect({"url": url})
@@ -145,13 +195,30 @@ def main() -> None:
         for r in range(a.rounds):
             private, copy_to = work / f"private{r}", work / f"copy{r}"
             copy_to.mkdir()
+            for f in files:
+                (copy_to / f.parent.name).mkdir(exist_ok=True)
             if a.cold:
                 _drop_page_cache()
-            rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.name) for f in files]))
+            rows["copy"].append(_timed(lambda: [shutil.copy(f, copy_to / f.parent.name / f.name) for f in files]))
             if a.cold:
                 _drop_page_cache()
-            rows["pull"].append(_timed(lambda: pull({"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"},
-                                                    work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
+            phases.clear()  # the server-alone timing of the round before also went through series_metadata
+            if trees:
+                for tree in (trees if r % 2 == 0 else trees[::-1]):
+                    if a.cold:
+                        _drop_page_cache()
+                    key = f"pull {tree}"
+                    rows.setdefault(key, []).append(_pull_in(tree, url, a.workers, pmap, baseline,
+                                                             work / f"results{r}-{len(rows[key])}-{trees.index(tree)}",
+                                                             work / f"private{r}-{trees.index(tree)}", pid))
+                    w, c, o = rows[key][-1]
+                    print(f"round {r + 1}: {tree}: pull {w:.2f} s wall, {c:.2f} CPU-s (+ {o:.2f} Orthanc); "
+                          f"ratio {w / rows['copy'][-1][0]:.1f}x", flush=True)
+                rows["pull"].append(rows[f"pull {trees[0]}"][-1])
+                private = work / f"private{r}-0"
+            else:
+                rows["pull"].append(_timed(lambda: pull({"url": url, "workers": a.workers}, pmap, baseline,
+                                                        work / f"results{r}", private, {**DEFAULTS, "workers": 1}), pid))
             pulled, _ = dict(phases), phases.clear()  # before the server's answers are timed alone below
             # the server's share of the pull: its two answers, each timed on its own
             rows["metadata"].append(_timed(lambda: server.series_metadata(study_uid, series_uid), pid))
@@ -159,12 +226,13 @@ def main() -> None:
             (pw, pc, ps), (cw, cc, _) = rows["pull"][-1], rows["copy"][-1]
             print(f"round {r + 1}: pull {pw:.2f} s wall, {pc:.2f} CPU-s (+ {ps:.2f} Orthanc); copy {cw:.2f} s wall, "
                   f"{cc:.2f} CPU-s; ratio {pw / cw:.1f}x", flush=True)
-            print("  pull's phases, wall s (CPU-s of this process): " + "; ".join(
-                f"{name} {w:.2f} ({c:.2f})" for name, (w, c) in pulled.items()), flush=True)
+            if pulled:
+                print("  pull's phases, wall s (CPU-s of this process): " + "; ".join(
+                    f"{name} {w:.2f} ({c:.2f})" for name, (w, c) in pulled.items()), flush=True)
             if a.pull_only:
                 continue
             if r == 0:  # a label map on the series' grid: tissue everywhere, 20 lesions
-                cached = sorted((private / "pacs").rglob("*.dcm"))
+                cached = sorted(sorted(d for d in (private / "pacs").glob("*/*") if d.is_dir())[0].glob("*.dcm"))
                 ds = read_series([str(p) for p in cached])
                 labels = np.zeros((a.matrix, a.matrix, a.slices), np.uint8)
                 labels[50:-50, 60:-60, :] = L.VAT
@@ -209,10 +277,20 @@ def main() -> None:
                 def map(self, fn, items):
                     return map(fn, items)
 
+                def submit(self, fn, *args):
+                    from concurrent.futures import Future
+
+                    future = Future()
+                    future.set_result(fn(*args))
+                    return future
+
+                def shutdown(self, wait=True):
+                    pass
+
             pull_module.ThreadPoolExecutor, pooled = Inline, pull_module.ThreadPoolExecutor
             profile = cProfile.Profile()
             try:
-                profile.runcall(pull, {"url": url, "workers": 1}, pmap, {"B01": "2024-01-01"}, work / "results_profile",
+                profile.runcall(pull, {"url": url, "workers": a.workers}, pmap, baseline, work / "results_profile",
                                 work / "private_profile", {**DEFAULTS, "workers": 1})
             finally:
                 pull_module.ThreadPoolExecutor = pooled
@@ -220,10 +298,11 @@ def main() -> None:
         med = {k: tuple(statistics.median(x[i] for x in v) for i in range(3)) for k, v in rows.items() if v}
         ratio = statistics.median(p[0] / c[0] for p, c in zip(rows["pull"], rows["copy"]))
         seg_mb = 0.0 if a.pull_only else (out / "seg_pacs.dcm").stat().st_size / 1e6
-        print(f"series: {a.slices} x {a.matrix}x{a.matrix} int16, {size_mb:.0f} MB; {a.rounds} rounds (medians)\n")
+        print(f"series: {a.series} x {a.slices} x {a.matrix}x{a.matrix} int16, {size_mb:.0f} MB in all; pull with "
+              f"{a.workers} worker(s); {a.rounds} rounds (medians)\n")
         print("| step | wall s | CPU s (this process) | CPU s (Orthanc) |")
         print("| --- | --- | --- | --- |")
-        for key, name in (("copy", f"disk copy of the {a.slices} files (peer)"),
+        for key, name in (("copy", f"disk copy of the {len(files)} files (peer)"),
                           ("pull", f"pull of the series from Orthanc (QIDO + metadata + choice + WADO-RS)"),
                           ("metadata", "of which the server: WADO-RS metadata of the series, alone"),
                           ("retrieve", "of which the server: WADO-RS retrieve of the series, bytes read, alone"),
@@ -233,6 +312,11 @@ def main() -> None:
                 continue
             w, c, s = med[key]
             print(f"| {name} | {w:.2f} | {c:.2f} | {s:.2f} |")
+        for tree in trees:
+            w, c, o = med[f"pull {tree}"]
+            ratios = [p[0] / cp[0] for p, cp in zip(rows[f"pull {tree}"], rows["copy"])]
+            print(f"| pull, {tree} (child process) | {w:.2f} | {c:.2f} | {o:.2f} |  ratio {statistics.median(ratios):.1f}x "
+                  f"({', '.join(f'{x:.1f}' for x in ratios)})")
         print(f"\npull / disk copy (median of per-round ratios): {ratio:.1f}x")
         if not a.pull_only:
             print(f"push of one scan (SEG + SR + STOW): {sum(med[k][0] for k in ('seg', 'sr', 'stow')):.2f} s")

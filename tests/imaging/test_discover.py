@@ -116,6 +116,29 @@ def test_override_forces_and_excludes(tmp_path, tables):
     assert excl.set_index("scan_id").loc["P01_d60", "reason"] == "excluded by the series override table"
 
 
+def test_each_choice_is_handed_on_before_the_tables_are_written(tmp_path, tables):
+    """on_chosen (the pull starts retrieving there) gets each chosen series' scan, number and files,
+    the same as its series list, before discovery writes the manifest."""
+    make_export(tmp_path / "export")
+    _, pmap, baseline = tables
+    results, private = tmp_path / "results", tmp_path / "private"
+    handed = []
+
+    def on_chosen(scan_id, series_number, files):
+        assert not (results / "manifest").exists() and not (private / "manifest").exists()
+        handed.append((scan_id, series_number, files))
+
+    discover(tmp_path / "export", pmap, baseline, results, private, {**DEFAULTS, "workers": 1}, on_chosen=on_chosen)
+    scans = pd.read_csv(results / "manifest/scans.tsv", sep="\t")
+    assert [h[0] for h in handed] == list(scans["scan_id"]) == ["P01_d4", "P01_d60"]
+    manifest = pd.read_parquet(private / "manifest/series.parquet").set_index("scan_id")
+    for (scan_id, number, files), image in zip(handed, scans["image"]):
+        listing = json.loads(Path(image).read_text())
+        assert files == listing["files"] and len(files) == 7
+        chosen = manifest[manifest["status"] == "chosen"].loc[scan_id]
+        assert number == chosen["series_number"]
+
+
 def test_on_bad_scan_fail_stops(tmp_path, tables):
     with pytest.raises(ValueError, match=r"imaging.on_bad_scan is fail; 2 problem\(s\)"):
         run(tmp_path, tables, on_bad_scan="fail")

@@ -16,7 +16,8 @@ from dicomgen import write_series
 
 from tumorburden.imaging.discover import discover
 from tumorburden.imaging.ingest import DEFAULTS
-from tumorburden.pacs.client import PacsError, connect
+from tumorburden.imaging.series import SeriesError
+from tumorburden.pacs.client import Pacs, PacsError, connect
 from tumorburden.pacs.pull import _walk, _whole_instance, fetch, index, pull
 from tumorburden.study import baseline_dates, read_patient_map
 
@@ -103,6 +104,53 @@ def test_pull_chooses_as_discovery_does_and_fetches_only_the_chosen(orthanc, stu
             assert not any(s in text for s in SECRETS), path
     assert not any(s in caplog.text for s in SECRETS + ("1.2.5.1.2",))
     assert "pull done: 2 series, 14 instances (14 fetched" in caplog.text
+
+
+def test_under_on_bad_scan_fail_a_stopped_pull_fetches_no_pixel(orthanc, study, tmp_path):
+    """Series are retrieved as discovery chooses them, except under on_bad_scan: fail, where the run
+    stops at the end of discovery (here: P02 has no study on the server) with nothing fetched."""
+    make_export(tmp_path / "export")
+    _upload(orthanc, tmp_path / "export")
+    pmap, baseline = study
+    with pytest.raises(SeriesError, match="imaging.on_bad_scan is fail"):
+        pull({"url": orthanc.url}, pmap, baseline, tmp_path / "results", tmp_path / "private",
+             {**_settings(), "on_bad_scan": "fail"})
+    assert (tmp_path / "private/series/P01_d4.json").exists()  # discovery chose, ...
+    assert not list((tmp_path / "private").rglob("*.dcm"))  # ... and no pixel was fetched
+    pull({"url": orthanc.url}, pmap, baseline, tmp_path / "results", tmp_path / "private", _settings())
+    assert sorted(_cached(tmp_path / "private")) == ["1.2.5.1.2", "1.2.5.2.1"]  # skip: fetched
+
+
+def test_a_patients_series_is_retrieved_while_the_next_patients_metadata_is_awaited(orthanc, study, tmp_path,
+                                                                                      monkeypatch):
+    """The look-ahead: P01's chosen series travels as soon as P01's metadata are in. The server's
+    answer for P02's series waits here until P01's series is in the cache (a pull that retrieved
+    only after every patient's metadata would stall), and the series override table is honoured
+    by the look-ahead (P01_d4 forced to its 5 mm series: nothing else of that study travels)."""
+    make_export(tmp_path / "export")
+    _upload(orthanc, tmp_path / "export")
+    pmap = pd.DataFrame({"dicom_patient_id": ["HOSP123", "HOSP999"], "patient_id": ["P01", "P02"]})
+    baseline = {"P01": "2024-01-01", "P02": "2024-01-01"}
+    first = tmp_path / "private/pacs/1.2.5.1/1.2.5.1.3"
+    waited = []
+    answer = Pacs.series_metadata
+
+    def series_metadata(self, study_uid, series_uid):
+        if series_uid == "1.2.7.1.1":  # P02's
+            deadline = time.monotonic() + 30
+            while len(list(first.glob("*.dcm"))) < 7 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            waited.append(len(list(first.glob("*.dcm"))))
+        return answer(self, study_uid, series_uid)
+
+    monkeypatch.setattr(Pacs, "series_metadata", series_metadata)
+    override = pd.DataFrame({"scan_id": ["P01_d4"], "series_uid": ["1.2.5.1.3"]})
+    pull({"url": orthanc.url, "workers": 1}, pmap, baseline, tmp_path / "results", tmp_path / "private", _settings(),
+         override=override)
+    assert waited == [7]
+    assert sorted(_cached(tmp_path / "private")) == ["1.2.5.1.3", "1.2.5.2.1", "1.2.7.1.1"]
+    assert sorted(p.name for p in (tmp_path / "private/series").glob("*.json")) == [
+        "P01_d4.json", "P01_d60.json", "P02_d9.json"]
 
 
 def test_rerun_fetches_only_what_is_missing(orthanc, study, tmp_path, caplog):

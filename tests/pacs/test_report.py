@@ -4,6 +4,7 @@ timepoints, both copies valid for dciodvfy, the results/ copy free of the hospit
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -12,8 +13,12 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
+from dicomanonymizer.dicomfields_selector import dicom_anonymization_database_selector
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset
 
 from tumorburden import labels as L
+from tumorburden.imaging.deidentify import PROFILE_TABLE
 from tumorburden.imaging.volume import Volume, save_nifti
 from tumorburden.pacs.report import write_reports
 from tumorburden.segment.dicomseg import write_dicom_seg
@@ -123,6 +128,89 @@ def test_identity_only_in_the_private_copy(scan, tmp_path):
     assert not [h for h in hospital if h in text]
     ds = pydicom.dcmread(public)
     assert ds.PatientID == "P01" and ds.PatientIdentityRemoved == "YES"
+
+
+def _hospital_value(i: int, vr: str):
+    """A value of the VR that is found again in the bytes of a file: LEAKnnnn where text goes."""
+    token = f"LEAK{i:04d}"
+    return {"PN": token + "^Jonquil", "DA": f"{1910 + i // 336:04d}{1 + i // 28 % 12:02d}{1 + i % 28:02d}",
+            "TM": f"111111.987{i:03d}", "DT": f"19100101111111.987{i:03d}", "AS": f"{i % 1000:03d}Y",
+            "DS": f"7777.{i:04d}", "IS": f"7777{i:04d}", "UI": f"1.2.777.{i}", "OB": token.encode(),
+            "UN": token.encode()}.get(vr, token)
+
+
+def test_no_attribute_of_the_profile_reaches_the_results_copy(tmp_path):
+    """The pseudonymised SR is built from the de-identified SEG, not put through imaging.deidentify
+    itself: a CT with a value in every attribute of the PS3.15 table dicom-anonymizer knows (every
+    level-0 tag whose VR holds text, a date or a number as text; a sequence with an item holding
+    text; a private tag) gets none of them into the SR under results/, while the hospital's SR
+    carries those highdicom copies (the patient, study and trial modules)."""
+    table = dicom_anonymization_database_selector(PROFILE_TABLE)
+    uid_rules = {tuple(t) for t in table["U_TAGS"] + table["X_Z_U_STAR_TAGS"]}  # the UIDs: checked below
+    planted = {}
+    for i, rule in enumerate(sorted(tuple(t) for t in table["ALL_TAGS"])):
+        if len(rule) != 2 or rule in uid_rules or rule[0] in (0x0000, 0x0002):  # repeating groups; command, meta
+            continue
+        tag = rule[0] << 16 | rule[1]
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:  # retired from the dictionary pydicom ships
+            continue
+        if vr not in ("US", "SS", "UL", "FL", "FD"):  # binary numbers: not found again in the bytes
+            planted[tag] = (vr, _hospital_value(i, vr))
+    assert len(planted) > 500
+    folder = tmp_path / "hospital"
+    hu = np.full(SHAPE, -1000.0, np.float32)
+    hu[5:35, 8:32, 2:22] = 40.0
+    info = SeriesInfo(patient_id="HOSP-77", patient_sex="F", study_date="20200101", study_time="090000", study_id="1",
+                      series_description="test", body_part="CHEST", uid_entropy=["report-profile-test"])
+    files = write_ct_series(hu_to_stored(hu), ORIGIN_LPS, PIXEL, SLICE, info, folder / "dicom")
+    for path in files:
+        ds = pydicom.dcmread(path)
+        del ds.PatientIdentityRemoved
+        for tag, (vr, value) in planted.items():
+            if vr == "SQ":
+                item = Dataset()
+                item.CodeMeaning = f"LEAK{tag:08X}"
+                ds.add_new(tag, vr, [item])
+            elif tag == 0x00100040:
+                ds.PatientSex = "F"  # highdicom accepts M, F or O only
+            else:
+                ds.add_new(tag, vr, value)
+        ds.private_block(0x0029, "HOSPITAL PACS", create=True).add_new(0x01, "LO", "LEAKPRIVATE ward 4")
+        ds.save_as(path)
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[5:35, 8:32, 2:22] = L.VAT
+    labels[10:16, 12:20, 5:9] = L.LESION
+    affine = np.array([[-PIXEL, 0, 0, -ORIGIN_LPS[0]], [0, -PIXEL, 0, -ORIGIN_LPS[1]],
+                       [0, 0, SLICE, ORIGIN_LPS[2]], [0, 0, 0, 1.0]])
+    save_nifti(Volume(labels, affine), folder / "seg.nii.gz", dtype=np.uint8)
+    write_dicom_seg(folder / "seg.nii.gz", folder / "dicom", folder / "public_seg.dcm", patient_id="P01",
+                    namespace="trial/P01/P01_d0", pacs_out=folder / "private_seg.dcm", settings=IMAGING)
+    private, public = _write(folder, tmp_path)
+
+    def found(path) -> set[bytes]:
+        data = path.read_bytes()
+        values = {v if isinstance(v, bytes) else v.split("^")[0].encode() for vr, v in planted.values() if vr != "SQ"}
+        return {v for v in values if v in data} | set(re.findall(rb"LEAK[0-9A-Z]+", data))
+
+    ct = pydicom.dcmread(files[0])
+    hospital_uids = {ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.FrameOfReferenceUID, *(
+        pydicom.dcmread(f).SOPInstanceUID for f in files)}
+    in_private = found(private)
+    # what the hospital's SR carries: the test's identifiers do take the path the SR is built on
+    name, birth, age, referrer, accession = (planted[t][1] for t in (0x00100010, 0x00100030, 0x00101010, 0x00080090,
+                                                                      0x00080050))
+    assert {name.split("^")[0].encode(), birth.encode(), age.encode(), referrer.split("^")[0].encode(),
+            accession.encode()} <= in_private
+    assert len(in_private) > 40
+    assert pydicom.dcmread(private).StudyInstanceUID == ct.StudyInstanceUID
+    assert found(public) == set()
+    text = public.read_bytes().decode("latin-1")
+    assert not [uid for uid in hospital_uids if uid in text]
+    ds = pydicom.dcmread(public)
+    assert (ds.PatientID, str(ds.PatientName), ds.PatientSex, ds.PatientIdentityRemoved) == ("P01", "P01", "", "YES")
+    # no dciodvfy here: the planted sequences' items (a bare CodeMeaning) make the source invalid
 
 
 def _dciodvfy_errors(path) -> list[str]:

@@ -103,14 +103,17 @@ def _iso(dicom_date: str) -> str | None:
 
 def discover(root: Path, patient_map: pd.DataFrame, baseline: dict[str, str], results: Path, private: Path,
              settings: dict, override: pd.DataFrame | None = None, records: list[dict] | None = None,
-             exclusions: list[dict] | None = None) -> dict:
+             exclusions: list[dict] | None = None, on_chosen=None, tables: bool = True) -> dict:
     """Index `root`, choose one series per study, write the manifest and exclusions.
 
     patient_map: columns dicom_patient_id, patient_id. baseline: patient_id -> ISO date.
     records: the headers when they come from elsewhere than the files under root (a DICOMweb
     server's metadata, `tumorburden.pacs.pull`; their paths are where the files will be), with
-    that source's own `exclusions` rows. Returns counts for the log; raises SeriesError under
-    on_bad_scan: fail."""
+    that source's own `exclusions` rows. on_chosen(scan_id, series_number, files): called as each
+    scan's series is chosen and its list written (the pull starts retrieving it then, while the
+    other studies are chosen and the tables written). tables=False: the choice and the series lists
+    only (no manifest, scans.tsv, exclusions or log; the pull's look-ahead on one patient). Returns
+    counts for the log; raises SeriesError under on_bad_scan: fail."""
     root, results, private = Path(root), Path(results), Path(private)
     if records is None:
         files = list_files(root)
@@ -202,7 +205,11 @@ def discover(root: Path, patient_map: pd.DataFrame, baseline: dict[str, str], re
         # the patient's identifiers travel with the (private) list, so the ingest job redacts too
         listing.write_text(json.dumps({"scan_id": scan_id, "series_uid": se.uid, "files": sorted(se.files),
                                        "redact": redact.by_label.get(pid, {})}, indent=1) + "\n")
+        if on_chosen is not None:
+            on_chosen(scan_id, se.header["series_number"], sorted(se.files))
         scans.append({"patient_id": pid, "scan_id": scan_id, "days": float(days), "image": str(listing)})
+    if not tables:
+        return {"files": len(files), "series": len(series_all), "scans": len(scans)}
 
     columns = ["patient_id", "scan_id", "study_date", "days", "status", "reason", "series_uid", "series_number",
                "modality", "description", "image_type", "orientation", "n_files", "n_slices", "slice_thickness_mm",

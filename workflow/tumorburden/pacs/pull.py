@@ -10,7 +10,10 @@
    looked at.
 3. WADO-RS retrieval of only the chosen series into the private cache
    (`<private>/pacs/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm`), `workers`
-   series at a time, each in one request in the transfer syntax the server stores. Each part of
+   series at a time, each in one request in the transfer syntax the server stores, each started
+   as soon as its patient's metadata are in and discovery of that patient alone has chosen it
+   (while the other patients' metadata arrive; under `on_bad_scan: fail` only after discovery of
+   everyone has passed every study). Each part of
    the answer is written as it came (its bytes, not decoded and encoded again) to a `.part` file
    and renamed once a header-only read shows it whole (its SOP Instance UID is one the metadata
    listed, its pixel data all there: a multipart stream cut by a dropped connection still yields
@@ -30,6 +33,7 @@ import logging
 import os
 import re
 import struct
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from io import BytesIO
@@ -66,13 +70,17 @@ def _uid(item: dict, tag: str, server: str) -> str:
     return uid
 
 
-def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) -> tuple[list[dict], list[dict]]:
+def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4,
+          on_patient=None) -> tuple[list[dict], list[dict]]:
     """(header records of every CT instance of the mapped patients, exclusion rows of patients with
-    no study on the server). Records carry the cache path their file will have."""
+    no study on the server). Records carry the cache path their file will have. on_patient(row,
+    records): called with the patient map's row number and the patient's records as soon as the
+    metadata of all its series are in (the others' may still be on their way)."""
     url = pacs.server.url
     records: list[dict] = []
     exclusions: list[dict] = []
     todo: list[tuple[str, str, str, int]] = []
+    row_of: dict[str, int] = {}
     for line, (hospital_id, pid) in enumerate(zip(patient_map["dicom_patient_id"].astype(str),
                                                   patient_map["patient_id"].astype(str)), start=2):
         try:
@@ -87,6 +95,7 @@ def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) 
                                          f"(patient map line {line}); fix the patient map or send the scans to the server"})
             continue
         n_series = 0
+        row_of[pid] = line - 2
         for study in studies:
             study_uid = _uid(study, "0020000D", url)
             for series in pacs.series_of(study_uid):
@@ -104,12 +113,19 @@ def index(pacs: Pacs, patient_map: pd.DataFrame, cache: Path, workers: int = 4) 
         except PacsError as exc:
             raise PacsError(f"patient {pid}, series number {number}: {exc}") from None
 
+    last = {job[0]: k for k, job in enumerate(todo)}  # the patient's last series
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for (pid, study_uid, series_uid, _), instances in pool.map(metadata, todo):
+        mine: list[dict] = []
+        for k, ((pid, study_uid, series_uid, _), instances) in enumerate(pool.map(metadata, todo)):
             folder = cache / study_uid / series_uid
             for item in instances:
                 sop = _uid(item, "00080018", url)
-                records.append(json_header_record(item, str(folder / f"{sop}.dcm")))
+                mine.append(json_header_record(item, str(folder / f"{sop}.dcm")))
+            if last[pid] == k:
+                records += mine
+                if on_patient is not None:
+                    on_patient(row_of[pid], mine)
+                mine = []
     log.info("metadata of %d CT series: %d instances (no pixel data fetched yet)", len(todo), len(records))
     return records, exclusions
 
@@ -121,21 +137,56 @@ def fetch(pacs: Pacs, private: Path, workers: int = 4) -> dict:
     cache = private / CACHE
     manifest = pd.read_parquet(private / "manifest" / "series.parquet")
     number = dict(zip(manifest["series_uid"], manifest["series_number"]))
-    jobs = []
-    for listing in sorted((private / "series").glob("*.json")):
-        entry = json.loads(listing.read_text())
-        files = [Path(f) for f in entry["files"]]
-        if not files or files[0].parent.parent.parent != cache:
-            continue  # a list of a dicom_root export, not ours
-        jobs.append((entry["scan_id"], files))
-    total = sum(len(f) for _, f in jobs)
-    done = {"instances": 0, "fetched": 0, "bytes": 0, "series": 0}
-    lock = threading.Lock()
+    retrieval = Retrieval(pacs, cache, workers)
+    with retrieval:
+        for listing in sorted((private / "series").glob("*.json")):
+            entry = json.loads(listing.read_text())
+            files = [Path(f) for f in entry["files"]]
+            if not files or files[0].parent.parent.parent != cache:
+                continue  # a list of a dicom_root export, not ours
+            retrieval.submit(entry["scan_id"], number.get(files[0].parent.name), files)
+    return retrieval.done
 
-    def one(job):
-        scan_id, files = job
+
+class Retrieval:
+    """The chosen series retrieved `workers` at a time, each as soon as it is submitted (the pull
+    submits a series as discovery chooses it). Leaving the `with` block waits for every series and
+    raises the first failure, in the order the series were submitted."""
+
+    def __init__(self, pacs: Pacs, cache: Path, workers: int = 4):
+        self.pacs, self.cache = pacs, cache
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        self.futures: list = []
+        self.submitted = {"series": 0, "instances": 0}
+        self.started: set[Path] = set()
+        self.done = {"instances": 0, "fetched": 0, "bytes": 0, "series": 0}
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        self.pool.shutdown(wait=True)  # a series that failed does not stop the others: a re-run has less to do
+        if kind is None:
+            for future in self.futures:
+                future.result()
+        return False
+
+    def submit(self, scan_id: str, series_number, files) -> None:
+        """Retrieve the series of these files (once: a series submitted again is not fetched twice)."""
+        files = [Path(f) for f in files]
+        with self.lock:
+            if files[0].parent in self.started:
+                return
+            self.started.add(files[0].parent)
+            self.submitted["series"] += 1
+            self.submitted["instances"] += len(files)
+        self.futures.append(self.pool.submit(self.one, scan_id, series_number, files))
+
+    def one(self, scan_id: str, series_number, files: list[Path]) -> None:
+        pacs, cache = self.pacs, self.cache
         series_uid, study_uid = files[0].parent.name, files[0].parent.parent.name
-        label = f"scan {scan_id} (series number {number.get(series_uid, '?')})"
+        label = f"scan {scan_id} (series number {'?' if series_number is None else series_number})"
         missing = [f for f in files if not f.exists()]
         if missing and len(missing) < len(files):
             log.info("%s: %d of %d instances already pulled; fetching the %d missing", label,
@@ -169,17 +220,15 @@ def fetch(pacs: Pacs, private: Path, workers: int = 4) -> dict:
         if still:
             raise PacsError(f"{label}: DICOMweb server {pacs.server.url} sent {len(files) - len(still)} of the "
                             f"{len(files)} instances its metadata lists; re-run, or check the series on the server")
-        with lock:
+        with self.lock:
+            done = self.done
             done["instances"] += len(files)
             done["fetched"] += fetched
             done["bytes"] += nbytes
             done["series"] += 1
             log.info("%s: %d instances (%d fetched, %.1f MB); %d/%d series, %d/%d instances pulled", label,
-                     len(files), fetched, nbytes / 1e6, done["series"], len(jobs), done["instances"], total)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        list(pool.map(one, jobs))
-    return done
+                     len(files), fetched, nbytes / 1e6, done["series"], self.submitted["series"], done["instances"],
+                     self.submitted["instances"])
 
 
 def _whole_instance(data: bytes, server: str) -> str:
@@ -376,10 +425,28 @@ def pull(dicomweb: dict, patient_map: pd.DataFrame, baseline: dict[str, str], re
     workers = int((dicomweb or {}).get("workers", 4))
     cache = private / CACHE
     log.info("pulling from DICOMweb server %s into the private cache", pacs.server.url)
-    records, exclusions = index(pacs, patient_map, cache, workers)
-    counts = discover(cache, patient_map, baseline, results, private, settings, override=override,
-                      records=records, exclusions=exclusions)
-    pulled = fetch(pacs, private, workers)
+    # A patient's series are retrieved as soon as its choice is known: discovery's choice depends on
+    # the patient's own studies only (scan IDs and days count from its baseline, the override table
+    # is keyed by its scan IDs), so discovery run on the patient's records alone, as soon as their
+    # metadata are in, chooses what discovery of everyone will; the retrieval then overlaps the other
+    # patients' metadata (which the server reads from disk) and discovery of everyone. Under
+    # on_bad_scan: fail the retrieval waits until discovery has passed every study, so a run that
+    # stops has fetched no pixel.
+    early = settings.get("on_bad_scan") != "fail"
+    chosen = []
+    private.mkdir(parents=True, exist_ok=True)
+    with Retrieval(pacs, cache, workers) as retrieval, tempfile.TemporaryDirectory(dir=private) as scratch:
+        def look_ahead(row: int, mine: list[dict]) -> None:
+            discover(cache, patient_map.iloc[[row]], baseline, Path(scratch) / "results", Path(scratch) / str(row),
+                     settings, override=override, records=mine, on_chosen=retrieval.submit, tables=False)
+
+        records, exclusions = index(pacs, patient_map, cache, workers, on_patient=look_ahead if early else None)
+        counts = discover(cache, patient_map, baseline, results, private, settings, override=override,
+                          records=records, exclusions=exclusions,
+                          on_chosen=retrieval.submit if early else lambda *job: chosen.append(job))
+        for job in chosen:
+            retrieval.submit(*job)
+    pulled = retrieval.done
     log.info("pull done: %d series, %d instances (%d fetched now, %.1f MB)", pulled["series"], pulled["instances"],
              pulled["fetched"], pulled["bytes"] / 1e6)
     return {**counts, **{f"pulled_{k}": v for k, v in pulled.items()}}
