@@ -148,6 +148,18 @@ def test_two_models_composed_give_lesions_over_organs_over_muscle_and_an_organ_m
     expected_organs[box(SPLEEN) & ~box(SPLEEN_LESION)] = L.SPLEEN
     expected_organs[box(L3)] = L.VERTEBRA_L3
     np.testing.assert_array_equal(organs, expected_organs)
+    # measurement (one patient's job) finds the organ map beside the segmentation: the spleen's lesion
+    # is in the spleen, which no label of segmentation.nii.gz says
+    from tumorburden import tables
+    from tumorburden.lesions.measure import ScanFiles, measure_patient
+
+    folder = tmp_path / "S1"
+    measure_patient("P1", "S1", tmp_path / "image.nii.gz",
+                    [ScanFiles("S1", tmp_path / "image.nii.gz", folder / "segmentation.nii.gz",
+                               folder / "lesions.parquet", folder / "tissue.parquet", folder / "to_reference.json")],
+                    tmp_path / "measure.tsv", settings={"registration": "none"})
+    measured = tables.read(folder / "lesions.parquet", "scan_lesions")
+    assert list(measured["organ"]) == ["liver", "spleen"]  # by volume: 64 then 27 voxels
     row = record.iloc[0]
     assert (row["engine"], row["lesions_from"], row["body_composition_from"]) == ("models:lesions+organs", "lesions",
                                                                                    "lesions")

@@ -68,6 +68,7 @@ SITE_OF_LABEL = {
     PANCREAS: "pancreas", BRAIN: "brain", BONE: "bone", VERTEBRA_L3: "bone",
 }
 ORGAN_LABELS = tuple(SITE_OF_LABEL)  # the labels of the organ map
+ORGAN_MAP_FILE = "organs.nii.gz"  # the organ map's name, beside the scan's segmentation.nii.gz
 SITES = ("lung", "liver", "node", "spleen", "kidney", "adrenal_gland", "pancreas", "brain", "bone",
          "soft_tissue", "other")
 

@@ -54,7 +54,6 @@ DEFAULTS = {
 ENGINES = ("monai", "classical")
 GRID_ATOL_MM = 1e-3
 TOTALSEG_TISSUES = {"skeletal_muscle": L.MUSCLE, "subcutaneous_fat": L.SAT, "torso_fat": L.VAT}
-ORGANS_FILE = "organs.nii.gz"  # beside segmentation.nii.gz: the organ map, when a model gives organs
 
 
 def check_settings(s: dict) -> None:
@@ -68,7 +67,8 @@ def check_settings(s: dict) -> None:
 
 
 def organs_path(segmentation_path: Path) -> Path:
-    return Path(segmentation_path).with_name(ORGANS_FILE)
+    """The organ map beside a segmentation, written when a model gives organs (segment/compose.py)."""
+    return Path(segmentation_path).with_name(L.ORGAN_MAP_FILE)
 
 
 @dataclass
