@@ -21,6 +21,27 @@ rule burden:
         " --scans-table={input.scans:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
+rule site_burden:
+    """Burden per site (liver, lung, lymph nodes, other) per scan, and its kinetics per patient."""
+    input:
+        lesions=f"{R}/tables/lesions.parquet",
+        scans=SCANS_TSV,
+    output:
+        table=f"{R}/tables/site_burden.parquet",
+        csv=report(f"{R}/tables/site_burden.csv", caption="../report/table_site_burden.rst", category="Tables",
+                   subcategory="Burden"),
+        kinetics=f"{R}/tables/site_kinetics.parquet",
+        kinetics_csv=report(f"{R}/tables/site_kinetics.csv", caption="../report/table_site_burden.rst",
+                            category="Tables", subcategory="Burden"),
+    log:
+        f"{R}/logs/site_burden.log",
+    conda:
+        ENV
+    shell:
+        "tumorburden site-burden --lesions={input.lesions:q} --scans-table={input.scans:q} --out={output.table:q}"
+        " --kinetics={output.kinetics:q} > {log:q} 2>&1"
+
+
 rule features:
     input:
         burden=f"{R}/tables/burden.parquet",

@@ -143,6 +143,29 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "recist_response": "str",
         "volumetric_response": "str",
     },
+    # tables/site_burden.parquet: scan x site (liver, lung, node, other), kinetics/sites.py
+    "site_burden": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "days": "float",
+        "site": "str",
+        "volume_ml": "float",
+        "n_lesions": "int",
+        "pct_change_volume": "float",
+    },
+    # tables/site_kinetics.parquet: patient x site, from the baseline scan on (kinetics/sites.py)
+    "site_kinetics": {
+        "patient_id": "str",
+        "site": "str",
+        "baseline_scan_id": "str",
+        "baseline_volume_ml": "float",
+        "involved": "bool",
+        "nadir_volume_ml": "float",
+        "time_to_nadir_days": "float",
+        "pct_change_first_fu": "float",
+        "best_pct_change": "float",
+        "pct_change_reason": "str",
+    },
     # tables/features.parquet: one row per patient
     "features": {
         "patient_id": "str",
