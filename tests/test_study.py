@@ -391,3 +391,9 @@ def test_a_model_list_is_checked_against_the_models_labels_before_any_job(tmp_pa
     models[1]["usee"] = ["liver"]
     with pytest.raises(StudyError, match="usee"):
         check_study(merged_config({**write_study(tmp_path), "segmentation": {"models": models}}), schemas_dir)
+
+
+def test_height_is_optional_per_patient_and_in_cm(tmp_path, schemas_dir):
+    load_study(write_study(tmp_path, CLINICAL.assign(height_cm=[172.0, None])), schemas_dir)
+    expect_error(tmp_path, schemas_dir, clinical=CLINICAL.assign(height_cm=[1.72, 165.0]),
+                 match=r"clinical.tsv line 2 \(patient_id=P01\): height_cm")

@@ -160,6 +160,11 @@ def test_two_models_composed_give_lesions_over_organs_over_muscle_and_an_organ_m
                     tmp_path / "measure.tsv", settings={"registration": "none"})
     measured = tables.read(folder / "lesions.parquet", "scan_lesions")
     assert list(measured["organ"]) == ["liver", "spleen"]  # by volume: 64 then 27 voxels
+    # and the L3 slice: the vertebra spans slices 4-7, its middle is slice 5; 4 x 4 mm pixels
+    l3 = tables.read(folder / "l3.parquet", "scan_l3").iloc[0]
+    assert l3["l3_reason"] == ""
+    assert l3["l3_muscle_cm2"] == pytest.approx(muscle[:, :, 5].sum() * 16 / 100)
+    assert l3["l3_slice_mm"] == pytest.approx(5 * 4.0)
     row = record.iloc[0]
     assert (row["engine"], row["lesions_from"], row["body_composition_from"]) == ("models:lesions+organs", "lesions",
                                                                                    "lesions")

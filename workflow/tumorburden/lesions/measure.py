@@ -38,6 +38,7 @@ from scipy.spatial import ConvexHull, QhullError
 from tumorburden import labels as L
 from tumorburden import tables
 from tumorburden.imaging.volume import Volume, axial_axis, load_nifti
+from tumorburden.lesions.l3 import l3_row
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ CROSS3 = ndimage.generate_binary_structure(3, 1)
 
 def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
                  lesions_out: Path, tissue_out: Path, settings: dict | None = None,
-                 image_volume: Volume | None = None, organs: Path | None = None) -> pd.DataFrame:
-    """Write the scan's lesion table and tissue table; returns the lesion table.
+                 image_volume: Volume | None = None, organs: Path | None = None,
+                 l3_out: Path | None = None) -> pd.DataFrame:
+    """Write the scan's lesion table and tissue table (and, given `l3_out`, its body composition at
+    L3: lesions/l3.py); returns the lesion table.
     `image_volume`: the image already read (a patient's job reads it once for both steps).
     `organs`: the scan's organ map, which gives the lesions' finding sites (module docstring)."""
     s = {**DEFAULTS, **(settings or {})}
@@ -73,6 +76,8 @@ def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
         organ_map = np.asarray(om.array).astype(np.uint8, copy=False)
     lesions = write_scan_lesions(img, labels, patient_id, scan_id, lesions_out, s, organs=organ_map)
     tables.write(tissue_table(labels, img.voxel_ml, patient_id, scan_id), tissue_out, "scan_tissue")
+    if l3_out is not None:
+        tables.write(l3_row(img, labels, organ_map, patient_id, scan_id), l3_out, "scan_l3")
     log.info("%s: %d lesion(s), %.1f mL", scan_id, len(lesions), lesions["volume_ml"].sum() if len(lesions) else 0.0)
     return lesions
 
@@ -105,6 +110,11 @@ class ScanFiles:
     tissue_out: Path
     transform_out: Path
 
+    @property
+    def l3_out(self) -> Path:
+        """scans/<scan_id>/l3.parquet, beside the tissue table."""
+        return Path(self.tissue_out).with_name("l3.parquet")
+
 
 def measure_patient(patient_id: str, reference_scan_id: str, reference_image: Path, scans: list[ScanFiles],
                     record_out: Path, settings: dict | None = None) -> pd.DataFrame:
@@ -135,7 +145,7 @@ def measure_patient(patient_id: str, reference_scan_id: str, reference_image: Pa
         organs = Path(job.segmentation).with_name(L.ORGAN_MAP_FILE)  # written only with an organ model
         lesions = measure_scan(job.image, job.segmentation, patient_id, job.scan_id, job.lesions_out,
                                job.tissue_out, settings=s, image_volume=img,
-                               organs=organs if organs.exists() else None)
+                               organs=organs if organs.exists() else None, l3_out=job.l3_out)
         rows.append({"patient_id": patient_id, "scan_id": job.scan_id, "reference_scan_id": reference_scan_id,
                      "registration_status": record["status"], "n_lesions": len(lesions),
                      "lesion_ml": float(lesions["volume_ml"].sum()) if len(lesions) else 0.0})
