@@ -175,7 +175,7 @@ def test_defaults_match_the_embedded_config():
 
 
 def test_heights_are_drawn_by_sex_on_their_own_stream():
-    trial = design_trial({"n_patients": 400})
+    trial = design_trial({"n_patients": 200})
     by_sex = trial.clinical.groupby("sex")["height_cm"]
     # the cited means (175.3 men, 161.3 women) within 3 standard errors (SD about 7 cm)
     assert abs(by_sex.mean()["M"] - 175.3) < 3 * 7.5 / np.sqrt(by_sex.size()["M"])
