@@ -101,3 +101,18 @@ def test_burden_per_site_against_the_truth(synthetic_run):
     features = tables.read(synthetic_run / "tables/features.parquet", "features")
     liver = kinetics[kinetics["site"] == "liver"].set_index("patient_id")["involved"]
     assert features.set_index("patient_id")["liver_involvement"].to_dict() == liver.to_dict()
+
+
+def test_body_composition_has_every_scan_and_says_why_l3_is_missing(synthetic_run):
+    """The phantom has no vertebrae and the default model no organs: whole-volume figures as in the
+    burden table, and no L3 value without its reason."""
+    body = tables.read(synthetic_run / "tables/body_composition.parquet", "body_composition")
+    burden = tables.read(synthetic_run / "tables/burden.parquet", "burden")
+    merged = body.merge(burden[["scan_id", "muscle_ml", "vat_ml"]], on="scan_id", suffixes=("", "_burden"))
+    assert len(merged) == len(body) == len(burden)
+    np.testing.assert_array_equal(merged["muscle_ml"], merged["muscle_ml_burden"])
+    np.testing.assert_array_equal(merged["vat_ml"], merged["vat_ml_burden"])
+    assert body["smi_cm2_m2"].isna().all() and body["sarcopenia"].isna().all()
+    assert body["smi_reason"].str.startswith("no L3 slice: no organ map").all()
+    clinical = pd.read_csv(synthetic_run / "synthetic/clinical.tsv", sep="\t")
+    assert clinical["height_cm"].between(140, 210).all()
