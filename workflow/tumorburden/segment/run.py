@@ -32,8 +32,8 @@ import pandas as pd
 
 from tumorburden import labels as L
 from tumorburden import tables
-from tumorburden.model_labels import DEFAULT_PRECEDENCE, ModelListError, model_list, plan_models
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
+from tumorburden.model_labels import DEFAULT_PRECEDENCE, ModelListError, model_list, plan_models
 from tumorburden.paths import DEFAULT_BUNDLE, resolve_bundle
 from tumorburden.segment import classical, engine
 
