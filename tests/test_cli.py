@@ -8,7 +8,7 @@ import pytest
 
 from tumorburden.cli import build_parser, main
 
-STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "register", "track", "burden",
+STAGES = ["synth-trial", "synth-render", "ingest", "segment", "measure", "register", "track", "burden", "site-burden", "body-composition",
           "features", "survival", "prediction", "dynamic", "joint", "figures", "score", "check-study", "discover",
           "merge-exclusions", "segment-dicom", "segment-train", "segment-evaluate", "pacs", "review", "review-table",
           "design"]

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 from tumorburden import design
 from tumorburden.figures import settings as figure_settings
 from tumorburden.imaging import ingest
-from tumorburden.kinetics import burden, features
+from tumorburden.kinetics import bodycomp, burden, features
 from tumorburden.lesions import measure, track
 from tumorburden.lesions import review as lesion_review
 from tumorburden.segment import review as segment_review
@@ -33,6 +33,7 @@ def test_default_config_matches_schema(config, repo_root):
         ("segmentation", {**segment_run.DEFAULTS, "train": segment_train.DEFAULTS}, {"lesions"}),
         ("lesions", {**measure.DEFAULTS, **track.DEFAULTS}, set()),
         ("kinetics", {**burden.DEFAULTS, **features.DEFAULTS}, set()),
+        ("body_composition", bodycomp.DEFAULTS, set()),
         ("survival", analysis.DEFAULTS, set()),
         ("synthetic", trial.DEFAULTS, set()),
         ("figures", figure_settings.DEFAULTS, set()),

@@ -367,3 +367,33 @@ def test_a_missing_design_scores_file_names_the_key(tmp_path, schemas_dir):
         check_study(config, schemas_dir)
     (tmp_path / "scores.csv").write_text("stage,metric,value,n,detail\n")
     check_study(merged_config({**write_study(tmp_path), "design": {"scores": str(tmp_path / "scores.csv")}}), schemas_dir)
+
+
+def test_a_model_list_is_checked_against_the_models_labels_before_any_job(tmp_path, schemas_dir):
+    import json
+
+    organs = tmp_path / "Dataset291_organs" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    organs.mkdir(parents=True)
+    (organs / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "liver": 1, "heart": 2}}))
+    models = [{"bundle": "models/tumorburden_ct"}, {"nnunet": str(organs), "use": ["liver"]}]
+    # the heart is neither used nor ignored
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"models": models}},
+                       match=r"^config key segmentation.models\[2\] \(nnUNetTrainer__nnUNetPlans__3d_fullres\): "
+                             r"labels 'heart' are neither used nor ignored")
+    models[1]["ignore"] = "rest"
+    # ignored, the liver is then given by both the demo bundle and the organ model
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"models": models}},
+                       match=r"^config key segmentation.models: liver is given by segmentation.models\[1\] "
+                             r"\(tumorburden_ct\) and segmentation.models\[2\]")
+    models[0]["ignore"] = ["liver"]
+    check_study(merged_config({**write_study(tmp_path), "segmentation": {"models": models}}), schemas_dir)
+    # a typo in an entry's keys is the schema's error
+    models[1]["usee"] = ["liver"]
+    with pytest.raises(StudyError, match="usee"):
+        check_study(merged_config({**write_study(tmp_path), "segmentation": {"models": models}}), schemas_dir)
+
+
+def test_height_is_optional_per_patient_and_in_cm(tmp_path, schemas_dir):
+    load_study(write_study(tmp_path, CLINICAL.assign(height_cm=[172.0, None])), schemas_dir)
+    expect_error(tmp_path, schemas_dir, clinical=CLINICAL.assign(height_cm=[1.72, 165.0]),
+                 match=r"clinical.tsv line 2 \(patient_id=P01\): height_cm")

@@ -215,3 +215,14 @@ def test_the_plan_module_stays_light(repo_root):
     stages = [m for m in loaded if m.split(".")[1] in ("imaging", "segment", "lesions", "kinetics", "survival", "synth")]
     assert stages == [], stages
     assert workflow_plan.__name__ in loaded
+
+
+def test_each_model_of_a_model_list_is_an_input_of_the_segment_job(tmp_path):
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    (bundle / "models" / "model.ts").write_bytes(b"ts")
+    organs = tmp_path / "organs.zip"
+    organs.write_bytes(b"zip")
+    segmentation = {"engine": "monai", "bundle": "unused",
+                    "models": [{"bundle": str(bundle)}, {"nnunet": str(organs), "use": ["liver"]}]}
+    assert model_weights(segmentation) == {"weights_1": str(bundle / "models/model.ts"), "weights_2": str(organs)}

@@ -174,3 +174,56 @@ def test_a_patients_scans_are_registered_and_measured_in_one_job(tmp_path):
     assert list(written["scan_id"]) == ["S1", "S0"] and list(written["reference_scan_id"]) == ["S0", "S0"]
     assert list(written["registration_status"]) == ["ok", "reference scan"]
     assert list(written["n_lesions"]) == [1, 1] and list(record["n_lesions"]) == [1, 1]
+
+
+def _sites(labels, organs):
+    from tumorburden.lesions.measure import measure_lesions
+
+    image = Volume(np.zeros(labels.shape, np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    return list(measure_lesions(image, labels, {"min_volume_ml": 0.01}, organs=organs)
+                .sort_values("centroid_x_mm")["organ"])
+
+
+def test_the_organ_map_gives_the_site_under_each_lesion():
+    labels = np.full((60, 20, 20), L.SAT, np.uint8)
+    organs = np.zeros_like(labels)
+    # 1: in the spleen, which the organ model segmented with its lesion; around it the label map has
+    #    only fat (a lesion model knows no spleen: soft tissue by the label map alone)
+    organs[2:12, 4:16, 4:16] = L.SPLEEN
+    labels[5:9, 8:12, 8:12] = L.LESION
+    # 2: a kidney lesion the organ model left out of the kidney: the kidney around it
+    organs[14:24, 4:16, 4:16] = L.KIDNEY
+    organs[17:21, 8:12, 8:12] = L.BACKGROUND
+    labels[17:21, 8:12, 8:12] = L.LESION
+    # 3: in a vertebra, part L3 and part L4: bone, both voting for it, over the pancreas beside
+    organs[26:32, 8:12, 8:12] = L.VERTEBRA_L3
+    organs[32:34, 8:12, 8:12] = L.BONE
+    organs[34:36, 8:12, 8:12] = L.PANCREAS
+    labels[27:36, 8:12, 8:12] = L.LESION
+    # 4: no organ under or around it in the organ map: the label map's liver around it decides
+    labels[40:50, 4:16, 4:16] = L.LIVER
+    labels[43:47, 8:12, 8:12] = L.LESION
+    # 5: a lymph-node lesion is a node wherever it lies
+    organs[52:58, 4:16, 4:16] = L.LIVER
+    labels[54:57, 8:11, 8:11] = L.NODE_LESION
+    assert _sites(labels, organs) == ["spleen", "kidney", "bone", "liver", "node"]
+    # without the organ map: the rule of the label map alone (fat around 1-3: soft tissue)
+    assert _sites(labels, None) == ["soft_tissue", "soft_tissue", "soft_tissue", "liver", "node"]
+
+
+def test_measure_scan_reads_the_organ_map_and_checks_its_grid(tmp_path):
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    labels = np.full((20, 20, 20), L.SAT, np.uint8)
+    labels[8:12, 8:12, 8:12] = L.LESION
+    organs = np.zeros_like(labels)
+    organs[6:14, 6:14, 6:14] = L.ADRENAL
+    save_nifti(Volume(np.zeros(labels.shape, np.float32), affine), tmp_path / "image.nii.gz")
+    save_nifti(Volume(labels, affine), tmp_path / "seg.nii.gz", dtype=np.uint8)
+    save_nifti(Volume(organs, affine), tmp_path / "organs.nii.gz", dtype=np.uint8)
+    les = measure_scan(tmp_path / "image.nii.gz", tmp_path / "seg.nii.gz", "P1", "S1", tmp_path / "l.parquet",
+                       tmp_path / "t.parquet", organs=tmp_path / "organs.nii.gz")
+    assert list(les["organ"]) == ["adrenal_gland"]
+    save_nifti(Volume(organs[:, :, :10], affine), tmp_path / "organs.nii.gz", dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"organs.nii.gz: grid \(20, 20, 10\) does not match"):
+        measure_scan(tmp_path / "image.nii.gz", tmp_path / "seg.nii.gz", "P1", "S1", tmp_path / "l.parquet",
+                     tmp_path / "t.parquet", organs=tmp_path / "organs.nii.gz")

@@ -226,3 +226,25 @@ def test_seg_and_sr_pass_dciodvfy(scan, tmp_path):
     private, public = _write(scan, tmp_path)
     for path in (private, public, scan / "private_seg.dcm", scan / "public_seg.dcm"):
         assert _dciodvfy_errors(path) == [], path.name
+
+
+# SNOMED CT concept IDs of the sites an organ model gives (SNOMED CT browser), written out here
+# rather than taken from the report's table
+ORGAN_SITE_CODES = {"spleen": "78961009", "kidney": "64033007", "adrenal_gland": "23451007",
+                    "pancreas": "15776009", "brain": "12738006", "bone": "272673000"}
+
+
+def test_every_finding_site_of_an_organ_model_gets_its_snomed_code(scan, tmp_path):
+    from tumorburden import labels as L
+
+    assert set(L.SITES) - {"other"} <= set(ORGAN_SITE_CODES) | {"lung", "liver", "node", "soft_tissue"}
+    n = len(ORGAN_SITE_CODES)
+    lesions = pd.DataFrame({
+        "patient_id": ["P01"] * n, "scan_id": ["P01_d0"] * n, "days": [0.0] * n, "lesion": list(range(1, n + 1)),
+        "track_id": list(range(1, n + 1)), "status": ["baseline"] * n, "volume_ml": [1.0] * n,
+        "longest_diameter_mm": [12.0] * n, "short_axis_mm": [8.0] * n, "centroid_x_mm": [1.0] * n,
+        "centroid_y_mm": [1.0] * n, "centroid_z_mm": [1.0] * n, "mean_hu": [40.0] * n,
+        "organ": list(ORGAN_SITE_CODES)})
+    private, _ = _write(scan, tmp_path, lesions=lesions)
+    _, rois, _ = _groups(private)
+    assert [[s.value.value for s in roi.finding_sites] for roi in rois] == [[c] for c in ORGAN_SITE_CODES.values()]

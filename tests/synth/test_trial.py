@@ -51,7 +51,7 @@ def test_ids_cohorts_and_columns():
     assert list(trial.clinical["patient_id"][:2]) == ["SYN-001", "SYN-002"]
     assert trial.clinical["cohort"].value_counts().to_dict() == {"lung": 5, "melanoma": 5}
     assert list(trial.clinical.columns) == ["patient_id", "cohort", "pfs_days", "pfs_event", "os_days",
-                                            "os_event", "age", "sex", "ecog", "line_of_therapy"]
+                                            "os_event", "age", "sex", "ecog", "line_of_therapy", "height_cm"]
     assert list(trial.scans.columns) == ["patient_id", "scan_id", "days", "image"]
     first = trial.scans.iloc[0]
     assert first["scan_id"] == "SYN-001-S0" and first["image"] == "dicom/SYN-001/SYN-001-S0"
@@ -172,3 +172,12 @@ def test_defaults_match_the_embedded_config():
 
     config = Path(__file__).resolve().parents[2] / "config" / "config.yaml"
     assert yaml.safe_load(config.read_text())["synthetic"] == DEFAULTS
+
+
+def test_heights_are_drawn_by_sex_on_their_own_stream():
+    trial = design_trial({"n_patients": 200})
+    by_sex = trial.clinical.groupby("sex")["height_cm"]
+    # the cited means (175.3 men, 161.3 women) within 3 standard errors (SD about 7 cm)
+    assert abs(by_sex.mean()["M"] - 175.3) < 3 * 7.5 / np.sqrt(by_sex.size()["M"])
+    assert abs(by_sex.mean()["F"] - 161.3) < 3 * 7.0 / np.sqrt(by_sex.size()["F"])
+    assert 5.0 < by_sex.std()["M"] < 10.0 and 5.0 < by_sex.std()["F"] < 10.0

@@ -73,6 +73,8 @@ def final_targets():
     targets = [
         f"{R}/tables/lesions.parquet",
         f"{R}/tables/burden.parquet",
+        f"{R}/tables/site_kinetics.parquet",
+        f"{R}/tables/body_composition.parquet",
         f"{R}/tables/features.parquet",
         f"{R}/survival/cox.csv",
         f"{R}/survival/performance.csv",

@@ -21,6 +21,51 @@ rule burden:
         " --scans-table={input.scans:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"
 
 
+rule site_burden:
+    """Burden per site (liver, lung, lymph nodes, other) per scan, and its kinetics per patient."""
+    input:
+        lesions=f"{R}/tables/lesions.parquet",
+        scans=SCANS_TSV,
+    output:
+        table=f"{R}/tables/site_burden.parquet",
+        csv=report(f"{R}/tables/site_burden.csv", caption="../report/table_site_burden.rst", category="Tables",
+                   subcategory="Burden"),
+        kinetics=f"{R}/tables/site_kinetics.parquet",
+        kinetics_csv=report(f"{R}/tables/site_kinetics.csv", caption="../report/table_site_burden.rst",
+                            category="Tables", subcategory="Burden"),
+    log:
+        f"{R}/logs/site_burden.log",
+    conda:
+        ENV
+    shell:
+        "tumorburden site-burden --lesions={input.lesions:q} --scans-table={input.scans:q} --out={output.table:q}"
+        " --kinetics={output.kinetics:q} > {log:q} 2>&1"
+
+
+rule body_composition:
+    """Body composition per scan: whole-volume, and at the middle of L3 (areas, skeletal muscle index
+    with height from clinical.tsv, sarcopenia) when an organ model gives the L3 vertebra."""
+    input:
+        measured=patient_files(f"{R}/qc/measure/{{patient_id}}.tsv"),  # the scans' tissue.parquet and l3.parquet
+        scans=SCANS_TSV,
+        clinical=CLINICAL_TSV,
+    output:
+        table=f"{R}/tables/body_composition.parquet",
+        csv=report(f"{R}/tables/body_composition.csv", caption="../report/table_body_composition.rst",
+                   category="Tables", subcategory="Body composition"),
+    log:
+        f"{R}/logs/body_composition.log",
+    params:
+        settings=settings("body_composition"),
+        tissue=scan_files(f"{R}/scans/{{scan_id}}/tissue.parquet"),
+        l3=scan_files(f"{R}/scans/{{scan_id}}/l3.parquet"),
+    conda:
+        ENV
+    shell:
+        "tumorburden body-composition --tissue {params.tissue:q} --l3 {params.l3:q} --scans-table={input.scans:q}"
+        " --clinical={input.clinical:q} --out={output.table:q} --settings={params.settings:q} > {log:q} 2>&1"
+
+
 rule features:
     input:
         burden=f"{R}/tables/burden.parquet",

@@ -302,6 +302,19 @@ def cmd_burden(a):
                  settings=_settings(a.settings))
 
 
+def cmd_site_burden(a):
+    from tumorburden.kinetics.sites import write_site_tables
+
+    write_site_tables(Path(a.lesions), Path(a.scans_table), Path(a.out), Path(a.kinetics))
+
+
+def cmd_body_composition(a):
+    from tumorburden.kinetics.bodycomp import write_body_composition
+
+    write_body_composition([Path(p) for p in a.tissue], [Path(p) for p in a.l3], Path(a.scans_table),
+                           Path(a.clinical), Path(a.out), settings=_settings(a.settings))
+
+
 def cmd_features(a):
     from tumorburden.kinetics.features import write_features
 
@@ -624,6 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_settings(p)
     p.set_defaults(func=cmd_burden)
+
+    p = sub.add_parser("site-burden", help="burden per site (liver, lung, node, other): tables/site_burden.parquet "
+                       "per scan, tables/site_kinetics.parquet per patient")
+    p.add_argument("--lesions", required=True, help="tables/lesions.parquet")
+    p.add_argument("--scans-table", required=True)
+    p.add_argument("--out", required=True, help="tables/site_burden.parquet")
+    p.add_argument("--kinetics", required=True, help="tables/site_kinetics.parquet")
+    p.set_defaults(func=cmd_site_burden)
+
+    p = sub.add_parser("body-composition", help="body composition per scan, whole-volume and at L3 (skeletal muscle "
+                       "index, sarcopenia): tables/body_composition.parquet")
+    p.add_argument("--tissue", nargs="+", required=True, help="per-scan tissue.parquet files")
+    p.add_argument("--l3", nargs="+", required=True, help="per-scan l3.parquet files, in the same order")
+    p.add_argument("--scans-table", required=True)
+    p.add_argument("--clinical", required=True)
+    p.add_argument("--out", required=True)
+    _add_settings(p)
+    p.set_defaults(func=cmd_body_composition)
 
     p = sub.add_parser("features", help="kinetics per patient: tables/features.parquet + exclusions")
     p.add_argument("--burden", required=True)

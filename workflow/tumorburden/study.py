@@ -166,21 +166,40 @@ def _check_config_paths(config: dict) -> None:
         raise StudyError(f"config key design.scores: {scores}{where} is not a file; point it at a run's "
                          "truth/scores.csv, or set it to null")
     segmentation = config.get("segmentation") or {}
-    if segmentation.get("engine", "monai") == "monai":
+    if segmentation.get("models"):
+        _check_model_list(segmentation)
+    elif segmentation.get("engine", "monai") == "monai":
         _check_bundle(segmentation.get("bundle", DEFAULT_BUNDLE))
 
 
-def _check_bundle(value: str) -> None:
+def _check_model_list(segmentation: dict) -> None:
+    """segmentation.models: each model's labels against its entry and the precedence (model_labels.py),
+    and each bundle's weights, read from the models' files before any job."""
+    from tumorburden.model_labels import ModelListError, plan_models
+
+    if segmentation.get("engine", "monai") == "classical":
+        raise StudyError("config key segmentation.models: the models replace the engine, but segmentation.engine "
+                         "is classical; leave engine at monai, or drop the models list")
+    try:
+        plan = plan_models(segmentation)
+    except ModelListError as exc:
+        raise StudyError(str(exc)) from exc
+    for entry in plan.entries:
+        if entry.kind == "bundle":
+            _check_bundle(str(entry.path), key=f"segmentation.models[{entry.index}].bundle")
+
+
+def _check_bundle(value: str, key: str = "segmentation.bundle") -> None:
     bundle = resolve_bundle(value)
     what = "a MONAI bundle folder (configs/metadata.json and models/model.pt or models/model.ts)"
     if not bundle.is_dir():
-        raise StudyError(f"config key segmentation.bundle: {value} is not a folder; point it at {what}, "
+        raise StudyError(f"config key {key}: {value} is not a folder; point it at {what}, "
                          "or leave the key out for the shipped demo model")
     if not (bundle / "configs" / "metadata.json").is_file():
-        raise StudyError(f"config key segmentation.bundle: {bundle} has no configs/metadata.json; point it at {what}")
+        raise StudyError(f"config key {key}: {bundle} has no configs/metadata.json; point it at {what}")
     weights = [bundle / "models" / name for name in ("model.ts", "model.pt")]
     if not any(w.is_file() and w.stat().st_size > 0 for w in weights):
-        raise StudyError(f"config key segmentation.bundle: {bundle} has no models/model.pt or models/model.ts "
+        raise StudyError(f"config key {key}: {bundle} has no models/model.pt or models/model.ts "
                          f"(or it is empty); copy the weights there, or train them (snakemake train_segmentation)")
 
 

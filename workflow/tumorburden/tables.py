@@ -54,6 +54,16 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "sat_ml": "float",
         "vat_ml": "float",
     },
+    # scans/<scan_id>/l3.parquet: body composition on the axial slice at the middle of L3 (lesions/l3.py)
+    "scan_l3": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "l3_slice_mm": "float",
+        "l3_muscle_cm2": "float",
+        "l3_sat_cm2": "float",
+        "l3_vat_cm2": "float",
+        "l3_reason": "str",
+    },
     # qc/ingest/<patient_id>.tsv: one row per scan of the patient's ingest job (each scan's image:
     # scans/<scan_id>/image.nii.gz, its QC: qc/ingest/<scan_id>.json)
     "ingest_record": {
@@ -142,6 +152,48 @@ SCHEMAS: dict[str, dict[str, str]] = {
         "pct_change_sld": "float",
         "recist_response": "str",
         "volumetric_response": "str",
+    },
+    # tables/site_burden.parquet: scan x site (liver, lung, node, other), kinetics/sites.py
+    "site_burden": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "days": "float",
+        "site": "str",
+        "volume_ml": "float",
+        "n_lesions": "int",
+        "pct_change_volume": "float",
+    },
+    # tables/site_kinetics.parquet: patient x site, from the baseline scan on (kinetics/sites.py)
+    "site_kinetics": {
+        "patient_id": "str",
+        "site": "str",
+        "baseline_scan_id": "str",
+        "baseline_volume_ml": "float",
+        "involved": "bool",
+        "nadir_volume_ml": "float",
+        "time_to_nadir_days": "float",
+        "pct_change_first_fu": "float",
+        "best_pct_change": "float",
+        "pct_change_reason": "str",
+    },
+    # tables/body_composition.parquet: one row per scan, whole-volume and at L3 (kinetics/bodycomp.py)
+    "body_composition": {
+        "patient_id": "str",
+        "scan_id": "str",
+        "days": "float",
+        "muscle_ml": "float",
+        "sat_ml": "float",
+        "vat_ml": "float",
+        "l3_slice_mm": "float",
+        "l3_muscle_cm2": "float",
+        "l3_sat_cm2": "float",
+        "l3_vat_cm2": "float",
+        "l3_reason": "str",
+        "height_cm": "float",
+        "smi_cm2_m2": "float",
+        "smi_reason": "str",
+        "sarcopenia": "bool",
+        "sarcopenia_reason": "str",
     },
     # tables/features.parquet: one row per patient
     "features": {

@@ -112,7 +112,18 @@ def is_dicom_path(image) -> bool:
 def model_weights(segmentation: dict) -> dict:
     """{"weights": the bundle's weights file} for the monai engine (a rule input, so new weights
     redo the segmentation), else {}. TorchScript (model.ts) when the bundle has it. `segmentation`
-    is the section with its defaults (`section`)."""
+    is the section with its defaults (`section`). With `models`, each model's weights file
+    (`weights_<n>`, a bundle's model.ts or model.pt, an nnU-Net model's folder or zip)."""
+    if segmentation.get("models"):
+        out = {}
+        for n, entry in enumerate(segmentation["models"], start=1):
+            if isinstance(entry, dict) and entry.get("bundle"):
+                bundle = resolve_bundle(entry["bundle"])
+                ts = bundle / "models" / "model.ts"
+                out[f"weights_{n}"] = str(ts if ts.exists() else bundle / "models" / "model.pt")
+            elif isinstance(entry, dict) and entry.get("nnunet"):
+                out[f"weights_{n}"] = str(resolve_bundle(entry["nnunet"]))
+        return out
     if segmentation["engine"] != "monai":
         return {}
     bundle = resolve_bundle(segmentation["bundle"])

@@ -8,7 +8,8 @@ featurised and is listed in the exclusions table instead (stage ``features``).
 
 - n_scans: all scans of the patient (pre-baseline included); n_followups: follow-ups.
 - baseline_scan_id, baseline_volume_ml = V_B, baseline_n_lesions,
-  baseline_n_organs (distinct organs with a lesion at B, from tables/lesions).
+  baseline_n_organs (distinct organs with a lesion at B, from tables/lesions), liver_involvement
+  (a liver lesion present at B: a covariate for the survival models; kinetics/sites.py).
 - nadir_volume_ml = min(V_B, V_F1, V_F2, ...), the smallest burden on study (V_B when there is
   no follow-up or none is smaller); time_to_nadir_days = t_nadir - t_B (the first scan reaching
   the minimum).
@@ -52,6 +53,7 @@ from tumorburden import tables
 from tumorburden.baseline import baseline_scans
 from tumorburden.kinetics import recist, stein
 from tumorburden.kinetics.burden import assess_responses
+from tumorburden.kinetics.sites import liver_involvement
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +237,9 @@ def compute_features(burden: pd.DataFrame, lesions: pd.DataFrame, clinical: pd.D
         n_organs = int(organs.get((pid, base_id), 0))
         rows.append({"patient_id": pid, "cohort": cohort, **patient_features(pscans, n_organs, s)})
     features = pd.DataFrame(rows) if rows else tables.empty("features")
+    if rows:
+        features["liver_involvement"] = liver_involvement(
+            lesions, features.set_index("patient_id")["baseline_scan_id"]).to_numpy()
     for k in REASON_FEATURES:
         col = f"{k}_reason"
         if col not in features.columns:

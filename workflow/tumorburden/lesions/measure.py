@@ -11,8 +11,15 @@ A lesion is a connected component of the voxels labelled 1 or 5 (labels.py). For
   (RECIST's short axis), measured in strips one pixel wide along the diameter, with the
   same half-pixel term (mean error -0.4 mm at 3 mm pixels, 0.0 mm at 0.8 mm).
 - centroid_x/y/z_mm: RAS mm via the affine. mean_hu: mean of the image over the lesion.
-- organ: "node" when most voxels are label 5, else the most frequent organ label in a
-  1-voxel shell around the lesion: 6 lung, 7 liver, 2/3 soft_tissue, anything else other.
+- organ, the finding site: "node" when most voxels are label 5. Else, when the scan has an organ
+  map (organs.nii.gz, from an organ model of `segmentation.models`): the organ under the lesion,
+  the most frequent organ among its voxels if organs cover at least half of them (an organ model
+  segments the organ with its lesions); else the most frequent organ among those voxels and a
+  1-voxel shell around the lesion (a lesion the organ model left out of its organ, or one on an
+  organ's surface); labels.SITE_OF_LABEL names the sites (lung, liver, spleen, kidney,
+  adrenal_gland, pancreas, brain, bone). Without an organ map, or with no organ under or around
+  the lesion, the rule for the label map alone: the most frequent label in a 1-voxel shell
+  around the lesion: 6 lung, 7 liver, 2/3 soft_tissue, anything else other.
 Lesions are numbered 1.. by decreasing volume (ties by component order, deterministic).
 """
 
@@ -31,6 +38,7 @@ from scipy.spatial import ConvexHull, QhullError
 from tumorburden import labels as L
 from tumorburden import tables
 from tumorburden.imaging.volume import Volume, axial_axis, load_nifti
+from tumorburden.lesions.l3 import l3_row
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +53,12 @@ CROSS3 = ndimage.generate_binary_structure(3, 1)
 
 def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
                  lesions_out: Path, tissue_out: Path, settings: dict | None = None,
-                 image_volume: Volume | None = None) -> pd.DataFrame:
-    """Write the scan's lesion table and tissue table; returns the lesion table.
-    `image_volume`: the image already read (a patient's job reads it once for both steps)."""
+                 image_volume: Volume | None = None, organs: Path | None = None,
+                 l3_out: Path | None = None) -> pd.DataFrame:
+    """Write the scan's lesion table and tissue table (and, given `l3_out`, its body composition at
+    L3: lesions/l3.py); returns the lesion table.
+    `image_volume`: the image already read (a patient's job reads it once for both steps).
+    `organs`: the scan's organ map, which gives the lesions' finding sites (module docstring)."""
     s = {**DEFAULTS, **(settings or {})}
     _check_connectivity(s)
     img = image_volume if image_volume is not None else load_nifti(image, dtype=np.float32)
@@ -56,16 +67,25 @@ def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
         raise ValueError(f"{segmentation}: grid {seg.shape} does not match the image {image} grid {img.shape} "
                          "(segment the ingested image again)")
     labels = np.asarray(seg.array).astype(np.uint8, copy=False)
-    lesions = write_scan_lesions(img, labels, patient_id, scan_id, lesions_out, s)
+    organ_map = None
+    if organs is not None:
+        om = load_nifti(organs)
+        if not img.same_grid(om):
+            raise ValueError(f"{organs}: grid {om.shape} does not match the image {image} grid {img.shape} "
+                             "(segment the ingested image again)")
+        organ_map = np.asarray(om.array).astype(np.uint8, copy=False)
+    lesions = write_scan_lesions(img, labels, patient_id, scan_id, lesions_out, s, organs=organ_map)
     tables.write(tissue_table(labels, img.voxel_ml, patient_id, scan_id), tissue_out, "scan_tissue")
+    if l3_out is not None:
+        tables.write(l3_row(img, labels, organ_map, patient_id, scan_id), l3_out, "scan_l3")
     log.info("%s: %d lesion(s), %.1f mL", scan_id, len(lesions), lesions["volume_ml"].sum() if len(lesions) else 0.0)
     return lesions
 
 
 def write_scan_lesions(img: Volume, labels: np.ndarray, patient_id: str, scan_id: str, out: Path,
-                       settings: dict) -> pd.DataFrame:
+                       settings: dict, organs: np.ndarray | None = None) -> pd.DataFrame:
     """The scan's lesion table (schema scan_lesions) from its label map, written to `out`; returned."""
-    lesions = measure_lesions(img, labels, settings)
+    lesions = measure_lesions(img, labels, settings, organs=organs)
     lesions.insert(0, "scan_id", scan_id)
     lesions.insert(0, "patient_id", patient_id)
     if lesions.empty:
@@ -89,6 +109,11 @@ class ScanFiles:
     lesions_out: Path
     tissue_out: Path
     transform_out: Path
+
+    @property
+    def l3_out(self) -> Path:
+        """scans/<scan_id>/l3.parquet, beside the tissue table."""
+        return Path(self.tissue_out).with_name("l3.parquet")
 
 
 def measure_patient(patient_id: str, reference_scan_id: str, reference_image: Path, scans: list[ScanFiles],
@@ -117,8 +142,10 @@ def measure_patient(patient_id: str, reference_scan_id: str, reference_image: Pa
         img = reference if own else load_nifti(job.image, dtype=np.float32)
         record = register_scan(job.image, reference_image, job.scan_id, reference_scan_id, job.transform_out,
                                settings=s, image_volume=img, reference_volume=reference)
+        organs = Path(job.segmentation).with_name(L.ORGAN_MAP_FILE)  # written only with an organ model
         lesions = measure_scan(job.image, job.segmentation, patient_id, job.scan_id, job.lesions_out,
-                               job.tissue_out, settings=s, image_volume=img)
+                               job.tissue_out, settings=s, image_volume=img,
+                               organs=organs if organs.exists() else None, l3_out=job.l3_out)
         rows.append({"patient_id": patient_id, "scan_id": job.scan_id, "reference_scan_id": reference_scan_id,
                      "registration_status": record["status"], "n_lesions": len(lesions),
                      "lesion_ml": float(lesions["volume_ml"].sum()) if len(lesions) else 0.0})
@@ -143,8 +170,9 @@ COLUMNS = ["lesion", "volume_ml", "longest_diameter_mm", "short_axis_mm", "centr
            "centroid_y_mm", "centroid_z_mm", "mean_hu", "organ"]
 
 
-def measure_lesions(image: Volume, labels: np.ndarray, settings: dict | None = None) -> pd.DataFrame:
-    """One row per lesion (columns COLUMNS), on the image's grid."""
+def measure_lesions(image: Volume, labels: np.ndarray, settings: dict | None = None,
+                    organs: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per lesion (columns COLUMNS), on the image's grid; `organs`: the organ map, if any."""
     s = {**DEFAULTS, **(settings or {})}
     mask = np.isin(labels, L.LESION_LABELS)
     cc = cc3d.connected_components(mask, connectivity=int(s["connectivity"]))
@@ -168,7 +196,7 @@ def measure_lesions(image: Volume, labels: np.ndarray, settings: dict | None = N
         if np.count_nonzero(labels[box][comp] == L.NODE_LESION) * 2 > counts[label]:
             organ = "node"
         else:
-            organ = _organ_around(comp, labels[box])
+            organ = (_organ_under(comp, organs[box]) if organs is not None else None) or _organ_around(comp, labels[box])
         rows.append({
             "lesion": n,
             "volume_ml": counts[label] * image.voxel_ml,
@@ -191,6 +219,24 @@ def _organ_around(comp: np.ndarray, labels: np.ndarray) -> str:
         return "other"
     votes = np.bincount(around, minlength=len(L.NAMES))
     return ORGAN_OF_LABEL.get(int(np.argmax(votes)), "other")
+
+
+def _organ_under(comp: np.ndarray, organs: np.ndarray) -> str | None:
+    """The finding site from the organ map (module docstring), or None when no organ is under or
+    around the lesion."""
+    under = organs[comp]
+    under = under[under != L.BACKGROUND]
+    if under.size * 2 < np.count_nonzero(comp):
+        shell = ndimage.binary_dilation(comp, structure=CROSS3) & ~comp
+        around = organs[shell]
+        under = np.concatenate([under, around[around != L.BACKGROUND]])
+    if under.size == 0:
+        return None
+    votes = np.bincount(under, minlength=max(L.ALL_NAMES) + 1)
+    by_site: dict[str, int] = {}
+    for label, site in L.SITE_OF_LABEL.items():  # L3 and the other bones vote together
+        by_site[site] = by_site.get(site, 0) + int(votes[label])
+    return max(L.SITES, key=lambda site: by_site.get(site, 0))  # ties: the first in labels.SITES
 
 
 def axial_diameters(comp: np.ndarray, axial: int, pixel_mm) -> tuple[float, float]:

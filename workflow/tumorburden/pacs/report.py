@@ -47,8 +47,11 @@ LESION_COUNT = CodedConcept("NLES", SCHEME, "Number of lesions")
 SUM_OF_DIAMETERS = CodedConcept("SLD", SCHEME, "Sum of longest diameters (RECIST 1.1)")
 VISCERAL_FAT = CodedConcept("VAT", SCHEME, "Visceral adipose tissue")
 LESION_SEGMENT, NODE_SEGMENT = 1, 5  # labels.py: segment numbers of our SEG equal the labels
+# the finding site of each lesion (lesions.parquet `organ`, labels.SITES); "other" has no code
 SITES = {"lung": codes.SCT.Lung, "liver": codes.SCT.Liver, "node": codes.SCT.LymphNode,
-         "soft_tissue": codes.SCT.SoftTissue}
+         "soft_tissue": codes.SCT.SoftTissue, "spleen": codes.SCT.Spleen, "kidney": codes.SCT.Kidney,
+         "adrenal_gland": codes.SCT.AdrenalGland, "pancreas": codes.SCT.Pancreas, "brain": codes.SCT.Brain,
+         "bone": codes.SCT.Bone}
 TISSUES = [("muscle_ml", codes.SCT.SkeletalMuscle, "skeletal muscle"),
            ("sat_ml", codes.SCT.SubcutaneousTissue, "subcutaneous fat"),
            ("vat_ml", VISCERAL_FAT, "visceral fat")]

@@ -94,8 +94,10 @@ def channel_lut(channel_def: dict, where: str) -> list[int]:
     return lut
 
 
-def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
-    """Read a bundle folder; errors name the missing or wrong file."""
+def load_bundle(path: str | Path, device: torch.device | str = "cpu", channel_map=None) -> Bundle:
+    """Read a bundle folder; errors name the missing or wrong file. `channel_map(channel_def, where)
+    -> lut`: how output channels become our labels, `channel_lut` unless given (a model of
+    `segmentation.models` maps only the channels its entry uses: segment/compose.py)."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(f"{path}: segmentation bundle folder not found; set segmentation.bundle to a MONAI "
@@ -120,7 +122,7 @@ def load_bundle(path: str | Path, device: torch.device | str = "cpu") -> Bundle:
     if in_channels != 1:
         raise BundleError(f"{meta_path}: the model takes {in_channels} input channels; tumorburden feeds one CT "
                           "channel, so use a single-channel (CT only) model")
-    lut = channel_lut(channel_def, str(meta_path))
+    lut = (channel_map or channel_lut)(channel_def, str(meta_path))
     if "num_channels" in outputs and int(outputs["num_channels"]) != len(lut):
         raise BundleError(f"{meta_path}: outputs.pred.num_channels is {outputs['num_channels']} but channel_def "
                           f"names {len(lut)} channels; make them agree")

@@ -6,6 +6,10 @@ Engines (`engine` in the segmentation settings):
   classical  HU thresholds + morphology (segment.classical), the baseline the model is
              scored against
 
+Several models (`models`, a list that replaces `bundle`): MONAI bundles and nnU-Net models, each
+giving some of our labels, composed by `precedence` (segment/compose.py, model_labels.py); when
+one gives organs, each scan also gets its organ map, scans/<scan_id>/organs.nii.gz.
+
 External segmentations (scans.tsv):
   mask       a lesion mask that replaces the engine's lesions: a NIfTI label map (nonzero =
              lesion) or a DICOM-SEG (every segment not named as one of our tissues = lesion),
@@ -29,6 +33,7 @@ import pandas as pd
 from tumorburden import labels as L
 from tumorburden import tables
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
+from tumorburden.model_labels import DEFAULT_PRECEDENCE, ModelListError, model_list, plan_models
 from tumorburden.paths import DEFAULT_BUNDLE, resolve_bundle
 from tumorburden.segment import classical, engine
 
@@ -39,6 +44,8 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "engine": "monai",
     "bundle": DEFAULT_BUNDLE,
+    "models": [],  # several models composed (model_labels.py); replaces `bundle` when given
+    "precedence": DEFAULT_PRECEDENCE,  # where models disagree, the label earlier here wins
     "dicom_seg": True,
     "threads": 1,  # torch CPU threads per segment job; the workflow's --cores run that many jobs side by side
     **engine.INFERENCE_DEFAULTS,
@@ -50,8 +57,18 @@ TOTALSEG_TISSUES = {"skeletal_muscle": L.MUSCLE, "subcutaneous_fat": L.SAT, "tor
 
 
 def check_settings(s: dict) -> None:
+    if model_list(s):
+        if s["engine"] == "classical":
+            raise ValueError("segmentation.models is set but segmentation.engine is classical; the models replace "
+                             "the engine: leave engine at monai, or drop the models list")
+        return
     if s["engine"] not in ENGINES:
         raise ValueError(f"segmentation.engine {s['engine']!r} is unknown; choose one of {', '.join(ENGINES)}")
+
+
+def organs_path(segmentation_path: Path) -> Path:
+    """The organ map beside a segmentation, written when a model gives organs (segment/compose.py)."""
+    return Path(segmentation_path).with_name(L.ORGAN_MAP_FILE)
 
 
 @dataclass
@@ -75,8 +92,21 @@ class Segmenter:
     def __init__(self, settings: dict | None = None, threads: int | None = None):
         self.settings = s = {**DEFAULTS, **(settings or {})}
         check_settings(s)
-        self.bundle = self.device = None
-        if s["engine"] == "monai":
+        self.bundle = self.device = self.composed = None
+        if model_list(s):
+            import torch
+
+            from tumorburden.segment.compose import ComposedModels
+
+            try:
+                plan = plan_models(s)
+            except ModelListError as exc:
+                raise ValueError(str(exc)) from exc
+            if threads:
+                torch.set_num_threads(int(threads))
+            self.device = engine.pick_device(s["device"])
+            self.composed = ComposedModels(plan, s, self.device)
+        elif s["engine"] == "monai":
             import torch
 
             from tumorburden.segment.bundle import load_bundle
@@ -88,10 +118,27 @@ class Segmenter:
             log.info("model %s %s (%s) on %s", self.bundle.name, self.bundle.version, self.bundle.weights,
                      self.device)
 
+    def sources(self) -> dict:
+        """Where the record says the lesions and body composition came from (before external masks)."""
+        if self.composed is None:
+            return {"engine": self.settings["engine"], "lesions": self.settings["engine"],
+                    "body_composition": self.settings["engine"]}
+        return {"engine": "models:" + "+".join(e.name for e in self.composed.plan.entries),
+                "lesions": self.composed.source_of(L.LESION_LABELS),
+                "body_composition": self.composed.source_of((L.MUSCLE, L.SAT, L.VAT))}
+
     def labels(self, image: Volume, image_path: Path, lesions: bool = True) -> np.ndarray:
         """uint8 labels on the image's grid (`lesions` False: the classical engine skips lesion search)."""
+        return self.label_maps(image, image_path, lesions)[0]
+
+    def label_maps(self, image: Volume, image_path: Path, lesions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """(labels of segmentation.nii.gz, the organ map or None when no model gives organs)."""
         s = self.settings
         t0 = time.perf_counter()
+        if self.composed is not None:
+            labels, organs = self.composed.predict(image)
+            log.info("models composed: %.2f s", time.perf_counter() - t0)
+            return labels, organs
         if self.bundle is not None:
             labels, times = engine.infer_labels(image, self.bundle, s, self.device)
             log.info("inference: %s", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
@@ -102,7 +149,7 @@ class Segmenter:
             except ValueError as exc:
                 raise ValueError(f"{image_path}: {exc}") from exc
         log.info("%s engine: %.2f s", s["engine"], time.perf_counter() - t0)
-        return labels
+        return labels, None
 
 
 def segment(image_path: Path, out_path: Path, mask_path: Path | None = None,
@@ -129,7 +176,7 @@ def _segment_scan(image_path, out_path, mask_path, settings, bodycomp_path, over
     mask = read_mask(mask_path, image) if mask_path is not None else None
     tissues = read_totalsegmentator(bodycomp_path, image) if bodycomp_path is not None else None
     segmenter = segmenter or Segmenter(settings, threads)
-    labels = segmenter.labels(image, Path(image_path), lesions=mask is None)
+    labels, organs = segmenter.label_maps(image, Path(image_path), lesions=mask is None)
     if mask is not None:
         apply_lesion_mask(labels, mask)
         log.info("lesions from the external mask %s (%d voxels)", mask_path, int(np.count_nonzero(mask)))
@@ -140,6 +187,11 @@ def _segment_scan(image_path, out_path, mask_path, settings, bodycomp_path, over
     log.info("labels: %s", ", ".join(f"{L.NAMES[k]} {counts[k] * image.voxel_ml:.1f} mL"
                                      for k in range(1, len(L.NAMES)) if counts[k]))
     save_nifti(Volume(labels, image.affine), out_path, dtype=np.uint8)
+    organs_out = organs_path(out_path)
+    if organs is not None:
+        save_nifti(Volume(organs, image.affine), organs_out, dtype=np.uint8)
+    else:  # no organ model now: an organ map of an earlier configuration must not give sites
+        organs_out.unlink(missing_ok=True)
     if overlay_path is not None:
         from tumorburden.segment.overlay import write_overlay
 
@@ -166,6 +218,7 @@ def segment_patient(patient_id: str, scans: list[ScanJob], record_out: Path, set
                        else f"fix the {'mask' if 'mask' in what else 'bodycomp'} column of scans.tsv")
                 raise FileNotFoundError(f"{path}: {what} of scan {job.scan_id} not found; {fix}")
     segmenter = Segmenter(s, threads)
+    source = segmenter.sources()
     rows = []
     for i, job in enumerate(scans, 1):
         log.info("scan %s (%d/%d of patient %s)", job.scan_id, i, len(scans), patient_id)
@@ -178,9 +231,9 @@ def segment_patient(patient_id: str, scans: list[ScanJob], record_out: Path, set
         rows.append({
             "patient_id": patient_id,
             "scan_id": job.scan_id,
-            "engine": s["engine"],
-            "lesions_from": "mask" if job.mask is not None else s["engine"],
-            "body_composition_from": "totalsegmentator" if job.bodycomp is not None else s["engine"],
+            "engine": source["engine"],
+            "lesions_from": "mask" if job.mask is not None else source["lesions"],
+            "body_composition_from": "totalsegmentator" if job.bodycomp is not None else source["body_composition"],
             "lesion_ml": float(sum(counts[k] for k in L.LESION_LABELS) * voxel_ml),
             "muscle_ml": float(counts[L.MUSCLE] * voxel_ml),
             "sat_ml": float(counts[L.SAT] * voxel_ml),

@@ -504,6 +504,20 @@ def _line_of_therapy(i: int, s: dict) -> int:
     return int(rng.choice(3, p=[0.6, 0.3, 0.1])) + 1
 
 
+# Adult height by sex, normal: means of US adults (NHANES 2015-2018; Fryar et al., Anthropometric
+# reference data for children and adults: United States, 2015-2018, Vital Health Stat 3(46), 2021:
+# 175.3 cm men, 161.3 cm women) with SDs of about 7 cm, the spread of adult height within a sex.
+HEIGHT_CM = {"M": (175.3, 7.5), "F": (161.3, 7.0)}
+
+
+def _height_cm(i: int, sex: str, s: dict) -> float:
+    """Height in cm by sex, independent of survival and of the body drawn for the phantom. Its own
+    stream (spawn_key (i, 2)) so that adding it changed none of the patient's other draws."""
+    rng = np.random.default_rng(np.random.SeedSequence(int(s["seed"]), spawn_key=(i, 2)))
+    mean, sd = HEIGHT_CM[sex]
+    return round(float(np.clip(mean + sd * rng.standard_normal(), 140.0, 210.0)), 1)
+
+
 def _weibull_scale(median: float, shape: float) -> float:
     """Scale so that the median is `median` at lp = 0: S(t) = exp(-(t/scale)^shape)."""
     return median / math.log(2.0) ** (1.0 / shape)
@@ -547,6 +561,7 @@ def _trial(settings: dict | None, place: bool) -> Trial:
             "os_days": round(stop, 2), "os_event": int(p["t_death"] <= p["censor"]),
             "age": p["age"], "sex": p["sex"], "ecog": p["ecog"],
             "line_of_therapy": _line_of_therapy(i, s),
+            "height_cm": _height_cm(i, p["sex"], s),
         })
         scan_ids = [f"{pid}-S{k}" for k in range(len(p["days"]))]
         for sid, day in zip(scan_ids, p["days"]):
