@@ -326,3 +326,14 @@ def test_label_changing_postprocessing_is_named_as_not_applied(tmp_path, caplog)
             {"_target_": "KeepLargestConnectedComponentd", "keys": "pred", "applied_labels": [1]}]
     load_bundle(_declared_bundle(tmp_path / "b", post=post))
     assert "postprocessing KeepLargestConnectedComponentd not applied" in caplog.text
+
+
+def test_preprocessing_that_fails_on_a_scan_names_the_file(tmp_path):
+    folder = _declared_bundle(tmp_path / "b")
+    cfg = json.loads((folder / "configs" / "inference.json").read_text())
+    cfg["preprocessing"]["transforms"].append({"_target_": "ScaleIntensityd", "keys": ["image", "label"]})
+    (folder / "configs" / "inference.json").write_text(json.dumps(cfg))
+    bundle = load_bundle(folder)
+    with pytest.raises(BundleError, match=r"inference.json: preprocessing failed on the scan .*key 'image' alone") as err:
+        engine.infer_labels(_cube(), bundle, {"device": "cpu"})
+    assert "\n" not in str(err.value)

@@ -234,7 +234,11 @@ def declared_inference(config: dict, root: Path, metadata: dict | None = None) -
             # what LoadImaged gives: no channel axis, and the meta saying so (EnsureChannelFirstd adds it)
             image = MetaTensor(image.as_tensor()[0], affine=image.affine,
                                meta={"original_channel_dim": "no_channel", "space": "RAS"})
-        out = pre({image_key: image})[image_key] if keyed else pre(image)
+        try:
+            out = pre({image_key: image})[image_key] if keyed else pre(image)
+        except Exception as exc:  # MONAI wraps a transform's failure in a RuntimeError naming the transform
+            raise BundleError(f"{where}: preprocessing failed on the scan ({_one_line(exc)}); its transforms "
+                              f"must take the image under the key {image_key!r} alone") from exc
         if not isinstance(out, MetaTensor) or out.ndim != 4:
             raise BundleError(f"{where}: preprocessing must give a channel-first 3-D MetaTensor (an affine is "
                               f"needed to bring the labels back), got {type(out).__name__} of {tuple(out.shape)}")
