@@ -232,8 +232,8 @@ class _Recorder(torch.nn.Module):
 def _declared_bundle(folder: Path, inferer: dict | None = None, post: list | None = None,
                      extra_meta: dict | None = None) -> Path:
     write_bundle(folder)
-    meta = {**tiny_metadata(), **(extra_meta or {})}
-    meta.pop("tumorburden")
+    meta = tiny_metadata()
+    del meta["tumorburden"]  # the declared form: inference.json says it all
     meta.update(extra_meta or {})
     cfg = json.loads((folder / "configs" / "inference.json").read_text())
     cfg["preprocessing"] = {"_target_": "Compose", "transforms": [
