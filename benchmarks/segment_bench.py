@@ -88,8 +88,7 @@ def run_ours(image: str, bundle: str, out: str, threads: int) -> dict:
 def run_plain(image: str, bundle: str, out: str, threads: int) -> dict:
     import torch
     from monai.inferers import sliding_window_inference
-    from monai.transforms import (Compose, EnsureChannelFirst, LoadImage, Orientation, SaveImage,
-                                  ScaleIntensityRange, Spacing, SpatialResample)
+    from monai.transforms import Compose, EnsureChannelFirst, LoadImage, SaveImage, SpatialResample
 
     from tumorburden.segment.bundle import load_bundle
 
@@ -97,8 +96,7 @@ def run_plain(image: str, bundle: str, out: str, threads: int) -> dict:
     b = load_bundle(bundle)
     loaded = Compose([LoadImage(image_only=True), EnsureChannelFirst()])(image)
     original_affine, original_shape = loaded.affine.clone(), loaded.shape[1:]
-    x = Compose([Orientation(axcodes="RAS"), Spacing(pixdim=b.spacing_mm, mode="bilinear"),
-                 ScaleIntensityRange(**{k: b.intensity[k] for k in ("a_min", "a_max", "b_min", "b_max", "clip")})])(loaded)
+    x = b.preprocess(loaded)  # the bundle's own transforms (orientation, spacing, HU window)
     with torch.inference_mode():
         logits = sliding_window_inference(x[None], roi_size=b.roi_size, sw_batch_size=2, predictor=b.network,
                                           overlap=0.25, mode="gaussian")[0]

@@ -21,13 +21,18 @@ def test_training_writes_a_bundle_the_engine_runs(tmp_path):
     assert summary["n_scans"] == 1 and summary["settings"]["steps"] == 2
     bundle = load_bundle(tmp_path / "bundle")
     assert bundle.lut == list(range(len(L.NAMES)))
-    assert bundle.spacing_mm == (10.0, 10.0, 10.0)
+    assert bundle.declared and bundle.spacing_mm == (10.0, 10.0, 10.0) and bundle.roi_size == (16, 16, 16)
     meta = json.loads((tmp_path / "bundle/configs/metadata.json").read_text())
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"]["1"] == "lesion"
     assert "4242" in meta["data_source"]
+    assert "tumorburden" not in meta  # MONAI has keys for all of it: configs/inference.json declares it
     # the training window is the bundle's window: inference scales HU as training did
-    assert (meta["tumorburden"]["intensity"]["a_min"], meta["tumorburden"]["intensity"]["a_max"]) == (-300.0, 300.0)
-    assert bundle.intensity["a_min"] == -300.0
+    inference = json.loads((tmp_path / "bundle/configs/inference.json").read_text())
+    window = [t for t in inference["preprocessing"]["transforms"] if t["_target_"] == "ScaleIntensityRanged"]
+    assert [(t["a_min"], t["a_max"], t["b_min"], t["b_max"], t["clip"]) for t in window] == [(-300.0, 300.0, -1.0, 1.0, True)]
+    hu = np.array([-1000.0, -300.0, 0.0, 150.0, 300.0, 2000.0], np.float32).reshape(6, 1, 1)
+    scaled = bundle.preprocess(engine.to_metatensor(Volume(hu, np.diag([10.0, 10.0, 10.0, 1.0])))).as_tensor()
+    np.testing.assert_allclose(scaled[0, :, 0, 0].numpy(), [-1.0, -1.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
     image = Volume(np.full((20, 20, 10), -100.0, np.float32), np.diag([-20.0, -20.0, 20.0, 1.0]))
     labels, _ = engine.infer_labels(image, bundle)
     assert labels.shape == image.shape

@@ -1,10 +1,14 @@
 """MONAI inference: CT Volume -> label map on the scan's own grid (labels.py).
 
-Preprocessing is one MONAI Compose (orientation, resampling to the model's spacing, HU
-window), then `sliding_window_inference` with Gaussian blending. The argmax is taken at
-model resolution and only the uint8 labels are brought back to the scan's grid: a full-
-resolution float probability map (8 channels x 100 M voxels = 3.2 GB) is what makes plain
-pipelines slow and large, and nearest-neighbour labels are what it would reduce to anyway.
+Preprocessing is the bundle's own MONAI transforms (bundle.py: what its configs/inference.json
+declares, e.g. orientation, resampling to the model's spacing, HU window, a foreground crop), then
+`sliding_window_inference` with the bundle's inferer settings (Gaussian blending), each of
+roi_size / overlap / sw_batch_size overridden where the configuration sets it. The argmax is
+taken at model resolution and only the uint8 labels are brought back to the scan's grid
+(`labels_to_grid`) instead of running the bundle's Invertd: a full-resolution float probability
+map (8 channels x 100 M voxels = 3.2 GB) is what makes plain pipelines slow and large, and
+nearest-neighbour labels are what it would reduce to anyway (a model-zoo bundle that argmaxes
+after Invertd differs only where interpolated probabilities tip a boundary voxel).
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ if TYPE_CHECKING:  # torch is imported where it is used: the classical engine an
 log = logging.getLogger(__name__)
 
 INFERENCE_DEFAULTS = {
-    "roi_size": None,        # sliding-window size in model voxels; None: the bundle's
-    "overlap": 0.25,         # sliding-window overlap
-    "sw_batch_size": 2,      # windows per forward pass
+    "roi_size": None,        # sliding-window size in model voxels; None: the bundle's inferer's
+    "overlap": None,         # sliding-window overlap; None: the bundle's inferer's (0.25 if it has none)
+    "sw_batch_size": None,   # windows per forward pass; None: the bundle's inferer's (2 if it has none)
     "flip_tta": [],          # axes (0, 1, 2 of the RAS model grid) to mirror and average; [] = off
     "precision": "auto",     # auto: bf16 autocast on a CPU with native bf16, fp32 otherwise | bf16 | fp32
     "device": "auto",        # auto: CUDA when available | cpu | cuda
@@ -71,16 +75,15 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 def preprocess_transform(bundle_or_spacing, intensity: dict | None = None, orientation: str = "RAS",
                          mode: str = "bilinear"):
-    """The MONAI Compose a bundle's model expects: channel-first MetaTensor in, model input out."""
+    """What a bundle's model expects: channel-first MetaTensor in, model input out. For a Bundle,
+    its preprocessing (bundle.py); else the older form's Compose of a spacing and HU window."""
     from monai.transforms import Compose, Orientation, ScaleIntensityRange, Spacing
 
     from tumorburden.segment.bundle import Bundle
 
     if isinstance(bundle_or_spacing, Bundle):
-        b = bundle_or_spacing
-        spacing, intensity, orientation = b.spacing_mm, b.intensity, b.orientation
-    else:
-        spacing = bundle_or_spacing
+        return bundle_or_spacing.preprocess
+    spacing = bundle_or_spacing
     steps = [Orientation(axcodes=orientation, labels=(("L", "R"), ("P", "A"), ("I", "S"))), Spacing(pixdim=spacing, mode=mode, padding_mode="border")]
     if intensity is not None:
         steps.append(ScaleIntensityRange(a_min=intensity["a_min"], a_max=intensity["a_max"],
@@ -142,12 +145,12 @@ def infer_labels(image: Volume, bundle: Bundle, settings: dict | None = None,
     times = {}
 
     t0 = time.perf_counter()
-    x = preprocess_transform(bundle)(to_metatensor(image))
+    x = bundle.preprocess(to_metatensor(image))
     model_affine = x.affine.numpy().astype(float)
     x = x.as_tensor()[None].to(device)
     times["preprocess_s"] = time.perf_counter() - t0
     log.info("model grid %s at %s mm (scan %s at %s mm)", tuple(x.shape[2:]),
-             "x".join(f"{v:g}" for v in bundle.spacing_mm), image.shape,
+             "x".join(f"{v:.3g}" for v in np.linalg.norm(model_affine[:3, :3], axis=0)), image.shape,
              "x".join(f"{v:.3g}" for v in image.spacing))
 
     t0 = time.perf_counter()
@@ -156,12 +159,14 @@ def infer_labels(image: Volume, bundle: Bundle, settings: dict | None = None,
              for axes in (s["flip_tta"] or [])]
     cast = (torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None
             else contextlib.nullcontext())
-    roi = tuple(int(v) for v in (s["roi_size"] or bundle.roi_size))
+    sw = {**bundle.inferer, **{k: s[k] for k in ("roi_size", "overlap", "sw_batch_size") if s.get(k) is not None}}
+    roi = tuple(int(v) for v in sw["roi_size"])
     with torch.inference_mode(), cast:
         def window(inp):
-            return sliding_window_inference(inp, roi_size=roi, sw_batch_size=int(s["sw_batch_size"]),
-                                            predictor=net, overlap=float(s["overlap"]), mode="gaussian",
-                                            padding_mode="replicate")
+            return sliding_window_inference(inp, roi_size=roi, sw_batch_size=int(sw["sw_batch_size"]),
+                                            predictor=net, overlap=sw["overlap"], mode=sw["mode"],
+                                            sigma_scale=sw["sigma_scale"], padding_mode=sw["padding_mode"],
+                                            cval=float(sw["cval"]))
 
         logits = window(x).float()
         if logits.shape[1] != len(bundle.lut):

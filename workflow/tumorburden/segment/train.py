@@ -3,8 +3,10 @@
 The training trial is the embedded synthetic trial drawn with its own seed (`trial_seed`),
 so the pipeline's default trial (another seed) is held out. Scans are rendered in memory
 on several voxel grids (the model must work whatever the scanner's spacing) and passed
-through the very preprocessing the engine uses at inference (engine.preprocess_transform),
-so training and inference cannot disagree about orientation, spacing or HU window.
+through the very preprocessing the engine uses at inference: the transforms the bundle
+declares in configs/inference.json (`inference_config`, built by the same
+bundle.declared_inference the engine runs), so training and inference cannot disagree about
+orientation, spacing or HU window.
 
 Everything random is seeded (`seed`): the same settings on the same torch build and thread
 count give the same weights.
@@ -80,11 +82,73 @@ def network_def(channels) -> dict:
     }
 
 
+def inference_config(s: dict, nd: dict) -> dict:
+    """configs/inference.json: the network and its inference in MONAI bundle config syntax, laid out
+    as the model zoo's bundles are (`python -m monai.bundle run --config_file configs/inference.json
+    --meta_file configs/metadata.json --bundle_root <bundle> --dataset_dir <dir with imagesTs/>`).
+    The engine reads preprocessing and inferer from it; the postprocessing takes the argmax at the
+    model's grid and inverts it with nearest-neighbour labels, which is what the engine does."""
+    window = intensity(s)
+    image = "@image_key"
+    return {
+        "imports": ["$import glob", "$import numpy", "$import torch"],
+        "bundle_root": ".",
+        "image_key": "image",
+        "output_dir": "$@bundle_root + '/eval'",
+        "output_ext": ".nii.gz",
+        "output_dtype": "$numpy.uint8",
+        "output_postfix": "seg",
+        "separate_folder": True,
+        "load_pretrain": True,
+        "dataset_dir": "/workspace/data",
+        "datalist": "$list(sorted(glob.glob(@dataset_dir + '/imagesTs/*.nii.gz')))",
+        "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')",
+        "network_def": nd,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "LoadImaged", "keys": image},
+            {"_target_": "EnsureChannelFirstd", "keys": image},
+            # labels spelled out: MONAI's default is changing to the image's own `space`
+            {"_target_": "Orientationd", "keys": image, "axcodes": "RAS", "labels": [["L", "R"], ["P", "A"], ["I", "S"]]},
+            # border: a scan whose extent is not a whole number of model voxels keeps its edge values
+            {"_target_": "Spacingd", "keys": image, "pixdim": list(map(float, s["spacing_mm"])), "mode": "bilinear",
+             "padding_mode": "border"},
+            {"_target_": "ScaleIntensityRanged", "keys": image, **window},
+            {"_target_": "EnsureTyped", "keys": image},
+        ]},
+        "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
+        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
+                       "num_workers": 0},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(map(int, s["roi_size"])), "sw_batch_size": 2,
+                    "overlap": 0.25, "mode": "gaussian", "padding_mode": "replicate"},
+        "postprocessing": {"_target_": "Compose", "transforms": [
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True},
+            {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
+            {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": image,
+             "nearest_interp": True, "to_tensor": True},
+            {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_ext": "@output_ext",
+             "output_dtype": "@output_dtype", "output_postfix": "@output_postfix",
+             "separate_folder": "@separate_folder"},
+        ]},
+        "handlers": [{"_target_": "StatsHandler", "iteration_log": False}],
+        # fp32: the reference run; the engine's bf16 autocast gives the same labels (docs/README.md)
+        "evaluator": {"_target_": "SupervisedEvaluator", "device": "@device", "val_data_loader": "@dataloader",
+                      "network": "@network", "inferer": "@inferer", "postprocessing": "@postprocessing",
+                      "val_handlers": "@handlers", "amp": False},
+        "checkpointloader": {"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
+                             "load_dict": {"model": "@network"}, "map_location": "@device"},
+        "initialize": ["$@checkpointloader(@evaluator) if @load_pretrain else None"],
+        "run": ["$@evaluator.run()"],
+    }
+
+
 def render_training_scans(s: dict) -> list[tuple[np.ndarray, np.ndarray]]:
     """(image, labels) pairs at the model spacing, preprocessed exactly as at inference."""
     from monai.transforms import Orientation, Spacing
 
-    pre_image = engine.preprocess_transform(s["spacing_mm"], intensity(s))
+    from tumorburden.segment.bundle import declared_inference
+
+    pre_image = declared_inference(inference_config(s, network_def(s["channels"])), Path("."))[0]
     pre_label = [Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))), Spacing(pixdim=s["spacing_mm"], mode="nearest")]
     out = []
     for g, (matrix, pixel, slice_mm) in enumerate(s["grids"]):
@@ -290,11 +354,7 @@ def write_bundle(net: torch.nn.Module, nd: dict, s: dict, out_dir: Path, summary
                                  "is_patch_data": True,
                                  "channel_def": {str(k): v for k, v in sorted(L.NAMES.items())}}},
         },
-        "tumorburden": {"spacing_mm": list(map(float, s["spacing_mm"])), "intensity": intensity(s),
-                        "roi_size": list(map(int, s["roi_size"])), "orientation": "RAS"},
     }
     (out_dir / "configs" / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
-    inference = {"imports": ["$import torch"], "network_def": nd,
-                 "network": "$@network_def.to(torch.device('cpu'))"}
-    (out_dir / "configs" / "inference.json").write_text(json.dumps(inference, indent=2) + "\n")
+    (out_dir / "configs" / "inference.json").write_text(json.dumps(inference_config(s, nd), indent=2) + "\n")
     (out_dir / "docs" / "training.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
