@@ -9,6 +9,7 @@ Usage:
   python benchmarks/joint_model.py timing --patients 600
   python benchmarks/joint_model.py influence --patients 200 --seed 19
   python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2
+  python benchmarks/joint_model.py blocks --seeds 40 --blocks 4 --patients 200 --workers 2
 
 Sources of the simulated trials (never the estimator's code):
 - published: tests/survival/joint_dgp.py, the joint model's own data-generating process (linear
@@ -262,6 +263,63 @@ def influence(args):
               f"{int(data.mask[k].sum())} | {y} |")
 
 
+def _seed_blocks(job):
+    seed, patients, blocks = job
+    lon, surv, (alpha, _) = synth_trial(patients * blocks, seed)
+    rows = []
+    for b in range(blocks):
+        # patient i of a seed is the same whatever the trial's size (synth.trial), so block 0 is the
+        # `coverage` trial of this seed and blocks 1, 2, ... are further patients of the same seed
+        pids = set(surv["patient_id"].iloc[b * patients:(b + 1) * patients])
+        data = joint.joint_data(lon[lon["patient_id"].isin(pids)], surv[surv["patient_id"].isin(pids)])
+        c0 = time.process_time()
+        fit = joint.fit_joint(data, variance="sandwich")
+        est, se = fit.estimate("alpha_value")
+        k = fit.names().index("alpha_value")
+        rows.append({"seed": seed, "block": b, "alpha": alpha, "joint": est, "joint_se": math.sqrt(fit.cov_observed[k, k]),
+                     "joint_se_sandwich": se, "events": int(data.event.sum()), "converged": fit.converged,
+                     "cpu_joint": time.process_time() - c0})
+        print(f"seed {seed} block {b}: joint {est:.4f} (sandwich {se:.4f})", file=sys.stderr, flush=True)
+    return rows
+
+
+def blocks(args):
+    """Is there randomness shared by the patients of one simulated trial (one seed)? Each seed's
+    trial of blocks x patients is cut into blocks of `patients`, each fitted alone: a component
+    shared within a seed makes the block estimates of one seed correlated (one-way ANOVA of the
+    estimates by seed: between-seed variance component, F test); without one, the spread of the
+    blocks around their seed's mean is the spread across seeds."""
+    from scipy import stats
+
+    jobs = [(args.seed + r, args.patients, args.blocks) for r in range(args.seeds)]
+    w0 = time.perf_counter()
+    with multiprocessing.Pool(args.workers) as pool:
+        d = pd.DataFrame([row for rows in pool.map(_seed_blocks, jobs, chunksize=1) for row in rows])
+    wall = time.perf_counter() - w0
+    if args.save:
+        d.to_csv(args.save, index=False)
+    k, m = args.seeds, args.blocks
+    means = d.groupby("seed")["joint"].mean()
+    msb = m * means.var(ddof=1)
+    msw = d.groupby("seed")["joint"].var(ddof=1).mean()
+    f = msb / msw
+    p = stats.f.sf(f, k - 1, k * (m - 1))
+    lo, hi = (f / stats.f.ppf(q, k - 1, k * (m - 1)) for q in (0.975, 0.025))
+    print(f"\nsynth: {k} seeds x {m} blocks of {args.patients} patients, {int(d.converged.sum())} of {len(d)} joint "
+          f"fits converged, {d.events.mean():.0f} deaths per block, {d.cpu_joint.mean():.1f} CPU s per fit\n")
+    print(f"- SD of alpha over all {len(d)} blocks {d.joint.std():.4f}; within a seed (pooled) {math.sqrt(msw):.4f}; "
+          f"SD of the seed means {means.std():.4f} (without a shared component: {math.sqrt(msw / m):.4f})")
+    print(f"- between-seed variance component (MSB - MSW) / {m} = {(msb - msw) / m:+.5f}; F = {f:.2f} on {k - 1} and "
+          f"{k * (m - 1)} df, p = {p:.3f}; 95 % CI of the variance ratio 1 + {m} c / (a/n): {lo:.2f} to {hi:.2f}")
+    print(f"- mean SE: observed {d.joint_se.mean():.4f}, sandwich {d.joint_se_sandwich.mean():.4f}")
+    print("\n| method: parameter | truth | mean estimate | bias (MC SE) | empirical SD | mean SE | SE / SD "
+          "| 95 % CI coverage (MC SE) | misses below / above |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(summary_row("joint: alpha (current value), observed-information SE", d.joint, d.joint_se, d.alpha))
+    print(summary_row("joint: alpha (current value), sandwich SE", d.joint, d.joint_se_sandwich, d.alpha))
+    print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
+
+
 def timing(args):
     rng = np.random.default_rng(args.seed)
     lon, surv, _ = published_trial(args.patients, rng)
@@ -321,11 +379,19 @@ def main():
     b.add_argument("--seed", type=int, default=19)
     b.add_argument("--resamples", type=int, default=40)
     b.add_argument("--workers", type=int, default=2)
+    k = sub.add_parser("blocks", help="synth: randomness shared within a trial? seeds x blocks of patients")
+    k.add_argument("--seeds", type=int, default=40)
+    k.add_argument("--blocks", type=int, default=4)
+    k.add_argument("--patients", type=int, default=200, help="patients per block")
+    k.add_argument("--seed", type=int, default=19, help="first seed")
+    k.add_argument("--workers", type=int, default=2)
+    k.add_argument("--save", help="per-block estimates as CSV")
     i = sub.add_parser("influence")
     i.add_argument("--patients", type=int, default=200)
     i.add_argument("--seed", type=int, default=19)
     args = p.parse_args()
-    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap}[args.what](args)
+    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap,
+     "blocks": blocks}[args.what](args)
 
 
 if __name__ == "__main__":
