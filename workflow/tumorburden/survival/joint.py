@@ -555,10 +555,10 @@ def one_step_jackknife(H, H_i, S) -> np.ndarray:
     """Jackknife variance (n - 1)/n sum_i (d_i - mean d)(d_i - mean d)' of the estimate without
     patient i, each d_i = theta_(-i) - theta taken as one Newton step from the full fit:
     -(H - H_i)^-1 s_i, H the observed information, H_i and s_i patient i's share of it and score.
-    With H_i left out it is the sandwich; with it, a patient who carries much of the information
-    moves the estimate as far as refitting without them would (to second order), which the
-    sandwich's linearisation understates (the jackknife's edge in small samples, as HC3's over HC0
-    in linear regression). H_i: (p, p, n); S: (n, p)."""
+    With H_i left out it is the sandwich (up to (n - 1)/n); with it, each step is the refit's
+    Newton step (exact for a quadratic log-likelihood), so a patient who carries much of the
+    information moves the estimate as far as refitting without them would. A jackknife variance
+    errs upwards (Efron & Stein 1981), the safe side for a CI. H_i: (p, p, n); S: (n, p)."""
     n = S.shape[0]
     A = H[None] - np.moveaxis(H_i, -1, 0)
     try:
