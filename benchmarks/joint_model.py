@@ -25,8 +25,9 @@ Sources of the simulated trials (never the estimator's code):
 Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information, and
 from the sandwich and the one-step jackknife variances too; `--basis spline --df 2` for the
 natural-spline trajectory) and the two-stage approach: the mixed model alone, each patient's
-fitted current value (empirical Bayes, all of the patient's scans) plugged into a time-varying Cox model (lifelines
-CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start of each piece).
+fitted current value (empirical Bayes, all of the patient's scans) plugged into a time-varying
+Cox model (lifelines CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start
+of each piece).
 Prints Markdown tables; timings are CPU seconds (process) and wall seconds of the fits.
 """
 
