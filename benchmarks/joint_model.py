@@ -9,6 +9,8 @@ Usage:
   python benchmarks/joint_model.py timing --patients 600
   python benchmarks/joint_model.py influence --patients 200 --seed 19
   python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2
+  python benchmarks/joint_model.py blocks --seeds 40 --blocks 4 --patients 200 --workers 2
+  python benchmarks/joint_model.py jackknife --patients 200 --seed 19 --top 15 --workers 2
 
 Sources of the simulated trials (never the estimator's code):
 - published: tests/survival/joint_dgp.py, the joint model's own data-generating process (linear
@@ -21,16 +23,18 @@ Sources of the simulated trials (never the estimator's code):
   true lesion volumes. The joint model's linear trajectory is then misspecified.
 
 Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information, and
-from the sandwich variance too; `--basis spline --df 2` for the natural-spline trajectory) and
-the two-stage approach: the mixed model alone, each patient's fitted current value (empirical
-Bayes, all of the patient's scans) plugged into a time-varying Cox model (lifelines
-CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start of each piece).
+from the sandwich and the one-step jackknife variances too; `--basis spline --df 2` for the
+natural-spline trajectory) and the two-stage approach: the mixed model alone, each patient's
+fitted current value (empirical Bayes, all of the patient's scans) plugged into a time-varying
+Cox model (lifelines CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start
+of each piece).
 Prints Markdown tables; timings are CPU seconds (process) and wall seconds of the fits.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import multiprocessing
 import sys
@@ -127,11 +131,13 @@ def one_trial(job):
     c0 = time.process_time()
     basis = joint.time_basis(kind, data.t[data.mask], df, data)
     quad = joint.Quadrature(hermite or (7 if basis.size == 2 else 5), 5)
-    fit = joint.fit_joint(data, association, quad=quad, basis=basis, variance="sandwich")
+    # the jackknife fit holds all three variances: observed information, sandwich and jackknife
+    fit = joint.fit_joint(data, association, quad=quad, basis=basis, variance="jackknife")
     c1 = time.process_time()
     names = fit.names()
-    est, se = fit.estimate("alpha_value")
-    se_observed = math.sqrt(fit.cov_observed[names.index("alpha_value"), names.index("alpha_value")])
+    est, se_jackknife = fit.estimate("alpha_value")
+    i = names.index("alpha_value")
+    se_observed, se = math.sqrt(fit.cov_observed[i, i]), math.sqrt(fit.cov_sandwich[i, i])
     try:
         a2, se2 = two_stage(data)
     except Exception as exc:  # noqa: BLE001 (the peer failing on one trial must not end the run: counted)
@@ -139,18 +145,21 @@ def one_trial(job):
         a2, se2 = math.nan, math.nan
     c2 = time.process_time()
     sigma, autocorrelation = residual_diagnosis(data, basis)
-    print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se_observed:.3f}; sandwich {se:.3f}) "
+    print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se_observed:.3f}; sandwich {se:.3f}; "
+          f"jackknife {se_jackknife:.3f}) "
           f"two-stage {a2:.3f} ({se2:.3f})", file=sys.stderr, flush=True)
-    row = {"alpha": alpha, "joint": est, "joint_se": se_observed, "joint_se_sandwich": se, "two_stage": a2,
+    row = {"alpha": alpha, "joint": est, "joint_se": se_observed, "joint_se_sandwich": se,
+           "joint_se_jackknife": se_jackknife, "two_stage": a2,
            "two_stage_se": se2,
            "events": int(data.event.sum()), "scans": int(data.mask.sum()), "converged": fit.converged,
            "residual_sd": sigma, "residual_autocorrelation": autocorrelation,
            "cpu_joint": c1 - c0, "cpu_two_stage": c2 - c1}
     if association == "value+slope":
         row["alpha_slope"] = alpha_slope
-        row["joint_slope"], row["joint_slope_se_sandwich"] = fit.estimate("alpha_slope")
+        row["joint_slope"], row["joint_slope_se_jackknife"] = fit.estimate("alpha_slope")
         k = names.index("alpha_slope")
         row["joint_slope_se"] = math.sqrt(fit.cov_observed[k, k])
+        row["joint_slope_se_sandwich"] = math.sqrt(fit.cov_sandwich[k, k])
     return row
 
 
@@ -195,11 +204,15 @@ def coverage(args):
     print(summary_row("joint: alpha (current value), observed-information SE", d.joint, d.joint_se, d.alpha,
                       d.cpu_joint.mean()))
     print(summary_row("joint: alpha (current value), sandwich SE", d.joint, d.joint_se_sandwich, d.alpha, math.nan))
+    print(summary_row("joint: alpha (current value), one-step jackknife SE", d.joint, d.joint_se_jackknife, d.alpha,
+                      math.nan))
     if "joint_slope" in d:
         print(summary_row("joint: alpha_slope (current slope), observed-information SE", d.joint_slope,
                           d.joint_slope_se, d.alpha_slope, math.nan))
         print(summary_row("joint: alpha_slope (current slope), sandwich SE", d.joint_slope, d.joint_slope_se_sandwich,
                           d.alpha_slope, math.nan))
+        print(summary_row("joint: alpha_slope (current slope), one-step jackknife SE", d.joint_slope,
+                          d.joint_slope_se_jackknife, d.alpha_slope, math.nan))
     print(summary_row("two-stage: alpha (current value)", d.two_stage, d.two_stage_se, d.alpha, d.cpu_two_stage.mean()))
     if d.two_stage.isna().any():
         print(f"\ntwo-stage failed (lifelines did not converge) in {int(d.two_stage.isna().sum())} trial(s): left out of its row")
@@ -234,6 +247,54 @@ def bootstrap(args):
           f"{boot.std(ddof=1):.4f} over {len(boot)} resamples (mean {boot.mean():.4f})")
 
 
+@functools.lru_cache(maxsize=1)
+def _synth_trial_once(patients, seed):  # each worker simulates the trial once for all its refits
+    return synth_trial(patients, seed)
+
+
+def _leave_out_fit(job):
+    seed, patients, k = job
+    lon, surv, _ = _synth_trial_once(patients, seed)
+    pid = surv["patient_id"].iloc[k]
+    fit = joint.fit_joint(joint.joint_data(lon[lon["patient_id"] != pid], surv[surv["patient_id"] != pid]),
+                          hessian=False)
+    return fit.theta[fit.names().index("alpha_value")]
+
+
+def jackknife(args):
+    """One trial: the jackknife of alpha with the trial refitted without each patient in turn (knots
+    and all) for the --top most influential patients (all with --top 0), the one-step rule for the
+    rest, beside the one-step jackknife and the sandwich of the full fit."""
+    lon, surv, _ = synth_trial(args.patients, args.seed)
+    data = joint.joint_data(lon, surv)
+    fit = joint.fit_joint(data, variance="jackknife")
+    i = fit.names().index("alpha_value")
+    design = joint.design_of(data, fit.basis, fit.knots, fit.quad.legendre)
+
+    def terms(th):
+        return joint.loglik_terms(th, data, fit.knots, fit.layout, fit.quad, design)
+
+    S = joint.patient_scores(terms, fit.theta)
+    H_i = joint.numerical_hessian(lambda th: -terms(th), fit.theta)
+    H = H_i.sum(axis=-1)
+    step = -np.linalg.solve(H[None] - np.moveaxis(H_i, -1, 0), S[..., None])[:, i, 0]  # the one-step rule
+    n = data.n
+    top = np.argsort(-np.abs(step))[:args.top or n]
+    order = {pid: k for k, pid in enumerate(surv["patient_id"])}
+    w0 = time.perf_counter()
+    with multiprocessing.Pool(args.workers) as pool:
+        refit = np.array(pool.map(_leave_out_fit, [(args.seed, args.patients, order[data.patient_id[k]]) for k in top]))
+    d = step.copy()
+    d[top] = refit - fit.theta[i]
+    var = (n - 1) / n * ((d - d.mean()) ** 2).sum()
+    share = (step[top] ** 2).sum() / (step ** 2).sum()
+    print(f"synth trial seed {args.seed}, {n} patients: alpha {fit.theta[i]:.4f}; SE of alpha: observed information "
+          f"{math.sqrt(fit.cov_observed[i, i]):.4f}, sandwich {math.sqrt(fit.cov_sandwich[i, i]):.4f}, one-step "
+          f"jackknife {math.sqrt(fit.cov[i, i]):.4f}, jackknife with {len(top)} patients refitted exactly "
+          f"{math.sqrt(var):.4f} (they carry {100 * share:.0f} % of the one-step variance); refits "
+          f"{time.perf_counter() - w0:.0f} s wall")
+
+
 def influence(args):
     """One trial: each patient's influence on alpha (row of H^-1 times its score), the patients that
     carry most of its variance and how long each was followed after its last scan."""
@@ -260,6 +321,63 @@ def influence(args):
         y = ", ".join(f"{v:.2f}" for v in data.y[k][data.mask[k]])
         print(f"| {data.patient_id[k]} | {infl[k]:+.4f} | {int(data.event[k])} | {data.time[k]:.2f} | {after[k]:.2f} | "
               f"{int(data.mask[k].sum())} | {y} |")
+
+
+def _seed_blocks(job):
+    seed, patients, blocks = job
+    lon, surv, (alpha, _) = synth_trial(patients * blocks, seed)
+    rows = []
+    for b in range(blocks):
+        # patient i of a seed is the same whatever the trial's size (synth.trial), so block 0 is the
+        # `coverage` trial of this seed and blocks 1, 2, ... are further patients of the same seed
+        pids = set(surv["patient_id"].iloc[b * patients:(b + 1) * patients])
+        data = joint.joint_data(lon[lon["patient_id"].isin(pids)], surv[surv["patient_id"].isin(pids)])
+        c0 = time.process_time()
+        fit = joint.fit_joint(data, variance="sandwich")
+        est, se = fit.estimate("alpha_value")
+        k = fit.names().index("alpha_value")
+        rows.append({"seed": seed, "block": b, "alpha": alpha, "joint": est, "joint_se": math.sqrt(fit.cov_observed[k, k]),
+                     "joint_se_sandwich": se, "events": int(data.event.sum()), "converged": fit.converged,
+                     "cpu_joint": time.process_time() - c0})
+        print(f"seed {seed} block {b}: joint {est:.4f} (sandwich {se:.4f})", file=sys.stderr, flush=True)
+    return rows
+
+
+def blocks(args):
+    """Is there randomness shared by the patients of one simulated trial (one seed)? Each seed's
+    trial of blocks x patients is cut into blocks of `patients`, each fitted alone: a component
+    shared within a seed makes the block estimates of one seed correlated (one-way ANOVA of the
+    estimates by seed: between-seed variance component, F test); without one, the spread of the
+    blocks around their seed's mean is the spread across seeds."""
+    from scipy import stats
+
+    jobs = [(args.seed + r, args.patients, args.blocks) for r in range(args.seeds)]
+    w0 = time.perf_counter()
+    with multiprocessing.Pool(args.workers) as pool:
+        d = pd.DataFrame([row for rows in pool.map(_seed_blocks, jobs, chunksize=1) for row in rows])
+    wall = time.perf_counter() - w0
+    if args.save:
+        d.to_csv(args.save, index=False)
+    k, m = args.seeds, args.blocks
+    means = d.groupby("seed")["joint"].mean()
+    msb = m * means.var(ddof=1)
+    msw = d.groupby("seed")["joint"].var(ddof=1).mean()
+    f = msb / msw
+    p = stats.f.sf(f, k - 1, k * (m - 1))
+    lo, hi = (f / stats.f.ppf(q, k - 1, k * (m - 1)) for q in (0.975, 0.025))
+    print(f"\nsynth: {k} seeds x {m} blocks of {args.patients} patients, {int(d.converged.sum())} of {len(d)} joint "
+          f"fits converged, {d.events.mean():.0f} deaths per block, {d.cpu_joint.mean():.1f} CPU s per fit\n")
+    print(f"- SD of alpha over all {len(d)} blocks {d.joint.std():.4f}; within a seed (pooled) {math.sqrt(msw):.4f}; "
+          f"SD of the seed means {means.std():.4f} (without a shared component: {math.sqrt(msw / m):.4f})")
+    print(f"- between-seed variance component (MSB - MSW) / {m} = {(msb - msw) / m:+.5f}; F = {f:.2f} on {k - 1} and "
+          f"{k * (m - 1)} df, p = {p:.3f}; 95 % CI of the variance ratio 1 + {m} c / (a/n): {lo:.2f} to {hi:.2f}")
+    print(f"- mean SE: observed {d.joint_se.mean():.4f}, sandwich {d.joint_se_sandwich.mean():.4f}")
+    print("\n| method: parameter | truth | mean estimate | bias (MC SE) | empirical SD | mean SE | SE / SD "
+          "| 95 % CI coverage (MC SE) | misses below / above |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(summary_row("joint: alpha (current value), observed-information SE", d.joint, d.joint_se, d.alpha))
+    print(summary_row("joint: alpha (current value), sandwich SE", d.joint, d.joint_se_sandwich, d.alpha))
+    print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
 
 
 def timing(args):
@@ -321,11 +439,24 @@ def main():
     b.add_argument("--seed", type=int, default=19)
     b.add_argument("--resamples", type=int, default=40)
     b.add_argument("--workers", type=int, default=2)
+    k = sub.add_parser("blocks", help="synth: randomness shared within a trial? seeds x blocks of patients")
+    k.add_argument("--seeds", type=int, default=40)
+    k.add_argument("--blocks", type=int, default=4)
+    k.add_argument("--patients", type=int, default=200, help="patients per block")
+    k.add_argument("--seed", type=int, default=19, help="first seed")
+    k.add_argument("--workers", type=int, default=2)
+    k.add_argument("--save", help="per-block estimates as CSV")
+    j = sub.add_parser("jackknife", help="synth: one trial's jackknife by refits against the one-step one")
+    j.add_argument("--patients", type=int, default=200)
+    j.add_argument("--top", type=int, default=0, help="refit only the most influential patients (0: all)")
+    j.add_argument("--seed", type=int, default=19)
+    j.add_argument("--workers", type=int, default=2)
     i = sub.add_parser("influence")
     i.add_argument("--patients", type=int, default=200)
     i.add_argument("--seed", type=int, default=19)
     args = p.parse_args()
-    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap}[args.what](args)
+    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap,
+     "blocks": blocks, "jackknife": jackknife}[args.what](args)
 
 
 if __name__ == "__main__":

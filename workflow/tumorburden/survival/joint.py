@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 DAYS_PER_YEAR = 365.25
 ASSOCIATIONS = ("value", "value+slope")
 TIME_BASES = ("linear", "spline", "decay")
-VARIANCES = ("observed", "sandwich")
+VARIANCES = ("observed", "sandwich", "jackknife")
 MODEL = "joint"
 
 
@@ -523,17 +523,20 @@ def _gls_information(xtx, D, sigma):
 
 
 def numerical_hessian(f, x, step=1e-4):
-    """Central-difference Hessian of a scalar function, O(h^2), in 2p^2 + 1 evaluations: the
-    diagonal from f(x +- h_a e_a), each off-diagonal from f(x +- (h_a e_a + h_b e_b)) and those
-    (steps h = step * max(1, |x|))."""
+    """Central-difference Hessian of a function, O(h^2), in 2p^2 + 1 evaluations: the diagonal
+    from f(x +- h_a e_a), each off-diagonal from f(x +- (h_a e_a + h_b e_b)) and those (steps
+    h = step * max(1, |x|)). f scalar: (p, p); f with values of shape s (each patient's term): one
+    Hessian per value, (p, p, *s), from the same evaluations."""
     x = np.asarray(x, float)
     h = step * np.maximum(1.0, np.abs(x))
     p = len(x)
     E = np.diag(h)
-    f0 = f(x)
+    f0 = np.asarray(f(x), float)
     fp = np.array([f(x + E[a]) for a in range(p)])
     fm = np.array([f(x - E[a]) for a in range(p)])
-    H = np.diag((fp - 2 * f0 + fm) / h ** 2)
+    H = np.empty((p, p) + f0.shape)
+    for a in range(p):
+        H[a, a] = (fp[a] - 2 * f0 + fm[a]) / h[a] ** 2
     for a in range(p):
         for b in range(a):
             fpp, fmm = f(x + E[a] + E[b]), f(x - E[a] - E[b])
@@ -546,6 +549,24 @@ def patient_scores(f_terms, x, step=1e-4) -> np.ndarray:
     x = np.asarray(x, float)
     h = step * np.maximum(1.0, np.abs(x))
     return np.stack([(f_terms(x + e) - f_terms(x - e)) / (2 * h[a]) for a, e in enumerate(np.diag(h))], -1)
+
+
+def one_step_jackknife(H, H_i, S) -> np.ndarray:
+    """Jackknife variance (n - 1)/n sum_i (d_i - mean d)(d_i - mean d)' of the estimate without
+    patient i, each d_i = theta_(-i) - theta taken as one Newton step from the full fit:
+    -(H - H_i)^-1 s_i, H the observed information, H_i and s_i patient i's share of it and score.
+    With H_i left out it is the sandwich (up to (n - 1)/n); with it, each step is the refit's
+    Newton step (exact for a quadratic log-likelihood), so a patient who carries much of the
+    information moves the estimate as far as refitting without them would. A jackknife variance
+    errs upwards (Efron & Stein 1981), the safe side for a CI. H_i: (p, p, n); S: (n, p)."""
+    n = S.shape[0]
+    A = H[None] - np.moveaxis(H_i, -1, 0)
+    try:
+        d = -np.linalg.solve(A, S[..., None])[..., 0]
+    except np.linalg.LinAlgError:  # a patient without whom the information is singular: the linear step
+        d = np.stack([-np.linalg.lstsq(a, s_, rcond=None)[0] for a, s_ in zip(A, S)])
+    d -= d.mean(axis=0)
+    return (n - 1) / n * d.T @ d
 
 
 @dataclass
@@ -564,6 +585,7 @@ class JointFit:
     covariates: tuple = ()
     variance: str = "sandwich"
     cov_observed: np.ndarray | None = None
+    cov_sandwich: np.ndarray | None = None
 
     @property
     def basis(self) -> TimeBasis:
@@ -620,20 +642,26 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
         res = optimize.minimize(negll, res.x, method="L-BFGS-B", options=options)
     theta = res.x
     cov = np.full((layout.size, layout.size), np.nan)
-    observed = cov
+    observed = sandwich = cov
     if hessian:
-        H = numerical_hessian(negll, theta)
+        if variance == "jackknife":  # each patient's Hessian too, from the very same evaluations
+            H_i = numerical_hessian(lambda th: -terms(th), theta)
+            H = H_i.sum(axis=-1)
+        else:
+            H = numerical_hessian(negll, theta)
         try:
             observed = cov = np.linalg.inv(H)
         except np.linalg.LinAlgError:
             pass
-        if variance == "sandwich" and np.isfinite(cov).all():
+        if variance != "observed" and np.isfinite(cov).all():
             S = patient_scores(terms, theta)
-            cov = observed @ (S.T @ S) @ observed
+            cov = sandwich = observed @ (S.T @ S) @ observed
+            if variance == "jackknife":
+                cov = one_step_jackknife(H, H_i, S)
     return JointFit(theta=theta, cov=cov, layout=layout, knots=knots, quad=quad, loglik=-float(res.fun),
                     converged=bool(res.success), message=str(res.message), n_patients=data.n,
                     n_events=int(data.event.sum()), n_scans=int(data.mask.sum()), covariates=data.covariates,
-                    variance=variance, cov_observed=observed)
+                    variance=variance, cov_observed=observed, cov_sandwich=sandwich)
 
 
 # --- dynamic predictions ---------------------------------------------------------------------------
