@@ -85,6 +85,24 @@ def test_seg_from_another_tool_lands_on_the_ct_block(scan, tmp_path):
     assert np.count_nonzero(review) * image.voxel_ml == pytest.approx((10 * 10 * 5 + 4 * 3 * 2) * PIXEL ** 2 * SLICE / 1000)
 
 
+def test_seg_organ_segments_are_neither_lesions_nor_errors(scan, tmp_path):
+    """Organs an organ model gives (labels.py's organ map: spleen, kidney, ...) are known names: a review
+    or a `mask` SEG that carries them keeps only its lesions, whether the organ is named or only coded."""
+    _, datasets, image = scan
+    labelmap = np.zeros(SHAPE, np.uint8)
+    labelmap[BLOCK] = 1
+    labelmap[30:34, 25:28, 12:14] = 2
+    labelmap[36:44, 4:12, 0:24] = 3
+    path = _write_seg(datasets, labelmap, {
+        1: ("Lesion 1", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm),
+        2: ("Spleen", codes.SCT.Organ, codes.SCT.Spleen),
+        3: ("Segment_3", codes.SCT.Organ, codes.SCT.Kidney),
+    }, tmp_path / "seg.dcm")
+    bright = image.array >= HOT_HU - 1
+    np.testing.assert_array_equal(read_review(path, image), np.where(bright, L.LESION, 0))
+    np.testing.assert_array_equal(read_mask(path, image), bright)  # the `mask` column's route
+
+
 def test_seg_segment_that_maps_to_no_label_is_named(scan, tmp_path):
     _, datasets, image = scan
     labelmap = np.zeros(SHAPE, np.uint8)

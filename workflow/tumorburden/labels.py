@@ -79,15 +79,20 @@ def normalise_name(name: str) -> str:
 
 
 def label_of_name(name: str, numbered: bool = False) -> int | None:
-    """Our label for a structure's name, or None. `numbered`: a radiologist's numbered ROIs
-    ("Lesion 3", "tumor_12", "GTV-2") count as the structure without the number."""
+    """Our label for a structure's name (the eight of segmentation.nii.gz, then the organs of the
+    organ map, ORGAN_ALIASES below), or None. `numbered`: a radiologist's numbered ROIs ("Lesion 3",
+    "tumor_12", "GTV-2") count as the structure without the number."""
     key = normalise_name(name)
-    if key in ALIASES:
-        return ALIASES[key]
+    keys = [key]
     if numbered:
         stem = key.rstrip("0123456789").rstrip("_")
-        if stem != key and stem in ALIASES:
-            return ALIASES[stem]
+        if stem != key:
+            keys.append(stem)
+    for k in keys:
+        if k in ALIASES:
+            return ALIASES[k]
+        if k in ORGAN_ALIASES:
+            return ORGAN_ALIASES[k]
     return None
 
 
@@ -120,8 +125,7 @@ ORGAN_ALIASES = {
 def model_label_of_name(name: str) -> int | None:
     """Our label for a model's output (a channel of a bundle, a class of an nnU-Net model): the
     eight labels of segmentation.nii.gz and their aliases, then the organs of the organ map."""
-    key = normalise_name(name)
-    return ALIASES.get(key, ORGAN_ALIASES.get(key))
+    return label_of_name(name)
 
 
 def label_of_our_name(name: str) -> int | None:

@@ -74,8 +74,8 @@ def _label_of(name: str, path: Path, what: str) -> int:
     label = L.label_of_name(name, numbered=True)
     if label is None or label == L.BACKGROUND:
         raise ReviewError(
-            f"{path}: {what} {name!r} maps to none of our labels ({', '.join(sorted(set(L.NAMES.values()) - {'background'}))},"
-            f" or a numbered 'Lesion 3'); rename it in the review tool or delete it")
+            f"{path}: {what} {name!r} maps to none of our labels ({', '.join(sorted(set(L.ALL_NAMES.values()) - {'background'}))},"
+            f" their aliases in labels.py, or a numbered 'Lesion 3'); rename it in the review tool or delete it")
     return label
 
 

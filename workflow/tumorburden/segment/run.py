@@ -342,13 +342,12 @@ def _is_dicom(path: Path) -> bool:
 
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-NON_LESION_NAMES = {"skeletal_muscle", "muscle", "subcutaneous_fat", "visceral_fat", "torso_fat", "lung", "liver",
-                    "subcutaneous_adipose_tissue", "visceral_adipose_tissue"}
 
 
 def read_dicom_seg_lesions(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Lesion mask (uint8) and its RAS affine from a DICOM-SEG: segments named as a tissue of ours are
-    left out, every other segment is lesion."""
+    """Lesion mask (uint8) and its RAS affine from a DICOM-SEG: segments named (or, unnamed, coded)
+    as a tissue or organ of ours (labels.label_of_name: muscle, fat, lung, liver, spleen, bone, ...)
+    are left out, every other segment is lesion."""
     import highdicom as hd
 
     try:
@@ -358,11 +357,14 @@ def read_dicom_seg_lesions(path: Path) -> tuple[np.ndarray, np.ndarray]:
     keep = []
     for number in seg.segment_numbers:
         desc = seg.get_segment_description(number)
-        name = str(desc.segment_label).strip().lower().replace(" ", "_").replace("-", "_")
-        if name not in NON_LESION_NAMES:
+        label = L.label_of_name(str(desc.segment_label), numbered=True)
+        if label is None:  # a tool that names segments "Segment_1" still codes what they are
+            label = L.label_of_name(str(desc.segmented_property_type.meaning), numbered=True)
+        if label is None or label in L.LESION_LABELS:
             keep.append(number)
     if not keep:
-        raise ValueError(f"{path}: the DICOM-SEG has no lesion segment (all are tissues: muscle, fat, lung, liver)")
+        raise ValueError(f"{path}: the DICOM-SEG has no lesion segment (each is named or coded as a tissue or "
+                         "organ of ours: labels.py); point the mask column at a segmentation with the lesions")
     try:
         volume = seg.get_volume(segment_numbers=keep, combine_segments=True, relabel=True)
     except Exception as exc:
