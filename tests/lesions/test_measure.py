@@ -133,6 +133,18 @@ def test_same_lesion_on_different_grids_measures_the_same(spacing, flip):
     assert [got["centroid_x_mm"], got["centroid_y_mm"], got["centroid_z_mm"]] == pytest.approx([5, -3, 20], abs=0.1)
 
 
+def test_min_volume_zero_keeps_every_lesion_voxel_and_no_background():
+    """min_volume_ml: 0 (the schema allows it) keeps a one-voxel lesion; the background is never a lesion."""
+    from tumorburden.lesions.measure import measure_lesions
+
+    labels = np.zeros((12, 12, 12), np.uint8)
+    labels[2:5, 2:5, 2:5] = L.LESION
+    labels[9, 9, 9] = L.NODE_LESION
+    got = measure_lesions(Volume(np.zeros(labels.shape, np.float32), np.eye(4)), labels, {"min_volume_ml": 0})
+    assert sorted(got["volume_ml"]) == pytest.approx([0.001, 0.027])
+    assert sorted(got["organ"]) == ["node", "other"]
+
+
 def test_a_patients_scans_are_registered_and_measured_in_one_job(tmp_path):
     """`measure_patient`: the follow-up moved by a known motion is aligned to the reference scan
     (within half a registration voxel), each scan's lesions land in its own files with the same rows

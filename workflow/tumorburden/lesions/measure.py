@@ -178,8 +178,8 @@ def measure_lesions(image: Volume, labels: np.ndarray, settings: dict | None = N
     cc = cc3d.connected_components(mask, connectivity=int(s["connectivity"]))
     stats = cc3d.statistics(cc, no_slice_conversion=True)
     counts = stats["voxel_counts"].astype(np.int64)
-    counts[0] = 0
     keep = np.flatnonzero(counts * image.voxel_ml >= s["min_volume_ml"])
+    keep = keep[keep > 0]  # component 0 is the background, whatever min_volume_ml is (0 is allowed)
     if keep.size == 0:
         return pd.DataFrame(columns=COLUMNS)
     order = keep[np.lexsort((keep, -counts[keep]))]  # decreasing volume, then component order
