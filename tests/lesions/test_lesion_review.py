@@ -106,3 +106,31 @@ def test_measure_review_and_the_study_table(tmp_path):
         review_table(tmp_path / "scans.tsv", [tmp_path / s / "lesions.parquet" for s in ("S0", "S1")],
                      [tmp_path / "S1" / "review" / "agreement.parquet"], tmp_path / "review3.parquet",
                      passed_over={"S0": older})
+
+
+def test_reviewed_lesions_take_their_site_from_the_models_organ_map(tmp_path):
+    """With an organ model the segment job writes organs.nii.gz beside the segmentation: a reviewed
+    scan's lesions get their finding site from it, as the model's own lesions do (the label map alone
+    would call A and D "soft_tissue"); B stays a node."""
+    ai, reviewed = maps()
+    image = Volume(np.where(ai > 0, 40.0, -100.0).astype(np.float32), AFFINE)
+    save_nifti(image, tmp_path / "image.nii.gz", dtype=np.int16)
+    (tmp_path / "S1").mkdir()
+    save_nifti(Volume(ai, AFFINE), tmp_path / "S1" / "segmentation.nii.gz", dtype=np.uint8)
+    save_nifti(Volume(reviewed, AFFINE), tmp_path / "reviewed.nii.gz", dtype=np.uint8)
+    organs = np.zeros(SHAPE, np.uint8)
+    organs[:16] = L.LIVER  # A (x 2-5) and D (x 10-12)
+    organs[16:] = L.SPLEEN
+    measure_scan(tmp_path / "image.nii.gz", tmp_path / "S1" / "segmentation.nii.gz", "P1", "S1",
+                 tmp_path / "S1" / "lesions.parquet", tmp_path / "S1" / "tissue.parquet")
+    args = (tmp_path / "image.nii.gz", tmp_path / "S1" / "segmentation.nii.gz", tmp_path / "reviewed.nii.gz",
+            tmp_path / "S1" / "lesions.parquet", "P1", "S1", "SEG")
+    measure_review(*args, tmp_path / "without" / "lesions.parquet", tmp_path / "without" / "agreement.parquet")
+    save_nifti(Volume(organs, AFFINE), tmp_path / "S1" / L.ORGAN_MAP_FILE, dtype=np.uint8)
+    measure_review(*args, tmp_path / "with" / "lesions.parquet", tmp_path / "with" / "agreement.parquet")
+    site = {}
+    for run in ("without", "with"):
+        lesions = tables.read(tmp_path / run / "lesions.parquet", "scan_lesions")
+        site[run] = dict(zip(lesions["centroid_x_mm"].round(1), lesions["organ"]))
+    assert site["with"] == {7.0: "liver", 43.0: "node", 22.0: "liver"}
+    assert site["without"][7.0] != "liver" and site["without"][43.0] == "node"

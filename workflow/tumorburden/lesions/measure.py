@@ -67,19 +67,27 @@ def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
         raise ValueError(f"{segmentation}: grid {seg.shape} does not match the image {image} grid {img.shape} "
                          "(segment the ingested image again)")
     labels = np.asarray(seg.array).astype(np.uint8, copy=False)
-    organ_map = None
-    if organs is not None:
-        om = load_nifti(organs)
-        if not img.same_grid(om):
-            raise ValueError(f"{organs}: grid {om.shape} does not match the image {image} grid {img.shape} "
-                             "(segment the ingested image again)")
-        organ_map = np.asarray(om.array).astype(np.uint8, copy=False)
+    organ_map = read_organ_map(organs, img, image) if organs is not None else None
     lesions = write_scan_lesions(img, labels, patient_id, scan_id, lesions_out, s, organs=organ_map)
     tables.write(tissue_table(labels, img.voxel_ml, patient_id, scan_id), tissue_out, "scan_tissue")
     if l3_out is not None:
         tables.write(l3_row(img, labels, organ_map, patient_id, scan_id), l3_out, "scan_l3")
     log.info("%s: %d lesion(s), %.1f mL", scan_id, len(lesions), lesions["volume_ml"].sum() if len(lesions) else 0.0)
     return lesions
+
+
+def organ_map_beside(segmentation: Path) -> Path | None:
+    """The scan's organ map (segment/compose.py), written beside its segmentation only with an organ model."""
+    organs = Path(segmentation).with_name(L.ORGAN_MAP_FILE)
+    return organs if organs.exists() else None
+
+
+def read_organ_map(organs: Path, img: Volume, image: Path) -> np.ndarray:
+    om = load_nifti(organs)
+    if not img.same_grid(om):
+        raise ValueError(f"{organs}: grid {om.shape} does not match the image {image} grid {img.shape} "
+                         "(segment the ingested image again)")
+    return np.asarray(om.array).astype(np.uint8, copy=False)
 
 
 def write_scan_lesions(img: Volume, labels: np.ndarray, patient_id: str, scan_id: str, out: Path,
@@ -142,10 +150,9 @@ def measure_patient(patient_id: str, reference_scan_id: str, reference_image: Pa
         img = reference if own else load_nifti(job.image, dtype=np.float32)
         record = register_scan(job.image, reference_image, job.scan_id, reference_scan_id, job.transform_out,
                                settings=s, image_volume=img, reference_volume=reference)
-        organs = Path(job.segmentation).with_name(L.ORGAN_MAP_FILE)  # written only with an organ model
         lesions = measure_scan(job.image, job.segmentation, patient_id, job.scan_id, job.lesions_out,
                                job.tissue_out, settings=s, image_volume=img,
-                               organs=organs if organs.exists() else None, l3_out=job.l3_out)
+                               organs=organ_map_beside(job.segmentation), l3_out=job.l3_out)
         rows.append({"patient_id": patient_id, "scan_id": job.scan_id, "reference_scan_id": reference_scan_id,
                      "registration_status": record["status"], "n_lesions": len(lesions),
                      "lesion_ml": float(lesions["volume_ml"].sum()) if len(lesions) else 0.0})

@@ -29,7 +29,7 @@ from tumorburden import labels as L
 from tumorburden import tables
 from tumorburden.imaging.volume import load_nifti
 from tumorburden.lesions.measure import DEFAULTS as MEASURE_DEFAULTS
-from tumorburden.lesions.measure import write_scan_lesions
+from tumorburden.lesions.measure import organ_map_beside, read_organ_map, write_scan_lesions
 from tumorburden.study import read_scans_table
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,10 @@ def measure_review(image: Path, ai_segmentation: Path, reviewed_segmentation: Pa
         if not img.same_grid(seg):
             raise ValueError(f"{path}: grid {seg.shape} does not match the image {image} grid {img.shape}")
     reviewed_labels = np.asarray(reviewed.array).astype(np.uint8, copy=False)
-    lesions = write_scan_lesions(img, reviewed_labels, patient_id, scan_id, lesions_out, s)
+    # the organ map the model's segmentation came with gives the reviewed lesions their sites too
+    organs = organ_map_beside(ai_segmentation)
+    organ_map = read_organ_map(organs, img, image) if organs is not None else None
+    lesions = write_scan_lesions(img, reviewed_labels, patient_id, scan_id, lesions_out, s, organs=organ_map)
     model = tables.read(ai_lesions, "scan_lesions")
     row = {
         "patient_id": patient_id,
