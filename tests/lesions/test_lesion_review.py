@@ -111,7 +111,7 @@ def test_measure_review_and_the_study_table(tmp_path):
 def test_reviewed_lesions_take_their_site_from_the_models_organ_map(tmp_path):
     """With an organ model the segment job writes organs.nii.gz beside the segmentation: a reviewed
     scan's lesions get their finding site from it, as the model's own lesions do (the label map alone
-    would call A and D "soft_tissue"); B stays a node."""
+    would call A and D "other"); B stays a node."""
     ai, reviewed = maps()
     image = Volume(np.where(ai > 0, 40.0, -100.0).astype(np.float32), AFFINE)
     save_nifti(image, tmp_path / "image.nii.gz", dtype=np.int16)
