@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/pacs.py [--slices 300] [--matrix 512] [--rounds 3] [--dir TMP] [--pull-only]
                                           [--profile N] [--cold] [--series N] [--workers W]
-                                          [--trees DIR,DIR]
+                                          [--trees DIR,DIR] [--request-forms N]
 
 Pull: a 512x512xN int16 series (pydicom, uncompressed) is uploaded to Orthanc, then per round
 `tumorburden.pacs.pull.pull` brings it into an empty private cache (QIDO-RS, WADO-RS metadata,
@@ -26,6 +26,10 @@ With --trees A,B (source trees, e.g. this checkout and a `git archive` of main):
 the copy, each tree's `pull` runs in a child process (its imports done before its timer starts; the
 page cache dropped before each with --cold), in the order A, B in odd rounds and B, A in even ones,
 so two versions of the code are compared on the same server, series and minutes, round by round.
+With --request-forms N: instead of the pulls, the DICOMweb requests a pull could make for the same
+answer, each timed alone N times (and N times more with the page cache dropped before each, with
+--cold): QIDO-RS, the metadata of the series, of its study, of each instance (4 at a time), and the
+series' retrieval with three Accept headers and the study's; wall seconds and Orthanc's CPU-s.
 """
 
 from __future__ import annotations
@@ -124,6 +128,59 @@ def _time_phases() -> dict:
     return spent
 
 
+def _request_forms(url: str, study_uid: str, series_uid: str, times: int, cold: bool, orthanc_pid: int) -> None:
+    """Each form of the pull's requests timed alone: wall s and Orthanc's CPU-s, medians (min-max)."""
+    import statistics
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    series, study = f"{url}/studies/{study_uid}/series/{series_uid}", f"{url}/studies/{study_uid}"
+    multipart = 'multipart/related; type="application/dicom"'
+    local = threading.local()
+
+    def get(address, accept="application/dicom+json", session=None):
+        with (session or requests).get(address, headers={"Accept": accept}, stream=True, timeout=120) as answer:
+            answer.raise_for_status()
+            return sum(len(chunk) for chunk in answer.iter_content(1 << 20))
+
+    def per_instance():  # the instances listed by QIDO-RS (from Orthanc's database), then each one's metadata
+        sops = [i["00080018"]["Value"][0] for i in requests.get(f"{series}/instances", timeout=120).json()]
+
+        def one(sop):
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+            return get(f"{series}/instances/{sop}/metadata", session=local.session)
+        with ThreadPoolExecutor(4) as pool:
+            return sum(pool.map(one, sops))
+
+    forms = {
+        "QIDO-RS: the patient's studies": lambda: get(f"{url}/studies?PatientID=BENCH"),
+        "QIDO-RS: the study's series": lambda: get(f"{study}/series"),
+        "WADO-RS metadata of the series (what the pull asks)": lambda: get(f"{series}/metadata"),
+        "WADO-RS metadata of the study": lambda: get(f"{study}/metadata"),
+        "WADO-RS metadata of each instance, 4 at a time": per_instance,
+        "WADO-RS series, `transfer-syntax=*` (what the pull asks)": lambda: get(series, multipart + "; transfer-syntax=*"),
+        "WADO-RS series, no transfer syntax named (the default)": lambda: get(series, multipart),
+        "WADO-RS series, explicit VR little endian named": lambda: get(series, multipart + "; transfer-syntax=1.2.840.10008.1.2.1"),
+        "WADO-RS study, `transfer-syntax=*`": lambda: get(study, multipart + "; transfer-syntax=*"),
+    }
+    spent: dict = {}
+    for page_cache in (["warm", "cold"] if cold else ["warm"]):
+        for _ in range(times):
+            for name, fn in forms.items():  # interleaved, so each form sees the same minutes
+                if page_cache == "cold":
+                    _drop_page_cache()
+                spent.setdefault((page_cache, name), []).append(_timed(fn, orthanc_pid))
+    print(f"| page cache | request | wall s, median (min-max) of {times} | Orthanc CPU-s, median (min-max) |")
+    print("| --- | --- | --- | --- |")
+    for (page_cache, name), v in spent.items():
+        wall, server = [x[0] for x in v], [x[2] for x in v]
+        print(f"| {page_cache} | {name} | {statistics.median(wall):.2f} ({min(wall):.2f}-{max(wall):.2f}) | "
+              f"{statistics.median(server):.2f} ({min(server):.2f}-{max(server):.2f}) |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--slices", type=int, default=300)
@@ -136,6 +193,8 @@ def main() -> None:
     ap.add_argument("--series", type=int, default=1, help="patients, one series of --slices each")
     ap.add_argument("--workers", type=int, default=1, help="study.dicomweb.workers of the pull")
     ap.add_argument("--trees", default=None, help="comma-separated source trees: each round pulls with each")
+    ap.add_argument("--request-forms", type=int, default=0, metavar="N",
+                    help="time each form of the pull's requests alone, N times (no pulls)")
     a = ap.parse_args()
     trees = [str(Path(t).resolve()) for t in a.trees.split(",")] if a.trees else []
 
@@ -192,6 +251,9 @@ def main() -> None:
                               headers={"Accept": AS_STORED_MULTIPART}) as answer:
                 answer.raise_for_status()
                 return sum(len(chunk) for chunk in answer.iter_content(1 << 20))
+        if a.request_forms:
+            _request_forms(url, study_uid, series_uid, a.request_forms, a.cold, pid)
+            return
         for r in range(a.rounds):
             private, copy_to = work / f"private{r}", work / f"copy{r}"
             copy_to.mkdir()

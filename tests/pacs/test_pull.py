@@ -399,3 +399,32 @@ def test_a_header_the_walk_does_not_know_goes_to_pydicom(tmp_path):
     (implicit,) = sorted((tmp_path / "i").iterdir())
     lying = implicit.read_bytes().replace(b"1.2.840.10008.1.2\0", b"1.2.840.10008.1.2.1")
     assert _walk(lying) is None
+
+
+def test_the_pull_sets_the_imports_aside_from_the_collector_and_puts_them_back(monkeypatch, tmp_path):
+    import gc
+
+    from tumorburden.pacs import pull as pull_module
+
+    seen = []
+
+    def fake_pull(*args):
+        seen.append(gc.get_freeze_count())
+        if len(seen) == 2:
+            raise PacsError("DICOMweb server http://pacs unreachable")
+        return {}
+
+    monkeypatch.setattr(pull_module, "_pull", fake_pull)
+    assert gc.get_freeze_count() == 0
+    pull({"url": "http://pacs"}, pd.DataFrame(), {}, tmp_path, tmp_path, _settings())
+    assert seen[0] > 0 and gc.get_freeze_count() == 0  # frozen while it ran, thawed after
+    with pytest.raises(PacsError):
+        pull({"url": "http://pacs"}, pd.DataFrame(), {}, tmp_path, tmp_path, _settings())
+    assert seen[1] > 0 and gc.get_freeze_count() == 0  # thawed after a failure too
+    gc.freeze()  # someone else's freeze is left as it was
+    try:
+        frozen = gc.get_freeze_count()
+        pull({"url": "http://pacs"}, pd.DataFrame(), {}, tmp_path, tmp_path, _settings())
+        assert seen[2] == frozen and gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

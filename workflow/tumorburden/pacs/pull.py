@@ -29,6 +29,7 @@ never a hospital ID or UID (the log is under results/).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -420,6 +421,22 @@ def _write(data: bytes, path: Path) -> int:
 def pull(dicomweb: dict, patient_map: pd.DataFrame, baseline: dict[str, str], results: Path, private: Path,
          settings: dict, override: pd.DataFrame | None = None) -> dict:
     """Index the server, choose one series per study (discovery's rules), retrieve the chosen ones."""
+    # The metadata's DICOM JSON (34 tags x 3 containers per instance) makes the cyclic garbage
+    # collector run dozens of times, and its full collections walk every object the imports left
+    # (pandas, pydicom: ~80,000): 0.05 CPU-s of a 300-slice pull's 0.5. Those objects outlive the
+    # pull, so they are set aside (gc.freeze) while it runs; what the pull makes is still collected.
+    frozen_here = gc.get_freeze_count() == 0
+    if frozen_here:
+        gc.freeze()
+    try:
+        return _pull(dicomweb, patient_map, baseline, results, private, settings, override)
+    finally:
+        if frozen_here:
+            gc.unfreeze()
+
+
+def _pull(dicomweb: dict, patient_map: pd.DataFrame, baseline: dict[str, str], results: Path, private: Path,
+          settings: dict, override: pd.DataFrame | None) -> dict:
     results, private = Path(results), Path(private)
     pacs = connect(dicomweb)
     workers = int((dicomweb or {}).get("workers", 4))
