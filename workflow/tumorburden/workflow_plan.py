@@ -112,7 +112,9 @@ def is_dicom_path(image) -> bool:
 def model_weights(segmentation: dict) -> dict:
     """{"weights": the bundle's weights file} for the monai engine (a rule input, so new weights
     redo the segmentation), else {}. TorchScript (model.ts) when the bundle has it. `segmentation`
-    is the section with its defaults (`section`)."""
+    is the section with its defaults (`section`). For nnunet: the trained model's folder or zip."""
+    if segmentation["engine"] == "nnunet" and segmentation.get("model"):
+        return {"weights": str(resolve_bundle(segmentation["model"]))}
     if segmentation["engine"] != "monai":
         return {}
     bundle = resolve_bundle(segmentation["bundle"])

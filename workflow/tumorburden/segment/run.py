@@ -5,6 +5,8 @@ Engines (`engine` in the segmentation settings):
              segment.engine: sliding-window inference, labels back on the scan's grid
   classical  HU thresholds + morphology (segment.classical), the baseline the model is
              scored against
+  nnunet     an nnU-Net v2 trained model (`model`: its folder or zip; `nnunet`: its settings)
+             run by segment.nnunet
 
 External segmentations (scans.tsv):
   mask       a lesion mask that replaces the engine's lesions: a NIfTI label map (nonzero =
@@ -30,7 +32,7 @@ from tumorburden import labels as L
 from tumorburden import tables
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
 from tumorburden.paths import DEFAULT_BUNDLE, resolve_bundle
-from tumorburden.segment import classical, engine
+from tumorburden.segment import classical, engine, nnunet
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +41,14 @@ log = logging.getLogger(__name__)
 DEFAULTS = {
     "engine": "monai",
     "bundle": DEFAULT_BUNDLE,
+    "model": None,  # the nnunet engine's trained model: a folder or its zip
+    "nnunet": dict(nnunet.DEFAULTS),
     "dicom_seg": True,
     "threads": 1,  # torch CPU threads per segment job; the workflow's --cores run that many jobs side by side
     **engine.INFERENCE_DEFAULTS,
     **classical.DEFAULTS,
 }
-ENGINES = ("monai", "classical")
+ENGINES = ("monai", "classical", "nnunet")
 GRID_ATOL_MM = 1e-3
 TOTALSEG_TISSUES = {"skeletal_muscle": L.MUSCLE, "subcutaneous_fat": L.SAT, "torso_fat": L.VAT}
 
@@ -52,6 +56,8 @@ TOTALSEG_TISSUES = {"skeletal_muscle": L.MUSCLE, "subcutaneous_fat": L.SAT, "tor
 def check_settings(s: dict) -> None:
     if s["engine"] not in ENGINES:
         raise ValueError(f"segmentation.engine {s['engine']!r} is unknown; choose one of {', '.join(ENGINES)}")
+    if s["engine"] == "nnunet" and not s.get("model"):
+        raise ValueError(f"segmentation.engine is nnunet but segmentation.model is not set; {nnunet.GET_A_MODEL}")
 
 
 @dataclass
@@ -75,7 +81,7 @@ class Segmenter:
     def __init__(self, settings: dict | None = None, threads: int | None = None):
         self.settings = s = {**DEFAULTS, **(settings or {})}
         check_settings(s)
-        self.bundle = self.device = None
+        self.bundle = self.device = self.nnunet = None
         if s["engine"] == "monai":
             import torch
 
@@ -87,13 +93,23 @@ class Segmenter:
             self.bundle = load_bundle(resolve_bundle(s["bundle"]), self.device)
             log.info("model %s %s (%s) on %s", self.bundle.name, self.bundle.version, self.bundle.weights,
                      self.device)
+        elif s["engine"] == "nnunet":
+            import torch
+
+            if threads:
+                torch.set_num_threads(int(threads))
+            self.device = engine.pick_device(s["device"])
+            self.nnunet = nnunet.NnUNetModel.load(resolve_bundle(s["model"]),
+                                                  {**nnunet.DEFAULTS, **(s.get("nnunet") or {}),
+                                                   "precision": s["precision"]}, self.device)
 
     def labels(self, image: Volume, image_path: Path, lesions: bool = True) -> np.ndarray:
         """uint8 labels on the image's grid (`lesions` False: the classical engine skips lesion search)."""
         s = self.settings
         t0 = time.perf_counter()
-        if self.bundle is not None:
-            labels, times = engine.infer_labels(image, self.bundle, s, self.device)
+        if self.bundle is not None or self.nnunet is not None:
+            labels, times = (engine.infer_labels(image, self.bundle, s, self.device) if self.bundle is not None
+                             else self.nnunet.predict(image))
             log.info("inference: %s", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in times.items()))
         else:
