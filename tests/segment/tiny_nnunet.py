@@ -35,13 +35,18 @@ def nnunet_env(root: Path) -> dict:
     return env
 
 
-def write_phantom(path: Path, seed: int, spacing=(4.0, 4.0, 4.0), shape=(64, 64, 48)) -> np.ndarray:
-    hu, truth, affine, _ = make_phantom(shape=shape, spacing=spacing, seed=seed)
+SHAPE, SPACING, SCALE = (40, 32, 24), (6.0, 6.0, 6.0), 0.6  # the training phantoms: 240 x 192 x 144 mm
+
+
+def write_phantom(path: Path, seed: int, spacing=SPACING, shape=SHAPE) -> tuple[np.ndarray, np.ndarray]:
+    """A torso phantom CT (NIfTI) at `path`; returns its truth labels (ours) and affine."""
+    hu, truth, affine, _ = make_phantom(shape=shape, spacing=spacing, seed=seed, scale=SCALE)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_nifti(Volume(hu, affine), path, dtype=np.float32)
-    return truth
+    return truth, affine
 
 
-def make_model(root: Path, folds=(0, 1), steps: int = 25) -> Path:
+def make_model(root: Path, folds=(0, 1), steps: int = 12) -> Path:
     """The trained-model folder (nnUNet_results/<dataset>/<trainer>__<plans>__3d_fullres)."""
     import torch
 
@@ -52,8 +57,7 @@ def make_model(root: Path, folds=(0, 1), steps: int = 25) -> Path:
     for ours, model in OURS_TO_MODEL.items():
         lut[ours] = model
     for i in range(3):
-        truth = write_phantom(raw / "imagesTr" / f"torso_{i:03d}_0000.nii.gz", seed=i)
-        _, _, affine, _ = make_phantom(seed=i)
+        truth, affine = write_phantom(raw / "imagesTr" / f"torso_{i:03d}_0000.nii.gz", seed=i)
         save_nifti(Volume(lut[truth], affine), raw / "labelsTr" / f"torso_{i:03d}.nii.gz", dtype=np.uint8)
     (raw / "dataset.json").write_text(json.dumps({
         "channel_names": {"0": "CT"}, "labels": MODEL_LABELS, "numTraining": 3, "file_ending": ".nii.gz"}))
@@ -92,6 +96,7 @@ def make_model(root: Path, folds=(0, 1), steps: int = 25) -> Path:
         net = nnUNetTrainer.build_network_architecture(pm, cm, 1, len(MODEL_LABELS), enable_deep_supervision=False)
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         rng = np.random.default_rng(fold)
+        losses = []
         for step in range(steps):
             x, y = cases[step % len(cases)]
             corner = [int(rng.integers(0, max(1, n - p + 1))) for n, p in zip(x.shape[2:], patch)]
@@ -101,13 +106,30 @@ def make_model(root: Path, folds=(0, 1), steps: int = 25) -> Path:
             opt.zero_grad()
             loss.backward()
             opt.step()
-        (out / f"fold_{fold}").mkdir()
+            losses.append(float(loss))
+        (out / f"fold_{fold}" / "validation").mkdir(parents=True)
+        _progress_png(losses, out / f"fold_{fold}" / "progress.png")
+        # what nnU-Net's validation writes (nnUNetv2_export_model_to_zip ships it); no validation was run
+        (out / f"fold_{fold}" / "validation" / "summary.json").write_text(json.dumps({"foreground_mean": {}}))
         torch.save({"network_weights": net.state_dict(), "trainer_name": "nnUNetTrainer",
                     "init_args": {"plans": plans, "configuration": "3d_fullres", "fold": fold,
                                   "dataset_json": dataset},
                     "inference_allowed_mirroring_axes": (0, 1, 2), "current_epoch": steps},
                    out / f"fold_{fold}" / "checkpoint_final.pth")
     return out
+
+
+def _progress_png(losses, path: Path) -> None:
+    """The training curve, as nnU-Net's trainer leaves one in each fold folder."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot(losses)
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _pad(t, patch, channel=True):
