@@ -11,7 +11,7 @@ z-slab of it (`--slices`, the full 512 x 512 in-plane) and mirroring may be turn
 cost per tile measured here scales to the full scan (BENCHMARKS.md says how).
 
     flock /tmp/tb-heavy.lock timeout 1500 python benchmarks/nnunet_engine.py --slices 80 \\
-        --mirroring off --work /tmp/nnunet-bench
+        --mirroring off --budget-min 15 --work /tmp/nnunet-bench
 
 Methods (2 torch threads each; labels compared voxel by voxel with nnUNetv2_predict's):
   engine   tumorburden's nnunet engine (segment/nnunet.py), bf16 autocast where the CPU has it
@@ -97,19 +97,19 @@ def plan_and_weights(work: Path) -> Path:
     return model
 
 
-def write_scan(work: Path, slices: int) -> Path:
-    """A 512 x 512 x `slices` CT at 0.8 x 0.8 x 1.5 mm: a body-sized ellipse of soft tissue and
+def write_scan(work: Path, slices: int, inplane: int = 512) -> Path:
+    """An `inplane` x `inplane` x `slices` CT (of the 512 x 512 x 400 one) at 0.8 x 0.8 x 1.5 mm: a body-sized ellipse of soft tissue and
     fat in air, with noise (random weights make any content equally costly; this keeps the
     normalisation honest)."""
     import nibabel as nib
 
     path = work / "scan" / "ct_0000.nii"
-    if path.exists() and nib.load(path).shape == (*FULL_SHAPE[:2], slices):
+    if path.exists() and nib.load(path).shape == (inplane, inplane, slices):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    x = (np.arange(FULL_SHAPE[0]) - FULL_SHAPE[0] / 2) * SPACING[0]
-    y = (np.arange(FULL_SHAPE[1]) - FULL_SHAPE[1] / 2) * SPACING[1]
+    x = (np.arange(inplane) - inplane / 2) * SPACING[0]
+    y = (np.arange(inplane) - inplane / 2) * SPACING[1]
     inside = (x[:, None] / 170) ** 2 + (y[None, :] / 120) ** 2 <= 1
     fat = inside & ((x[:, None] / 150) ** 2 + (y[None, :] / 100) ** 2 > 1)
     plane = np.where(inside, 50.0, -1000.0)
@@ -212,6 +212,23 @@ def one_tile(work: Path, mirroring: bool) -> dict:
     return out
 
 
+def n_tiles(shape_zyx, patch) -> int:
+    from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
+
+    padded = [max(n, p) for n, p in zip(shape_zyx, patch)]
+    return int(np.prod([len(s) for s in compute_steps_for_sliding_window(padded, patch, 0.5)]))
+
+
+def pick_inplane(tile: dict, slices: int, mirroring: bool, budget_min: float, methods: int) -> int:
+    """The largest in-plane crop whose run (every method at the fp32 tile cost, the slowest) fits."""
+    per_tile = tile["tile_fp32_s"] * (8 if mirroring else 1)
+    for inplane in (512, 384, 256, 192):
+        estimate = methods * n_tiles((slices, inplane, inplane), tile["patch"]) * per_tile * 1.3 + 60 * methods
+        if estimate <= budget_min * 60:
+            return inplane
+    return 192
+
+
 def timed(cmd: list[str], env: dict) -> dict:
     """wall, user+sys CPU seconds and peak RSS (MB) of a subprocess, by /usr/bin/time."""
     proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], env=env, capture_output=True,
@@ -227,7 +244,10 @@ def timed(cmd: list[str], env: dict) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path("/tmp/nnunet-bench"))
-    ap.add_argument("--slices", type=int, default=80, help="z-slab of the 512x512x400 scan to run (400: all)")
+    ap.add_argument("--slices", type=int, default=80, help="z-slab of the 512x512x400 scan to run (400: all; 0: the plan's patch depth)")
+    ap.add_argument("--inplane", type=int, default=512, help="in-plane crop of the scan (512: all)")
+    ap.add_argument("--budget-min", type=float, default=0,
+                    help="if > 0: the largest in-plane crop (512, 384, 256, 192) whose estimated run fits")
     ap.add_argument("--mirroring", choices=["on", "off"], default="off")
     ap.add_argument("--methods", default="engine,engine-fp32,nnunet,monai")
     ap.add_argument("--tile-only", action="store_true", help="only the cost of one patch (to size a run)")
@@ -253,7 +273,13 @@ def main():
     print(json.dumps({"one_tile": tile}), flush=True)
     if a.tile_only:
         return
-    scan = write_scan(work, a.slices)
+    if a.slices <= 0:  # one tile deep: the plan's patch
+        a.slices = int(tile["patch"][0])
+    if a.budget_min > 0:
+        a.inplane = pick_inplane(tile, a.slices, mirroring, a.budget_min, len(a.methods.split(",")))
+    print(json.dumps({"slices": a.slices, "inplane": a.inplane,
+                      "tiles": n_tiles((a.slices, a.inplane, a.inplane), tile["patch"])}), flush=True)
+    scan = write_scan(work, a.slices, a.inplane)
     results = {}
     for method in a.methods.split(","):
         out = work / "out" / method
@@ -271,7 +297,7 @@ def main():
             labels = np.load(work / "out" / f"{method}.npy")
             results[method]["agreement_with_nnunet"] = float(np.mean(labels == reference))
     base = results.get("nnunet")
-    print(f"\nscan 512x512x{a.slices} at 0.8x0.8x1.5 mm, mirroring {a.mirroring}, {THREADS} threads; "
+    print(f"\nscan {a.inplane}x{a.inplane}x{a.slices} at 0.8x0.8x1.5 mm, mirroring {a.mirroring}, {THREADS} threads; "
           f"patch {tile['patch']}, {tile['parameters_m']:.1f} M parameters")
     print("| method | wall s | CPU s | peak MB | wall vs nnUNetv2_predict | peak vs nnUNetv2_predict | labels = nnUNetv2_predict |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -280,7 +306,7 @@ def main():
         agree = r.get("agreement_with_nnunet")
         print(f"| {method} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | {ratio[0]} | {ratio[1]} | "
               f"{'' if agree is None else f'{100 * agree:.3f} %'} |")
-    (work / "results.json").write_text(json.dumps({"slices": a.slices, "mirroring": a.mirroring,
+    (work / "results.json").write_text(json.dumps({"slices": a.slices, "inplane": a.inplane, "mirroring": a.mirroring,
                                                    "one_tile": tile, "methods": results}, indent=2, default=str))
 
 

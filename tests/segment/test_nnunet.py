@@ -45,14 +45,25 @@ def scans(nnunet_root):
 
 
 @pytest.fixture(scope="session")
-def reference(nnunet_root, scans):
-    """nnUNetv2_predict's labels (the model's numbers): fold 0 with mirroring (its defaults), and
-    folds 0+1 without mirroring (--disable_tta)."""
-    out = {}
-    for name, folds, mirroring in (("fold0", (0,), True), ("folds01", (0, 1), False)):
-        nnunet_predict(nnunet_root, scans, nnunet_root / name, folds=folds, mirroring=mirroring)
-        out[name] = {case: np.asarray(nib.load(nnunet_root / name / f"{case}.nii.gz").dataobj)
-                     for case in ("native", "other")}
+def reference(nnunet_root, model_dir, scans):
+    """nnU-Net's labels (the model's numbers): nnUNetv2_predict's with fold 0 and its defaults
+    (mirroring); and nnUNetPredictor's (the class that CLI runs, here in-process, which saves a
+    second CLI start) with folds 0+1 ensembled and mirroring off (--disable_tta)."""
+    import torch
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    nnunet_predict(nnunet_root, scans, nnunet_root / "fold0", folds=(0,))
+    out = {"fold0": {case: np.asarray(nib.load(nnunet_root / "fold0" / f"{case}.nii.gz").dataobj)
+                     for case in ("native", "other")}}
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(0, 1))
+    out["folds01"] = {}
+    for case in ("native", "other"):
+        image, properties = SimpleITKIO().read_images([str(scans / f"{case}_0000.nii.gz")])
+        # SimpleITK's axis order (z, y, x) back to the NIfTI's
+        out["folds01"][case] = np.asarray(predictor.predict_single_npy_array(image, properties)).transpose(2, 1, 0)
     return out
 
 
