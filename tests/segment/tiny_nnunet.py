@@ -106,7 +106,7 @@ def make_model(root: Path, folds=(0, 1), steps: int = 12) -> Path:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         (out / f"fold_{fold}" / "validation").mkdir(parents=True)
         _progress_png(losses, out / f"fold_{fold}" / "progress.png")
         # what nnU-Net's validation writes (nnUNetv2_export_model_to_zip ships it); no validation was run
