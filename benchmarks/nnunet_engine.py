@@ -44,6 +44,7 @@ LABELS = {"background": 0, "lesion": 1, "skeletal_muscle": 2, "subcutaneous_fat"
 CT_PROPERTIES = {"max": 3071.0, "mean": 60.0, "median": 70.0, "min": -1024.0, "percentile_00_5": -990.0,
                  "percentile_99_5": 1200.0, "std": 180.0}
 THREADS = 2
+NARROW = False
 
 
 def env_for(work: Path) -> dict:
@@ -86,6 +87,11 @@ def plan_and_weights(work: Path) -> Path:
     from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
+    if NARROW:  # the same plan and patch, 1/8 of the features: the pipeline's memory without the network's cost
+        arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+        arch["features_per_stage"] = [max(4, f // 8) for f in arch["features_per_stage"]]
+        (model / "plans.json").write_text(json.dumps(plans, indent=2))
+        subprocess.run(["cp", str(model / "plans.json"), str(pre / "nnUNetPlans.json")], check=True)
     cm = PlansManager(plans).get_configuration("3d_fullres")
     torch.manual_seed(0)
     net = get_network_from_plans(cm.network_arch_class_name, cm.network_arch_init_kwargs,
@@ -251,10 +257,16 @@ def main():
     ap.add_argument("--mirroring", choices=["on", "off"], default="off")
     ap.add_argument("--methods", default="engine,engine-fp32,nnunet,monai")
     ap.add_argument("--tile-only", action="store_true", help="only the cost of one patch (to size a run)")
+    ap.add_argument("--narrow", action="store_true",
+                    help="the plan's network with 1/8 of its features (another dataset id): the memory and "
+                         "time of everything around the network, affordable on a whole scan")
     ap.add_argument("--run", help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     mirroring = a.mirroring == "on"
+    if a.narrow:
+        global DATASET_ID, DATASET, NARROW
+        DATASET_ID, DATASET, NARROW = DATASET_ID + 1, f"Dataset{DATASET_ID + 1}_CTbenchNarrow", True
     work = a.work.resolve()
     if a.run:
         scan = work / "scan" / "ct_0000.nii"
@@ -268,7 +280,8 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     plan_and_weights(work)
     env = env_for(work)
-    me = [sys.executable, str(Path(__file__).resolve()), "--work", str(work), "--mirroring", a.mirroring]
+    me = [sys.executable, str(Path(__file__).resolve()), "--work", str(work), "--mirroring", a.mirroring,
+          *(["--narrow"] if a.narrow else [])]
     tile = timed([*me, "--run", "tile"], env)
     print(json.dumps({"one_tile": tile}), flush=True)
     if a.tile_only:

@@ -343,7 +343,10 @@ class NnUNetModel:
         pm, cm = self.plans_manager, self.configuration_manager
         target = tuple(int(v) for v in properties["shape_after_cropping_and_before_resampling"])
         if tuple(logits.shape[1:]) == target:
-            labels = torch.argmax(logits, dim=0).numpy().astype(np.uint8)
+            # slab by slab: a whole-scan argmax is an int64 map, 8 bytes a voxel (0.8 GB at 512x512x400)
+            labels = np.empty(target, np.uint8)
+            for z in range(0, target[0], 16):
+                labels[z:z + 16] = torch.argmax(logits[:, z:z + 16], dim=0).numpy()
         else:
             scan_spacing = [properties["spacing"][i] for i in pm.transpose_forward]
             best = labels = None
