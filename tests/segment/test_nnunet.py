@@ -224,3 +224,18 @@ def test_segment_stage_runs_an_nnunet_model(model_dir, scans, reference, tmp_pat
         truth = _model_labels_to_ours(reference["fold0"][case])
         assert seg.shape == truth.shape
         assert np.mean(seg.array == truth) >= 0.999
+
+
+def test_labels_on_the_model_grid_are_the_argmax_ties_included():
+    """The running maximum (slab by slab, uint8) picks what argmax picks, the first of tied classes."""
+    import torch
+
+    class Plans:
+        transpose_forward = transpose_backward = [0, 1, 2]
+
+    model = NnUNetModel.__new__(NnUNetModel)
+    model.plans_manager, model.configuration_manager = Plans(), None
+    logits = torch.randint(0, 4, (8, 37, 20, 21), generator=torch.Generator().manual_seed(0)).half()
+    properties = {"shape_after_cropping_and_before_resampling": (37, 20, 21), "shape_before_cropping": (37, 20, 21),
+                  "bbox_used_for_cropping": [[0, 37], [0, 20], [0, 21]]}
+    np.testing.assert_array_equal(model._labels_on_scan_grid(logits, properties), torch.argmax(logits, 0).numpy())
