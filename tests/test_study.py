@@ -265,6 +265,14 @@ def test_reversed_pair_of_keys(tmp_path, schemas_dir):
                        match=r"config key segmentation.min_lesion_ml, segmentation.max_lesion_ml: \[600, 500\]")
 
 
+def test_missing_nnunet_model_names_the_key_and_what_to_download(tmp_path, schemas_dir):
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"engine": "nnunet",
+                                                                       "model": str(tmp_path / "nowhere.zip")}},
+                       match=r"^config key segmentation.model: .*nowhere.zip does not exist; download the trained model")
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"engine": "nnunet"}},
+                       match=r"^config key segmentation.model: not set, and segmentation.engine is nnunet")
+
+
 def test_missing_and_empty_bundle_name_the_key(tmp_path, schemas_dir):
     expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"bundle": str(tmp_path / "nowhere")}},
                        match=r"^config key segmentation.bundle: .*nowhere is not a folder")

@@ -27,7 +27,7 @@ rule segment:
     # torch's threads (the classical engine is serial). One per job by default: --cores N then runs N
     # patients side by side, which costs 1.5x less CPU per scan than two threads on one, and a torch
     # job whose second thread shares a core with another job waits on it (BENCHMARKS.md)
-    threads: SEGMENTATION["threads"] if SEGMENTATION["engine"] == "monai" else 1
+    threads: SEGMENTATION["threads"] if SEGMENTATION["engine"] in ("monai", "nnunet") else 1
     resources:
         mem_mb=6000,
     conda:

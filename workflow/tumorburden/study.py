@@ -170,6 +170,8 @@ def _check_config_paths(config: dict) -> None:
         _check_model_list(segmentation)
     elif segmentation.get("engine", "monai") == "monai":
         _check_bundle(segmentation.get("bundle", DEFAULT_BUNDLE))
+    elif segmentation.get("engine") == "nnunet":
+        _check_nnunet_model(segmentation.get("model"))
 
 
 def _check_model_list(segmentation: dict) -> None:
@@ -201,6 +203,17 @@ def _check_bundle(value: str, key: str = "segmentation.bundle") -> None:
     if not any(w.is_file() and w.stat().st_size > 0 for w in weights):
         raise StudyError(f"config key {key}: {bundle} has no models/model.pt or models/model.ts "
                          f"(or it is empty); copy the weights there, or train them (snakemake train_segmentation)")
+
+
+def _check_nnunet_model(value: str | None) -> None:
+    """The trained model is there (its contents are read, and checked, when a segment job loads it)."""
+    get = ("download the trained model (its nnUNet_results folder <Trainer>__<Plans>__<Configuration>/ or the zip "
+           "nnUNetv2_export_model_to_zip made of it) and point segmentation.model at it")
+    if not value:
+        raise StudyError(f"config key segmentation.model: not set, and segmentation.engine is nnunet; {get}")
+    model = resolve_bundle(value)
+    if not model.exists():
+        raise StudyError(f"config key segmentation.model: {value} does not exist; {get}")
 
 
 def default_config() -> dict:

@@ -112,8 +112,9 @@ def is_dicom_path(image) -> bool:
 def model_weights(segmentation: dict) -> dict:
     """{"weights": the bundle's weights file} for the monai engine (a rule input, so new weights
     redo the segmentation), else {}. TorchScript (model.ts) when the bundle has it. `segmentation`
-    is the section with its defaults (`section`). With `models`, each model's weights file
-    (`weights_<n>`, a bundle's model.ts or model.pt, an nnU-Net model's folder or zip)."""
+    is the section with its defaults (`section`). For nnunet: the trained model's folder or zip.
+    With `models`, each model's weights file (`weights_<n>`, a bundle's model.ts or model.pt, an
+    nnU-Net model's folder or zip)."""
     if segmentation.get("models"):
         out = {}
         for n, entry in enumerate(segmentation["models"], start=1):
@@ -124,6 +125,8 @@ def model_weights(segmentation: dict) -> dict:
             elif isinstance(entry, dict) and entry.get("nnunet"):
                 out[f"weights_{n}"] = str(resolve_bundle(entry["nnunet"]))
         return out
+    if segmentation["engine"] == "nnunet" and segmentation.get("model"):
+        return {"weights": str(resolve_bundle(segmentation["model"]))}
     if segmentation["engine"] != "monai":
         return {}
     bundle = resolve_bundle(segmentation["bundle"])

@@ -5,6 +5,8 @@ Engines (`engine` in the segmentation settings):
              segment.engine: sliding-window inference, labels back on the scan's grid
   classical  HU thresholds + morphology (segment.classical), the baseline the model is
              scored against
+  nnunet     an nnU-Net v2 trained model (`model`: its folder or zip; `nnunet`: its settings)
+             run by segment.nnunet
 
 Several models (`models`, a list that replaces `bundle`): MONAI bundles and nnU-Net models, each
 giving some of our labels, composed by `precedence` (segment/compose.py, model_labels.py); when
@@ -35,7 +37,7 @@ from tumorburden import tables
 from tumorburden.imaging.volume import Volume, load_nifti, save_nifti
 from tumorburden.model_labels import DEFAULT_PRECEDENCE, ModelListError, model_list, plan_models
 from tumorburden.paths import DEFAULT_BUNDLE, resolve_bundle
-from tumorburden.segment import classical, engine
+from tumorburden.segment import classical, engine, nnunet
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +48,14 @@ DEFAULTS = {
     "bundle": DEFAULT_BUNDLE,
     "models": [],  # several models composed (model_labels.py); replaces `bundle` when given
     "precedence": DEFAULT_PRECEDENCE,  # where models disagree, the label earlier here wins
+    "model": None,  # the nnunet engine's trained model: a folder or its zip
+    "nnunet": dict(nnunet.DEFAULTS),
     "dicom_seg": True,
     "threads": 1,  # torch CPU threads per segment job; the workflow's --cores run that many jobs side by side
     **engine.INFERENCE_DEFAULTS,
     **classical.DEFAULTS,
 }
-ENGINES = ("monai", "classical")
+ENGINES = ("monai", "classical", "nnunet")
 GRID_ATOL_MM = 1e-3
 TOTALSEG_TISSUES = {"skeletal_muscle": L.MUSCLE, "subcutaneous_fat": L.SAT, "torso_fat": L.VAT}
 
@@ -64,6 +68,8 @@ def check_settings(s: dict) -> None:
         return
     if s["engine"] not in ENGINES:
         raise ValueError(f"segmentation.engine {s['engine']!r} is unknown; choose one of {', '.join(ENGINES)}")
+    if s["engine"] == "nnunet" and not s.get("model"):
+        raise ValueError(f"segmentation.engine is nnunet but segmentation.model is not set; {nnunet.GET_A_MODEL}")
 
 
 def organs_path(segmentation_path: Path) -> Path:
@@ -92,7 +98,7 @@ class Segmenter:
     def __init__(self, settings: dict | None = None, threads: int | None = None):
         self.settings = s = {**DEFAULTS, **(settings or {})}
         check_settings(s)
-        self.bundle = self.device = self.composed = None
+        self.bundle = self.device = self.composed = self.nnunet = None
         if model_list(s):
             import torch
 
@@ -117,6 +123,15 @@ class Segmenter:
             self.bundle = load_bundle(resolve_bundle(s["bundle"]), self.device)
             log.info("model %s %s (%s) on %s", self.bundle.name, self.bundle.version, self.bundle.weights,
                      self.device)
+        elif s["engine"] == "nnunet":
+            import torch
+
+            if threads:
+                torch.set_num_threads(int(threads))
+            self.device = engine.pick_device(s["device"])
+            self.nnunet = nnunet.NnUNetModel.load(resolve_bundle(s["model"]),
+                                                  {**nnunet.DEFAULTS, **(s.get("nnunet") or {}),
+                                                   "precision": s["precision"]}, self.device)
 
     def sources(self) -> dict:
         """Where the record says the lesions and body composition came from (before external masks)."""
@@ -139,17 +154,24 @@ class Segmenter:
             labels, organs = self.composed.predict(image)
             log.info("models composed: %.2f s", time.perf_counter() - t0)
             return labels, organs
-        if self.bundle is not None:
-            labels, times = engine.infer_labels(image, self.bundle, s, self.device)
+        organs = None
+        if self.bundle is not None or self.nnunet is not None:
+            labels, times = (engine.infer_labels(image, self.bundle, s, self.device) if self.bundle is not None
+                             else self.nnunet.predict(image))
             log.info("inference: %s", ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}"
                                                  for k, v in times.items()))
+            if self.nnunet is not None and self.nnunet.provides - set(L.NAMES):
+                # an nnU-Net model that also gives organs (spleen, bone, ...): they go to the organ map,
+                # segmentation.nii.gz keeps its eight labels (as segment/compose.py splits them)
+                organs = np.where(np.isin(labels, L.ORGAN_LABELS), labels, 0).astype(np.uint8)
+                labels = np.where(np.isin(labels, tuple(L.NAMES)), labels, 0).astype(np.uint8)
         else:
             try:
                 labels = classical.segment_volume(image, {**s, "lesions": lesions})
             except ValueError as exc:
                 raise ValueError(f"{image_path}: {exc}") from exc
         log.info("%s engine: %.2f s", s["engine"], time.perf_counter() - t0)
-        return labels, None
+        return labels, organs
 
 
 def segment(image_path: Path, out_path: Path, mask_path: Path | None = None,

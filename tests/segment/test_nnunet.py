@@ -1,0 +1,241 @@
+"""The nnunet engine against nnU-Net's own nnUNetv2_predict, on a tiny model made by nnU-Net's own
+planner and network classes (tiny_nnunet.py); its zip form, fold ensembles, bad model folders,
+and the segment stage end to end through Snakemake."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from tumorburden import labels as L
+from tumorburden.imaging.volume import load_nifti
+from tumorburden.segment.nnunet import NnUNetError, NnUNetModel
+from tiny_nnunet import BIN, DATASET_ID, MODEL_LABELS, make_model, nnunet_env, nnunet_predict, write_phantom
+from workflow_run import snakemake
+
+FP32 = {"precision": "fp32"}
+
+
+@pytest.fixture(scope="session")
+def nnunet_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("nnunet")
+    make_model(root, folds=(0, 1))
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_dir(nnunet_root):
+    return next((nnunet_root / "results").glob("Dataset*/nnUNetTrainer__nnUNetPlans__3d_fullres"))
+
+
+@pytest.fixture(scope="session")
+def scans(nnunet_root):
+    """Two CT images nnU-Net was not trained on: one at the model's spacing, one on another grid
+    (so nnU-Net resamples the image to the model and the logits back), as nnU-Net's input folder."""
+    folder = nnunet_root / "scans"
+    write_phantom(folder / "native_0000.nii.gz", seed=21)
+    write_phantom(folder / "other_0000.nii.gz", seed=22, spacing=(4.5, 5.0, 8.0), shape=(56, 40, 18))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def reference(nnunet_root, model_dir, scans):
+    """nnU-Net's labels (the model's numbers): nnUNetv2_predict's with fold 0 and its defaults
+    (mirroring); and nnUNetPredictor's (the class that CLI runs, here in-process, which saves a
+    second CLI start) with folds 0+1 ensembled and mirroring off (--disable_tta)."""
+    import torch
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    nnunet_predict(nnunet_root, scans, nnunet_root / "fold0", folds=(0,))
+    out = {"fold0": {case: np.asarray(nib.load(nnunet_root / "fold0" / f"{case}.nii.gz").dataobj)
+                     for case in ("native", "other")}}
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=False,
+                                device=torch.device("cpu"), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(0, 1))
+    out["folds01"] = {}
+    for case in ("native", "other"):
+        image, properties = SimpleITKIO().read_images([str(scans / f"{case}_0000.nii.gz")])
+        # SimpleITK's axis order (z, y, x) back to the NIfTI's
+        out["folds01"][case] = np.asarray(predictor.predict_single_npy_array(image, properties)).transpose(2, 1, 0)
+    return out
+
+
+def _model_labels_to_ours(model_labels: np.ndarray) -> np.ndarray:
+    lut = np.zeros(len(MODEL_LABELS), np.uint8)
+    for name, number in MODEL_LABELS.items():
+        lut[number] = L.label_of_name(name)
+    return lut[model_labels]
+
+
+def _agreement(model: NnUNetModel, scans, reference: dict) -> dict:
+    out = {}
+    for case, ref in reference.items():
+        image = load_nifti(scans / f"{case}_0000.nii.gz", dtype=np.float32)
+        labels, times = model.predict(image)
+        assert labels.shape == image.shape and labels.dtype == np.uint8
+        truth = _model_labels_to_ours(ref)
+        # a model that predicts one class everywhere would agree trivially
+        assert len(np.unique(truth)) >= 3, np.unique(truth)
+        out[case] = float(np.mean(labels == truth))
+    return out
+
+
+def test_labels_equal_nnunetv2_predict(model_dir, scans, reference):
+    model = NnUNetModel.load(model_dir, {**FP32, "folds": [0]}, "cpu")
+    agreement = _agreement(model, scans, reference["fold0"])
+    assert min(agreement.values()) >= 0.999, agreement
+
+
+def test_two_folds_ensembled_without_mirroring_equal_nnunetv2_predict(model_dir, scans, reference):
+    model = NnUNetModel.load(model_dir, {**FP32, "folds": [0, 1], "mirroring": False}, "cpu")
+    assert len(model.networks) == 2
+    agreement = _agreement(model, scans, reference["folds01"])
+    assert min(agreement.values()) >= 0.999, agreement
+    # the ensemble is not one fold's answer
+    one = NnUNetModel.load(model_dir, {**FP32, "folds": [1], "mirroring": False}, "cpu")
+    image = load_nifti(scans / "other_0000.nii.gz", dtype=np.float32)
+    assert np.mean(one.predict(image)[0] != model.predict(image)[0]) > 0
+
+
+def test_exported_zip_runs_in_place(nnunet_root, model_dir, scans, reference, tmp_path):
+    zipped = tmp_path / "model.zip"
+    subprocess.run([str(BIN / "nnUNetv2_export_model_to_zip"), "-d", str(DATASET_ID), "-o", str(zipped),
+                    "-c", "3d_fullres", "-f", "0", "1"], env=nnunet_env(nnunet_root), check=True,
+                   capture_output=True)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    model = NnUNetModel.load(zipped, {**FP32, "folds": [0]}, "cpu")
+    assert model.configuration == "3d_fullres" and model.folds == ["0"]
+    agreement = _agreement(model, scans, reference["fold0"])
+    assert min(agreement.values()) >= 0.999, agreement
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # read in place, nothing unpacked
+    # every fold in the zip is found when none is named
+    assert NnUNetModel.load(zipped, FP32, "cpu").folds == ["0", "1"]
+
+
+def test_labels_are_mapped_by_name(model_dir):
+    model = NnUNetModel.load(model_dir, {**FP32, "folds": [0]}, "cpu")
+    assert model.lut[MODEL_LABELS["tumor"]] == L.LESION
+    assert model.lut[MODEL_LABELS["liver"]] == L.LIVER
+    assert model.provides == frozenset(range(1, 8))
+
+
+def _broken_copy(model_dir, tmp_path):
+    broken = tmp_path / model_dir.name
+    shutil.copytree(model_dir, broken)
+    return broken
+
+
+def _edit_dataset(folder, **changes):
+    path = folder / "dataset.json"
+    dataset = json.loads(path.read_text())
+    dataset.update(changes)
+    path.write_text(json.dumps(dataset))
+
+
+def _one_line_error(path, settings=None, match=()):
+    with pytest.raises(NnUNetError) as err:
+        NnUNetModel.load(path, {**FP32, **(settings or {})}, "cpu")
+    message = str(err.value)
+    assert "\n" not in message
+    for text in match:
+        assert text in message, message
+    return message
+
+
+def test_missing_model_says_what_to_download(tmp_path):
+    _one_line_error(tmp_path / "nowhere", match=(str(tmp_path / "nowhere"), "download the trained model",
+                                                 "segmentation.model"))
+
+
+def test_folder_that_is_not_a_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _one_line_error(tmp_path / "empty", match=("no plans.json", "download the trained model"))
+
+
+def test_missing_plans(model_dir, tmp_path):
+    broken = _broken_copy(model_dir, tmp_path)
+    (broken / "plans.json").unlink()
+    _one_line_error(broken, match=(str(broken / "plans.json"), "missing"))
+
+
+def test_missing_fold(model_dir, tmp_path):
+    broken = _broken_copy(model_dir, tmp_path)
+    shutil.rmtree(broken / "fold_1")
+    _one_line_error(broken, {"folds": [0, 1]}, match=(str(broken / "fold_1" / "checkpoint_final.pth"),
+                                                      "folds present: 0", "segmentation.nnunet.folds"))
+
+
+def test_wrong_channel_count(model_dir, tmp_path):
+    broken = _broken_copy(model_dir, tmp_path)
+    _edit_dataset(broken, channel_names={"0": "CT", "1": "PET"})
+    _one_line_error(broken, match=(str(broken / "dataset.json"), "2 input channels", "CT, PET"))
+
+
+def test_unmappable_labels(model_dir, tmp_path):
+    broken = _broken_copy(model_dir, tmp_path)
+    labels = {("kidney" if k == "liver" else k): v for k, v in MODEL_LABELS.items()}
+    _edit_dataset(broken, labels=labels)
+    _one_line_error(broken, match=(str(broken / "dataset.json"), "1='kidney'", "rename"))
+
+
+def test_model_without_a_lesion_label(model_dir, tmp_path):
+    broken = _broken_copy(model_dir, tmp_path)
+    renamed = {"tumor": "lungs", "lymph_node_lesion": "bg"}  # names of ours, none a lesion
+    _edit_dataset(broken, labels={renamed.get(k, k): v for k, v in MODEL_LABELS.items()})
+    _one_line_error(broken, match=(str(broken / "dataset.json"), "no label is a lesion"))
+
+
+def test_weights_that_do_not_fit_the_plans(model_dir, tmp_path):
+    broken = _broken_copy(model_dir, tmp_path)
+    plans = json.loads((broken / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    arch["features_per_stage"] = [f * 2 for f in arch["features_per_stage"]]
+    (broken / "plans.json").write_text(json.dumps(plans))
+    _one_line_error(broken, {"folds": [0]}, match=(str(broken / "fold_0" / "checkpoint_final.pth"),
+                                                   "do not fit"))
+
+
+@pytest.mark.e2e
+def test_segment_stage_runs_an_nnunet_model(model_dir, scans, reference, tmp_path):
+    """A study of NIfTI scans through Snakemake's segment rule with the nnunet engine: the written
+    segmentation is nnUNetv2_predict's, in our label numbers."""
+    shutil.copy(scans / "native_0000.nii.gz", tmp_path / "native.nii.gz")
+    shutil.copy(scans / "other_0000.nii.gz", tmp_path / "other.nii.gz")
+    pd.DataFrame({"patient_id": ["P1"], "cohort": ["lung"], "pfs_days": [100.0], "pfs_event": [1],
+                  "os_days": [300.0], "os_event": [0]}).to_csv(tmp_path / "clinical.tsv", sep="\t", index=False)
+    pd.DataFrame({"patient_id": ["P1", "P1"], "scan_id": ["P1_d0", "P1_d60"], "days": [0.0, 60.0],
+                  "image": ["native.nii.gz", "other.nii.gz"]}).to_csv(tmp_path / "scans.tsv", sep="\t", index=False)
+    config = {"study": {"name": "nn", "clinical": str(tmp_path / "clinical.tsv"), "scans": str(tmp_path / "scans.tsv")},
+              "segmentation": {"engine": "nnunet", "model": str(model_dir), "dicom_seg": False,
+                               "precision": "fp32", "nnunet": {"folds": [0]}}}
+    proc = snakemake(tmp_path, config, "results/nn/qc/segment/P1.tsv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = pd.read_csv(tmp_path / "results/nn/qc/segment/P1.tsv", sep="\t")
+    assert list(record["engine"]) == ["nnunet", "nnunet"]
+    for scan_id, case in (("P1_d0", "native"), ("P1_d60", "other")):
+        seg = load_nifti(tmp_path / f"results/nn/scans/{scan_id}/segmentation.nii.gz")
+        truth = _model_labels_to_ours(reference["fold0"][case])
+        assert seg.shape == truth.shape
+        assert np.mean(seg.array == truth) >= 0.999
+
+
+def test_labels_on_the_model_grid_are_the_argmax_ties_included():
+    """The running maximum (slab by slab, uint8) picks what argmax picks, the first of tied classes."""
+    import torch
+
+    class Plans:
+        transpose_forward = transpose_backward = [0, 1, 2]
+
+    model = NnUNetModel.__new__(NnUNetModel)
+    model.plans_manager, model.configuration_manager = Plans(), None
+    logits = torch.randint(0, 4, (8, 37, 20, 21), generator=torch.Generator().manual_seed(0)).half()
+    properties = {"shape_after_cropping_and_before_resampling": (37, 20, 21), "shape_before_cropping": (37, 20, 21),
+                  "bbox_used_for_cropping": [[0, 37], [0, 20], [0, 21]]}
+    np.testing.assert_array_equal(model._labels_on_scan_grid(logits, properties), torch.argmax(logits, 0).numpy())
