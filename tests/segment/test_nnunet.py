@@ -180,9 +180,9 @@ def test_wrong_channel_count(model_dir, tmp_path):
 
 def test_unmappable_labels(model_dir, tmp_path):
     broken = _broken_copy(model_dir, tmp_path)
-    labels = {("kidney" if k == "liver" else k): v for k, v in MODEL_LABELS.items()}
+    labels = {("heart" if k == "liver" else k): v for k, v in MODEL_LABELS.items()}  # an organ none of ours
     _edit_dataset(broken, labels=labels)
-    _one_line_error(broken, match=(str(broken / "dataset.json"), "1='kidney'", "rename"))
+    _one_line_error(broken, match=(str(broken / "dataset.json"), "1='heart'", "rename"))
 
 
 def test_model_without_a_lesion_label(model_dir, tmp_path):
@@ -224,6 +224,53 @@ def test_segment_stage_runs_an_nnunet_model(model_dir, scans, reference, tmp_pat
         truth = _model_labels_to_ours(reference["fold0"][case])
         assert seg.shape == truth.shape
         assert np.mean(seg.array == truth) >= 0.999
+
+
+def test_an_nnunet_model_as_one_of_several_composed(model_dir, scans, reference, tmp_path):
+    """`segmentation.models` with the nnU-Net model used for some of its labels only (the rest
+    ignored by name): the segmentation is nnUNetv2_predict's restricted to those labels, and its
+    organs (liver, lung) make the organ map; the model's muscle and fat stay out of both."""
+    from tumorburden.segment.run import ScanJob, segment_patient
+
+    used = ["tumor", "lymph_node_lesion", "liver", "lung"]
+    settings = {"models": [{"nnunet": str(model_dir), "use": used, "ignore": "rest"}], "precision": "fp32",
+                "device": "cpu", "nnunet": {"folds": [0]}, "dicom_seg": False}
+    shutil.copy(scans / "native_0000.nii.gz", tmp_path / "native.nii.gz")
+    out = tmp_path / "S1" / "segmentation.nii.gz"
+    record = segment_patient("P1", [ScanJob("S1", tmp_path / "native.nii.gz", out, dicom_source=False)],
+                             tmp_path / "record.tsv", settings=settings)
+    truth = _model_labels_to_ours(reference["fold0"]["native"])
+    kept = (L.LESION, L.NODE_LESION, L.LIVER, L.LUNG)
+    expected = np.where(np.isin(truth, kept), truth, 0)
+    assert np.isin(truth, (L.MUSCLE, L.SAT, L.VAT)).any()  # there was something to leave out
+    assert np.mean(load_nifti(out).array == expected) >= 0.999
+    organs = load_nifti(out.with_name(L.ORGAN_MAP_FILE)).array
+    assert np.mean(organs == np.where(np.isin(truth, (L.LIVER, L.LUNG)), truth, 0)) >= 0.999
+    assert record.loc[0, "lesions_from"] == model_dir.name
+
+
+def test_a_single_nnunet_model_that_gives_an_organ_writes_it_to_the_organ_map(model_dir, scans, reference, tmp_path):
+    """The nnunet engine on a model one of whose classes is renamed spleen (an organ of the organ
+    map, not one of segmentation.nii.gz's eight labels): the spleen goes to organs.nii.gz, the
+    segmentation keeps the rest of the model's labels."""
+    from tumorburden.segment.run import ScanJob, segment_patient
+
+    truth = _model_labels_to_ours(reference["fold0"]["native"])
+    # the tissue class the tiny model predicts most on this scan becomes the spleen
+    tissues = [L.LIVER, L.LUNG, L.MUSCLE, L.SAT, L.VAT]
+    renamed = tissues[int(np.argmax([np.count_nonzero(truth == t) for t in tissues]))]
+    assert (truth == renamed).any()
+    model = _broken_copy(model_dir, tmp_path)
+    _edit_dataset(model, labels={("spleen" if L.label_of_name(k) == renamed else k): v for k, v in MODEL_LABELS.items()})
+    shutil.copy(scans / "native_0000.nii.gz", tmp_path / "native.nii.gz")
+    out = tmp_path / "S1" / "segmentation.nii.gz"
+    segment_patient("P1", [ScanJob("S1", tmp_path / "native.nii.gz", out, dicom_source=False)], tmp_path / "record.tsv",
+                    settings={"engine": "nnunet", "model": str(model), "precision": "fp32", "device": "cpu",
+                              "nnunet": {"folds": [0]}, "dicom_seg": False})
+    assert np.mean(load_nifti(out).array == np.where(truth == renamed, 0, truth)) >= 0.999
+    organs = load_nifti(out.with_name(L.ORGAN_MAP_FILE)).array
+    expected = np.where(truth == renamed, L.SPLEEN, np.where(np.isin(truth, (L.LIVER, L.LUNG)), truth, 0))
+    assert np.mean(organs == expected) >= 0.999
 
 
 def test_labels_on_the_model_grid_are_the_argmax_ties_included():
