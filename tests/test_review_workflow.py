@@ -20,7 +20,7 @@ from workflow_run import TINY, copy_run, pending_jobs, snakemake
 
 VOXEL_ML = 4.0 ** 3 / 1000  # the tiny trial's 4 mm voxels: one is above lesions.min_volume_ml
 PER_SCAN = {"ingest", "segment", "measure", "synth_render", "segment_dicom"}
-DOWNSTREAM = {"measure_review", "review_table", "track", "burden", "features", "survival", "survival_prediction",
+DOWNSTREAM = {"measure_review", "review_table", "track", "burden", "site_burden", "features", "survival", "survival_prediction",
               "survival_joint", "survival_dynamic", "burden_figures", "c_index_figure", "forest_figures", "km_figures",
               "prediction_figures", "td_auc_figures", "dynamic_figures", "score_against_truth", "all"}
 
