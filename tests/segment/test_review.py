@@ -64,15 +64,20 @@ def _square(i0, i1, j0, j1):
     return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
 
 
-def test_seg_from_another_tool_lands_on_the_ct_block(scan, tmp_path):
-    """A highdicom SEG drawn on the CT's own pixels: its lesion is exactly where the CT is bright,
-    its node segment stays a node, and the liver segment is left out (a review replaces lesions)."""
-    _, datasets, image = scan
+def _three_segments() -> np.ndarray:
+    """Segment 1 on the CT's bright block, 2 a small box (4 x 3 x 2 voxels), 3 a slab along one side."""
     labelmap = np.zeros(SHAPE, np.uint8)
     labelmap[BLOCK] = 1
     labelmap[30:34, 25:28, 12:14] = 2
     labelmap[36:44, 4:12, 0:24] = 3
-    path = _write_seg(datasets, labelmap, {
+    return labelmap
+
+
+def test_seg_from_another_tool_lands_on_the_ct_block(scan, tmp_path):
+    """A highdicom SEG drawn on the CT's own pixels: its lesion is exactly where the CT is bright,
+    its node segment stays a node, and the liver segment is left out (a review replaces lesions)."""
+    _, datasets, image = scan
+    path = _write_seg(datasets, _three_segments(), {
         1: ("Lesion 1", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm),
         2: ("lymph node lesion 2", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.LymphNode),
         3: ("Liver", codes.SCT.Organ, codes.SCT.Liver),
@@ -89,11 +94,7 @@ def test_seg_organ_segments_are_neither_lesions_nor_errors(scan, tmp_path):
     """Organs an organ model gives (labels.py's organ map: spleen, kidney, ...) are known names: a review
     or a `mask` SEG that carries them keeps only its lesions, whether the organ is named or only coded."""
     _, datasets, image = scan
-    labelmap = np.zeros(SHAPE, np.uint8)
-    labelmap[BLOCK] = 1
-    labelmap[30:34, 25:28, 12:14] = 2
-    labelmap[36:44, 4:12, 0:24] = 3
-    path = _write_seg(datasets, labelmap, {
+    path = _write_seg(datasets, _three_segments(), {
         1: ("Lesion 1", codes.SCT.MorphologicallyAbnormalStructure, codes.SCT.Neoplasm),
         2: ("Spleen", codes.SCT.Organ, codes.SCT.Spleen),
         3: ("Segment_3", codes.SCT.Organ, codes.SCT.Kidney),
