@@ -21,7 +21,8 @@ import yaml
 
 from workflow_run import BIN, ROOT, TINY, seed_from_run, snakemake
 
-TARGETS = ["tables/lesions.parquet", "tables/burden.parquet", "tables/features.parquet", "tables/body_composition.parquet"]
+TARGETS = ["tables/lesions.parquet", "tables/burden.parquet", "tables/features.parquet", "tables/body_composition.parquet",
+           "tables/site_burden.parquet"]
 COMPARED = ["tables/*.parquet", "tables/*.csv", "qc/exclusions.tsv"]
 PER_SCAN = ["scans/*/image.nii.gz", "scans/*/segmentation.nii.gz", "scans/*/lesions.parquet", "scans/*/tissue.parquet"]
 RESET_PATIENTS = 2  # of the tiny trial's 10: 11 of its 49 scans to kill and resume in

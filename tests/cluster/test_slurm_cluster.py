@@ -127,11 +127,12 @@ def slurm_jobs(state: Path, workdir: Path) -> list[dict]:
 # The study steps whose outputs the SLURM run must reproduce (with track and burden before them).
 CHECKED_RULES = ("features", "survival", "survival_prediction", "km_figures", "score_against_truth")
 # Tables of the local run that the SLURM run does not ask for (the dynamic and joint models, body
-# composition: one-job study steps like the others, tested by the shared run); a new table under
+# composition, burden per site: one-job study steps like the others, tested by the shared run); a new table under
 # TABLES is compared unless it is named here.
 NOT_ASKED = ({Path("survival") / f for f in ("joint_model.csv", "landmark_model.csv", "dynamic_accuracy.csv",
                                              "dynamic_predictions.csv")}
-             | {Path("tables") / f for f in ("body_composition.parquet", "body_composition.csv")})
+             | {Path("tables") / f"{t}.{x}" for t in ("body_composition", "site_burden", "site_kinetics")
+                for x in ("parquet", "csv")})
 
 
 # Scans of the patient the SLURM run computes again: at least a follow-up, so that its measure job
