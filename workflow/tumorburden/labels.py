@@ -1,5 +1,7 @@
 """The label map shared by segmentations and the synthetic truth (DESIGN.md, one place)."""
 
+from pathlib import Path
+
 BACKGROUND = 0
 LESION = 1
 MUSCLE = 2
@@ -69,6 +71,11 @@ SITE_OF_LABEL = {
 }
 ORGAN_LABELS = tuple(SITE_OF_LABEL)  # the labels of the organ map
 ORGAN_MAP_FILE = "organs.nii.gz"  # the organ map's name, beside the scan's segmentation.nii.gz
+
+
+def organ_map_path(segmentation) -> Path:
+    """The scan's organ map: beside its segmentation.nii.gz (written only with an organ model)."""
+    return Path(segmentation).with_name(ORGAN_MAP_FILE)
 SITES = ("lung", "liver", "node", "spleen", "kidney", "adrenal_gland", "pancreas", "brain", "bone",
          "soft_tissue", "other")
 

@@ -78,7 +78,7 @@ def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
 
 def organ_map_beside(segmentation: Path) -> Path | None:
     """The scan's organ map (segment/compose.py), written beside its segmentation only with an organ model."""
-    organs = Path(segmentation).with_name(L.ORGAN_MAP_FILE)
+    organs = L.organ_map_path(segmentation)
     return organs if organs.exists() else None
 
 

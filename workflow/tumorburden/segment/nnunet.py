@@ -191,7 +191,7 @@ class NnUNetModel:
         import torch
 
         s = {**DEFAULTS, "precision": "auto", **(settings or {})}
-        device = engine.pick_device(device) if device is None or isinstance(device, str) else device
+        device = engine.pick_device(device or "auto") if device is None or isinstance(device, str) else device
         src = _Source(Path(path))
         plans = src.json("plans.json", f"the model's plans are needed; {GET_A_MODEL}")
         dataset = src.json("dataset.json", f"the model's labels and channels are needed; {GET_A_MODEL}")

@@ -72,11 +72,6 @@ def check_settings(s: dict) -> None:
         raise ValueError(f"segmentation.engine is nnunet but segmentation.model is not set; {nnunet.GET_A_MODEL}")
 
 
-def organs_path(segmentation_path: Path) -> Path:
-    """The organ map beside a segmentation, written when a model gives organs (segment/compose.py)."""
-    return Path(segmentation_path).with_name(L.ORGAN_MAP_FILE)
-
-
 @dataclass
 class ScanJob:
     """One scan of a patient's segmentation job: its image, outputs and external segmentations."""
@@ -209,7 +204,7 @@ def _segment_scan(image_path, out_path, mask_path, settings, bodycomp_path, over
     log.info("labels: %s", ", ".join(f"{L.NAMES[k]} {counts[k] * image.voxel_ml:.1f} mL"
                                      for k in range(1, len(L.NAMES)) if counts[k]))
     save_nifti(Volume(labels, image.affine), out_path, dtype=np.uint8)
-    organs_out = organs_path(out_path)
+    organs_out = L.organ_map_path(out_path)
     if organs is not None:
         save_nifti(Volume(organs, image.affine), organs_out, dtype=np.uint8)
     else:  # no organ model now: an organ map of an earlier configuration must not give sites
