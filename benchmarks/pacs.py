@@ -28,8 +28,10 @@ page cache dropped before each with --cold), in the order A, B in odd rounds and
 so two versions of the code are compared on the same server, series and minutes, round by round.
 With --request-forms N: instead of the pulls, the DICOMweb requests a pull could make for the same
 answer, each timed alone N times (and N times more with the page cache dropped before each, with
---cold): QIDO-RS, the metadata of the series, of its study, of each instance (4 at a time), and the
-series' retrieval with three Accept headers and the study's; wall seconds and Orthanc's CPU-s.
+--cold): QIDO-RS, the metadata of the series, of its study, of one instance, of each instance (4 at
+a time), the series' instances by QIDO-RS (with and without attributes Orthanc keeps in its
+database), and the series' retrieval with three Accept headers and the study's; wall seconds and
+Orthanc's CPU-s.
 """
 
 from __future__ import annotations
@@ -155,10 +157,19 @@ def _request_forms(url: str, study_uid: str, series_uid: str, times: int, cold: 
         with ThreadPoolExecutor(4) as pool:
             return sum(pool.map(one, sops))
 
+    first = requests.get(f"{series}/instances", timeout=120).json()[0]["00080018"]["Value"][0]
     forms = {
         "QIDO-RS: the patient's studies": lambda: get(f"{url}/studies?PatientID=BENCH"),
         "QIDO-RS: the study's series": lambda: get(f"{study}/series"),
         "WADO-RS metadata of the series (what the pull asks)": lambda: get(f"{series}/metadata"),
+        "QIDO-RS: the series' instances (default fields)": lambda: get(f"{series}/instances"),
+        # what a client could ask instead of the metadata: positions per instance (in Orthanc's
+        # database), the rest from one instance's header
+        "QIDO-RS: the instances + position, orientation": lambda: get(
+            f"{series}/instances?includefield=00200032&includefield=00200037"),
+        "QIDO-RS: the instances + pixel spacing (not in Orthanc's database)": lambda: get(
+            f"{series}/instances?includefield=00280030"),
+        "WADO-RS metadata of one instance": lambda: get(f"{series}/instances/{first}/metadata"),
         "WADO-RS metadata of the study": lambda: get(f"{study}/metadata"),
         "WADO-RS metadata of each instance, 4 at a time": per_instance,
         "WADO-RS series, `transfer-syntax=*` (what the pull asks)": lambda: get(series, multipart + "; transfer-syntax=*"),

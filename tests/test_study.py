@@ -282,6 +282,13 @@ def test_missing_and_empty_bundle_name_the_key(tmp_path, schemas_dir):
     (tmp_path / "empty" / "models" / "model.pt").write_bytes(b"")
     expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"bundle": str(tmp_path / "empty")}},
                        match=r"^config key segmentation.bundle: .*empty has no models/model.pt or models/model.ts \(or it is empty\)")
+    (tmp_path / "empty" / "models" / "model.pt").write_bytes(b"weights")
+    (tmp_path / "empty" / "configs" / "inference.json").write_text('{"inferer": {"roi_size": [48, 48, 48],}}')
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"bundle": str(tmp_path / "empty")}},
+                       match=r"^config key segmentation.bundle: .*inference.json is not valid JSON \(.*line 1 column 39.*\); fix the file$")
+    (tmp_path / "empty" / "configs" / "inference.json").write_text('[]')
+    expect_check_error(tmp_path, schemas_dir, config={"segmentation": {"bundle": str(tmp_path / "empty")}},
+                       match=r"^config key segmentation.bundle: .*inference.json must hold a JSON object")
     # the classical engine reads no bundle
     config = merged_config({**write_study(tmp_path), "segmentation": {"engine": "classical", "bundle": "nowhere"}})
     check_study(config, schemas_dir)

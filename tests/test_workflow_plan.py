@@ -5,6 +5,7 @@ import copy
 import json
 import os
 import re
+import shutil
 
 import pandas as pd
 import pytest
@@ -16,6 +17,7 @@ from tumorburden.workflow_plan import (
     DiscoveredScans,
     StudyPlan,
     analysed_cohorts,
+    model_fingerprint,
     model_weights,
     read_discovered_scans,
     section,
@@ -226,3 +228,61 @@ def test_each_model_of_a_model_list_is_an_input_of_the_segment_job(tmp_path):
     segmentation = {"engine": "monai", "bundle": "unused",
                     "models": [{"bundle": str(bundle)}, {"nnunet": str(organs), "use": ["liver"]}]}
     assert model_weights(segmentation) == {"weights_1": str(bundle / "models/model.ts"), "weights_2": str(organs)}
+
+
+def _nnunet_folder(root):
+    model = root / "Dataset220_Lesions" / "nnUNetTrainer__nnUNetPlans__3d_fullres"
+    for fold in (0, 1):
+        (model / f"fold_{fold}").mkdir(parents=True)
+        (model / f"fold_{fold}" / "checkpoint_final.pth").write_bytes(b"w")
+        (model / f"fold_{fold}" / "checkpoint_best.pth").write_bytes(b"w")
+    (model / "plans.json").write_text('{"configurations": {}}')
+    (model / "dataset.json").write_text('{"labels": {"background": 0, "tumor": 1}}')
+    return model
+
+
+def test_an_nnunet_folder_is_an_input_by_the_checkpoints_of_its_folds_in_use(tmp_path):
+    """A folder's own time does not change when a checkpoint inside it is replaced: the files are the inputs."""
+    model = _nnunet_folder(tmp_path)
+    ckpt = [str(model / f"fold_{f}" / "checkpoint_final.pth") for f in (0, 1)]
+    assert model_weights({"engine": "nnunet", "model": str(model)}) == {"weights": ckpt}
+    # a folder holding the model, the folds and checkpoint configured
+    assert model_weights({"engine": "nnunet", "model": str(model.parent),
+                          "nnunet": {"folds": [1], "checkpoint": "checkpoint_best.pth"}}) == {
+        "weights": [str(model / "fold_1" / "checkpoint_best.pth")]}
+    # no checkpoint there: the path itself, for the segment job to say what is missing
+    assert model_weights({"engine": "nnunet", "model": str(tmp_path / "absent")}) == {"weights": str(tmp_path / "absent")}
+
+
+def test_the_model_fingerprint_follows_the_contents_of_configs_plans_and_labels(tmp_path):
+    """Editing a bundle's declared inference or an nnU-Net model's plans or labels changes the segment
+    job's param (Snakemake then redoes it); copying the same files elsewhere or touching them does not,
+    nor do the weights (an input by time) or other files."""
+    bundle = tmp_path / "bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text('{"inferer": {"roi_size": [48, 48, 48]}}')
+    (bundle / "configs" / "metadata.json").write_text('{"version": "1"}')
+    (bundle / "models").mkdir()
+    (bundle / "models" / "model.pt").write_bytes(b"pt")
+    model = _nnunet_folder(tmp_path / "nnunet")
+    composed = {"engine": "monai", "bundle": "unused", "models": [{"bundle": str(bundle)}, {"nnunet": str(model)}]}
+    single = {"engine": "monai", "bundle": str(bundle)}
+    before = model_fingerprint(composed), model_fingerprint(single)
+
+    copy = tmp_path / "copy"
+    shutil.copytree(bundle, copy / "bundle")
+    shutil.copytree(tmp_path / "nnunet", copy / "nnunet")
+    os.utime(copy / "bundle" / "configs" / "inference.json", (1, 1))
+    moved = {"engine": "monai", "bundle": "unused",
+             "models": [{"bundle": str(copy / "bundle")}, {"nnunet": str(copy / "nnunet" / model.relative_to(tmp_path / "nnunet"))}]}
+    assert model_fingerprint(moved) == before[0]
+    (bundle / "models" / "model.pt").write_bytes(b"new weights")
+    (bundle / "README.md").write_text("notes")
+    assert (model_fingerprint(composed), model_fingerprint(single)) == before
+
+    (bundle / "configs" / "inference.json").write_text('{"inferer": {"roi_size": [64, 64, 64]}}')
+    edited = model_fingerprint(composed), model_fingerprint(single)
+    assert edited[0] != before[0] and edited[1] != before[1]
+    (model / "dataset.json").write_text('{"labels": {"background": 0, "liver": 1}}')
+    assert model_fingerprint(composed) != edited[0] and model_fingerprint(single) == edited[1]
+    assert model_fingerprint({"engine": "classical", "bundle": str(bundle)}) == model_fingerprint({"engine": "classical"})

@@ -192,6 +192,26 @@ def test_model_without_a_lesion_label(model_dir, tmp_path):
     _one_line_error(broken, match=(str(broken / "dataset.json"), "no label is a lesion"))
 
 
+def test_an_ignore_label_is_not_an_output(model_dir, scans, reference, tmp_path):
+    """nnU-Net v2's `ignore` label (sparse annotations in training) has the highest number and no output
+    channel: a model that declares it runs as the same model without it, alone or as one of several."""
+    from tumorburden.model_labels import _nnunet_labels
+
+    with_ignore = _broken_copy(model_dir, tmp_path)
+    _edit_dataset(with_ignore, labels={**MODEL_LABELS, "ignore": len(MODEL_LABELS)})
+    model = NnUNetModel.load(with_ignore, {**FP32, "folds": [0]}, "cpu")
+    assert len(model.lut) == len(MODEL_LABELS)
+    assert min(_agreement(model, scans, reference["fold0"]).values()) >= 0.999
+    assert _nnunet_labels(with_ignore, "segmentation.models[0]") == {v: k for k, v in MODEL_LABELS.items()}
+
+
+def test_an_ignore_label_that_is_not_the_highest(model_dir, tmp_path):
+    broken = _broken_copy(model_dir, tmp_path)
+    shifted = {k: (v + 1 if v else v) for k, v in MODEL_LABELS.items()}
+    _edit_dataset(broken, labels={**shifted, "ignore": 1})
+    _one_line_error(broken, match=(str(broken / "dataset.json"), "'ignore' is 1", "highest"))
+
+
 def test_weights_that_do_not_fit_the_plans(model_dir, tmp_path):
     broken = _broken_copy(model_dir, tmp_path)
     plans = json.loads((broken / "plans.json").read_text())

@@ -14,6 +14,7 @@ from tumorburden.workflow_plan import (  # noqa: E402
     DiscoveredScans,
     StudyPlan,
     analysed_cohorts,
+    model_fingerprint,
     model_weights,
     section,
     settings_json,
@@ -102,6 +103,7 @@ def discovered_scan_targets(wildcards):
 # Segmentation (segment.smk): the bundle, a scan's inputs, DICOM sources and their DICOM-SEG.
 SEGMENTATION = section(config, "segmentation")  # with its defaults (segment.smk reads the engine)
 MODEL_WEIGHTS = model_weights(SEGMENTATION)
+MODEL_FINGERPRINT = model_fingerprint(SEGMENTATION)
 
 
 def scans_of(wc):

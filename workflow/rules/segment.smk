@@ -17,6 +17,8 @@ rule segment:
     params:
         # training and export settings are not the segmentation's: editing them must not redo every scan
         settings=settings("segmentation", without=("train", "dicom_seg", "threads")),
+        # the models' configs, plans and label names by content: editing one redoes the segmentation
+        model=MODEL_FINGERPRINT,
         scans=scans_of,
         images=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/image.nii.gz"),
         segmentations=lambda wc: patient_scan_files(wc, f"{R}/scans/{{scan_id}}/segmentation.nii.gz"),

@@ -76,9 +76,14 @@ ORGAN_MAP_FILE = "organs.nii.gz"  # the organ map's name, beside the scan's segm
 def organ_map_path(segmentation) -> Path:
     """The scan's organ map: beside its segmentation.nii.gz (written only with an organ model)."""
     return Path(segmentation).with_name(ORGAN_MAP_FILE)
+
+
 SITES = ("lung", "liver", "node", "spleen", "kidney", "adrenal_gland", "pancreas", "brain", "bone",
          "soft_tissue", "other")
 
+# nnU-Net v2's reserved label name for voxels left unannotated in training (dataset.json): the
+# highest number, and not one of the network's outputs (its LabelManager leaves it out of the heads)
+NNUNET_IGNORE = "ignore"
 
 
 def normalise_name(name: str) -> str:

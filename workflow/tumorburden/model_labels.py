@@ -248,7 +248,8 @@ def _nnunet_labels(path: Path, key: str) -> dict[int, str]:
             if isinstance(value, (list, tuple)):  # region-based training: a region is not one label
                 raise ModelListError(f"{key}: {where} declares region {name!r} = {value}; region-based nnU-Net "
                                      "models are not supported as one of segmentation.models")
-            out[int(value)] = str(name)
+            if name != L.NNUNET_IGNORE:  # not an output of the network
+                out[int(value)] = str(name)
         return out
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, ModelListError):

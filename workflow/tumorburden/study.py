@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import date
@@ -203,6 +204,16 @@ def _check_bundle(value: str, key: str = "segmentation.bundle") -> None:
     if not any(w.is_file() and w.stat().st_size > 0 for w in weights):
         raise StudyError(f"config key {key}: {bundle} has no models/model.pt or models/model.ts "
                          f"(or it is empty); copy the weights there, or train them (snakemake train_segmentation)")
+    # an edited config with a syntax error stops the run here, not in each segment job (the declarations
+    # themselves are MONAI's to build, when the job loads the bundle)
+    for path in sorted((bundle / "configs").glob("*.json")):
+        try:
+            content = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StudyError(f"config key {key}: {path} is not valid JSON ({exc}); fix the file") from None
+        if not isinstance(content, dict):
+            raise StudyError(f"config key {key}: {path} must hold a JSON object (a MONAI bundle config), "
+                             f"not a {type(content).__name__}; fix the file")
 
 
 def _check_nnunet_model(value: str | None) -> None:

@@ -13,6 +13,7 @@ Light on purpose (pandas and the study model only): Snakemake imports it for eve
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -109,29 +110,66 @@ def is_dicom_path(image) -> bool:
     return not str(image).endswith((".nii", ".nii.gz"))
 
 
-def model_weights(segmentation: dict) -> dict:
-    """{"weights": the bundle's weights file} for the monai engine (a rule input, so new weights
-    redo the segmentation), else {}. TorchScript (model.ts) when the bundle has it. `segmentation`
-    is the section with its defaults (`section`). For nnunet: the trained model's folder or zip.
-    With `models`, each model's weights file (`weights_<n>`, a bundle's model.ts or model.pt, an
-    nnU-Net model's folder or zip)."""
+def _models(segmentation: dict) -> list[tuple[str, Path]]:
+    """("bundle" | "nnunet", path) of each model the segmentation runs (`segmentation` with its defaults)."""
     if segmentation.get("models"):
-        out = {}
-        for n, entry in enumerate(segmentation["models"], start=1):
-            if isinstance(entry, dict) and entry.get("bundle"):
-                bundle = resolve_bundle(entry["bundle"])
-                ts = bundle / "models" / "model.ts"
-                out[f"weights_{n}"] = str(ts if ts.exists() else bundle / "models" / "model.pt")
-            elif isinstance(entry, dict) and entry.get("nnunet"):
-                out[f"weights_{n}"] = str(resolve_bundle(entry["nnunet"]))
-        return out
+        return [(kind, resolve_bundle(entry[kind])) for entry in segmentation["models"] if isinstance(entry, dict)
+                for kind in ("bundle", "nnunet") if entry.get(kind)]
     if segmentation["engine"] == "nnunet" and segmentation.get("model"):
-        return {"weights": str(resolve_bundle(segmentation["model"]))}
-    if segmentation["engine"] != "monai":
-        return {}
-    bundle = resolve_bundle(segmentation["bundle"])
-    weights = bundle / "models" / "model.ts"
-    return {"weights": str(weights if weights.exists() else bundle / "models" / "model.pt")}
+        return [("nnunet", resolve_bundle(segmentation["model"]))]
+    if segmentation["engine"] == "monai":
+        return [("bundle", resolve_bundle(segmentation["bundle"]))]
+    return []
+
+
+def _nnunet_checkpoints(model: Path, segmentation: dict) -> str | list[str]:
+    """An nnU-Net model's weights as files: the zip itself, or the checkpoint of each fold in use (a
+    folder's own time does not change when a file inside it is replaced). A path that is not there
+    stays as it is: the segment job says what to download."""
+    if not model.is_dir():
+        return str(model)
+    nnunet = {**(section({}, "segmentation").get("nnunet") or {}), **(segmentation.get("nnunet") or {})}
+    found = sorted(model.rglob(f"fold_*/{nnunet['checkpoint']}"))
+    if nnunet["folds"] is not None:
+        found = [f for f in found if f.parent.name in {f"fold_{fold}" for fold in nnunet["folds"]}]
+    return [str(f) for f in found] or str(model)
+
+
+def model_weights(segmentation: dict) -> dict:
+    """The models' weights, inputs of the segment job (new weights redo the segmentation):
+    {"weights": ...} for one model, {"weights_<n>": ...} for each of `segmentation.models`. A
+    bundle's TorchScript (models/model.ts) when it has one, else models/model.pt; an nnU-Net model's
+    zip or the checkpoints of its folds. `segmentation` is the section with its defaults (`section`)."""
+    out = {}
+    for kind, path in _models(segmentation):
+        if kind == "nnunet":
+            weights = _nnunet_checkpoints(path, segmentation)
+        else:
+            ts = path / "models" / "model.ts"
+            weights = str(ts if ts.exists() else path / "models" / "model.pt")
+        out[f"weights_{len(out) + 1}"] = weights
+    if segmentation.get("models"):
+        return out
+    return {"weights": out["weights_1"]} if out else {}
+
+
+# A model's files, besides its weights, that decide its labels: a bundle's configs (declared
+# preprocessing, inferer, postprocessing, label names), an nnU-Net model's plans and dataset.json
+MODEL_DESCRIPTION = {"bundle": ("configs/**/*.json", "configs/**/*.yaml", "configs/**/*.yml"),
+                     "nnunet": ("**/plans.json", "**/dataset.json")}
+
+
+def model_fingerprint(segmentation: dict) -> str:
+    """A digest of the contents of every model's description files (MODEL_DESCRIPTION), a param of
+    the segment job: editing one redoes the segmentation (Snakemake's params trigger) while a copy
+    of the same files does not (file times would). A zipped model is an input by its time."""
+    digest = hashlib.sha256()
+    for n, (kind, path) in enumerate(_models(segmentation), start=1):
+        digest.update(f"{n}:{kind}\n".encode())  # not the path: the settings param has it as configured
+        if path.is_dir():
+            for name in sorted({f for pattern in MODEL_DESCRIPTION[kind] for f in path.glob(pattern)}):
+                digest.update(f"{name.relative_to(path)}\n".encode() + name.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class StudyPlan:

@@ -123,7 +123,7 @@ class _Source:
 
 
 def label_lut(dataset: dict, where: str, label_map: dict[str, int] | None = None) -> np.ndarray:
-    """The model's label number -> ours (uint8), by name from dataset.json's `labels`.
+    """The model's output channel -> our label (uint8), by name from dataset.json's `labels`.
     `label_map`: one of several composed models (segment/compose.py): its used names -> our labels,
     as model_labels.py checked them against the entry's use/ignore; every other label is background
     and no lesion label is required (an organ model has none)."""
@@ -138,6 +138,11 @@ def label_lut(dataset: dict, where: str, label_map: dict[str, int] | None = None
         numbers = {str(name): int(value) for name, value in labels.items()}
     except (TypeError, ValueError) as exc:
         raise NnUNetError(f"{where}: labels must map names to numbers, got {labels!r}") from exc
+    if L.NNUNET_IGNORE in numbers:
+        ignore = numbers.pop(L.NNUNET_IGNORE)
+        if ignore != len(numbers):
+            raise NnUNetError(f"{where}: label 'ignore' is {ignore}; nnU-Net v2 needs it to be the highest number "
+                              f"({len(numbers)} here); fix dataset.json's labels")
     if sorted(numbers.values()) != list(range(len(numbers))):
         raise NnUNetError(f"{where}: labels must number the classes 0..n-1, got {sorted(numbers.values())}")
     lut = np.zeros(len(numbers), np.uint8)
