@@ -355,7 +355,8 @@ class NnUNetModel:
             r0 = z0 % depth
             if r0 + (z1 - z0) <= depth:
                 return [(slice(r0, r0 + z1 - z0), slice(0, z1 - z0))]
-            return [(slice(r0, depth), slice(0, depth - r0)), (slice(0, z1 - z0 - depth + r0), slice(depth - r0, z1 - z0))]
+            wrap = depth - r0
+            return [(slice(r0, depth), slice(0, wrap)), (slice(0, z1 - z0 - wrap), slice(wrap, z1 - z0))]
 
         def finish(z0: int, z1: int):
             for rows, offset in ring(z0, z1):
@@ -380,7 +381,8 @@ class NnUNetModel:
                 for y, x in itertools.product(steps[1], steps[2]):
                     corner = (z, y, x)
                     x_tile = torch.zeros((1, 1, *patch), dtype=torch.float32)
-                    inside = [slice(max(c - lo, 0), min(c - lo + p, n)) for c, lo, p, n in zip(corner, below, patch, shape)]
+                    inside = [slice(max(c - lo, 0), min(c - lo + p, n))
+                              for c, lo, p, n in zip(corner, below, patch, shape)]
                     at = tuple(slice(v.start - (c - lo), v.stop - (c - lo)) for v, c, lo in zip(inside, corner, below))
                     x_tile[(0, 0, *at)] = source[(0, *inside)]
                     x_tile = x_tile.to(device)
