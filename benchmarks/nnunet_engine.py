@@ -363,9 +363,12 @@ def main():
         a.slices = int(tile["patch"][0])
     if a.budget_min > 0:
         a.inplane = pick_inplane(tile, a.slices, mirroring, a.budget_min, len(a.methods.split(",")))
-    print(json.dumps({"slices": a.slices, "inplane": a.inplane,
-                      "tiles": n_tiles((a.slices, a.inplane, a.inplane), tile["patch"])}), flush=True)
     spacing = tuple(float(v) for v in a.spacing.split(","))
+    # the tiles cover the scan on the plan's grid (z, y, x), as nnU-Net resamples it
+    grid = [int(round(n * have / plan)) for n, have, plan in zip((a.slices, a.inplane, a.inplane), spacing[::-1],
+                                                                  SPACING[::-1])]
+    print(json.dumps({"slices": a.slices, "inplane": a.inplane, "model_grid": grid,
+                      "tiles": n_tiles(grid, tile["patch"])}), flush=True)
     scan = write_scan(work, a.slices, a.inplane, spacing)
     results = {}
     for method in a.methods.split(","):

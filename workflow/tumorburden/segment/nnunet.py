@@ -15,7 +15,10 @@ nnUNetv2_predict spends its time and memory on a CPU (docs/segmentation.md, BENC
   - the folds of an ensemble run tile by tile (one image pass, one accumulator);
   - the logits are brought back to the scan's grid one channel at a time into a running
     argmax, instead of all channels at once in float64 and then a softmax: the same labels
-    (argmax of softmax = argmax of logits) at the memory of one channel.
+    (argmax of softmax = argmax of logits) at the memory of one channel;
+  - on the model's own grid, the logits live in a ring one patch deep along z, each band turned
+    into labels once its tiles are done (the same fp16 sums in the same order), and the scan is
+    copied once (the preprocessor's float32 copy; tiles are padded one by one).
 """
 
 from __future__ import annotations
