@@ -1,5 +1,6 @@
 """A real-size nnU-Net v2 network on a CT: the nnunet engine vs nnUNetv2_predict vs the plain
-MONAI pipeline, in one run, each method a subprocess timed by /usr/bin/time (wall, CPU, peak RSS).
+MONAI pipeline, in one run, each method a subprocess timed by /usr/bin/time (wall, CPU, peak RSS of
+the largest process) with its whole process tree's summed RSS and PSS sampled (TreeMemory).
 
 The network is nnU-Net's default 3d_fullres plan for CTs of 512 x 512 x 400 voxels at
 0.8 x 0.8 x 1.5 mm: nnU-Net's own planner (nnUNetv2_plan_experiment) plans it from a dataset
@@ -103,26 +104,29 @@ def plan_and_weights(work: Path) -> Path:
     return model
 
 
-def write_scan(work: Path, slices: int, inplane: int = 512) -> Path:
-    """An `inplane` x `inplane` x `slices` CT (of the 512 x 512 x 400 one) at 0.8 x 0.8 x 1.5 mm: a body-sized ellipse of soft tissue and
-    fat in air, with noise (random weights make any content equally costly; this keeps the
-    normalisation honest)."""
+def write_scan(work: Path, slices: int, inplane: int = 512, spacing=SPACING) -> Path:
+    """An `inplane` x `inplane` x `slices` CT (of the 512 x 512 x 400 one) at `spacing` mm (the plan's,
+    0.8 x 0.8 x 1.5, or another, which makes nnU-Net resample the scan and the logits): a
+    body-sized ellipse of soft tissue and fat in air, with noise (random weights make any content
+    equally costly; this keeps the normalisation honest)."""
     import nibabel as nib
 
     path = work / "scan" / "ct_0000.nii"
-    if path.exists() and nib.load(path).shape == (inplane, inplane, slices):
-        return path
+    if path.exists():
+        old = nib.load(path)
+        if old.shape == (inplane, inplane, slices) and np.allclose(old.header.get_zooms(), spacing):
+            return path
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    x = (np.arange(inplane) - inplane / 2) * SPACING[0]
-    y = (np.arange(inplane) - inplane / 2) * SPACING[1]
+    x = (np.arange(inplane) - inplane / 2) * spacing[0]
+    y = (np.arange(inplane) - inplane / 2) * spacing[1]
     inside = (x[:, None] / 170) ** 2 + (y[None, :] / 120) ** 2 <= 1
     fat = inside & ((x[:, None] / 150) ** 2 + (y[None, :] / 100) ** 2 > 1)
     plane = np.where(inside, 50.0, -1000.0)
     plane[fat] = -100.0
     hu = np.repeat(plane[:, :, None], slices, axis=2).astype(np.float32)
     hu += rng.normal(0, 15, hu.shape).astype(np.float32)
-    nib.save(nib.Nifti1Image(hu, np.diag([*SPACING, 1.0])), path)
+    nib.save(nib.Nifti1Image(hu, np.diag([*spacing, 1.0])), path)
     return path
 
 
@@ -235,16 +239,83 @@ def pick_inplane(tile: dict, slices: int, mirroring: bool, budget_min: float, me
     return 192
 
 
+class TreeMemory:
+    """The peak of a process tree's summed memory, sampled while it runs: RSS summed over every
+    process every `every_s` (/usr/bin/time's max RSS is the largest single process, which misses
+    nnUNetv2_predict's worker processes), and PSS (shared pages split between the processes that
+    share them: forked workers and libraries counted once) every fourth sample, as reading
+    /proc/PID/smaps_rollup walks the page tables."""
+
+    def __init__(self, pid: int, every_s: float = 0.05):
+        import threading
+
+        self.pid, self.every_s, self.rss_peak, self.pss_peak, self.samples = pid, every_s, 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _tree(self):
+        import psutil
+
+        try:
+            root = psutil.Process(self.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _run(self):
+        import psutil
+
+        while not self._stop.is_set():
+            rss = 0
+            tree = self._tree()
+            for proc in tree:
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.rss_peak = max(self.rss_peak, rss)
+            if self.samples % 4 == 0:
+                self.pss_peak = max(self.pss_peak, sum(self._pss(proc.pid) for proc in tree))
+            self.samples += 1
+            self._stop.wait(self.every_s)
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        return {"tree_rss_peak_mb": self.rss_peak / 2**20, "tree_pss_peak_mb": self.pss_peak / 2**20,
+                "memory_samples": self.samples}
+
+
 def timed(cmd: list[str], env: dict) -> dict:
-    """wall, user+sys CPU seconds and peak RSS (MB) of a subprocess, by /usr/bin/time."""
-    proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], env=env, capture_output=True,
-                          text=True)
+    """wall, user+sys CPU seconds and peak RSS of the largest process (MB) of a subprocess, by
+    /usr/bin/time, and the sampled peak of its whole process tree's RSS and PSS (TreeMemory)."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], env=env, stdout=out, stderr=err,
+                                text=True)
+        gauge = TreeMemory(proc.pid)
+        proc.wait()
+        tree = gauge.stop()
+        out.seek(0), err.seek(0)
+        stdout, stderr = out.read(), err.read()
     if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("TIME ")][-1].split()
-    extra = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        raise RuntimeError(stderr[-3000:])
+    line = [ln for ln in stderr.splitlines() if ln.startswith("TIME ")][-1].split()
+    extra = [ln for ln in stdout.splitlines() if ln.startswith("{")]
     return {"wall_s": float(line[1]), "cpu_s": float(line[2]) + float(line[3]), "peak_mb": int(line[4]) / 1024,
-            **(json.loads(extra[-1]) if extra else {})}
+            **tree, **(json.loads(extra[-1]) if extra else {})}
 
 
 def main():
@@ -252,6 +323,8 @@ def main():
     ap.add_argument("--work", type=Path, default=Path("/tmp/nnunet-bench"))
     ap.add_argument("--slices", type=int, default=80, help="z-slab of the 512x512x400 scan to run (400: all; 0: the plan's patch depth)")
     ap.add_argument("--inplane", type=int, default=512, help="in-plane crop of the scan (512: all)")
+    ap.add_argument("--spacing", default="0.8,0.8,1.5",
+                    help="the scan's voxel size in mm, x,y,z (the plan's by default; another makes nnU-Net resample)")
     ap.add_argument("--budget-min", type=float, default=0,
                     help="if > 0: the largest in-plane crop (512, 384, 256, 192) whose estimated run fits")
     ap.add_argument("--mirroring", choices=["on", "off"], default="off")
@@ -290,9 +363,13 @@ def main():
         a.slices = int(tile["patch"][0])
     if a.budget_min > 0:
         a.inplane = pick_inplane(tile, a.slices, mirroring, a.budget_min, len(a.methods.split(",")))
-    print(json.dumps({"slices": a.slices, "inplane": a.inplane,
-                      "tiles": n_tiles((a.slices, a.inplane, a.inplane), tile["patch"])}), flush=True)
-    scan = write_scan(work, a.slices, a.inplane)
+    spacing = tuple(float(v) for v in a.spacing.split(","))
+    # the tiles cover the scan on the plan's grid (z, y, x), as nnU-Net resamples it
+    grid = [int(round(n * have / plan)) for n, have, plan in zip((a.slices, a.inplane, a.inplane), spacing[::-1],
+                                                                  SPACING[::-1])]
+    print(json.dumps({"slices": a.slices, "inplane": a.inplane, "model_grid": grid,
+                      "tiles": n_tiles(grid, tile["patch"])}), flush=True)
+    scan = write_scan(work, a.slices, a.inplane, spacing)
     results = {}
     for method in a.methods.split(","):
         out = work / "out" / method
@@ -310,16 +387,18 @@ def main():
             labels = np.load(work / "out" / f"{method}.npy")
             results[method]["agreement_with_nnunet"] = float(np.mean(labels == reference))
     base = results.get("nnunet")
-    print(f"\nscan {a.inplane}x{a.inplane}x{a.slices} at 0.8x0.8x1.5 mm, mirroring {a.mirroring}, {THREADS} threads; "
-          f"patch {tile['patch']}, {tile['parameters_m']:.1f} M parameters")
-    print("| method | wall s | CPU s | peak MB | wall vs nnUNetv2_predict | peak vs nnUNetv2_predict | labels = nnUNetv2_predict |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"\nscan {a.inplane}x{a.inplane}x{a.slices} at {'x'.join(f'{v:g}' for v in spacing)} mm, mirroring "
+          f"{a.mirroring}, {THREADS} threads; patch {tile['patch']}, {tile['parameters_m']:.2f} M parameters")
+    print("| method | wall s | CPU s | max RSS MB (largest process) | tree RSS MB | tree PSS MB | wall vs nnUNetv2_predict "
+          "| max RSS vs | tree PSS vs | labels = nnUNetv2_predict |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for method, r in results.items():
-        ratio = (f"{r['wall_s'] / base['wall_s']:.2f}x", f"{r['peak_mb'] / base['peak_mb']:.2f}x") if base else ("", "")
+        ratios = ([f"{r[k] / base[k]:.2f}x" for k in ("wall_s", "peak_mb", "tree_pss_peak_mb")] if base
+                  else ["", "", ""])
         agree = r.get("agreement_with_nnunet")
-        print(f"| {method} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | {ratio[0]} | {ratio[1]} | "
-              f"{'' if agree is None else f'{100 * agree:.3f} %'} |")
-    (work / "results.json").write_text(json.dumps({"slices": a.slices, "inplane": a.inplane, "mirroring": a.mirroring,
+        print(f"| {method} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['peak_mb']:.0f} | {r['tree_rss_peak_mb']:.0f} | "
+              f"{r['tree_pss_peak_mb']:.0f} | {' | '.join(ratios)} | {'' if agree is None else f'{100 * agree:.4f} %'} |")
+    (work / "results.json").write_text(json.dumps({"slices": a.slices, "inplane": a.inplane, "spacing": spacing, "mirroring": a.mirroring,
                                                    "one_tile": tile, "methods": results}, indent=2, default=str))
 
 

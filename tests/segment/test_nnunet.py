@@ -4,6 +4,7 @@ and the segment stage end to end through Snakemake."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -306,3 +307,89 @@ def test_labels_on_the_model_grid_are_the_argmax_ties_included():
     properties = {"shape_after_cropping_and_before_resampling": (37, 20, 21), "shape_before_cropping": (37, 20, 21),
                   "bbox_used_for_cropping": [[0, 37], [0, 20], [0, 21]]}
     np.testing.assert_array_equal(model._labels_on_scan_grid(logits, properties), torch.argmax(logits, 0).numpy())
+
+
+class _TiedNet:
+    """A fixed random convolution whose logits tie exactly: channel 2 repeats channel 0, and channel 3
+    is coarsely rounded, so equal sums (argmax: the first of them) are common."""
+
+    def __init__(self):
+        import torch
+
+        torch.manual_seed(3)
+        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+
+    def __call__(self, x):
+        import torch
+
+        h = self.conv(x)
+        return torch.cat([h[:, :1], h[:, 1:2], h[:, :1], torch.round(h[:, 2:3] * 2) / 2], 1)
+
+
+def _model_with(net, patch, step_size):
+    import torch
+
+    class Configuration:
+        patch_size = patch
+
+    model = NnUNetModel.__new__(NnUNetModel)
+    model.path, model.configuration, model.configuration_manager = "fake", "3d_fullres", Configuration()
+    model.lut, model.networks, model.mirror_axes = np.arange(4, dtype=np.uint8), [net], None
+    model.device = torch.device("cpu")
+    model.settings = {"step_size": step_size, "gaussian": True, "mirroring": False}
+    return model
+
+
+def _whole_volume_argmax(net, data, patch, step_size):
+    """nnU-Net's sliding window as nnUNetPredictor runs it: the padded scan, a whole-volume fp16
+    accumulator, then torch.argmax (the first of tied classes)."""
+    import torch
+    from acvl_utils.cropping_and_padding.padding import pad_nd_image
+    from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+
+    x, revert = pad_nd_image(torch.from_numpy(data), patch, "constant", {"value": 0}, True, None)
+    logits = torch.zeros((4, *x.shape[1:]), dtype=torch.half)
+    weight = torch.zeros(x.shape[1:], dtype=torch.half)
+    gaussian = compute_gaussian(tuple(patch), sigma_scale=1. / 8, value_scaling_factor=10, device=torch.device("cpu"))
+    with torch.inference_mode():
+        for corner in itertools.product(*compute_steps_for_sliding_window(x.shape[1:], patch, step_size)):
+            tile = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+            logits[(slice(None), *tile)] += net(x[(slice(None), *tile)][None])[0].float() * gaussian
+            weight[tile] += gaussian
+        logits /= weight
+        return torch.argmax(logits[(slice(None), *revert[1:])], 0).numpy()
+
+
+@pytest.mark.parametrize("shape, step_size", [((45, 30, 13), 0.5), ((45, 30, 13), 0.3), ((40, 24, 32), 1.0),
+                                              ((11, 30, 20), 0.5)])
+def test_band_by_band_labels_equal_whole_volume_labels_ties_included(shape, step_size):
+    """Labels made band by band along z (a ring of logits one patch deep) equal those of one
+    whole-volume accumulator, ties included: several bands with tiles overlapping their borders
+    (steps 0.5 and 0.3), tiles meeting at the borders (1.0), padding in x (13 < 16) and in z (11 < 16)."""
+    import torch
+
+    patch = [16, 12, 16]
+    net = _TiedNet()
+    data = np.asfortranarray(np.random.default_rng(5).normal(size=(1, *shape)).astype(np.float32))  # any memory order
+    model = _model_with(net, patch, step_size)
+    labels, bands = np.full(shape, 255, np.uint8), []
+
+    def collect(z0, z1, rows):
+        bands.append((z0, z1))
+        assert rows.shape == (4, z1 - z0, *shape[1:])
+        labels[z0:z1] = torch.argmax(rows, 0).numpy()
+
+    model._sliding_window(data, None, collect, banded=True)
+    expected = _whole_volume_argmax(net, data, patch, step_size)
+    # each row once, in z order
+    assert [z for band in bands for z in range(*band)] == list(range(shape[0]))
+    if shape[0] > 2 * patch[0]:
+        assert len(bands) >= 4, bands
+    np.testing.assert_array_equal(labels, expected)
+    # the model's labels 0 and 2 are always equal, so 2 never wins: the ties went to the first class
+    assert (expected == 0).any() and not (expected == 2).any()
+    # the whole-volume mode of the same code (the resampling path) gives the same labels
+    whole = []
+    model._sliding_window(data, None, lambda z0, z1, rows: whole.append((z0, z1, rows)), banded=False)
+    assert len(whole) == 1 and whole[0][:2] == (0, shape[0])
+    np.testing.assert_array_equal(torch.argmax(whole[0][2], 0).numpy(), expected)

@@ -15,7 +15,10 @@ nnUNetv2_predict spends its time and memory on a CPU (docs/segmentation.md, BENC
   - the folds of an ensemble run tile by tile (one image pass, one accumulator);
   - the logits are brought back to the scan's grid one channel at a time into a running
     argmax, instead of all channels at once in float64 and then a softmax: the same labels
-    (argmax of softmax = argmax of logits) at the memory of one channel.
+    (argmax of softmax = argmax of logits) at the memory of one channel;
+  - on the model's own grid, the logits live in a ring one patch deep along z, each band turned
+    into labels once its tiles are done (the same fp16 sums in the same order), and the scan is
+    copied once (the preprocessor's float32 copy; tiles are padded one by one).
 """
 
 from __future__ import annotations
@@ -265,42 +268,71 @@ class NnUNetModel:
 
     def predict(self, image: Volume) -> tuple[np.ndarray, dict]:
         """uint8 labels (ours) on the image's own grid, and the time of each step."""
-        import torch
-
         s = self.settings
         times = {}
         dtype = engine.autocast_dtype(s["precision"], self.device)
+        pm, cm = self.plans_manager, self.configuration_manager
 
         t0 = time.perf_counter()
-        # nnU-Net reads a NIfTI with SimpleITK: the stored voxel order reversed (z, y, x), spacing too
-        data = np.asarray(image.array, dtype=np.float32).transpose(2, 1, 0)[None]
+        # nnU-Net reads a NIfTI with SimpleITK: the stored voxel order reversed (z, y, x), spacing too.
+        # run_case_npy makes the one float32 copy of the scan (a view of the caller's array goes in);
+        # the tiles read from it in the scan's memory order, so no contiguous copy of the whole is made
         properties = {"spacing": [float(v) for v in image.spacing[::-1]]}
-        preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
+        preprocessor = cm.preprocessor_class(verbose=False)
         with _quiet():
-            data, _, properties = preprocessor.run_case_npy(data, None, properties, self.plans_manager,
-                                                            self.configuration_manager, self.dataset)
-        data = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+            data, seg, properties = preprocessor.run_case_npy(np.asarray(image.array).transpose(2, 1, 0)[None], None,
+                                                              properties, pm, cm, self.dataset)
+        del seg  # the nonzero mask as int8: not needed for prediction
         times["preprocess_s"] = time.perf_counter() - t0
         log.info("model grid %s at %s mm (scan %s)", tuple(data.shape[1:]),
-                 "x".join(f"{v:g}" for v in self.configuration_manager.spacing), image.shape)
+                 "x".join(f"{v:g}" for v in cm.spacing), image.shape)
 
         t0 = time.perf_counter()
-        logits = self._sliding_window(data, dtype)
-        del data
-        times["infer_s"] = time.perf_counter() - t0
+        labels_s = 0.0
+        target = tuple(int(v) for v in properties["shape_after_cropping_and_before_resampling"])
+        if tuple(data.shape[1:]) == target:
+            # the model's grid is the scan's: each band of rows becomes labels as soon as its tiles are
+            # done, so the logits held are one patch deep, not the whole scan's
+            full = np.zeros(properties["shape_before_cropping"], np.uint8)
+            crop = full[tuple(slice(int(a), int(b)) for a, b in properties["bbox_used_for_cropping"])]
+
+            def band_to_labels(z0, z1, rows):
+                nonlocal labels_s
+                t = time.perf_counter()
+                _argmax_into(rows, crop[z0:z1])
+                labels_s += time.perf_counter() - t
+
+            self._sliding_window(data, dtype, band_to_labels, banded=True)
+            del data
+            labels = full.transpose(pm.transpose_backward)
+        else:
+            # nnU-Net's logit resampling (resampling_fn_probabilities) works on the whole volume: the
+            # logits are kept whole, on the model's grid, and resampled channel by channel
+            whole = []
+            self._sliding_window(data, dtype, lambda z0, z1, rows: whole.append(rows), banded=False)
+            del data
+            t = time.perf_counter()
+            labels = self._labels_on_scan_grid(whole.pop(), properties)
+            labels_s = time.perf_counter() - t
+        times["infer_s"] = time.perf_counter() - t0 - labels_s
 
         t0 = time.perf_counter()
-        labels = self._labels_on_scan_grid(logits, properties)
-        labels = self.lut[labels].transpose(2, 1, 0)
-        times["resample_s"] = time.perf_counter() - t0
+        labels = np.ascontiguousarray(self.lut[labels].transpose(2, 1, 0))
+        times["resample_s"] = time.perf_counter() - t0 + labels_s
         times["autocast"] = str(dtype).replace("torch.", "") if dtype is not None else "fp32"
         times["device"] = self.device.type
-        return np.ascontiguousarray(labels), times
+        return labels, times
 
-    def _sliding_window(self, data, dtype):
-        """nnU-Net's sliding window (its tiles, Gaussian, mirroring and fp16 sums), all folds per tile."""
+    def _sliding_window(self, data: np.ndarray, dtype, finished, banded: bool = True) -> None:
+        """nnU-Net's sliding window (its tiles, padding, Gaussian, mirroring and fp16 sums), all folds per tile.
+
+        Tiles run in nnU-Net's order (z outermost), so each voxel's fp16 sum is added up in the same
+        order as over a whole-volume accumulator. `banded`: the accumulator is a ring of one patch
+        depth; once the tiles of a z position are done, the rows before the next z position get no
+        more tiles and go, divided by the weights, to `finished(z0, z1, rows)` (rows z0..z1 of `data`,
+        padding removed, in z order), and their ring rows are reused. Not banded: one call with the
+        whole volume at the end. `data`: (1, z, y, x) float32, any memory layout."""
         import torch
-        from acvl_utils.cropping_and_padding.padding import pad_nd_image
 
         with _quiet():
             from nnunetv2.inference.sliding_window_prediction import (compute_gaussian,
@@ -310,62 +342,90 @@ class NnUNetModel:
         patch = [int(v) for v in self.configuration_manager.patch_size]
         if len(patch) != 3:
             raise NnUNetError(f"{self.path}: configuration {self.configuration} is not 3-D; run a 3d_fullres model")
-        data, revert = pad_nd_image(data, patch, "constant", {"value": 0}, True, None)
-        steps = compute_steps_for_sliding_window(data.shape[1:], patch, float(s["step_size"]))
-        tiles = [tuple([slice(None)] + [slice(a, a + p) for a, p in zip(corner, patch)])
-                 for corner in itertools.product(*steps)]
-        logits = torch.zeros((len(self.lut), *data.shape[1:]), dtype=torch.half, device=device)
-        weight = torch.zeros(data.shape[1:], dtype=torch.half, device=device)
+        shape = [int(v) for v in data.shape[1:]]
+        # pad_nd_image's zero padding to at least one patch, applied tile by tile instead of to a copy
+        padded = [max(n, p) for n, p in zip(shape, patch)]
+        below = [(q - n) // 2 for q, n in zip(padded, shape)]
+        steps = compute_steps_for_sliding_window(padded, patch, float(s["step_size"]))
+        source = torch.from_numpy(data)
+        depth = patch[0] if banded else padded[0]
+        logits = torch.zeros((len(self.lut), depth, *padded[1:]), dtype=torch.half, device=device)
+        weight = torch.zeros((depth, *padded[1:]), dtype=torch.half, device=device)
         gaussian = (compute_gaussian(tuple(patch), sigma_scale=1. / 8, value_scaling_factor=10, device=device)
                     if s["gaussian"] else 1)
         axes = [a + 2 for a in (self.mirror_axes or ())] if s["mirroring"] else []
         flips = [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
         cast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-        log.info("%d tiles of %s, %d mirrorings, %d fold(s)", len(tiles), patch, len(flips), len(self.networks))
+        crop_yx = (slice(below[1], below[1] + shape[1]), slice(below[2], below[2] + shape[2]))
+
+        def ring(z0: int, z1: int):
+            """(ring rows, offset into z0..z1) pieces of padded rows z0..z1 (at most `depth` of them)."""
+            r0 = z0 % depth
+            if r0 + (z1 - z0) <= depth:
+                return [(slice(r0, r0 + z1 - z0), slice(0, z1 - z0))]
+            wrap = depth - r0
+            return [(slice(r0, depth), slice(0, wrap)), (slice(0, z1 - z0 - wrap), slice(wrap, z1 - z0))]
+
+        def finish(z0: int, z1: int):
+            for rows, offset in ring(z0, z1):
+                band, band_weight = logits[:, rows], weight[rows]
+                torch.div(band, band_weight, out=band)
+                if torch.any(torch.isinf(band)):
+                    raise RuntimeError(f"{self.path}: infinite logits in fp16 accumulation; run with "
+                                       "segmentation.precision fp32")
+                first = z0 + offset.start
+                a, b = max(first, below[0]), min(first + (offset.stop - offset.start), below[0] + shape[0])
+                if a < b:
+                    finished(a - below[0], b - below[0], band[:, a - first:b - first, crop_yx[0], crop_yx[1]].cpu())
+                if banded:
+                    band.zero_()
+                    band_weight.zero_()
+
+        z_steps = steps[0]
+        log.info("%d tiles of %s, %d mirrorings, %d fold(s), %s", len(z_steps) * len(steps[1]) * len(steps[2]), patch,
+                 len(flips), len(self.networks), "banded along z" if banded else "whole volume")
         with torch.inference_mode(), cast:
-            for tile in tiles:
-                x = data[tile][None].to(device)
-                prediction = None
-                for net in self.networks:
-                    p = net(x)
-                    for dims in flips:
-                        p += torch.flip(net(torch.flip(x, dims)), dims)
-                    if flips:
-                        p /= len(flips) + 1
-                    prediction = p if prediction is None else prediction + p
-                prediction = prediction[0].float()
-                if len(self.networks) > 1:
-                    prediction /= len(self.networks)
-                if s["gaussian"]:
-                    prediction *= gaussian
-                logits[tile] += prediction
-                weight[tile[1:]] += gaussian
-        torch.div(logits, weight, out=logits)
-        if torch.any(torch.isinf(logits)):
-            raise RuntimeError(f"{self.path}: infinite logits in fp16 accumulation; run with "
-                               "segmentation.precision fp32")
-        return logits[(slice(None), *revert[1:])].cpu()
+            for i, z in enumerate(z_steps):
+                for y, x in itertools.product(steps[1], steps[2]):
+                    corner = (z, y, x)
+                    x_tile = torch.zeros((1, 1, *patch), dtype=torch.float32)
+                    inside = [slice(max(c - lo, 0), min(c - lo + p, n))
+                              for c, lo, p, n in zip(corner, below, patch, shape)]
+                    at = tuple(slice(v.start - (c - lo), v.stop - (c - lo)) for v, c, lo in zip(inside, corner, below))
+                    x_tile[(0, 0, *at)] = source[(0, *inside)]
+                    x_tile = x_tile.to(device)
+                    prediction = None
+                    for net in self.networks:
+                        p = net(x_tile)
+                        for dims in flips:
+                            p += torch.flip(net(torch.flip(x_tile, dims)), dims)
+                        if flips:
+                            p /= len(flips) + 1
+                        prediction = p if prediction is None else prediction + p
+                    prediction = prediction[0].float()
+                    if len(self.networks) > 1:
+                        prediction /= len(self.networks)
+                    if s["gaussian"]:
+                        prediction *= gaussian
+                    for rows, offset in ring(z, z + patch[0]):
+                        yx = (slice(y, y + patch[1]), slice(x, x + patch[2]))
+                        logits[(slice(None), rows, *yx)] += prediction[:, offset]
+                        weight[(rows, *yx)] += gaussian[offset] if s["gaussian"] else 1
+                if banded:
+                    finish(z, z_steps[i + 1] if i + 1 < len(z_steps) else padded[0])
+            if not banded:
+                finish(0, padded[0])
 
     def _labels_on_scan_grid(self, logits, properties) -> np.ndarray:
         """Model-label argmax on the scan's (transposed) grid: each channel resampled as nnU-Net
         resamples logits, one at a time, into a running maximum."""
-        import torch
         from acvl_utils.cropping_and_padding.bounding_boxes import insert_crop_into_image
 
         pm, cm = self.plans_manager, self.configuration_manager
         target = tuple(int(v) for v in properties["shape_after_cropping_and_before_resampling"])
         if tuple(logits.shape[1:]) == target:
-            # slab by slab into a running maximum: torch.argmax makes an int64 map (0.8 GB at
-            # 512x512x400) and is 2.4x slower on fp16; strict > keeps the first maximum, as argmax does
             labels = np.empty(target, np.uint8)
-            for z in range(0, target[0], 16):
-                slab = logits[:, z:z + 16]
-                best, out = slab[0].float(), torch.zeros(slab.shape[1:], dtype=torch.uint8)
-                for c in range(1, slab.shape[0]):
-                    value = slab[c].float()
-                    out[value > best] = c
-                    best = torch.maximum(best, value)
-                labels[z:z + 16] = out.numpy()
+            _argmax_into(logits, labels)
         else:
             scan_spacing = [properties["spacing"][i] for i in pm.transpose_forward]
             best = labels = None
@@ -382,6 +442,22 @@ class NnUNetModel:
         full = np.zeros(properties["shape_before_cropping"], np.uint8)
         full = insert_crop_into_image(full, labels, properties["bbox_used_for_cropping"])
         return np.asarray(full).transpose(pm.transpose_backward)
+
+
+def _argmax_into(logits, out: np.ndarray) -> None:
+    """`out[...] = argmax over channels of logits` (C, z, y, x), slab by slab into a running maximum:
+    torch.argmax makes an int64 map (0.8 GB at 512x512x400) and is 2.4x slower on fp16; strict >
+    keeps the first maximum, as argmax does."""
+    import torch
+
+    for z in range(0, logits.shape[1], 16):
+        slab = logits[:, z:z + 16]
+        best, labels = slab[0].float(), torch.zeros(slab.shape[1:], dtype=torch.uint8)
+        for c in range(1, slab.shape[0]):
+            value = slab[c].float()
+            labels[value > best] = c
+            best = torch.maximum(best, value)
+        out[z:z + 16] = labels.numpy()
 
 
 def _build_network(trainer: str, plans_manager, configuration_manager, n_out: int, where: str):
