@@ -66,7 +66,7 @@ log = logging.getLogger(__name__)
 DAYS_PER_YEAR = 365.25
 ASSOCIATIONS = ("value", "value+slope")
 TIME_BASES = ("linear", "spline", "decay")
-VARIANCES = ("observed", "sandwich", "jackknife")
+VARIANCES = ("observed", "sandwich", "jackknife", "cr2")
 MODEL = "joint"
 
 
@@ -569,6 +569,49 @@ def one_step_jackknife(H, H_i, S) -> np.ndarray:
     return (n - 1) / n * d.T @ d
 
 
+def bias_reduced_sandwich(H, H_i, S) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-reduced (CR2) sandwich and the Bell-McCaffrey degrees of freedom of each parameter.
+
+    The sandwich sums s_i s_i' of scores taken at the fit, which fitted each patient in part to
+    itself: patient i's score is shrunk by about (I - H_i H^-1), so the sandwich is biased down,
+    most where a few patients carry much of the information. The CR2 variance (Kauermann & Carroll
+    2001; Mancl & DeRouen 2001; Bell & McCaffrey 2002) undoes half of that shrinkage on each side,
+    H^-1 sum_i (I - H_i H^-1)^-1/2 s_i s_i' (I - H^-1 H_i)^-1/2 H^-1 (the one-step jackknife undoes
+    all of it on each side: CR3). Computed in the coordinates whitened by H = LL', where
+    B_i = L^-1 H_i L^-T is symmetric (sum_i B_i = I) and the root is taken of its eigenvalues; for
+    least squares with clusters this is exactly the CR2 of Bell & McCaffrey (X_i'(I - P_ii)^-1/2 =
+    (I - X_i'X_i (X'X)^-1)^-1/2 X_i'). A patient's observed Hessian need not be positive definite,
+    so B_i's eigenvalues are clipped to [0, 1 - 1e-3] (its positive part; leverage below 1).
+
+    Degrees of freedom for a t reference (Bell & McCaffrey 2002; Imbens & Kolesar 2016; Pustejovsky &
+    Tipton 2018): the scalar variance c'Vc = sum_i z_i^2 is matched to a scaled chi-square under the
+    working model, where the whitened scores at the fit have covariance B_i delta_ij - B_i B_j, so
+    z = (g_i' L^-1 s_i)_i, g_i = (I - B_i)^-1/2 L^-1 c, has covariance C = diag(g_i'B_i g_i) - VV'
+    (rows v_i = B_i g_i) and df = (tr C)^2 / tr(C^2): near n - 1 when the patients share the
+    information evenly, small when a few dominate. H (p, p), H_i (p, p, n), S (n, p);
+    returns (covariance (p, p), df (p,), each patient's term (n, p): covariance = terms' terms)."""
+    L = np.linalg.cholesky(H)
+    Linv = np.linalg.inv(L)
+    B = Linv[None] @ np.moveaxis(H_i, -1, 0) @ Linv.T[None]
+    lam, Q = np.linalg.eigh((B + B.transpose(0, 2, 1)) / 2)
+    lam = np.clip(lam, 0.0, 1 - 1e-3)
+    B = (Q * lam[:, None, :]) @ Q.transpose(0, 2, 1)
+    root = (Q * (1 - lam[:, None, :]) ** -0.5) @ Q.transpose(0, 2, 1)   # (I - B_i)^-1/2
+    adjusted = np.einsum("nab,nb->na", root, S @ Linv.T)                 # (I - B_i)^-1/2 L^-1 s_i
+    terms = adjusted @ Linv
+    cov = terms.T @ terms
+    df = np.empty(H.shape[0])
+    for k in range(H.shape[0]):
+        g = root @ Linv[:, k]                                            # (n, p): (I - B_i)^-1/2 L^-1 e_k
+        v = np.einsum("nab,nb->na", B, g)
+        a = np.einsum("na,na->n", g, v)
+        vv = np.einsum("na,na->n", v, v)
+        trace = a.sum() - vv.sum()
+        trace2 = (a ** 2).sum() - 2 * (a * vv).sum() + ((v.T @ v) ** 2).sum()
+        df[k] = trace ** 2 / trace2 if trace2 > 0 else np.inf
+    return cov, df, terms
+
+
 @dataclass
 class JointFit:
     theta: np.ndarray
@@ -586,6 +629,10 @@ class JointFit:
     variance: str = "sandwich"
     cov_observed: np.ndarray | None = None
     cov_sandwich: np.ndarray | None = None
+    cov_jackknife: np.ndarray | None = None
+    cov_cr2: np.ndarray | None = None
+    df_cr2: np.ndarray | None = None   # Bell-McCaffrey degrees of freedom of each parameter (CR2)
+    cr2_terms: np.ndarray | None = None  # (n, p) each patient's term of the CR2 variance
 
     @property
     def basis(self) -> TimeBasis:
@@ -642,9 +689,11 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
         res = optimize.minimize(negll, res.x, method="L-BFGS-B", options=options)
     theta = res.x
     cov = np.full((layout.size, layout.size), np.nan)
-    observed = sandwich = cov
+    observed = sandwich = jackknife = cr2 = cov
+    df = cr2_terms = None
     if hessian:
-        if variance == "jackknife":  # each patient's Hessian too, from the very same evaluations
+        per_patient = variance in ("jackknife", "cr2")
+        if per_patient:  # each patient's Hessian too, from the very same evaluations
             H_i = numerical_hessian(lambda th: -terms(th), theta)
             H = H_i.sum(axis=-1)
         else:
@@ -656,12 +705,18 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
         if variance != "observed" and np.isfinite(cov).all():
             S = patient_scores(terms, theta)
             cov = sandwich = observed @ (S.T @ S) @ observed
-            if variance == "jackknife":
-                cov = one_step_jackknife(H, H_i, S)
+            if per_patient:
+                jackknife = one_step_jackknife(H, H_i, S)
+                try:
+                    cr2, df, cr2_terms = bias_reduced_sandwich(H, H_i, S)
+                except np.linalg.LinAlgError:  # an information that is not positive definite
+                    pass
+                cov = {"jackknife": jackknife, "cr2": cr2}[variance]
     return JointFit(theta=theta, cov=cov, layout=layout, knots=knots, quad=quad, loglik=-float(res.fun),
                     converged=bool(res.success), message=str(res.message), n_patients=data.n,
                     n_events=int(data.event.sum()), n_scans=int(data.mask.sum()), covariates=data.covariates,
-                    variance=variance, cov_observed=observed, cov_sandwich=sandwich)
+                    variance=variance, cov_observed=observed, cov_sandwich=sandwich, cov_jackknife=jackknife,
+                    cov_cr2=cr2, df_cr2=df, cr2_terms=cr2_terms)
 
 
 # --- dynamic predictions ---------------------------------------------------------------------------
