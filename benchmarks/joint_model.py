@@ -8,7 +8,7 @@ Usage:
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
   python benchmarks/joint_model.py timing --patients 600
   python benchmarks/joint_model.py influence --patients 200 --seed 19
-  python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2
+  python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2 --trials 20
   python benchmarks/joint_model.py blocks --seeds 40 --blocks 4 --patients 200 --workers 2
   python benchmarks/joint_model.py jackknife --patients 200 --seed 19 --top 15 --workers 2
 
@@ -297,7 +297,7 @@ def coverage(args):
 
 def _bootstrap_fit(job):
     seed, patients, b = job
-    lon, surv, _ = synth_trial(patients, seed)
+    lon, surv, _ = _synth_trial_once(patients, seed)
     pids = surv["patient_id"].to_numpy()
     draw = np.random.default_rng([seed, b]).choice(len(pids), len(pids), replace=True)
     # each draw a patient of its own (a patient drawn twice is two patients)
@@ -307,18 +307,37 @@ def _bootstrap_fit(job):
     return fit.theta[fit.names().index("alpha_value")]
 
 
-def bootstrap(args):
-    """One trial: the SD of alpha over bootstrap resamples of its patients, beside the trial's own
-    observed-information and sandwich SEs (is the spread across trials a within-trial spread?)."""
-    lon, surv, _ = synth_trial(args.patients, args.seed)
-    data = joint.joint_data(lon, surv)
-    fit = joint.fit_joint(data, variance="sandwich")
+def _full_fit(job):
+    seed, patients = job
+    lon, surv, (alpha, _) = synth_trial(patients, seed)
+    fit = joint.fit_joint(joint.joint_data(lon, surv), variance="cr2")
     i = fit.names().index("alpha_value")
+    return {"seed": seed, "alpha": alpha, "joint": fit.theta[i], "joint_se": math.sqrt(fit.cov_observed[i, i]),
+            "joint_se_sandwich": math.sqrt(fit.cov_sandwich[i, i]), "joint_se_cr2": math.sqrt(fit.cov_cr2[i, i])}
+
+
+def bootstrap(args):
+    """Trials seed, seed + 1, ...: the SD of alpha over bootstrap resamples of each trial's patients
+    (each resample refitted, knots and all), beside the trial's own observed-information, sandwich and
+    CR2 SEs (is the spread across trials a within-trial spread that resampling sees?)."""
+    seeds = range(args.seed, args.seed + args.trials)
     with multiprocessing.Pool(args.workers) as pool:
-        boot = np.array(pool.map(_bootstrap_fit, [(args.seed, args.patients, b) for b in range(args.resamples)]))
-    print(f"synth trial seed {args.seed}, {data.n} patients: alpha {fit.theta[i]:.4f}, observed-information SE "
-          f"{math.sqrt(fit.cov_observed[i, i]):.4f}, sandwich SE {math.sqrt(fit.cov[i, i]):.4f}, bootstrap SD "
-          f"{boot.std(ddof=1):.4f} over {len(boot)} resamples (mean {boot.mean():.4f})")
+        full = pd.DataFrame(pool.map(_full_fit, [(s, args.patients) for s in seeds], chunksize=1))
+        boot = pool.map(_bootstrap_fit, [(s, args.patients, b) for s in seeds for b in range(args.resamples)],
+                        chunksize=1)
+    full["bootstrap_sd"] = np.array(boot).reshape(args.trials, args.resamples).std(axis=1, ddof=1)
+    if args.save:
+        full.to_csv(args.save, index=False)
+    for r in full.itertuples():
+        print(f"synth trial seed {r.seed}, {args.patients} patients: alpha {r.joint:.4f}, observed-information SE "
+              f"{r.joint_se:.4f}, sandwich SE {r.joint_se_sandwich:.4f}, CR2 SE {r.joint_se_cr2:.4f}, bootstrap SD "
+              f"{r.bootstrap_sd:.4f} over {args.resamples} resamples")
+    if args.trials > 1:
+        ratio = np.log(full.bootstrap_sd / full.joint_se_cr2)
+        print(f"\n{args.trials} trials: bootstrap SD / CR2 SE geometric mean {math.exp(ratio.mean()):.3f} (95 % CI "
+              f"{math.exp(ratio.mean() - 1.96 * ratio.std() / math.sqrt(len(ratio))):.3f} to "
+              f"{math.exp(ratio.mean() + 1.96 * ratio.std() / math.sqrt(len(ratio))):.3f}); bootstrap SD / sandwich SE "
+              f"{math.exp(np.log(full.bootstrap_sd / full.joint_se_sandwich).mean()):.3f}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -514,6 +533,8 @@ def main():
     b.add_argument("--patients", type=int, default=200)
     b.add_argument("--seed", type=int, default=19)
     b.add_argument("--resamples", type=int, default=40)
+    b.add_argument("--trials", type=int, default=1, help="trials seed, seed + 1, ...")
+    b.add_argument("--save", help="per-trial SEs and bootstrap SDs as CSV")
     b.add_argument("--workers", type=int, default=2)
     k = sub.add_parser("blocks", help="synth: randomness shared within a trial? seeds x blocks of patients")
     k.add_argument("--seeds", type=int, default=40)

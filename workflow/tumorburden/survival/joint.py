@@ -55,6 +55,7 @@ from scipy import optimize
 from scipy.interpolate import BSpline
 from scipy.special import logsumexp
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from tumorburden import tables
 from tumorburden.study import read_clinical_table
@@ -807,36 +808,40 @@ def _derived(theta, layout):
 
 def estimate_rows(fit: JointFit, alpha=0.05) -> list[dict]:
     """One row per reported parameter: estimate, SE, Wald CI and p; hazard ratios for the
-    association and covariate terms (per unit of ln burden; slope per unit ln burden per year)."""
-    z = norm.ppf(1 - alpha / 2)
+    association and covariate terms (per unit of ln burden; slope per unit ln burden per year).
+    With the CR2 variance the model's own parameters take a t reference on their Bell-McCaffrey
+    df (the derived variance components stay normal)."""
     names, se = fit.names(), fit.se()
+    df = fit.df_cr2 if fit.variance == "cr2" and fit.df_cr2 is not None else np.full(len(names), np.inf)
     rows = []
 
-    def row(term, est, s, note="", hr=False):
-        lo, hi = est - z * s, est + z * s
-        p = 2 * norm.sf(abs(est / s)) if s > 0 else math.nan
+    def row(term, est, s, note="", hr=False, dof=np.inf):
+        ref = norm if math.isinf(dof) else student_t(dof)
+        q = ref.ppf(1 - alpha / 2)
+        lo, hi = est - q * s, est + q * s
+        p = 2 * ref.sf(abs(est / s)) if s > 0 else math.nan
         rows.append({"term": term, "estimate": est, "se": s, "lower": lo, "upper": hi, "p": p,
                      "hr": math.exp(est) if hr else math.nan, "hr_lower": math.exp(lo) if hr else math.nan,
                      "hr_upper": math.exp(hi) if hr else math.nan, "note": note})
 
     layout = fit.layout
     if fit.basis.kind == "linear":
-        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) at day 0")
-        row("beta_time", fit.theta[1], se[1], "mean change of ln(burden + offset) per year")
+        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) at day 0", dof=df[0])
+        row("beta_time", fit.theta[1], se[1], "mean change of ln(burden + offset) per year", dof=df[1])
     elif fit.basis.kind == "decay":
         half_life = math.log(2) / fit.basis.rate * DAYS_PER_YEAR
-        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) of the regrowth line at day 0")
-        row("beta_slope", fit.theta[1], se[1], "mean regrowth of ln(burden + offset) per year")
+        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) of the regrowth line at day 0", dof=df[0])
+        row("beta_slope", fit.theta[1], se[1], "mean regrowth of ln(burden + offset) per year", dof=df[1])
         row("beta_decay", fit.theta[2], se[2], f"mean size of the shrinking component at day 0 (half-life "
-            f"{half_life:.0f} days, by profile likelihood of the mixed model)")
+            f"{half_life:.0f} days, by profile likelihood of the mixed model)", dof=df[2])
     else:
         row("beta_intercept", fit.theta[0], se[0],
-            f"mean ln(burden + offset) at the first scan day ({fit.basis.boundary[0] * DAYS_PER_YEAR:.0f})")
+            f"mean ln(burden + offset) at the first scan day ({fit.basis.boundary[0] * DAYS_PER_YEAR:.0f})", dof=df[0])
         knots = ", ".join(f"{k * DAYS_PER_YEAR:.0f}" for k in fit.basis.interior) or "none"
         for k in range(1, layout.q):
             row(f"beta_ns{k}", fit.theta[k], se[k], f"natural cubic spline coefficient {k} of {layout.q - 1} "
                 f"(R's ns; interior knots at days {knots}, boundary at days "
-                f"{fit.basis.boundary[0] * DAYS_PER_YEAR:.0f} and {fit.basis.boundary[1] * DAYS_PER_YEAR:.0f})")
+                f"{fit.basis.boundary[0] * DAYS_PER_YEAR:.0f} and {fit.basis.boundary[1] * DAYS_PER_YEAR:.0f})", dof=df[k])
     # delta method for the variance components (numerical Jacobian of _derived)
     eps = 1e-6
     base = _derived(fit.theta, layout)
@@ -852,12 +857,12 @@ def estimate_rows(fit: JointFit, alpha=0.05) -> list[dict]:
     for k in range(layout.n_pieces):
         i = layout.hazard_start + k
         row(f"log_baseline_hazard_{k + 1}", fit.theta[i], se[i],
-            f"per year, days [{edges[k]:.0f}, {edges[k + 1]:.0f})")
+            f"per year, days [{edges[k]:.0f}, {edges[k + 1]:.0f})", dof=df[i])
     for name in names[layout.hazard_start + layout.n_pieces:]:
         i = names.index(name)
         note = {"alpha_value": "log HR per unit of current ln(burden + offset)",
                 "alpha_slope": "log HR per unit of current slope of ln burden (per year)"}.get(name, "log HR")
-        row(name.removeprefix("gamma_"), fit.theta[i], se[i], note, hr=True)
+        row(name.removeprefix("gamma_"), fit.theta[i], se[i], note, hr=True, dof=df[i])
     return rows
 
 
