@@ -6,6 +6,7 @@ Usage:
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200 --sigma 0.6
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
+  python benchmarks/joint_model.py pool synth200.csv synth200b.csv
   python benchmarks/joint_model.py timing --patients 600
   python benchmarks/joint_model.py influence --patients 200 --seed 19
   python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2 --trials 20
@@ -270,6 +271,12 @@ def coverage(args):
           f"scans per patient, {d.events.mean():.0f} deaths), association {args.association}, time basis "
           f"{args.basis}{f' (df {args.df})' if args.basis == 'spline' else ''}, {int(d.converged.sum())} joint fits "
           f"converged\n")
+    coverage_table(d)
+    print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
+
+
+def coverage_table(d):
+    """The coverage run's table from its per-trial rows (one run's, or several runs' pooled)."""
     print("| method: parameter | truth | mean estimate | bias (MC SE) | empirical SD | mean SE | SE / SD "
           "| 95 % CI coverage (MC SE) | misses below / above | CPU s per fit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -292,7 +299,22 @@ def coverage(args):
         print(f"\ntwo-stage failed (lifelines did not converge) in {int(d.two_stage.isna().sum())} trial(s): left out of its row")
     print(f"\nthe mixed model alone: residual SD of ln burden {d.residual_sd.mean():.3f}, lag-1 autocorrelation of "
           f"the within-patient residuals {d.residual_autocorrelation.mean():+.2f} (means over trials)")
-    print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
+
+
+def pool(args):
+    """Several coverage runs' per-trial CSVs (--save) pooled: the same table over all their trials,
+    with the spread of the z-scores and how the estimate and its SE move together."""
+    from scipy.stats import chi2
+
+    d = pd.concat([pd.read_csv(f) for f in args.csv], ignore_index=True)
+    print(f"{len(d)} trials pooled from {', '.join(args.csv)}\n")
+    coverage_table(d)
+    n = len(d)
+    lo, hi = (d.joint.std() * math.sqrt((n - 1) / q) for q in (chi2.ppf(0.975, n - 1), chi2.ppf(0.025, n - 1)))
+    z = (d.joint - d.alpha) / d.joint_se_sandwich
+    print(f"\nempirical SD of alpha {d.joint.std():.4f} (95 % CI {lo:.4f} to {hi:.4f}); z-scores (estimate - truth) / "
+          f"sandwich SE: mean {z.mean():+.2f}, SD {z.std():.2f}; correlation of alpha and its sandwich SE "
+          f"{np.corrcoef(d.joint, d.joint_se_sandwich)[0, 1]:.2f}")
 
 
 def _bootstrap_fit(job):
@@ -548,11 +570,13 @@ def main():
     j.add_argument("--top", type=int, default=0, help="refit only the most influential patients (0: all)")
     j.add_argument("--seed", type=int, default=19)
     j.add_argument("--workers", type=int, default=2)
+    o = sub.add_parser("pool", help="coverage runs' per-trial CSVs pooled into one table")
+    o.add_argument("csv", nargs="+")
     i = sub.add_parser("influence")
     i.add_argument("--patients", type=int, default=200)
     i.add_argument("--seed", type=int, default=19)
     args = p.parse_args()
-    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap,
+    {"coverage": coverage, "pool": pool, "timing": timing, "influence": influence, "bootstrap": bootstrap,
      "blocks": blocks, "jackknife": jackknife}[args.what](args)
 
 
