@@ -5,6 +5,7 @@ Usage:
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200 --sigma 0.6
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200
+  python benchmarks/joint_model.py coverage --source synth --trials 200 --first 200 --patients 200 --profile
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
   python benchmarks/joint_model.py pool synth200.csv synth200b.csv
   python benchmarks/joint_model.py timing --patients 600
@@ -24,8 +25,9 @@ Sources of the simulated trials (never the estimator's code):
   true lesion volumes. The joint model's linear trajectory is then misspecified.
 
 Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information, and
-from the sandwich and the one-step jackknife variances too; `--basis spline --df 2` for the
-natural-spline trajectory) and the two-stage approach: the mixed model alone, each patient's
+from the sandwich, the one-step jackknife and the CR2 variances too, CR2 also with a t on the
+Bell-McCaffrey and on an empirical Satterthwaite df; with `--profile` the profile-likelihood
+intervals, plain and robust-adjusted; `--basis spline --df 2` for the natural-spline trajectory) and the two-stage approach: the mixed model alone, each patient's
 fitted current value (empirical Bayes, all of the patient's scans) plugged into a time-varying
 Cox model (lifelines CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start
 of each piece).
