@@ -30,7 +30,7 @@ way). Everything is vectorised over patients x quadrature nodes (scans padded wi
 Fitted by maximum likelihood (scipy L-BFGS-B from the mixed model's ML fit and per-piece event
 rates); standard errors from the inverse of a central-difference Hessian of the marginal
 log-likelihood (the observed information H) or, by default, the sandwich H^-1 (sum_i s_i s_i') H^-1
-with each patient's score s_i.
+with each patient's score s_i (or its one-step jackknife and bias-reduced CR2 versions).
 
 Dynamic prediction (Rizopoulos 2011, the first-order estimator at the MLE; JM's survfitJM), at
 each scan and at each landmark of the grid a patient is at risk at::
@@ -653,10 +653,12 @@ class JointFit:
 def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature | None = None,
               hessian=True, basis: TimeBasis | None = None, variance="sandwich") -> JointFit:
     """Maximum-likelihood joint model (module docstring) on one analysed set. variance:
-    ``observed`` (inverse observed information) or ``sandwich`` (H^-1 (sum_i s_i s_i') H^-1 with
-    the per-patient scores s_i; the observed one is kept in cov_observed). The sandwich is the
-    default: on the project's simulator it is the closer of the two to the estimate's spread
-    (BENCHMARKS.md), on data from the model itself the two agree."""
+    ``observed`` (inverse observed information), ``sandwich`` (H^-1 (sum_i s_i s_i') H^-1 with
+    the per-patient scores s_i; the observed one is kept in cov_observed), ``jackknife``
+    (one_step_jackknife) or ``cr2`` (bias_reduced_sandwich, with df_cr2 for t intervals); the last
+    two keep all four covariances. The sandwich is the default: on the project's simulator it is
+    closer than the observed information to the estimate's spread, and cr2 did not reach the 93 %
+    coverage on the first 200 trials that switching required (BENCHMARKS.md)."""
     if variance not in VARIANCES:
         raise ValueError(f"survival settings: joint variance {variance!r} is not one of {', '.join(VARIANCES)}")
     quad = quad or Quadrature()
