@@ -5,10 +5,12 @@ Usage:
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200
   python benchmarks/joint_model.py coverage --source published --trials 100 --patients 200 --sigma 0.6
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200
+  python benchmarks/joint_model.py coverage --source synth --trials 200 --first 200 --patients 200 --profile
   python benchmarks/joint_model.py coverage --source synth --trials 100 --patients 200 --basis spline --df 2
+  python benchmarks/joint_model.py pool synth200.csv synth200b.csv
   python benchmarks/joint_model.py timing --patients 600
   python benchmarks/joint_model.py influence --patients 200 --seed 19
-  python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2
+  python benchmarks/joint_model.py bootstrap --patients 200 --seed 19 --resamples 40 --workers 2 --trials 20
   python benchmarks/joint_model.py blocks --seeds 40 --blocks 4 --patients 200 --workers 2
   python benchmarks/joint_model.py jackknife --patients 200 --seed 19 --top 15 --workers 2
 
@@ -23,8 +25,9 @@ Sources of the simulated trials (never the estimator's code):
   true lesion volumes. The joint model's linear trajectory is then misspecified.
 
 Per trial: the joint model (ML, alpha_value with its Wald CI from the observed information, and
-from the sandwich and the one-step jackknife variances too; `--basis spline --df 2` for the
-natural-spline trajectory) and the two-stage approach: the mixed model alone, each patient's
+from the sandwich, the one-step jackknife and the CR2 variances too, CR2 also with a t on the
+Bell-McCaffrey and on an empirical Satterthwaite df; with `--profile` the profile-likelihood
+intervals, plain and robust-adjusted; `--basis spline --df 2` for the natural-spline trajectory) and the two-stage approach: the mixed model alone, each patient's
 fitted current value (empirical Bayes, all of the patient's scans) plugged into a time-varying
 Cox model (lifelines CoxTimeVaryingFitter, follow-up split every 14 days, the value at the start
 of each piece).
@@ -121,8 +124,45 @@ def residual_diagnosis(data, basis):
     return lmm.sigma, float(np.corrcoef(res[:, :-1][pairs], res[:, 1:][pairs])[0, 1])
 
 
+def profile_sides(data, fit, name, z=1.959963984540054):
+    """The profile log-likelihood of one parameter at two points, estimate -+ z x its observed-
+    information SE (the nuisance parameters refitted by L-BFGS-B from their quadratic prediction),
+    read as a spread per side, sd = distance / sqrt(2 (log L - profile log L)): the profile-likelihood
+    (LR) interval's half-widths are z x sd on each side, exact where the profile is quadratic on each
+    side, and a skewed likelihood gives a skewed interval."""
+    from scipy import optimize
+
+    design = joint.design_of(data, fit.basis, fit.knots, fit.quad.legendre)
+    i = fit.names().index(name)
+    theta, cov = fit.theta, fit.cov_observed
+    free = np.arange(len(theta)) != i
+
+    def negll(th):
+        try:
+            v = -joint.loglik_terms(th, data, fit.knots, fit.layout, fit.quad, design).sum()
+        except np.linalg.LinAlgError:
+            return 1e300
+        return v if np.isfinite(v) else 1e300
+
+    f0 = negll(theta)
+    sds = []
+    for d in (-z * math.sqrt(cov[i, i]), z * math.sqrt(cov[i, i])):
+        start = theta + cov[:, i] * d / cov[i, i]
+
+        def constrained(x, start=start):
+            th = start.copy()
+            th[free] = x
+            return negll(th)
+
+        res = optimize.minimize(constrained, start[free], method="L-BFGS-B",
+                                options={"maxiter": 1000, "ftol": 1e-12, "gtol": 1e-6})
+        w = 2 * (res.fun - f0)
+        sds.append(abs(d) / math.sqrt(w) if w > 0 else math.nan)
+    return sds
+
+
 def one_trial(job):
-    source, patients, seed, r, sigma, association, kind, df, hermite, after = job
+    source, patients, seed, r, sigma, association, kind, df, hermite, after, profile = job
     if source == "published":
         lon, surv, (alpha, alpha_slope) = published_trial(patients, np.random.default_rng([seed, r]), sigma)
     else:
@@ -131,13 +171,20 @@ def one_trial(job):
     c0 = time.process_time()
     basis = joint.time_basis(kind, data.t[data.mask], df, data)
     quad = joint.Quadrature(hermite or (7 if basis.size == 2 else 5), 5)
-    # the jackknife fit holds all three variances: observed information, sandwich and jackknife
-    fit = joint.fit_joint(data, association, quad=quad, basis=basis, variance="jackknife")
+    # the CR2 fit holds all four variances: observed information, sandwich, jackknife and CR2
+    fit = joint.fit_joint(data, association, quad=quad, basis=basis, variance="cr2")
     c1 = time.process_time()
     names = fit.names()
-    est, se_jackknife = fit.estimate("alpha_value")
+    est = fit.estimate("alpha_value")[0]
     i = names.index("alpha_value")
     se_observed, se = math.sqrt(fit.cov_observed[i, i]), math.sqrt(fit.cov_sandwich[i, i])
+    se_jackknife, se_cr2 = math.sqrt(fit.cov_jackknife[i, i]), math.sqrt(fit.cov_cr2[i, i])
+    # Satterthwaite df from the spread of the patients' own terms of the CR2 variance, V = sum_i z_i^2:
+    # 2 V^2 / (n var(z_i^2)), n for normal z_i of equal variance, small where a few z_i^2 dominate
+    zz = fit.cr2_terms[:, i] ** 2 if fit.cr2_terms is not None else np.full(data.n, np.nan)
+    df_empirical = 2 * zz.sum() ** 2 / (len(zz) * zz.var(ddof=1))
+    profile_low, profile_high = profile_sides(data, fit, "alpha_value") if profile else (math.nan, math.nan)
+    c_profile = time.process_time()
     try:
         a2, se2 = two_stage(data)
     except Exception as exc:  # noqa: BLE001 (the peer failing on one trial must not end the run: counted)
@@ -146,14 +193,16 @@ def one_trial(job):
     c2 = time.process_time()
     sigma, autocorrelation = residual_diagnosis(data, basis)
     print(f"trial {r + 1}: alpha {alpha:.3f} joint {est:.3f} ({se_observed:.3f}; sandwich {se:.3f}; "
-          f"jackknife {se_jackknife:.3f}) "
+          f"jackknife {se_jackknife:.3f}; CR2 {se_cr2:.3f}) "
           f"two-stage {a2:.3f} ({se2:.3f})", file=sys.stderr, flush=True)
     row = {"alpha": alpha, "joint": est, "joint_se": se_observed, "joint_se_sandwich": se,
-           "joint_se_jackknife": se_jackknife, "two_stage": a2,
+           "joint_se_jackknife": se_jackknife, "joint_se_cr2": se_cr2, "joint_df_cr2": math.nan if fit.df_cr2 is None else fit.df_cr2[i],
+           "joint_df_empirical": df_empirical,
+           "joint_profile_sd_low": profile_low, "joint_profile_sd_high": profile_high, "two_stage": a2,
            "two_stage_se": se2,
            "events": int(data.event.sum()), "scans": int(data.mask.sum()), "converged": fit.converged,
            "residual_sd": sigma, "residual_autocorrelation": autocorrelation,
-           "cpu_joint": c1 - c0, "cpu_two_stage": c2 - c1}
+           "cpu_joint": c1 - c0, "cpu_profile": c_profile - c1, "cpu_two_stage": c2 - c_profile}
     if association == "value+slope":
         row["alpha_slope"] = alpha_slope
         row["joint_slope"], row["joint_slope_se_jackknife"] = fit.estimate("alpha_slope")
@@ -163,14 +212,17 @@ def one_trial(job):
     return row
 
 
-def summary_row(label, est, se, truth, cpu=None):
+def summary_row(label, est, se, truth, cpu=None, below=None, above=None):
     """Bias with its Monte-Carlo SE, empirical SD against the mean model SE, coverage with its MC SE
-    and where the misses fall (a biased estimator misses on one side)."""
+    and where the misses fall (a biased estimator misses on one side). The interval is est -+ z se,
+    or est - below to est + above where those half-widths are given."""
     z = 1.959963984540054
-    ok = est.notna() & se.notna()
-    est, se, truth = est[ok], se[ok], truth[ok]
+    below = z * se if below is None else below
+    above = z * se if above is None else above
+    ok = est.notna() & se.notna() & below.notna() & above.notna()
+    est, se, truth, below, above = est[ok], se[ok], truth[ok], below[ok], above[ok]
     n = len(est)
-    low, high = est - z * se, est + z * se
+    low, high = est - below, est + above
     cover = ((low <= truth) & (truth <= high)).mean()
     mc = math.sqrt(cover * (1 - cover) / n)
     below, above = int((high < truth).sum()), int((low > truth).sum())
@@ -179,9 +231,32 @@ def summary_row(label, est, se, truth, cpu=None):
             f"{below} / {above} |" + ("" if cpu is None else f" {cpu:.2f} |" if cpu == cpu else " |"))
 
 
+def interval_candidates(d):
+    """The small-sample intervals of alpha beside the Wald ones, from the same fits: (SE, half-width
+    below, half-width above) each. t: the CR2 variance with a t reference on the Bell-McCaffrey df;
+    profile: the likelihood-ratio interval (two-point reading of the profile, profile_sides), on its
+    own and with the robust (Chandler & Bate 2007) scaling of the LR statistic by observed / robust
+    variance, which widens each side by sqrt(robust / observed)."""
+    from scipy import stats
+
+    z = 1.959963984540054
+    t = pd.Series(stats.t.ppf(0.975, d.joint_df_cr2), index=d.index)
+    out = {"CR2 SE": (d.joint_se_cr2, None, None),
+           "CR2 SE, t on Bell-McCaffrey df": (d.joint_se_cr2, t * d.joint_se_cr2, t * d.joint_se_cr2)}
+    t_empirical = pd.Series(stats.t.ppf(0.975, d.joint_df_empirical), index=d.index)
+    out["CR2 SE, t on the empirical Satterthwaite df"] = (d.joint_se_cr2, t_empirical * d.joint_se_cr2,
+                                                          t_empirical * d.joint_se_cr2)
+    if d.joint_profile_sd_low.notna().any():
+        for label, ratio, q in (("profile LR", 1.0, z),
+                                ("profile LR, sandwich-adjusted", d.joint_se_sandwich / d.joint_se, z),
+                                ("profile LR, CR2-adjusted, t on Bell-McCaffrey df", d.joint_se_cr2 / d.joint_se, t)):
+            out[label] = (d.joint_se * ratio, q * ratio * d.joint_profile_sd_low, q * ratio * d.joint_profile_sd_high)
+    return out
+
+
 def coverage(args):
     jobs = [(args.source, args.patients, args.seed, r, args.sigma, args.association, args.basis, args.df, args.hermite,
-             args.imaging_after_progression)
+             args.imaging_after_progression, args.profile)
             for r in range(args.first, args.first + args.trials)]
     w0 = time.perf_counter()
     if args.workers > 1:
@@ -198,6 +273,12 @@ def coverage(args):
           f"scans per patient, {d.events.mean():.0f} deaths), association {args.association}, time basis "
           f"{args.basis}{f' (df {args.df})' if args.basis == 'spline' else ''}, {int(d.converged.sum())} joint fits "
           f"converged\n")
+    coverage_table(d)
+    print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
+
+
+def coverage_table(d):
+    """The coverage run's table from its per-trial rows (one run's, or several runs' pooled)."""
     print("| method: parameter | truth | mean estimate | bias (MC SE) | empirical SD | mean SE | SE / SD "
           "| 95 % CI coverage (MC SE) | misses below / above | CPU s per fit |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -206,6 +287,8 @@ def coverage(args):
     print(summary_row("joint: alpha (current value), sandwich SE", d.joint, d.joint_se_sandwich, d.alpha, math.nan))
     print(summary_row("joint: alpha (current value), one-step jackknife SE", d.joint, d.joint_se_jackknife, d.alpha,
                       math.nan))
+    for label, (se, below, above) in interval_candidates(d).items():
+        print(summary_row(f"joint: alpha (current value), {label}", d.joint, se, d.alpha, math.nan, below, above))
     if "joint_slope" in d:
         print(summary_row("joint: alpha_slope (current slope), observed-information SE", d.joint_slope,
                           d.joint_slope_se, d.alpha_slope, math.nan))
@@ -218,12 +301,27 @@ def coverage(args):
         print(f"\ntwo-stage failed (lifelines did not converge) in {int(d.two_stage.isna().sum())} trial(s): left out of its row")
     print(f"\nthe mixed model alone: residual SD of ln burden {d.residual_sd.mean():.3f}, lag-1 autocorrelation of "
           f"the within-patient residuals {d.residual_autocorrelation.mean():+.2f} (means over trials)")
-    print(f"\nwall {wall:.0f} s with {args.workers} worker(s)")
+
+
+def pool(args):
+    """Several coverage runs' per-trial CSVs (--save) pooled: the same table over all their trials,
+    with the spread of the z-scores and how the estimate and its SE move together."""
+    from scipy.stats import chi2
+
+    d = pd.concat([pd.read_csv(f) for f in args.csv], ignore_index=True)
+    print(f"{len(d)} trials pooled from {', '.join(args.csv)}\n")
+    coverage_table(d)
+    n = len(d)
+    lo, hi = (d.joint.std() * math.sqrt((n - 1) / q) for q in (chi2.ppf(0.975, n - 1), chi2.ppf(0.025, n - 1)))
+    z = (d.joint - d.alpha) / d.joint_se_sandwich
+    print(f"\nempirical SD of alpha {d.joint.std():.4f} (95 % CI {lo:.4f} to {hi:.4f}); z-scores (estimate - truth) / "
+          f"sandwich SE: mean {z.mean():+.2f}, SD {z.std():.2f}; correlation of alpha and its sandwich SE "
+          f"{np.corrcoef(d.joint, d.joint_se_sandwich)[0, 1]:.2f}")
 
 
 def _bootstrap_fit(job):
     seed, patients, b = job
-    lon, surv, _ = synth_trial(patients, seed)
+    lon, surv, _ = _synth_trial_once(patients, seed)
     pids = surv["patient_id"].to_numpy()
     draw = np.random.default_rng([seed, b]).choice(len(pids), len(pids), replace=True)
     # each draw a patient of its own (a patient drawn twice is two patients)
@@ -233,18 +331,37 @@ def _bootstrap_fit(job):
     return fit.theta[fit.names().index("alpha_value")]
 
 
-def bootstrap(args):
-    """One trial: the SD of alpha over bootstrap resamples of its patients, beside the trial's own
-    observed-information and sandwich SEs (is the spread across trials a within-trial spread?)."""
-    lon, surv, _ = synth_trial(args.patients, args.seed)
-    data = joint.joint_data(lon, surv)
-    fit = joint.fit_joint(data, variance="sandwich")
+def _full_fit(job):
+    seed, patients = job
+    lon, surv, (alpha, _) = synth_trial(patients, seed)
+    fit = joint.fit_joint(joint.joint_data(lon, surv), variance="cr2")
     i = fit.names().index("alpha_value")
+    return {"seed": seed, "alpha": alpha, "joint": fit.theta[i], "joint_se": math.sqrt(fit.cov_observed[i, i]),
+            "joint_se_sandwich": math.sqrt(fit.cov_sandwich[i, i]), "joint_se_cr2": math.sqrt(fit.cov_cr2[i, i])}
+
+
+def bootstrap(args):
+    """Trials seed, seed + 1, ...: the SD of alpha over bootstrap resamples of each trial's patients
+    (each resample refitted, knots and all), beside the trial's own observed-information, sandwich and
+    CR2 SEs (is the spread across trials a within-trial spread that resampling sees?)."""
+    seeds = range(args.seed, args.seed + args.trials)
     with multiprocessing.Pool(args.workers) as pool:
-        boot = np.array(pool.map(_bootstrap_fit, [(args.seed, args.patients, b) for b in range(args.resamples)]))
-    print(f"synth trial seed {args.seed}, {data.n} patients: alpha {fit.theta[i]:.4f}, observed-information SE "
-          f"{math.sqrt(fit.cov_observed[i, i]):.4f}, sandwich SE {math.sqrt(fit.cov[i, i]):.4f}, bootstrap SD "
-          f"{boot.std(ddof=1):.4f} over {len(boot)} resamples (mean {boot.mean():.4f})")
+        full = pd.DataFrame(pool.map(_full_fit, [(s, args.patients) for s in seeds], chunksize=1))
+        boot = pool.map(_bootstrap_fit, [(s, args.patients, b) for s in seeds for b in range(args.resamples)],
+                        chunksize=1)
+    full["bootstrap_sd"] = np.array(boot).reshape(args.trials, args.resamples).std(axis=1, ddof=1)
+    if args.save:
+        full.to_csv(args.save, index=False)
+    for r in full.itertuples():
+        print(f"synth trial seed {r.seed}, {args.patients} patients: alpha {r.joint:.4f}, observed-information SE "
+              f"{r.joint_se:.4f}, sandwich SE {r.joint_se_sandwich:.4f}, CR2 SE {r.joint_se_cr2:.4f}, bootstrap SD "
+              f"{r.bootstrap_sd:.4f} over {args.resamples} resamples")
+    if args.trials > 1:
+        ratio = np.log(full.bootstrap_sd / full.joint_se_cr2)
+        print(f"\n{args.trials} trials: bootstrap SD / CR2 SE geometric mean {math.exp(ratio.mean()):.3f} (95 % CI "
+              f"{math.exp(ratio.mean() - 1.96 * ratio.std() / math.sqrt(len(ratio))):.3f} to "
+              f"{math.exp(ratio.mean() + 1.96 * ratio.std() / math.sqrt(len(ratio))):.3f}); bootstrap SD / sandwich SE "
+              f"{math.exp(np.log(full.bootstrap_sd / full.joint_se_sandwich).mean()):.3f}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -428,6 +545,8 @@ def main():
     c.add_argument("--imaging-after-progression", action="store_true",
                    help="synth: scans continue every visit interval until death or censoring (a diagnosis)")
     c.add_argument("--first", type=int, default=0, help="first trial (its seed: --seed + first)")
+    c.add_argument("--profile", action="store_true",
+                   help="also the profile-likelihood intervals of alpha (two constrained fits per trial)")
     t = sub.add_parser("timing")
     t.add_argument("--patients", type=int, default=600)
     t.add_argument("--seed", type=int, default=19)
@@ -438,6 +557,8 @@ def main():
     b.add_argument("--patients", type=int, default=200)
     b.add_argument("--seed", type=int, default=19)
     b.add_argument("--resamples", type=int, default=40)
+    b.add_argument("--trials", type=int, default=1, help="trials seed, seed + 1, ...")
+    b.add_argument("--save", help="per-trial SEs and bootstrap SDs as CSV")
     b.add_argument("--workers", type=int, default=2)
     k = sub.add_parser("blocks", help="synth: randomness shared within a trial? seeds x blocks of patients")
     k.add_argument("--seeds", type=int, default=40)
@@ -451,11 +572,13 @@ def main():
     j.add_argument("--top", type=int, default=0, help="refit only the most influential patients (0: all)")
     j.add_argument("--seed", type=int, default=19)
     j.add_argument("--workers", type=int, default=2)
+    o = sub.add_parser("pool", help="coverage runs' per-trial CSVs pooled into one table")
+    o.add_argument("csv", nargs="+")
     i = sub.add_parser("influence")
     i.add_argument("--patients", type=int, default=200)
     i.add_argument("--seed", type=int, default=19)
     args = p.parse_args()
-    {"coverage": coverage, "timing": timing, "influence": influence, "bootstrap": bootstrap,
+    {"coverage": coverage, "pool": pool, "timing": timing, "influence": influence, "bootstrap": bootstrap,
      "blocks": blocks, "jackknife": jackknife}[args.what](args)
 
 

@@ -235,6 +235,69 @@ def test_one_step_jackknife_equals_refitting_without_each_observation_in_least_s
     assert not np.allclose(got, sandwich, rtol=0.02)
 
 
+def test_cr2_of_a_cluster_mean_by_hand():
+    # y = mu + e, clusters {1, 3}, {2}, {6, 4, 2}: mu = 3, each cluster's score s_i = sum(y - 3) =
+    # -2, -1, 3; H = N = 6, H_i = n_i, leverage n_i / N = 1/3, 1/6, 1/2, so
+    # CR2 = sum s_i^2 / (1 - n_i/N) / N^2 = (4 / (2/3) + 1 / (5/6) + 9 / (1/2)) / 36 = 25.2 / 36 = 0.7
+    # against the sandwich's (4 + 1 + 9) / 36
+    S = np.array([[-2.0], [-1.0], [3.0]])
+    H_i = np.array([[[2.0, 1.0, 3.0]]])
+    cov, df, terms = joint.bias_reduced_sandwich(np.array([[6.0]]), H_i, S)
+    assert cov[0, 0] == pytest.approx(0.7, rel=1e-12)
+    assert np.allclose(terms.T @ terms, cov, rtol=1e-12)
+    # the mean of G balanced clusters: Bell-McCaffrey df = G - 1 (Imbens & Kolesar 2016), whatever the data
+    for G, m in ((4, 2), (7, 3)):
+        _, df, _ = joint.bias_reduced_sandwich(np.array([[float(G * m)]]), np.full((1, 1, G), float(m)),
+                                               np.arange(G, dtype=float)[:, None] - (G - 1) / 2)
+        assert df[0] == pytest.approx(G - 1, rel=1e-12)
+
+
+def test_cr2_and_its_df_equal_bell_mccaffrey_in_least_squares_with_clusters():
+    # OLS with unequal clusters, computed independently in observation space: the CR2 meat
+    # X_i'(I - P_ii)^-1/2 e_i (Bell & McCaffrey 2002) and the df (tr G'G)^2 / tr((G'G)^2), G's
+    # column i = (I - P)[:, i] (I - P_ii)^-1/2 X_i (X'X)^-1 c (Imbens & Kolesar 2016, Omega = I)
+    from scipy import linalg
+
+    rng = np.random.default_rng(7)
+    sizes = [1, 2, 3, 5, 8, 2, 4, 1, 6, 3]
+    g = np.repeat(np.arange(len(sizes)), sizes)
+    X = np.column_stack([np.ones(len(g)), rng.normal(size=len(g)), rng.exponential(size=len(g))])
+    y = X @ np.array([1.0, 2.0, -1.0]) + rng.standard_t(3, size=len(g))
+    M = np.linalg.inv(X.T @ X)
+    e = y - X @ (M @ X.T @ y)
+    P = X @ M @ X.T
+    S = np.array([X[g == i].T @ e[g == i] for i in range(len(sizes))])
+    H_i = np.stack([X[g == i].T @ X[g == i] for i in range(len(sizes))], -1)
+    cov, df, _ = joint.bias_reduced_sandwich(X.T @ X, H_i, S)
+    A = [np.real(linalg.inv(linalg.sqrtm(np.eye(m) - P[np.ix_(g == i, g == i)]))) for i, m in enumerate(sizes)]
+    meat = sum(np.outer(X[g == i].T @ A[i] @ e[g == i], X[g == i].T @ A[i] @ e[g == i]) for i in range(len(sizes)))
+    assert np.allclose(cov, M @ meat @ M, rtol=1e-10, atol=1e-15)
+    for k in range(3):
+        G = np.column_stack([(np.eye(len(g)) - P)[:, g == i] @ A[i] @ X[g == i] @ M[:, k] for i in range(len(sizes))])
+        GG = G.T @ G
+        assert df[k] == pytest.approx(np.trace(GG) ** 2 / np.trace(GG @ GG), rel=1e-10)
+    assert (df < len(sizes) - 1).all()  # unequal clusters: fewer than G - 1
+
+
+def test_cr2_variance_fit_keeps_the_estimate_and_the_other_variances(fitted):
+    data, fit = fitted
+    cr2 = joint.fit_joint(data, variance="cr2")
+    assert np.array_equal(cr2.theta, fit.theta)  # the variance does not touch the estimate
+    assert np.allclose(cr2.cov_sandwich, fit.cov, rtol=1e-4, atol=1e-8)
+    assert cr2.cov is cr2.cov_cr2 and cr2.cov_jackknife is not None
+    i = fit.names().index("alpha_value")
+    # on data from the model itself (200 patients, no patient dominating) CR2 lies within a few % of
+    # the sandwich, and its df for alpha is well above 30 but under n - 1
+    assert 0.97 < math.sqrt(cr2.cov[i, i] / fit.cov[i, i]) < 1.1
+    assert 30 < cr2.df_cr2[i] < data.n - 1
+    # its CI takes the t quantile on that df, the other variances' the normal one
+    row = next(r for r in joint.estimate_rows(cr2) if r["term"] == "alpha_value")
+    assert row["upper"] - row["estimate"] == pytest.approx(stats.t.ppf(0.975, cr2.df_cr2[i]) * row["se"], rel=1e-12)
+    assert row["p"] == pytest.approx(2 * stats.t.sf(abs(row["estimate"] / row["se"]), cr2.df_cr2[i]), rel=1e-12)
+    row = next(r for r in joint.estimate_rows(fit) if r["term"] == "alpha_value")
+    assert row["upper"] - row["estimate"] == pytest.approx(stats.norm.ppf(0.975) * row["se"], rel=1e-12)
+
+
 def test_jackknife_variance_fit_keeps_the_other_two(fitted):
     data, fit = fitted
     jack = joint.fit_joint(data, variance="jackknife")
@@ -412,7 +475,7 @@ def test_tables_with_the_spline_basis_name_its_coefficients_and_predict(stein_tr
     assert len(pred) > 0 and pred["predicted_survival"].between(0, 1).all()
     with pytest.raises(ValueError, match="joint time_basis 'cubic' is not one of linear, spline"):
         joint.joint_tables(features, clinical, burden, {"joint": {"time_basis": "cubic"}})
-    with pytest.raises(ValueError, match="joint variance 'robust' is not one of observed, sandwich, jackknife"):
+    with pytest.raises(ValueError, match="joint variance 'robust' is not one of observed, sandwich, jackknife, cr2"):
         joint.joint_tables(features, clinical, burden, {"joint": {"variance": "robust"}})
 
 

@@ -77,7 +77,7 @@ DEFAULTS = {
         "association": "value",     # value: current ln burden | value+slope: and its current slope
         "time_basis": "linear",     # linear: random intercept and slope | spline: natural cubic spline of time
         "spline_df": 2,             # spline: df of ns(t, df) (df - 1 interior knots); df + 1 random effects
-        "variance": "sandwich",     # sandwich: robust (per patient) | jackknife: one-step leave-one-patient-out | observed
+        "variance": "sandwich",     # sandwich: robust (per patient) | jackknife: one-step leave-one-patient-out | cr2: bias-reduced, t on Bell-McCaffrey df | observed
         "baseline_hazard_pieces": 7,  # piecewise-constant h0, knots at event-time quantiles (JM's 6 inner knots)
         "hermite_nodes": 7,         # Gauss-Hermite nodes per random effect (7 x 7 product rule, adaptive)
         "legendre_nodes": 5,        # Gauss-Legendre nodes per piece of h0 in the cumulative hazard

@@ -30,7 +30,7 @@ way). Everything is vectorised over patients x quadrature nodes (scans padded wi
 Fitted by maximum likelihood (scipy L-BFGS-B from the mixed model's ML fit and per-piece event
 rates); standard errors from the inverse of a central-difference Hessian of the marginal
 log-likelihood (the observed information H) or, by default, the sandwich H^-1 (sum_i s_i s_i') H^-1
-with each patient's score s_i.
+with each patient's score s_i (or its one-step jackknife and bias-reduced CR2 versions).
 
 Dynamic prediction (Rizopoulos 2011, the first-order estimator at the MLE; JM's survfitJM), at
 each scan and at each landmark of the grid a patient is at risk at::
@@ -55,6 +55,7 @@ from scipy import optimize
 from scipy.interpolate import BSpline
 from scipy.special import logsumexp
 from scipy.stats import norm
+from scipy.stats import t as student_t
 
 from tumorburden import tables
 from tumorburden.study import read_clinical_table
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 DAYS_PER_YEAR = 365.25
 ASSOCIATIONS = ("value", "value+slope")
 TIME_BASES = ("linear", "spline", "decay")
-VARIANCES = ("observed", "sandwich", "jackknife")
+VARIANCES = ("observed", "sandwich", "jackknife", "cr2")
 MODEL = "joint"
 
 
@@ -569,6 +570,49 @@ def one_step_jackknife(H, H_i, S) -> np.ndarray:
     return (n - 1) / n * d.T @ d
 
 
+def bias_reduced_sandwich(H, H_i, S) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-reduced (CR2) sandwich and the Bell-McCaffrey degrees of freedom of each parameter.
+
+    The sandwich sums s_i s_i' of scores taken at the fit, which fitted each patient in part to
+    itself: patient i's score is shrunk by about (I - H_i H^-1), so the sandwich is biased down,
+    most where a few patients carry much of the information. The CR2 variance (Kauermann & Carroll
+    2001; Mancl & DeRouen 2001; Bell & McCaffrey 2002) undoes half of that shrinkage on each side,
+    H^-1 sum_i (I - H_i H^-1)^-1/2 s_i s_i' (I - H^-1 H_i)^-1/2 H^-1 (the one-step jackknife undoes
+    all of it on each side: CR3). Computed in the coordinates whitened by H = LL', where
+    B_i = L^-1 H_i L^-T is symmetric (sum_i B_i = I) and the root is taken of its eigenvalues; for
+    least squares with clusters this is exactly the CR2 of Bell & McCaffrey (X_i'(I - P_ii)^-1/2 =
+    (I - X_i'X_i (X'X)^-1)^-1/2 X_i'). A patient's observed Hessian need not be positive definite,
+    so B_i's eigenvalues are clipped to [0, 1 - 1e-3] (its positive part; leverage below 1).
+
+    Degrees of freedom for a t reference (Bell & McCaffrey 2002; Imbens & Kolesar 2016; Pustejovsky &
+    Tipton 2018): the scalar variance c'Vc = sum_i z_i^2 is matched to a scaled chi-square under the
+    working model, where the whitened scores at the fit have covariance B_i delta_ij - B_i B_j, so
+    z = (g_i' L^-1 s_i)_i, g_i = (I - B_i)^-1/2 L^-1 c, has covariance C = diag(g_i'B_i g_i) - VV'
+    (rows v_i = B_i g_i) and df = (tr C)^2 / tr(C^2): near n - 1 when the patients share the
+    information evenly, small when a few dominate. H (p, p), H_i (p, p, n), S (n, p);
+    returns (covariance (p, p), df (p,), each patient's term (n, p): covariance = terms' terms)."""
+    L = np.linalg.cholesky(H)
+    Linv = np.linalg.inv(L)
+    B = Linv[None] @ np.moveaxis(H_i, -1, 0) @ Linv.T[None]
+    lam, Q = np.linalg.eigh((B + B.transpose(0, 2, 1)) / 2)
+    lam = np.clip(lam, 0.0, 1 - 1e-3)
+    B = (Q * lam[:, None, :]) @ Q.transpose(0, 2, 1)
+    root = (Q * (1 - lam[:, None, :]) ** -0.5) @ Q.transpose(0, 2, 1)   # (I - B_i)^-1/2
+    adjusted = np.einsum("nab,nb->na", root, S @ Linv.T)                 # (I - B_i)^-1/2 L^-1 s_i
+    terms = adjusted @ Linv
+    cov = terms.T @ terms
+    df = np.empty(H.shape[0])
+    for k in range(H.shape[0]):
+        g = root @ Linv[:, k]                                            # (n, p): (I - B_i)^-1/2 L^-1 e_k
+        v = np.einsum("nab,nb->na", B, g)
+        a = np.einsum("na,na->n", g, v)
+        vv = np.einsum("na,na->n", v, v)
+        trace = a.sum() - vv.sum()
+        trace2 = (a ** 2).sum() - 2 * (a * vv).sum() + ((v.T @ v) ** 2).sum()
+        df[k] = trace ** 2 / trace2 if trace2 > 0 else np.inf
+    return cov, df, terms
+
+
 @dataclass
 class JointFit:
     theta: np.ndarray
@@ -586,6 +630,10 @@ class JointFit:
     variance: str = "sandwich"
     cov_observed: np.ndarray | None = None
     cov_sandwich: np.ndarray | None = None
+    cov_jackknife: np.ndarray | None = None
+    cov_cr2: np.ndarray | None = None
+    df_cr2: np.ndarray | None = None   # Bell-McCaffrey degrees of freedom of each parameter (CR2)
+    cr2_terms: np.ndarray | None = None  # (n, p) each patient's term of the CR2 variance
 
     @property
     def basis(self) -> TimeBasis:
@@ -605,10 +653,12 @@ class JointFit:
 def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature | None = None,
               hessian=True, basis: TimeBasis | None = None, variance="sandwich") -> JointFit:
     """Maximum-likelihood joint model (module docstring) on one analysed set. variance:
-    ``observed`` (inverse observed information) or ``sandwich`` (H^-1 (sum_i s_i s_i') H^-1 with
-    the per-patient scores s_i; the observed one is kept in cov_observed). The sandwich is the
-    default: on the project's simulator it is the closer of the two to the estimate's spread
-    (BENCHMARKS.md), on data from the model itself the two agree."""
+    ``observed`` (inverse observed information), ``sandwich`` (H^-1 (sum_i s_i s_i') H^-1 with
+    the per-patient scores s_i; the observed one is kept in cov_observed), ``jackknife``
+    (one_step_jackknife) or ``cr2`` (bias_reduced_sandwich, with df_cr2 for t intervals); the last
+    two keep all four covariances. The sandwich is the default: on the project's simulator it is
+    closer than the observed information to the estimate's spread, and cr2 did not reach the 93 %
+    coverage on the first 200 trials that switching required (BENCHMARKS.md)."""
     if variance not in VARIANCES:
         raise ValueError(f"survival settings: joint variance {variance!r} is not one of {', '.join(VARIANCES)}")
     quad = quad or Quadrature()
@@ -642,9 +692,11 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
         res = optimize.minimize(negll, res.x, method="L-BFGS-B", options=options)
     theta = res.x
     cov = np.full((layout.size, layout.size), np.nan)
-    observed = sandwich = cov
+    observed = sandwich = jackknife = cr2 = cov
+    df = cr2_terms = None
     if hessian:
-        if variance == "jackknife":  # each patient's Hessian too, from the very same evaluations
+        per_patient = variance in ("jackknife", "cr2")
+        if per_patient:  # each patient's Hessian too, from the very same evaluations
             H_i = numerical_hessian(lambda th: -terms(th), theta)
             H = H_i.sum(axis=-1)
         else:
@@ -656,12 +708,18 @@ def fit_joint(data: JointData, association="value", pieces=7, quad: Quadrature |
         if variance != "observed" and np.isfinite(cov).all():
             S = patient_scores(terms, theta)
             cov = sandwich = observed @ (S.T @ S) @ observed
-            if variance == "jackknife":
-                cov = one_step_jackknife(H, H_i, S)
+            if per_patient:
+                jackknife = one_step_jackknife(H, H_i, S)
+                try:
+                    cr2, df, cr2_terms = bias_reduced_sandwich(H, H_i, S)
+                except np.linalg.LinAlgError:  # an information that is not positive definite
+                    pass
+                cov = {"jackknife": jackknife, "cr2": cr2}[variance]
     return JointFit(theta=theta, cov=cov, layout=layout, knots=knots, quad=quad, loglik=-float(res.fun),
                     converged=bool(res.success), message=str(res.message), n_patients=data.n,
                     n_events=int(data.event.sum()), n_scans=int(data.mask.sum()), covariates=data.covariates,
-                    variance=variance, cov_observed=observed, cov_sandwich=sandwich)
+                    variance=variance, cov_observed=observed, cov_sandwich=sandwich, cov_jackknife=jackknife,
+                    cov_cr2=cr2, df_cr2=df, cr2_terms=cr2_terms)
 
 
 # --- dynamic predictions ---------------------------------------------------------------------------
@@ -752,36 +810,40 @@ def _derived(theta, layout):
 
 def estimate_rows(fit: JointFit, alpha=0.05) -> list[dict]:
     """One row per reported parameter: estimate, SE, Wald CI and p; hazard ratios for the
-    association and covariate terms (per unit of ln burden; slope per unit ln burden per year)."""
-    z = norm.ppf(1 - alpha / 2)
+    association and covariate terms (per unit of ln burden; slope per unit ln burden per year).
+    With the CR2 variance the model's own parameters take a t reference on their Bell-McCaffrey
+    df (the derived variance components stay normal)."""
     names, se = fit.names(), fit.se()
+    df = fit.df_cr2 if fit.variance == "cr2" and fit.df_cr2 is not None else np.full(len(names), np.inf)
     rows = []
 
-    def row(term, est, s, note="", hr=False):
-        lo, hi = est - z * s, est + z * s
-        p = 2 * norm.sf(abs(est / s)) if s > 0 else math.nan
+    def row(term, est, s, note="", hr=False, dof=np.inf):
+        ref = norm if math.isinf(dof) else student_t(dof)
+        q = ref.ppf(1 - alpha / 2)
+        lo, hi = est - q * s, est + q * s
+        p = 2 * ref.sf(abs(est / s)) if s > 0 else math.nan
         rows.append({"term": term, "estimate": est, "se": s, "lower": lo, "upper": hi, "p": p,
                      "hr": math.exp(est) if hr else math.nan, "hr_lower": math.exp(lo) if hr else math.nan,
                      "hr_upper": math.exp(hi) if hr else math.nan, "note": note})
 
     layout = fit.layout
     if fit.basis.kind == "linear":
-        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) at day 0")
-        row("beta_time", fit.theta[1], se[1], "mean change of ln(burden + offset) per year")
+        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) at day 0", dof=df[0])
+        row("beta_time", fit.theta[1], se[1], "mean change of ln(burden + offset) per year", dof=df[1])
     elif fit.basis.kind == "decay":
         half_life = math.log(2) / fit.basis.rate * DAYS_PER_YEAR
-        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) of the regrowth line at day 0")
-        row("beta_slope", fit.theta[1], se[1], "mean regrowth of ln(burden + offset) per year")
+        row("beta_intercept", fit.theta[0], se[0], "mean ln(burden + offset) of the regrowth line at day 0", dof=df[0])
+        row("beta_slope", fit.theta[1], se[1], "mean regrowth of ln(burden + offset) per year", dof=df[1])
         row("beta_decay", fit.theta[2], se[2], f"mean size of the shrinking component at day 0 (half-life "
-            f"{half_life:.0f} days, by profile likelihood of the mixed model)")
+            f"{half_life:.0f} days, by profile likelihood of the mixed model)", dof=df[2])
     else:
         row("beta_intercept", fit.theta[0], se[0],
-            f"mean ln(burden + offset) at the first scan day ({fit.basis.boundary[0] * DAYS_PER_YEAR:.0f})")
+            f"mean ln(burden + offset) at the first scan day ({fit.basis.boundary[0] * DAYS_PER_YEAR:.0f})", dof=df[0])
         knots = ", ".join(f"{k * DAYS_PER_YEAR:.0f}" for k in fit.basis.interior) or "none"
         for k in range(1, layout.q):
             row(f"beta_ns{k}", fit.theta[k], se[k], f"natural cubic spline coefficient {k} of {layout.q - 1} "
                 f"(R's ns; interior knots at days {knots}, boundary at days "
-                f"{fit.basis.boundary[0] * DAYS_PER_YEAR:.0f} and {fit.basis.boundary[1] * DAYS_PER_YEAR:.0f})")
+                f"{fit.basis.boundary[0] * DAYS_PER_YEAR:.0f} and {fit.basis.boundary[1] * DAYS_PER_YEAR:.0f})", dof=df[k])
     # delta method for the variance components (numerical Jacobian of _derived)
     eps = 1e-6
     base = _derived(fit.theta, layout)
@@ -797,12 +859,12 @@ def estimate_rows(fit: JointFit, alpha=0.05) -> list[dict]:
     for k in range(layout.n_pieces):
         i = layout.hazard_start + k
         row(f"log_baseline_hazard_{k + 1}", fit.theta[i], se[i],
-            f"per year, days [{edges[k]:.0f}, {edges[k + 1]:.0f})")
+            f"per year, days [{edges[k]:.0f}, {edges[k + 1]:.0f})", dof=df[i])
     for name in names[layout.hazard_start + layout.n_pieces:]:
         i = names.index(name)
         note = {"alpha_value": "log HR per unit of current ln(burden + offset)",
                 "alpha_slope": "log HR per unit of current slope of ln burden (per year)"}.get(name, "log HR")
-        row(name.removeprefix("gamma_"), fit.theta[i], se[i], note, hr=True)
+        row(name.removeprefix("gamma_"), fit.theta[i], se[i], note, hr=True, dof=df[i])
     return rows
 
 
