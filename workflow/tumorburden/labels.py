@@ -134,16 +134,10 @@ ORGAN_ALIASES = {
 }
 
 
-def model_label_of_name(name: str) -> int | None:
-    """Our label for a model's output (a channel of a bundle, a class of an nnU-Net model): the
-    eight labels of segmentation.nii.gz and their aliases, then the organs of the organ map."""
-    return label_of_name(name)
-
-
 def label_of_our_name(name: str) -> int | None:
     """One of our labels by its own name (ALL_NAMES, case-insensitive) or an alias of it."""
     key = normalise_name(name)
     for label, own in ALL_NAMES.items():
         if normalise_name(own) == key:
             return label
-    return model_label_of_name(name)
+    return label_of_name(name)

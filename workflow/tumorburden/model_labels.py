@@ -15,7 +15,7 @@ with a bad list stops at `check-study` (the Snakefile's check) with one line nam
       precedence: [lesion, lymph_node_lesion, liver, lung, ..., subcutaneous_fat]
 
 Rules (config/README.md): each model's label (its channel or class name) is either used, then
-it must map to one of ours (labels.model_label_of_name), or ignored by name or by `ignore: rest`;
+it must map to one of ours (labels.label_of_name), or ignored by name or by `ignore: rest`;
 never dropped silently. Each of our labels comes from one model: two models giving the same label
 is an error that says which to drop. Where models disagree on a voxel, the label earlier in
 `segmentation.precedence` wins (the default: lesions over organs over body composition); a label a
@@ -185,7 +185,7 @@ def _lut(entry: ModelEntry, use, ignore, key: str) -> dict[int, int]:
                                  f"have (its labels: {_listing(entry.label_names)})")
         return {by_name[L.normalise_name(n)] for n in names}
 
-    background = {i for i, n in entry.label_names.items() if L.model_label_of_name(n) == L.BACKGROUND}
+    background = {i for i, n in entry.label_names.items() if L.label_of_name(n) == L.BACKGROUND}
     rest = ignore == "rest"
     ignored = set() if ignore is None or rest else indices(ignore, "ignore")
     if use is None:
@@ -205,7 +205,7 @@ def _lut(entry: ModelEntry, use, ignore, key: str) -> dict[int, int]:
     lut = {i: L.BACKGROUND for i in entry.label_names}
     unknown = []
     for i in sorted(used):
-        label = L.model_label_of_name(entry.label_names[i])
+        label = L.label_of_name(entry.label_names[i])
         if label is None:
             unknown.append(entry.label_names[i])
         else:
