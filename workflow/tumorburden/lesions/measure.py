@@ -67,7 +67,7 @@ def measure_scan(image: Path, segmentation: Path, patient_id: str, scan_id: str,
         raise ValueError(f"{segmentation}: grid {seg.shape} does not match the image {image} grid {img.shape} "
                          "(segment the ingested image again)")
     labels = np.asarray(seg.array).astype(np.uint8, copy=False)
-    organ_map = read_organ_map(organs, img, image) if organs is not None else None
+    organ_map = read_organ_map(organs, img, image)
     lesions = write_scan_lesions(img, labels, patient_id, scan_id, lesions_out, s, organs=organ_map)
     tables.write(tissue_table(labels, img.voxel_ml, patient_id, scan_id), tissue_out, "scan_tissue")
     if l3_out is not None:
@@ -82,7 +82,10 @@ def organ_map_beside(segmentation: Path) -> Path | None:
     return organs if organs.exists() else None
 
 
-def read_organ_map(organs: Path, img: Volume, image: Path) -> np.ndarray:
+def read_organ_map(organs: Path | None, img: Volume, image: Path) -> np.ndarray | None:
+    """The organ map's labels on the image's grid (None without an organ map)."""
+    if organs is None:
+        return None
     om = load_nifti(organs)
     if not img.same_grid(om):
         raise ValueError(f"{organs}: grid {om.shape} does not match the image {image} grid {img.shape} "

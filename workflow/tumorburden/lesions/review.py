@@ -98,8 +98,7 @@ def measure_review(image: Path, ai_segmentation: Path, reviewed_segmentation: Pa
             raise ValueError(f"{path}: grid {seg.shape} does not match the image {image} grid {img.shape}")
     reviewed_labels = np.asarray(reviewed.array).astype(np.uint8, copy=False)
     # the organ map the model's segmentation came with gives the reviewed lesions their sites too
-    organs = organ_map_beside(ai_segmentation)
-    organ_map = read_organ_map(organs, img, image) if organs is not None else None
+    organ_map = read_organ_map(organ_map_beside(ai_segmentation), img, image)
     lesions = write_scan_lesions(img, reviewed_labels, patient_id, scan_id, lesions_out, s, organs=organ_map)
     model = tables.read(ai_lesions, "scan_lesions")
     row = {
