@@ -73,10 +73,10 @@ def load_model(entry: ModelEntry, settings: dict, device) -> SegmentationModel:
     if entry.kind == "bundle":
         model = BundleModel.load(entry, settings, device)
     else:
-        from tumorburden.segment.nnunet import DEFAULTS, NnUNetModel  # only for nnunet entries
+        from tumorburden.segment.nnunet import NnUNetModel  # only for nnunet entries
 
         # label_map: the model's used class names -> our labels, the rest ignored (model_labels.py)
-        model = NnUNetModel.load(entry.path, {**DEFAULTS, **(settings.get("nnunet") or {}),
+        model = NnUNetModel.load(entry.path, {**(settings.get("nnunet") or {}),
                                               "precision": settings.get("precision", "auto"),
                                               "label_map": entry.used_names()}, device)
     missing = entry.provides - model.provides

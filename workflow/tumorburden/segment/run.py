@@ -125,8 +125,8 @@ class Segmenter:
                 torch.set_num_threads(int(threads))
             self.device = engine.pick_device(s["device"])
             self.nnunet = nnunet.NnUNetModel.load(resolve_bundle(s["model"]),
-                                                  {**nnunet.DEFAULTS, **(s.get("nnunet") or {}),
-                                                   "precision": s["precision"]}, self.device)
+                                                  {**(s.get("nnunet") or {}), "precision": s["precision"]},
+                                                  self.device)
 
     def sources(self) -> dict:
         """Where the record says the lesions and body composition came from (before external masks)."""

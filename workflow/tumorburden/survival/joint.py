@@ -570,7 +570,7 @@ def one_step_jackknife(H, H_i, S) -> np.ndarray:
     return (n - 1) / n * d.T @ d
 
 
-def bias_reduced_sandwich(H, H_i, S) -> tuple[np.ndarray, np.ndarray]:
+def bias_reduced_sandwich(H, H_i, S) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Bias-reduced (CR2) sandwich and the Bell-McCaffrey degrees of freedom of each parameter.
 
     The sandwich sums s_i s_i' of scores taken at the fit, which fitted each patient in part to
